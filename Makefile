@@ -1,0 +1,41 @@
+# Everything runs inside .venv, created from requirements.lock (pinned, Python 3.11, pip only).
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export OUTDATED_IGNORE := 1
+
+.PHONY: venv test test-slow demo lint leaderboard bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+lint: venv
+	$(PY) -m ruff check .
+
+# The main job: a seed sweep of ERM on the embedded maze benchmark, then the leaderboard.
+DEMO_SEEDS ?= 0,1,2
+demo: venv
+	$(PY) -m harness.run -m seed=$(DEMO_SEEDS) $(DEMO_ARGS)
+	$(PY) -m harness.leaderboard
+	@echo
+	@echo "runs:        results/runs/"
+	@echo "table:       results/table.parquet (and results/table.csv)"
+	@echo "leaderboard: results/leaderboard/README.md"
+
+leaderboard: venv
+	$(PY) -m harness.leaderboard
+
+clean:
+	rm -rf results/runs results/cache results/multirun results/table.* results/leaderboard

@@ -1,0 +1,267 @@
+"""Benchmark and Split: what every dataset adapter returns, plus the input transforms.
+
+Adapters yield raw images (PIL images or HWC uint8 arrays) and integer labels; they never
+normalise. The transform is chosen by the run (from timm for pretrained models, from the
+benchmark's defaults otherwise) and recorded, because it is part of what a result means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+ROLES = ("train", "val", "id_test", "shift_test", "ood", "unlabeled")
+# Roles whose labels live in the benchmark's label space (accuracy is defined on them).
+LABELED_ROLES = ("train", "val", "id_test", "shift_test")
+NO_LABEL = -1
+
+
+class Split(Dataset):
+    """One split: a torch Dataset of (image, label, index) plus one metadata row per example.
+
+    `meta` has at least the column `label` (NO_LABEL where unknown); adapters add whatever
+    describes the example (group fields, domain, generator, severity...). `load_image(i)`
+    returns the raw image of row i.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        role: str,
+        meta: pd.DataFrame,
+        load_image: Callable[[int], Any],
+        transform: Callable[[Any], torch.Tensor] | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"split {name!r}: unknown role {role!r}; roles are {ROLES}")
+        if "label" not in meta.columns:
+            raise ValueError(f"split {name!r}: metadata has no 'label' column")
+        self.name = name
+        self.role = role
+        self.meta = meta.reset_index(drop=True)
+        self.load_image = load_image
+        self.transform = transform
+        self.info = dict(info or {})  # split-level facts, e.g. the shift factor it changes
+        self._labels = self.meta["label"].to_numpy(dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def __getitem__(self, i: int) -> tuple[Any, int, int]:
+        image = self.load_image(i)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self._labels[i]), i
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self._labels
+
+    def with_transform(self, transform: Callable[[Any], torch.Tensor] | None) -> Split:
+        return Split(self.name, self.role, self.meta, self.load_image, transform, self.info)
+
+    def subset(self, indices: Sequence[int]) -> Split:
+        """A split of the given rows; indices are re-numbered 0..len-1."""
+        idx = np.asarray(indices, dtype=np.int64)
+        parent = self.load_image
+        return Split(
+            self.name,
+            self.role,
+            self.meta.iloc[idx],
+            lambda i: parent(int(idx[i])),
+            self.transform,
+            self.info,
+        )
+
+    def limited(self, limit: int | None, seed: int = 0) -> Split:
+        """At most `limit` examples: a fixed random subset (same rows every time), in order."""
+        if limit is None or len(self) <= limit:
+            return self
+        if limit < 1:
+            raise ValueError(f"dataset.limit must be a positive integer or null, got {limit}")
+        rng = np.random.default_rng(seed)
+        return self.subset(np.sort(rng.choice(len(self), size=limit, replace=False)))
+
+
+def array_split(
+    name: str, role: str, images: np.ndarray, meta: pd.DataFrame, info: dict | None = None
+) -> Split:
+    """A split whose images are one in-memory (or memory-mapped) array of shape N×H×W×C."""
+    if len(images) != len(meta):
+        raise ValueError(f"split {name!r}: {len(images)} images but {len(meta)} metadata rows")
+    return Split(name, role, meta, lambda i: images[i], info=info)
+
+
+@dataclass
+class Benchmark:
+    """A named set of splits over one label space, with the columns that define groups."""
+
+    name: str
+    classes: list[str]
+    splits: dict[str, Split]
+    group_cols: list[str] = field(default_factory=list)
+    input_kind: str = "image"
+    in_chans: int = 3
+    image_size: tuple[int, int] = (32, 32)
+    # Normalisation for models trained from scratch on this benchmark.
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def by_role(self, *roles: str) -> list[Split]:
+        return [s for s in self.splits.values() if s.role in roles]
+
+    def train_split(self) -> Split:
+        train = self.by_role("train")
+        if len(train) != 1:
+            raise ValueError(
+                f"benchmark {self.name!r} has {len(train)} train splits; training needs exactly one"
+            )
+        return train[0]
+
+    def limited(self, limit: int | None) -> Benchmark:
+        return replace(self, splits={k: s.limited(limit) for k, s in self.splits.items()})
+
+    def group_ids(self, split: Split) -> np.ndarray:
+        """Integer group id per example (0 when the benchmark defines no groups)."""
+        if not self.group_cols:
+            return np.zeros(len(split), dtype=np.int64)
+        keys = split.meta[self.group_cols].astype(str).agg("|".join, axis=1)
+        return pd.factorize(keys, sort=True)[0].astype(np.int64)
+
+
+def to_pil(image: Any) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    return Image.fromarray(array)
+
+
+class BenchmarkTransform:
+    """HWC uint8 (or PIL) -> normalised CHW float tensor, no resizing: for models trained
+    from scratch at the benchmark's own resolution."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        array = np.asarray(image)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        x = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float().div_(255.0)
+        return (x - self.mean) / self.std
+
+    def __repr__(self) -> str:
+        return f"BenchmarkTransform(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
+class PILThen:
+    """Converts arrays to PIL before a torchvision/timm transform (which expects PIL)."""
+
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        return self.transform(to_pil(image))
+
+    def __repr__(self) -> str:
+        return repr(self.transform)
+
+
+def resolve_transform(
+    mode: str, model: torch.nn.Module, bench: Benchmark
+) -> tuple[Callable[[Any], torch.Tensor], dict[str, Any]]:
+    """The eval transform and a description of it (which goes into the forward key).
+
+    mode: "timm" uses timm.data.resolve_model_data_config (size, crop, interpolation,
+    mean/std) of the model; "benchmark" uses the benchmark's own resolution and mean/std.
+    """
+    if mode == "timm":
+        import timm.data
+
+        data_config = timm.data.resolve_model_data_config(model)
+        transform = timm.data.create_transform(**data_config, is_training=False)
+        desc = {"kind": "timm", **{k: _jsonable(v) for k, v in data_config.items()}}
+        return PILThen(transform), desc
+    if mode == "benchmark":
+        desc = {
+            "kind": "benchmark",
+            "input_size": [bench.in_chans, *bench.image_size],
+            "mean": list(bench.mean),
+            "std": list(bench.std),
+        }
+        return BenchmarkTransform(bench.mean, bench.std), desc
+    raise ValueError(f"model.transform must be 'auto', 'timm' or 'benchmark', got {mode!r}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def hash_arrays(*parts: Any) -> str:
+    """Content hash of arrays, DataFrames and JSON-able values (a data fingerprint)."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(str((part.dtype.str, part.shape)).encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        elif isinstance(part, pd.DataFrame):
+            h.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+            h.update(json.dumps(list(map(str, part.columns))).encode())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def default_cache_dir(results_dir: str | Path) -> Path:
+    return Path(results_dir) / "cache"
+
+
+class DatasetAdapter:
+    """Base of dataset plugins. Constructing one is cheap (it only stores options);
+    `fingerprint()` says what determines the data without loading it, so a finished run
+    is recognised before any data is read; `load()` builds the Benchmark.
+
+    Options that are paths (where the data lives) are listed in `path_options`: they are
+    left out of the run key, and the fingerprint stands for what they point to.
+    """
+
+    path_options: tuple[str, ...] = ("root",)
+
+    def __init__(self, name: str, limit: int | None = None, **options: Any) -> None:
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"dataset.limit must be a positive integer or null, got {limit!r}")
+        self.name = name
+        self.limit = limit
+        self.options = options
+
+    def key_config(self) -> dict[str, Any]:
+        """The options that determine the data, without paths."""
+        opts = {k: v for k, v in self.options.items() if k not in self.path_options}
+        return {"name": self.name, "limit": self.limit, **opts}
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+    def load(self, cache_dir: Path) -> Benchmark:
+        raise NotImplementedError

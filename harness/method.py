@@ -1,0 +1,51 @@
+"""The training-method interface. A method is a small class: `update(batch)` does one
+optimisation step and returns its losses; `predict(x)` gives (logits, features). The
+runner owns the loop, the optimiser, checkpoints and logging (DomainBed's split of duties).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.models import forward_outputs
+
+
+class Method(nn.Module):
+    """Base class of methods/; subclasses implement `update`.
+
+    `batch` is a dict: x (inputs), y (labels), index (row in the split), group (group id
+    from the benchmark's group columns). Hyperparameters arrive as keyword arguments from
+    the method's YAML (everything but `name` and `_target_`).
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, num_groups: int = 1, **hparams: Any):
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.num_groups = num_groups
+        self.hparams = hparams
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def step(self, loss: torch.Tensor) -> None:
+        """zero_grad, backward, step: the common end of update()."""
+        if self.optimizer is None:
+            raise RuntimeError("the runner attaches an optimiser before training")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return forward_outputs(self.model, x)
+
+    def train_sampler(self, split: Any, groups: Any) -> torch.utils.data.Sampler | None:
+        """A sampler for the training split (re-balancing methods); None = shuffle."""
+        return None

@@ -1,0 +1,135 @@
+"""timm models: creation, local checkpoints, label maps, logits and penultimate features.
+
+Logits and features come from timm's own API (forward_features, then forward_head with
+and without pre_logits), so any timm model works without a wrapper.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.data import Benchmark
+from harness.store import file_digest
+
+
+def check_model_name(name: str) -> None:
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
+        hint = f" Close matches: {', '.join(close)}." if close else ""
+        raise ValueError(
+            f"model.name={name!r} is not a timm model.{hint} "
+            "All names: python -c 'import timm; print(timm.list_models())'"
+        )
+
+
+def checkpoint_digest(path: str | None) -> str | None:
+    return None if path is None else file_digest(path)
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from a .safetensors file or a torch file, never unpickling arbitrary objects."""
+    p = Path(path)
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(p))
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"model.checkpoint={p}: not a loadable weights file ({exc})") from exc
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]  # a harness training checkpoint
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"model.checkpoint={p}: not a state dict of tensors")
+    return state
+
+
+def create_model(cfg: dict[str, Any], bench: Benchmark, train: bool) -> nn.Module:
+    """A timm model for the benchmark.
+
+    Training: a new head with the benchmark's num_classes and in_chans (unless model.kwargs
+    overrides them). Evaluation only: the model's own head is kept (pretrained weights or
+    model.checkpoint), and labels are mapped onto it by `label_index`.
+    """
+    import timm
+
+    check_model_name(cfg["name"])
+    kwargs = dict(cfg.get("kwargs") or {})
+    if train:
+        kwargs.setdefault("num_classes", bench.num_classes)
+        kwargs.setdefault("in_chans", bench.in_chans)
+    model = timm.create_model(cfg["name"], pretrained=bool(cfg.get("pretrained")), **kwargs)
+    if cfg.get("checkpoint"):
+        state = load_state_dict(cfg["checkpoint"])
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"model.checkpoint={cfg['checkpoint']} does not fit {cfg['name']} "
+                f"with kwargs {kwargs}: {str(exc).splitlines()[0]}"
+            ) from exc
+    return model
+
+
+def head_size(model: nn.Module) -> int:
+    return int(model.num_classes)
+
+
+def label_index(cfg: dict[str, Any], bench: Benchmark, model: nn.Module) -> list[int] | None:
+    """Head index for each benchmark class, or None when head and benchmark agree.
+
+    A benchmark covering a subset of the head's classes (e.g. ImageNet-R's 200) is handled
+    by selecting those logits, which masks out the others.
+    """
+    mapping = cfg.get("label_map")
+    n_head = head_size(model)
+    if mapping is None:
+        if n_head == bench.num_classes:
+            return None
+        raise ValueError(
+            f"model {cfg['name']} has {n_head} outputs but benchmark {bench.name!r} has "
+            f"{bench.num_classes} classes: set model.label_map to the head index of each class "
+            f"({bench.classes}), or train a new head (trainer.epochs > 0)"
+        )
+    mapping = [int(i) for i in mapping]
+    if len(mapping) != bench.num_classes:
+        raise ValueError(
+            f"model.label_map has {len(mapping)} entries, benchmark {bench.name!r} has "
+            f"{bench.num_classes} classes"
+        )
+    bad = [i for i in mapping if not 0 <= i < n_head]
+    if bad:
+        raise ValueError(f"model.label_map indices {bad} are outside the head's 0..{n_head - 1}")
+    return mapping
+
+
+def forward_outputs(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, penultimate features) through timm's uniform API."""
+    feats = model.forward_features(x)
+    pre = model.forward_head(feats, pre_logits=True)
+    logits = model.forward_head(feats)
+    return logits, pre.flatten(1)
+
+
+def map_logits(logits: torch.Tensor, index: list[int] | None) -> torch.Tensor:
+    return logits if index is None else logits[:, index]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return int(sum(np.prod(p.shape) for p in model.parameters()))

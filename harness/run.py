@@ -1,0 +1,262 @@
+"""Hydra entry point: compose -> key -> (skip if done) -> train -> forward once per split
+-> metrics -> tidy rows, written atomically, completion marker last.
+
+    python -m harness.run dataset=maze model=resnet18 method=erm seed=3 trainer.epochs=2
+    python -m harness.run -m seed=0,1,2
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from harness import registry
+from harness.data import LABELED_ROLES, Benchmark, default_cache_dir, resolve_transform
+from harness.evaluate import Outputs, example_scores, forward_split, label_metrics, msp_rows
+from harness.models import checkpoint_digest, create_model, label_index, resolve_device
+from harness.store import (
+    RESULTS_VERSION,
+    ROW_COLUMNS,
+    RunDir,
+    RunKeys,
+    atomic_write_json,
+    atomic_write_parquet,
+    atomic_write_text,
+    make_keys,
+    now_iso,
+    posthoc_key,
+    provenance,
+)
+from harness.train import train
+
+log = logging.getLogger("harness.run")
+
+# Trainer options that do not change the numbers (kept out of the key).
+NON_SEMANTIC_TRAINER_KEYS = ("num_workers", "progress")
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Clear errors for values Hydra's typing does not catch, naming the key."""
+    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
+        raise ValueError(f"seed must be an integer, got {cfg.get('seed')!r}")
+    t = cfg["trainer"]
+    if not isinstance(t["epochs"], int) or t["epochs"] < 0:
+        raise ValueError(f"trainer.epochs must be an integer >= 0, got {t['epochs']!r}")
+    if t["max_steps"] is not None and (not isinstance(t["max_steps"], int) or t["max_steps"] < 1):
+        raise ValueError(
+            f"trainer.max_steps must be a positive integer or null, got {t['max_steps']!r}"
+        )
+    for k in ("batch_size", "eval_batch_size"):
+        if not isinstance(t[k], int) or t[k] < 1:
+            raise ValueError(f"trainer.{k} must be a positive integer, got {t[k]!r}")
+
+
+def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
+    """What determines a run's numbers: paths are replaced by content hashes."""
+    m = cfg["model"]
+    training = cfg["trainer"]["epochs"] > 0
+    model = {
+        "name": m["name"],
+        "pretrained": bool(m.get("pretrained")),
+        "kwargs": m.get("kwargs") or {},
+        "checkpoint_sha256": checkpoint_digest(m.get("checkpoint")),
+        "transform": m.get("transform", "auto"),
+        "label_map": m.get("label_map"),
+    }
+    trainer = {k: v for k, v in cfg["trainer"].items() if k not in NON_SEMANTIC_TRAINER_KEYS}
+    return {
+        "dataset": {**adapter.key_config(), "fingerprint": adapter.fingerprint()},
+        "model": model,
+        # An evaluation-only run uses no method and no trainer: they must not split its key.
+        "method": cfg["method"] if training else None,
+        "trainer": trainer if training else {"epochs": 0},
+        "selection_rule": cfg["selection_rule"] if training else None,
+        "seed": cfg["seed"],
+    }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def transform_mode(cfg_model: dict[str, Any]) -> str:
+    mode = cfg_model.get("transform", "auto")
+    if mode == "auto":
+        return "timm" if cfg_model.get("pretrained") else "benchmark"
+    return mode
+
+
+@contextmanager
+def run_log(path: Path):
+    """Mirror the harness's log records into the run directory while the run lasts."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """One run. Returns a summary: run_id, run_dir, skipped, and the headline metrics."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    validate(c)
+    if c.get("threads"):
+        torch.set_num_threads(int(c["threads"]))
+    adapter = registry.build("dataset", c["dataset"])
+    keys = make_keys(key_payload(c, adapter))
+    rd = RunDir(c["results_dir"], keys.run_id)
+    if rd.is_complete():
+        log.info("skip: run %s is already finished (%s)", keys.run_id, rd.path)
+        return {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": True}
+    rd.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(rd / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(c)))
+    atomic_write_json(
+        rd / "key.json",
+        {"run_id": keys.run_id, "setting_id": keys.setting_id, "payload": keys.payload},
+    )
+    with run_log(rd / "run.log"):
+        return _execute(c, adapter, keys, rd)
+
+
+def _execute(c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir) -> dict[str, Any]:
+    started = time.time()
+    log.info("run %s -> %s", keys.run_id, rd.path)
+    bench: Benchmark = adapter.load(default_cache_dir(c["results_dir"])).limited(
+        c["dataset"].get("limit")
+    )
+    seed_everything(c["seed"])
+    training = c["trainer"]["epochs"] > 0
+    model = create_model(c["model"], bench, train=training)
+    transform, transform_desc = resolve_transform(transform_mode(c["model"]), model, bench)
+    device = resolve_device(c.get("device", "auto"))
+
+    selected_epoch, predict, index_map = -1, None, None
+    if training:
+        method_cfg = {k: v for k, v in c["method"].items() if k != "name"}
+        method = registry.build(
+            "method",
+            method_cfg,
+            model=model,
+            num_classes=bench.num_classes,
+            num_groups=int(bench.group_ids(bench.train_split()).max()) + 1,
+        )
+        result = train(
+            method, bench, transform, c["trainer"], rd, c["seed"], device, c["selection_rule"]
+        )
+        selected_epoch, predict = result.selected_epoch, method.predict
+    else:
+        index_map = label_index(c["model"], bench, model)
+    model.to(device)
+
+    precision = c["eval"]["precision"]
+    outputs: dict[str, Outputs] = {}
+    forward_keys: dict[str, str] = {}
+    for split in bench.splits.values():
+        fkey = keys.forward_key(split.name, transform_desc, tta=None, precision=precision)
+        path = rd.output_path(split.name, fkey)
+        if path.is_file():  # written by an interrupted attempt of this very run
+            outputs[split.name] = Outputs.load(path)
+        else:
+            outputs[split.name] = forward_split(
+                model,
+                split.with_transform(transform),
+                c["trainer"]["eval_batch_size"],
+                device,
+                label_index=index_map,
+                num_workers=c["trainer"]["num_workers"],
+                progress=c["trainer"]["progress"],
+                predict=predict,
+            )
+            outputs[split.name].save(path)
+        forward_keys[split.name] = fkey
+
+    eval_cfg = {"ece_bins": c["eval"]["ece_bins"], "scorers": ["msp"]}
+    per_split = msp_rows(outputs, bench)
+    records = []
+    for split in bench.splits.values():
+        out = outputs[split.name]
+        rows = (
+            label_metrics(out, split, bench, c["eval"]["ece_bins"])
+            if split.role in LABELED_ROLES
+            else []
+        )
+        for row in rows + per_split[split.name]:
+            records.append({"split": split.name, "split_role": split.role, **row})
+        atomic_write_parquet(example_scores(out), rd / "scores" / f"{split.name}.parquet")
+
+    prov = provenance()
+    created = now_iso()
+    rule = c["selection_rule"] if training else "none (evaluation only)"
+    table = pd.DataFrame.from_records(records)
+    table = table.assign(
+        run_id=keys.run_id,
+        setting_id=keys.setting_id,
+        dataset=bench.name,
+        model=c["model"]["name"],
+        method=c["method"]["name"] if training else "none",
+        tta="",
+        seed=c["seed"],
+        selection_rule=rule,
+        selected_epoch=selected_epoch,
+        forward_key=table["split"].map(forward_keys),
+        posthoc_key=table["split"].map(lambda s: posthoc_key(forward_keys[s], eval_cfg)),
+        results_version=RESULTS_VERSION,
+        git_sha=prov["git_sha"],
+        git_dirty=prov["git_dirty"],
+        lock_hash=prov["lock_hash"],
+        versions=prov["versions"],
+        created_at=created,
+    )
+    for col in ("group_key", "group_value", "scorer"):
+        table[col] = table[col].fillna("") if col in table else ""
+    table = table[ROW_COLUMNS]
+    atomic_write_parquet(table, rd / "rows.parquet")
+    headline = _headline(table)
+    rd.mark_complete(
+        {
+            "run_id": keys.run_id,
+            "seconds": round(time.time() - started, 2),
+            "rows": len(table),
+            "host": prov["host"],
+            "device": str(device),
+            "headline": headline,
+        }
+    )
+    log.info(
+        "done %s in %.1fs: %s",
+        keys.run_id,
+        time.time() - started,
+        ", ".join(f"{k}={v:.3f}" for k, v in headline.items()),
+    )
+    return {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": False, **headline}
+
+
+def _headline(table: pd.DataFrame) -> dict[str, float]:
+    plain = table[(table["metric"] == "accuracy") & (table["group_key"] == "")]
+    return {f"{r.split}/accuracy": float(r.value) for r in plain.itertuples()}
+
+
+@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Keys, run directories, atomic writes, completion markers and collection of results.
+
+A run's identity is a content hash of what determines its numbers (see docs/results.md),
+never a timestamp: repeating a sweep finds finished runs and skips them, and a changed
+checkpoint or dataset gets a new key. Files are written to a temporary name and renamed,
+and the completion marker is written last, so a reader never sees half a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Bump whenever a change alters the numbers a run produces: old runs then stop matching.
+RESULTS_VERSION = 1
+DONE = "DONE"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# The tidy table: one row per number. Later columns may be added, never renamed.
+ROW_COLUMNS = [
+    "run_id",
+    "setting_id",
+    "dataset",
+    "model",
+    "method",
+    "tta",
+    "seed",
+    "split",
+    "split_role",
+    "group_key",
+    "group_value",
+    "scorer",
+    "metric",
+    "value",
+    "n",
+    "selection_rule",
+    "selected_epoch",
+    "forward_key",
+    "posthoc_key",
+    "results_version",
+    "git_sha",
+    "git_dirty",
+    "lock_hash",
+    "versions",
+    "created_at",
+]
+
+
+def content_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of obj (sorted keys), hex."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes: a path in a key is replaced by what it points to."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"file not found: {p}")
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- atomic writes
+
+
+@contextmanager
+def _atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yields a temporary path beside `path`; renames it onto `path` only on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with tmp_path.open("rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with _atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: str | Path) -> None:
+    with _atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    import torch
+
+    with _atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def provenance() -> dict[str, Any]:
+    """Recorded with every row, never hashed into a key."""
+    sha = _git("rev-parse", "HEAD") or "unknown"
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    lock = PROJECT_ROOT / "requirements.lock"
+    versions = {"python": platform.python_version()}
+    for pkg in ("torch", "timm", "numpy", "hydra-core", "maze-dataset", "scikit-learn"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "git_sha": sha,
+        "git_dirty": bool(status) if status is not None else None,
+        "lock_hash": file_digest(lock)[:16] if lock.is_file() else "unknown",
+        "versions": json.dumps(versions, sort_keys=True),
+        "host": platform.node(),
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- keys
+
+
+@dataclass(frozen=True)
+class RunKeys:
+    """train key (= run_id), setting_id (train key without the seed), and the payload."""
+
+    run_id: str
+    setting_id: str
+    payload: dict[str, Any]
+
+    def forward_key(self, split: str, transform: dict[str, Any], tta: Any, precision: str) -> str:
+        return content_hash(
+            {
+                "train": self.run_id,
+                "split": split,
+                "transform": transform,
+                "tta": tta,
+                "precision": precision,
+            }
+        )
+
+
+def make_keys(payload: dict[str, Any]) -> RunKeys:
+    """payload must hold 'seed'; the setting is everything else."""
+    full = {"results_version": RESULTS_VERSION, **payload}
+    setting = {k: v for k, v in full.items() if k != "seed"}
+    return RunKeys(
+        run_id=content_hash(full)[:20], setting_id=content_hash(setting)[:20], payload=full
+    )
+
+
+def posthoc_key(forward_key: str, config: dict[str, Any]) -> str:
+    return content_hash({"forward": forward_key, "posthoc": config})[:20]
+
+
+# ---------------------------------------------------------------- run directories
+
+
+class RunDir:
+    """The directory of one run: results_dir/runs/<run_id>/."""
+
+    def __init__(self, results_dir: str | Path, run_id: str) -> None:
+        if not run_id or any(c not in "0123456789abcdef" for c in run_id):
+            raise ValueError(f"run id must be a hex content hash, got {run_id!r}")
+        self.root = Path(results_dir) / "runs"
+        self.path = self.root / run_id
+        self.run_id = run_id
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def done(self) -> Path:
+        return self.path / DONE
+
+    def is_complete(self) -> bool:
+        return self.done.is_file()
+
+    def output_path(self, split: str, forward_key: str) -> Path:
+        return self.path / "outputs" / f"{split}-{forward_key[:16]}.npz"
+
+    def mark_complete(self, summary: dict[str, Any]) -> None:
+        atomic_write_json(self.done, {"completed_at": now_iso(), **summary})
+
+
+def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+    """Rows of every completed run below results_dir, and the run dirs skipped (with why).
+
+    Never raises on one bad run directory: it is skipped with a warning naming it.
+    """
+    runs_root = Path(results_dir) / "runs"
+    frames, skipped = [], []
+    for run_path in (
+        sorted(p for p in runs_root.glob("*") if p.is_dir()) if runs_root.is_dir() else []
+    ):
+        if not (run_path / DONE).is_file():
+            skipped.append((run_path, "incomplete (no DONE marker)"))
+            continue
+        try:
+            frames.append(pd.read_parquet(run_path / "rows.parquet"))
+        except Exception as exc:  # a corrupt file must not stop the collection
+            skipped.append((run_path, f"unreadable rows.parquet: {type(exc).__name__}: {exc}"))
+    for path, why in skipped:
+        warnings.warn(f"skipping run {path}: {why}", stacklevel=2)
+    if not frames:
+        return pd.DataFrame(columns=ROW_COLUMNS), skipped
+    table = pd.concat(frames, ignore_index=True)
+    return table.drop_duplicates(subset=_identity_columns(table)), skipped
+
+
+def _identity_columns(table: pd.DataFrame) -> list[str]:
+    return [
+        c for c in ("run_id", "split", "group_key", "group_value", "scorer", "metric") if c in table
+    ]

@@ -1,0 +1,232 @@
+"""The training loop: epochs or steps, optimiser and schedule from config, a checkpoint
+per epoch (atomic), and per-epoch metrics on every validation split, so that other
+model-selection rules can be applied later without retraining."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from harness import metrics
+from harness.data import Benchmark, Split
+from harness.evaluate import forward_split
+from harness.method import Method
+from harness.store import RunDir, atomic_torch_save, atomic_write_parquet
+
+log = logging.getLogger(__name__)
+
+SELECTION_RULES = ("id_val_accuracy", "last_epoch")
+
+
+@dataclass
+class TrainResult:
+    selected_epoch: int
+    epochs: pd.DataFrame  # tidy per-epoch records: epoch, step, split, metric, value, n
+    steps: int
+
+
+class GroupedSplit(torch.utils.data.Dataset):
+    """Adds the group id to each example, for methods that need groups."""
+
+    def __init__(self, split: Split, groups: np.ndarray, transform: Any) -> None:
+        self.split, self.groups, self.transform = split, groups, transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image, label, index = self.split[i]
+        return {
+            "x": self.transform(image),
+            "y": label,
+            "index": index,
+            "group": int(self.groups[i]),
+        }
+
+
+def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int):
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    raise ValueError(f"trainer.schedule must be 'cosine' or 'constant', got {name!r}")
+
+
+def validation_records(
+    method: Method,
+    bench: Benchmark,
+    splits: list[Split],
+    transform: Any,
+    cfg: dict,
+    device,
+    epoch: int,
+    step: int,
+) -> list[dict[str, Any]]:
+    records = []
+    for split in splits:
+        out = forward_split(
+            method.model,
+            split.with_transform(transform),
+            cfg["eval_batch_size"],
+            device,
+            predict=method.predict,
+        )
+        correct = metrics.predictions(out.logits) == out.labels
+        values = {
+            "accuracy": float(correct.mean()),
+            "nll": metrics.nll(out.logits, out.labels),
+        }
+        if bench.group_cols:
+            groups = metrics.group_accuracy(correct, split.meta.iloc[out.index], bench.group_cols)
+            values["worst_group_accuracy"] = float(groups["accuracy"].min())
+        for metric, value in values.items():
+            records.append(
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "split": split.name,
+                    "split_role": split.role,
+                    "metric": metric,
+                    "value": value,
+                    "n": len(out.labels),
+                }
+            )
+    return records
+
+
+def train(
+    method: Method,
+    bench: Benchmark,
+    transform: Any,
+    cfg: dict[str, Any],
+    run_dir: RunDir,
+    seed: int,
+    device: torch.device,
+    selection_rule: str,
+) -> TrainResult:
+    """Trains `method` in place; leaves the selected epoch's weights loaded."""
+    if selection_rule not in SELECTION_RULES:
+        raise ValueError(f"selection_rule must be one of {SELECTION_RULES}, got {selection_rule!r}")
+    train_split = bench.train_split()
+    groups = bench.group_ids(train_split)
+    dataset = GroupedSplit(train_split, groups, transform)
+    epochs, max_steps = int(cfg["epochs"]), cfg.get("max_steps")
+    steps_per_epoch = math.ceil(len(dataset) / cfg["batch_size"])
+    total = (
+        epochs * steps_per_epoch if max_steps is None else min(epochs * steps_per_epoch, max_steps)
+    )
+    # Epochs that can run within max_steps: the loop stops there, after its epoch-end record.
+    epochs = min(epochs, math.ceil(total / steps_per_epoch))
+
+    method.to(device)
+    optimizer = instantiate(cfg["optimizer"], params=method.parameters())
+    method.attach_optimizer(optimizer)
+    scheduler = make_scheduler(cfg["schedule"], optimizer, total)
+    val_splits = bench.by_role("val")
+
+    ckpt_dir = run_dir / "checkpoints"
+    records: list[dict[str, Any]] = []
+    start_epoch, step, best = 0, 0, (-math.inf, -1)
+    last = ckpt_dir / "last.pt"
+    if last.is_file():  # an interrupted run: continue where its last epoch ended
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        method.load_state_dict(state["method"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
+        best = (float(state["best_score"]), int(state["best_epoch"]))
+        records = pd.read_parquet(run_dir / "epochs.parquet").to_dict("records")
+        log.info("resuming %s from epoch %d (step %d)", run_dir.run_id, start_epoch, step)
+
+    for epoch in range(start_epoch, epochs):
+        # The shuffle order depends only on (seed, epoch): a resumed run sees the same batches.
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        sampler = method.train_sampler(train_split, groups)
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg["batch_size"],
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=generator,
+            num_workers=cfg["num_workers"],
+            drop_last=False,
+        )
+        method.train()
+        torch.manual_seed(seed * 100_003 + epoch)  # dropout etc., per epoch, for resumability
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not cfg["progress"], leave=False
+        )
+        losses = []
+        for batch in bar:
+            if step >= total:
+                break
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            out = method.update(batch)
+            if not all(math.isfinite(v) for v in out.values()):
+                raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}: {out}")
+            scheduler.step()
+            step += 1
+            losses.append(out["loss"])
+            bar.set_postfix(loss=f"{out['loss']:.3f}")
+        records.append(
+            {
+                "epoch": epoch,
+                "step": step,
+                "split": train_split.name,
+                "split_role": "train",
+                "metric": "loss",
+                "value": float(np.mean(losses)) if losses else math.nan,
+                "n": len(losses),
+            }
+        )
+        records += validation_records(
+            method, bench, val_splits, transform, cfg, device, epoch, step
+        )
+        score = _selection_score(records, epoch, selection_rule)
+        if score > best[0]:
+            best = (score, epoch)
+            atomic_torch_save(method.state_dict(), ckpt_dir / "best.pt")
+        atomic_write_parquet(pd.DataFrame(records), run_dir / "epochs.parquet")
+        atomic_torch_save(
+            {
+                "method": method.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "best_score": best[0],
+                "best_epoch": best[1],
+            },
+            last,
+        )
+        log.info("epoch %d: %s", epoch, _summary(records, epoch))
+    method.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True))
+    return TrainResult(selected_epoch=best[1], epochs=pd.DataFrame(records), steps=step)
+
+
+def _selection_score(records: list[dict[str, Any]], epoch: int, rule: str) -> float:
+    if rule == "last_epoch":
+        return float(epoch)
+    accs = [
+        r["value"]
+        for r in records
+        if r["epoch"] == epoch and r["split_role"] == "val" and r["metric"] == "accuracy"
+    ]
+    if not accs:  # no validation split: fall back to the last epoch
+        return float(epoch)
+    return float(np.mean(accs))
+
+
+def _summary(records: list[dict[str, Any]], epoch: int) -> str:
+    return ", ".join(
+        f"{r['split']}/{r['metric']}={r['value']:.4f}" for r in records if r["epoch"] == epoch
+    )

@@ -1,0 +1,1 @@
+"""Method plugins: one small file per method, chosen with `method=NAME` (conf/method/)."""
