@@ -71,6 +71,9 @@ def create_model(cfg: dict[str, Any], bench: Benchmark, train: bool) -> nn.Modul
     model = timm.create_model(cfg["name"], pretrained=bool(cfg.get("pretrained")), **kwargs)
     if cfg.get("checkpoint"):
         state = load_state_dict(cfg["checkpoint"])
+        n_ckpt = checkpoint_num_classes(model, state)
+        if n_ckpt is not None and n_ckpt != head_size(model) and "num_classes" not in kwargs:
+            model.reset_classifier(n_ckpt)  # the checkpoint's head decides, unless kwargs say
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -79,6 +82,15 @@ def create_model(cfg: dict[str, Any], bench: Benchmark, train: bool) -> nn.Modul
                 f"with kwargs {kwargs}: {str(exc).splitlines()[0]}"
             ) from exc
     return model
+
+
+def checkpoint_num_classes(model: nn.Module, state: dict[str, torch.Tensor]) -> int | None:
+    """Outputs of the classifier stored in a checkpoint (timm names it in pretrained_cfg)."""
+    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier")
+    if isinstance(classifier, list | tuple):  # distilled models: (head, head_dist)
+        classifier = classifier[0]
+    weight = state.get(f"{classifier}.weight") if classifier else None
+    return int(weight.shape[0]) if weight is not None and weight.ndim >= 1 else None
 
 
 def head_size(model: nn.Module) -> int:

@@ -1,0 +1,65 @@
+"""Shared fixtures. No test downloads anything: HF_HUB_OFFLINE is set before timm loads."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OUTDATED_IGNORE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+
+# A run small enough for a unit test: tiny maze splits, a tiny timm model, two steps.
+TINY = [
+    "dataset.limit=24",
+    "model.name=test_resnet",
+    "trainer.epochs=1",
+    "trainer.max_steps=2",
+    "trainer.batch_size=8",
+    "trainer.eval_batch_size=16",
+    "trainer.progress=false",
+    "threads=1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _pinned_threads():
+    torch.set_num_threads(1)
+    yield
+
+
+def compose_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def run_cli(
+    args: list[str],
+    cwd: Path,
+    module: str = "harness.run",
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Runs `python -m <module> args` the way a user does, from `cwd`."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "OUTDATED_IGNORE": "1", **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}"
+        )
+    return proc

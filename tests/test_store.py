@@ -1,0 +1,98 @@
+"""Keys, atomic writes, run directories and collection."""
+
+from __future__ import annotations
+
+import warnings
+
+import pandas as pd
+import pytest
+
+from harness import store
+from harness.store import RunDir, atomic_write_parquet, atomic_write_text, collect, make_keys
+
+
+def test_content_hash_ignores_key_order_and_sees_values():
+    assert store.content_hash({"a": 1, "b": [1, 2]}) == store.content_hash({"b": [1, 2], "a": 1})
+    assert store.content_hash({"a": 1}) != store.content_hash({"a": 2})
+
+
+def test_seed_changes_run_id_but_not_setting_id():
+    a = make_keys({"model": "m", "seed": 0})
+    b = make_keys({"model": "m", "seed": 1})
+    c = make_keys({"model": "other", "seed": 0})
+    assert a.run_id != b.run_id and a.setting_id == b.setting_id
+    assert a.setting_id != c.setting_id
+    assert a.payload["results_version"] == store.RESULTS_VERSION
+
+
+def test_results_version_is_part_of_the_key(monkeypatch):
+    before = make_keys({"seed": 0})
+    monkeypatch.setattr(store, "RESULTS_VERSION", store.RESULTS_VERSION + 1)
+    assert make_keys({"seed": 0}).run_id != before.run_id
+
+
+def test_file_digest_follows_content(tmp_path):
+    p = tmp_path / "w.bin"
+    p.write_bytes(b"one")
+    first = store.file_digest(p)
+    p.write_bytes(b"two")
+    assert store.file_digest(p) != first
+    with pytest.raises(FileNotFoundError, match="missing.bin"):
+        store.file_digest(tmp_path / "missing.bin")
+
+
+def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "rows.parquet"
+    atomic_write_parquet(pd.DataFrame({"x": [1, 2]}), target)
+
+    class Unwritable(pd.DataFrame):
+        def to_parquet(self, *a, **k):
+            raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        atomic_write_parquet(Unwritable({"x": [3]}), target)
+    assert pd.read_parquet(target)["x"].tolist() == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["rows.parquet"]
+
+
+def test_run_dir_refuses_ids_that_are_not_content_hashes(tmp_path):
+    for bad in ["../escape", "", "ABC", "a/b"]:
+        with pytest.raises(ValueError, match="hex content hash"):
+            RunDir(tmp_path, bad)
+
+
+def _finished_run(root, run_id, rows):
+    rd = RunDir(root, run_id)
+    atomic_write_parquet(pd.DataFrame(rows), rd / "rows.parquet")
+    rd.mark_complete({"run_id": run_id})
+    return rd
+
+
+def test_collect_reads_completed_runs_and_skips_bad_ones_with_a_warning(tmp_path):
+    row = {
+        "run_id": "aa",
+        "split": "s",
+        "group_key": "",
+        "group_value": "",
+        "scorer": "",
+        "metric": "accuracy",
+        "value": 0.5,
+    }
+    _finished_run(tmp_path, "aa", [row])
+    _finished_run(tmp_path, "bb", [{**row, "run_id": "bb", "value": 0.7}])
+    incomplete = RunDir(tmp_path, "cc")  # rows but no DONE marker: a run that died
+    atomic_write_parquet(pd.DataFrame([{**row, "run_id": "cc"}]), incomplete / "rows.parquet")
+    corrupt = _finished_run(tmp_path, "dd", [{**row, "run_id": "dd"}])
+    atomic_write_text(corrupt / "rows.parquet", "not parquet")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table, skipped = collect(tmp_path)
+    assert sorted(table["run_id"]) == ["aa", "bb"]
+    assert {p.name for p, _ in skipped} == {"cc", "dd"}
+    messages = " ".join(str(w.message) for w in caught)
+    assert "cc" in messages and "incomplete" in messages and "dd" in messages
+
+
+def test_collect_of_an_empty_root_is_an_empty_table(tmp_path):
+    table, skipped = collect(tmp_path / "nothing")
+    assert table.empty and list(table.columns) == store.ROW_COLUMNS and skipped == []
