@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-from harness.data import Benchmark
 from shiftbench_datasets import maze as maze_mod
 from shiftbench_datasets.maze import MazeShift, draw_maze, generate_mazes
+
+from harness.data import Benchmark
 
 from .conftest import CONF
 
