@@ -145,6 +145,7 @@ def _execute(c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir) -> dict
     training = c["trainer"]["epochs"] > 0
     model = create_model(c["model"], bench, train=training)
     transform, transform_desc = resolve_transform(transform_mode(c["model"]), model, bench)
+    atomic_write_json(rd / "transform.json", transform_desc)
     device = resolve_device(c.get("device", "auto"))
 
     selected_epoch, predict, index_map = -1, None, None
