@@ -29,10 +29,7 @@ DEMO_SEEDS ?= 0,1,2
 demo: venv
 	$(PY) -m harness.run -m seed=$(DEMO_SEEDS) $(DEMO_ARGS)
 	$(PY) -m harness.leaderboard
-	@echo
-	@echo "runs:        results/runs/"
-	@echo "table:       results/table.parquet (and results/table.csv)"
-	@echo "leaderboard: results/leaderboard/README.md"
+	@echo "runs:        results/runs/ (one directory per run; rerunning skips finished ones)"
 
 leaderboard: venv
 	$(PY) -m harness.leaderboard

@@ -56,7 +56,9 @@ def forward_split(
     predict = predict or (lambda x: forward_outputs(model, x))
     loader = DataLoader(split, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     logits, feats, labels, index = [], [], [], []
-    for x, y, i in tqdm(loader, desc=f"eval {split.name}", disable=not progress, leave=False):
+    for x, y, i in tqdm(
+        loader, desc=f"eval {split.name}", disable=None if progress else True, leave=False
+    ):
         out, feat = predict(x.to(device, non_blocking=True))
         logits.append(map_logits(out, label_index).float().cpu())
         feats.append(feat.float().cpu())

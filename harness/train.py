@@ -163,7 +163,10 @@ def train(
         method.train()
         torch.manual_seed(seed * 100_003 + epoch)  # dropout etc., per epoch, for resumability
         bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not cfg["progress"], leave=False
+            loader,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            disable=None if cfg["progress"] else True,
+            leave=False,
         )
         losses = []
         for batch in bar:
