@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import hydra
 import numpy as np
-import pandas as pd
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from harness import metrics
-from harness.data import LABELED_ROLES, Benchmark, Split
+from harness.data import Split
 from harness.models import forward_outputs, map_logits
 from harness.store import atomic_save_npz
 
@@ -73,82 +72,30 @@ def forward_split(
     )
 
 
-def label_metrics(
-    outputs: Outputs, split: Split, bench: Benchmark, ece_bins: int
-) -> list[dict[str, Any]]:
-    """Rows (metric, value, n, group_key, group_value) for a labelled split."""
-    logits, labels = outputs.logits, outputs.labels
-    n = len(labels)
-    rows = [
-        {"metric": "accuracy", "value": metrics.accuracy(logits, labels), "n": n},
-        {"metric": "nll", "value": metrics.nll(logits, labels), "n": n},
-        {"metric": "ece", "value": metrics.ece(logits, labels, ece_bins), "n": n},
-    ]
-    if bench.group_cols:
-        correct = metrics.predictions(logits) == labels
-        groups = metrics.group_accuracy(correct, split.meta.iloc[outputs.index], bench.group_cols)
-        group_key = "|".join(bench.group_cols)
-        for g in groups.itertuples():
-            rows.append(
-                {
-                    "metric": "accuracy",
-                    "value": g.accuracy,
-                    "n": int(g.n),
-                    "group_key": group_key,
-                    "group_value": g.group,
-                }
-            )
-        worst = groups.loc[groups["accuracy"].idxmin()]
-        rows.append(
-            {
-                "metric": "worst_group_accuracy",
-                "value": float(worst["accuracy"]),
-                "n": int(worst["n"]),
-                "group_key": group_key,
-                "group_value": worst["group"],
-            }
-        )
-    return rows
+@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    """python -m harness.evaluate run=<run dir or results dir> [eval=NAME]: the post-hoc
+    stage of an eval config on finished runs, from their caches alone."""
+    from harness.posthoc import evaluate_run
 
-
-def msp_rows(all_outputs: dict[str, Outputs], bench: Benchmark) -> dict[str, list[dict[str, Any]]]:
-    """The MSP scorer: AUROC of ID test vs each shifted/OOD split, and of correct vs wrong
-    predictions on every labelled split. Rows per split name."""
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in all_outputs}
-    scores = {name: metrics.msp(o.logits) for name, o in all_outputs.items()}
-    id_names = [s.name for s in bench.by_role("id_test") if s.name in all_outputs]
-    for name, out in all_outputs.items():
-        role = bench.splits[name].role
-        if role in LABELED_ROLES:
-            correct = metrics.predictions(out.logits) == out.labels
-            value = metrics.auroc(scores[name][correct], scores[name][~correct])
-            if value is not None:  # undefined when every prediction is right (or wrong)
-                rows[name].append(
-                    {"scorer": "msp", "metric": "auroc_error", "value": value, "n": len(correct)}
-                )
-        if role in ("shift_test", "ood"):
-            for id_name in id_names:
-                value = metrics.auroc(scores[id_name], scores[name])
-                if value is not None:
-                    rows[name].append(
-                        {
-                            "scorer": "msp",
-                            "metric": f"auroc_vs_{id_name}",
-                            "value": value,
-                            "n": len(scores[name]) + len(scores[id_name]),
-                        }
-                    )
-    return rows
-
-
-def example_scores(outputs: Outputs) -> pd.DataFrame:
-    """Per-example scores (for paired bootstraps later): one row per example."""
-    logits, labels = outputs.logits, outputs.labels
-    pred = metrics.predictions(logits)
-    frame = pd.DataFrame(
-        {"index": outputs.index, "label": labels, "pred": pred, "msp": metrics.msp(logits)}
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    root = Path(cfg.run)
+    runs = (
+        [root]
+        if (root / "benchmark.json").is_file()
+        else sorted(p.parent for p in root.glob("runs/*/DONE"))
     )
-    if (labels >= 0).all():
-        frame["correct"] = pred == labels
-        frame["nll"] = metrics.per_example_nll(logits, labels)
-    return frame
+    if not runs:
+        raise FileNotFoundError(
+            f"run={root}: neither a finished run directory nor a results "
+            "directory with finished runs"
+        )
+    done = skipped = 0
+    for run_dir in runs:
+        eid, was_done = evaluate_run(run_dir, eval_cfg)
+        done, skipped = done + (not was_done), skipped + was_done
+    print(f"eval {eid}: {done} run(s) evaluated, {skipped} already had it")
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,8 @@ from harness.store import atomic_write_parquet, atomic_write_text, collect
 
 log = logging.getLogger("harness.leaderboard")
 
-SETTING_COLUMNS = ["dataset", "setting_id", "model", "method", "tta", "selection_rule"]
+SETTING_COLUMNS = ["dataset", "setting_id", "eval_id", "model", "method", "tta", "selection_rule"]
+INDEX = ["model", "method", "setting_id", "eval_id"]
 ROW_KEY = ["split", "split_role", "scorer", "metric", "group_key", "group_value"]
 
 
@@ -60,12 +61,10 @@ def metric_table(agg: pd.DataFrame, metric: str, scorer: str = "") -> pd.DataFra
             _cell(m, s, n) for m, s, n in zip(sel["mean"], sel["std"], sel["n_seeds"], strict=True)
         ]
     )
-    wide = sel.pivot_table(
-        index=["model", "method", "setting_id"], columns="split", values="cell", aggfunc="first"
-    )
-    seeds = sel.groupby(["model", "method", "setting_id"])["n_seeds"].max().rename("seeds")
+    wide = sel.pivot_table(index=INDEX, columns="split", values="cell", aggfunc="first")
+    seeds = sel.groupby(INDEX)["n_seeds"].max().rename("seeds")
     order = [s for s in _split_order(sel) if s in wide.columns]
-    means = sel.pivot_table(index=["model", "method", "setting_id"], columns="split", values="mean")
+    means = sel.pivot_table(index=INDEX, columns="split", values="mean")
     sort_col = next(
         (
             s
@@ -77,7 +76,8 @@ def metric_table(agg: pd.DataFrame, metric: str, scorer: str = "") -> pd.DataFra
     wide = wide[order].join(seeds).loc[means[sort_col].sort_values(ascending=False).index]
     wide = wide.reset_index()
     wide["setting_id"] = wide["setting_id"].str[:8]
-    return wide[["model", "method", "setting_id", "seeds", *order]]
+    wide["eval_id"] = wide["eval_id"].str[:8]
+    return wide[[*INDEX, "seeds", *order]]
 
 
 def dataset_markdown(agg: pd.DataFrame, dataset: str) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.special import log_softmax, softmax
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 
@@ -54,3 +54,115 @@ def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float | N
         return None
     y = np.r_[np.ones(len(positive_scores)), np.zeros(len(negative_scores))]
     return float(roc_auc_score(y, np.r_[positive_scores, negative_scores]))
+
+
+# ---------------------------------------------------------------- OOD detection
+# Convention: ID examples are the positives and scores are "higher = more ID".
+
+
+def _check_scores(scores: np.ndarray, where: str) -> None:
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{where}: scores contain NaN or inf")
+
+
+def ood_metrics(id_scores: np.ndarray, other_scores: np.ndarray) -> dict[str, float] | None:
+    """AUROC, AUPR-In (ID positive), AUPR-Out (other positive, negated scores), FPR@95%TPR.
+
+    None when one side is empty. FPR@95 is the fraction of the other split accepted at the
+    highest threshold that still accepts at least 95% of ID examples.
+    """
+    if len(id_scores) == 0 or len(other_scores) == 0:
+        return None
+    _check_scores(id_scores, "ID scores")
+    _check_scores(other_scores, "OOD scores")
+    y = np.r_[np.ones(len(id_scores)), np.zeros(len(other_scores))]
+    s = np.r_[id_scores, other_scores].astype(np.float64)
+    fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    return {
+        "auroc": float(roc_auc_score(y, s)),
+        "aupr_in": float(average_precision_score(y, s)),
+        "aupr_out": float(average_precision_score(1 - y, -s)),
+        "fpr95": float(fpr[np.searchsorted(tpr, 0.95, side="left")]),
+    }
+
+
+# ---------------------------------------------------------------- selective classification
+
+
+def risk_coverage(scores: np.ndarray, correct: np.ndarray) -> pd.DataFrame:
+    """Risk (error rate among accepted) at each distinct threshold, most confident first.
+
+    Tied scores are accepted together, so the curve does not depend on the order of ties.
+    """
+    _check_scores(scores, "selective classification")
+    frame = pd.DataFrame({"s": scores, "err": ~correct.astype(bool)})
+    groups = frame.groupby("s", sort=True)["err"].agg(["sum", "size"]).iloc[::-1]
+    accepted = groups["size"].cumsum().to_numpy()
+    errors = groups["sum"].cumsum().to_numpy()
+    return pd.DataFrame(
+        {
+            "threshold": groups.index.to_numpy(),
+            "coverage": accepted / len(frame),
+            "risk": errors / accepted,
+            "group_size": groups["size"].to_numpy(),
+        }
+    )
+
+
+def aurc(scores: np.ndarray, correct: np.ndarray) -> float:
+    """Area under the risk-coverage curve: the mean, over examples, of the risk at the
+    coverage where the example is accepted (Geifman et al.; tie groups enter together)."""
+    curve = risk_coverage(scores, correct)
+    return float((curve["risk"] * curve["group_size"]).sum() / len(scores))
+
+
+def e_aurc(scores: np.ndarray, correct: np.ndarray) -> float:
+    """AURC minus that of the oracle ranking (every correct example before every error)."""
+    correct = correct.astype(bool)
+    oracle = aurc(correct.astype(np.float64), correct)
+    return aurc(scores, correct) - oracle
+
+
+def accuracy_at_coverage(scores: np.ndarray, correct: np.ndarray, coverage: float) -> float:
+    """Accuracy of the smallest most-confident set covering at least `coverage` (ties together)."""
+    curve = risk_coverage(scores, correct)
+    row = curve[curve["coverage"] >= coverage - 1e-12].iloc[0]
+    return float(1.0 - row["risk"])
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def brier(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over examples of the squared distance between probabilities and the one-hot label."""
+    probs = softmax(logits.astype(np.float64), axis=1)
+    onehot = np.eye(logits.shape[1])[labels]
+    return float(((probs - onehot) ** 2).sum(axis=1).mean())
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T > 0 minimising the NLL of logits / T (Guo et al., 2017)."""
+    from scipy.optimize import minimize_scalar
+
+    result = minimize_scalar(
+        lambda log_t: nll(logits / np.exp(log_t), labels), bounds=(-4.0, 4.0), method="bounded"
+    )
+    return float(np.exp(result.x))
+
+
+# ---------------------------------------------------------------- accuracy without labels
+
+
+def negative_entropy(logits: np.ndarray) -> np.ndarray:
+    logp = log_softmax(logits.astype(np.float64), axis=1)
+    return (np.exp(logp) * logp).sum(axis=1)
+
+
+def atc_threshold(val_scores: np.ndarray, val_correct: np.ndarray) -> float:
+    """The threshold t with mean(val_scores > t) = val accuracy (Garg et al., 2022, ATC)."""
+    accuracy = float(np.mean(val_correct))
+    return float(np.quantile(val_scores, 1.0 - accuracy, method="lower"))
+
+
+def atc_estimate(threshold: float, target_scores: np.ndarray) -> float:
+    return float(np.mean(target_scores > threshold))

@@ -145,3 +145,27 @@ def resolve_device(name: str) -> torch.device:
 
 def count_parameters(model: nn.Module) -> int:
     return int(sum(np.prod(p.shape) for p in model.parameters()))
+
+
+def save_head(model: nn.Module, index: list[int] | None, path: Path) -> None:
+    """Stores the linear classifier (weight, bias; rows in the benchmark's class order) so
+    that post-hoc scorers can re-apply it to modified features. Heads that are not one
+    linear layer (e.g. distilled two-token heads) are not stored; a note says why."""
+    from harness.store import atomic_save_npz, atomic_write_json
+
+    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    if not isinstance(classifier, nn.Linear):
+        kind = type(classifier).__name__
+        atomic_write_json(
+            path.with_suffix(".json"), {"note": f"classifier is {kind}, not one linear layer"}
+        )
+        return
+    weight = classifier.weight.detach().float().cpu().numpy()
+    bias = (
+        classifier.bias.detach().float().cpu().numpy()
+        if classifier.bias is not None
+        else np.zeros(weight.shape[0], dtype=np.float32)
+    )
+    if index is not None:
+        weight, bias = weight[index], bias[index]
+    atomic_save_npz(path, weight=weight, bias=bias)

@@ -21,20 +21,23 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import registry
-from harness.data import LABELED_ROLES, Benchmark, default_cache_dir, resolve_transform
-from harness.evaluate import Outputs, example_scores, forward_split, label_metrics, msp_rows
-from harness.models import checkpoint_digest, create_model, label_index, resolve_device
+from harness.data import Benchmark, default_cache_dir, resolve_transform
+from harness.evaluate import forward_split
+from harness.models import (
+    checkpoint_digest,
+    create_model,
+    label_index,
+    resolve_device,
+    save_head,
+)
+from harness.posthoc import evaluate_run, posthoc_dir
 from harness.store import (
-    RESULTS_VERSION,
-    ROW_COLUMNS,
     RunDir,
     RunKeys,
     atomic_write_json,
     atomic_write_parquet,
     atomic_write_text,
     make_keys,
-    now_iso,
-    posthoc_key,
     provenance,
 )
 from harness.train import train
@@ -124,6 +127,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     rd = RunDir(c["results_dir"], keys.run_id)
     if rd.is_complete():
         log.info("skip: run %s is already finished (%s)", keys.run_id, rd.path)
+        # A new eval config on a finished run is computed from its cache, never by retraining.
+        evaluate_run(rd.path, c["eval"])
         return {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": True}
     rd.path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(rd / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(c)))
@@ -166,16 +171,13 @@ def _execute(c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir) -> dict
         index_map = label_index(c["model"], bench, model)
     model.to(device)
 
-    precision = c["eval"]["precision"]
-    outputs: dict[str, Outputs] = {}
+    precision = c["precision"]
     forward_keys: dict[str, str] = {}
     for split in bench.splits.values():
         fkey = keys.forward_key(split.name, transform_desc, tta=None, precision=precision)
         path = rd.output_path(split.name, fkey)
-        if path.is_file():  # written by an interrupted attempt of this very run
-            outputs[split.name] = Outputs.load(path)
-        else:
-            outputs[split.name] = forward_split(
+        if not path.is_file():  # else written by an interrupted attempt of this very run
+            forward_split(
                 model,
                 split.with_transform(transform),
                 c["trainer"]["eval_batch_size"],
@@ -184,58 +186,51 @@ def _execute(c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir) -> dict
                 num_workers=c["trainer"]["num_workers"],
                 progress=c["trainer"]["progress"],
                 predict=predict,
-            )
-            outputs[split.name].save(path)
+            ).save(path)
+        atomic_write_parquet(split.meta, rd / "meta" / f"{split.name}.parquet")
         forward_keys[split.name] = fkey
-
-    eval_cfg = {"ece_bins": c["eval"]["ece_bins"], "scorers": ["msp"]}
-    per_split = msp_rows(outputs, bench)
-    records = []
-    for split in bench.splits.values():
-        out = outputs[split.name]
-        rows = (
-            label_metrics(out, split, bench, c["eval"]["ece_bins"])
-            if split.role in LABELED_ROLES
-            else []
-        )
-        for row in rows + per_split[split.name]:
-            records.append({"split": split.name, "split_role": split.role, **row})
-        atomic_write_parquet(example_scores(out), rd / "scores" / f"{split.name}.parquet")
-
-    prov = provenance()
-    created = now_iso()
-    rule = c["selection_rule"] if training else "none (evaluation only)"
-    table = pd.DataFrame.from_records(records)
-    table = table.assign(
-        run_id=keys.run_id,
-        setting_id=keys.setting_id,
-        dataset=bench.name,
-        model=c["model"]["name"],
-        method=c["method"]["name"] if training else "none",
-        tta="",
-        seed=c["seed"],
-        selection_rule=rule,
-        selected_epoch=selected_epoch,
-        forward_key=table["split"].map(forward_keys),
-        posthoc_key=table["split"].map(lambda s: posthoc_key(forward_keys[s], eval_cfg)),
-        results_version=RESULTS_VERSION,
-        git_sha=prov["git_sha"],
-        git_dirty=prov["git_dirty"],
-        lock_hash=prov["lock_hash"],
-        versions=prov["versions"],
-        created_at=created,
+    save_head(model, index_map, rd / "outputs" / "head.npz")
+    atomic_write_json(
+        rd / "benchmark.json",
+        {
+            "name": bench.name,
+            "classes": bench.classes,
+            "group_cols": bench.group_cols,
+            "splits": {
+                s.name: {
+                    "role": s.role,
+                    "forward_key": forward_keys[s.name],
+                    "n": len(s),
+                    "info": s.info,
+                }
+                for s in bench.splits.values()
+            },
+        },
     )
-    for col in ("group_key", "group_value", "scorer"):
-        table[col] = table[col].fillna("") if col in table else ""
-    table = table[ROW_COLUMNS]
-    atomic_write_parquet(table, rd / "rows.parquet")
+    atomic_write_json(
+        rd / "run_info.json",
+        {
+            "run_id": keys.run_id,
+            "setting_id": keys.setting_id,
+            "dataset": bench.name,
+            "model": c["model"]["name"],
+            "method": c["method"]["name"] if training else "none",
+            "tta": "",
+            "seed": c["seed"],
+            "selection_rule": c["selection_rule"] if training else "none (evaluation only)",
+            "selected_epoch": selected_epoch,
+        },
+    )
+    eid, _ = evaluate_run(rd.path, c["eval"])
+    table = pd.read_parquet(posthoc_dir(rd.path, eid) / "rows.parquet")
     headline = _headline(table)
     rd.mark_complete(
         {
             "run_id": keys.run_id,
+            "eval_id": eid,
             "seconds": round(time.time() - started, 2),
             "rows": len(table),
-            "host": prov["host"],
+            "host": provenance()["host"],
             "device": str(device),
             "headline": headline,
         }
@@ -250,7 +245,9 @@ def _execute(c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir) -> dict
 
 
 def _headline(table: pd.DataFrame) -> dict[str, float]:
-    plain = table[(table["metric"] == "accuracy") & (table["group_key"] == "")]
+    plain = table[
+        (table["metric"] == "accuracy") & (table["group_key"] == "") & (table["scorer"] == "")
+    ]
     return {f"{r.split}/accuracy": float(r.value) for r in plain.itertuples()}
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 # Bump whenever a change alters the numbers a run produces: old runs then stop matching.
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 DONE = "DONE"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,6 +51,7 @@ ROW_COLUMNS = [
     "n",
     "selection_rule",
     "selected_epoch",
+    "eval_id",
     "forward_key",
     "posthoc_key",
     "results_version",
@@ -239,24 +240,29 @@ class RunDir:
 
 
 def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
-    """Rows of every completed run below results_dir, and the run dirs skipped (with why).
+    """Rows of every completed run below results_dir, and what was skipped (with why).
 
-    Never raises on one bad run directory: it is skipped with a warning naming it.
+    A run counts once its DONE marker exists; its rows are those of each finished post-hoc
+    stage (posthoc/<eval_id>/rows.parquet with its own DONE). Never raises on one bad run
+    directory or file: it is skipped with a warning naming it.
     """
     runs_root = Path(results_dir) / "runs"
     frames, skipped = [], []
-    for run_path in (
-        sorted(p for p in runs_root.glob("*") if p.is_dir()) if runs_root.is_dir() else []
-    ):
+    run_paths = sorted(p for p in runs_root.glob("*") if p.is_dir()) if runs_root.is_dir() else []
+    for run_path in run_paths:
         if not (run_path / DONE).is_file():
             skipped.append((run_path, "incomplete (no DONE marker)"))
             continue
-        try:
-            frames.append(pd.read_parquet(run_path / "rows.parquet"))
-        except Exception as exc:  # a corrupt file must not stop the collection
-            skipped.append((run_path, f"unreadable rows.parquet: {type(exc).__name__}: {exc}"))
+        for stage in sorted(p for p in (run_path / "posthoc").glob("*") if p.is_dir()):
+            if not (stage / DONE).is_file():
+                skipped.append((stage, "incomplete post-hoc stage (no DONE marker)"))
+                continue
+            try:
+                frames.append(pd.read_parquet(stage / "rows.parquet"))
+            except Exception as exc:  # a corrupt file must not stop the collection
+                skipped.append((stage, f"unreadable rows.parquet: {type(exc).__name__}: {exc}"))
     for path, why in skipped:
-        warnings.warn(f"skipping run {path}: {why}", stacklevel=2)
+        warnings.warn(f"skipping {path}: {why}", stacklevel=2)
     if not frames:
         return pd.DataFrame(columns=ROW_COLUMNS), skipped
     table = pd.concat(frames, ignore_index=True)
@@ -264,6 +270,5 @@ def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str
 
 
 def _identity_columns(table: pd.DataFrame) -> list[str]:
-    return [
-        c for c in ("run_id", "split", "group_key", "group_value", "scorer", "metric") if c in table
-    ]
+    cols = ("run_id", "eval_id", "split", "group_key", "group_value", "scorer", "metric")
+    return [c for c in cols if c in table]

@@ -63,3 +63,13 @@ def run_cli(
             f"exit {proc.returncode}\nSTDOUT:\n{proc.stdout}\nSTDERR:\n{proc.stderr}"
         )
     return proc
+
+
+def run_rows(run_dir: Path):
+    """The rows of a finished run's own post-hoc stage (the eval_id its DONE names)."""
+    import json
+
+    import pandas as pd
+
+    eval_id = json.loads((Path(run_dir) / "DONE").read_text())["eval_id"]
+    return pd.read_parquet(Path(run_dir) / "posthoc" / eval_id / "rows.parquet")

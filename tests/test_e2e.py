@@ -15,7 +15,7 @@ import pytest
 import timm
 import torch
 
-from .conftest import ROOT, TINY, run_cli
+from .conftest import ROOT, TINY, run_cli, run_rows
 
 
 def finished_runs(results: Path) -> list[Path]:
@@ -29,21 +29,24 @@ def test_seed_sweep_is_resumable_and_collected_once(tmp_path):
     assert len(runs) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["res"]  # hydra's own files too
     assert (results / "multirun").is_dir()
-    stamps = {p: (p / "rows.parquet").stat().st_mtime_ns for p in runs}
+    stamps = {p: (p / "DONE").stat().st_mtime_ns for p in runs}
 
     again = run_cli(["-m", "seed=0,1", *TINY, f"results_dir={results}"], cwd=tmp_path)
     log = again.stdout + again.stderr
     assert log.count("skip: run") == 2 and "epoch 0" not in log
-    assert {p: (p / "rows.parquet").stat().st_mtime_ns for p in finished_runs(results)} == stamps
+    assert {p: (p / "DONE").stat().st_mtime_ns for p in finished_runs(results)} == stamps
 
     board = run_cli([f"results_dir={results}"], cwd=tmp_path, module="harness.leaderboard")
     table = pd.read_parquet(results / "table.parquet")
     assert table["run_id"].nunique() == 2 and set(table["seed"]) == {0, 1}
-    ident = ["run_id", "split", "group_key", "group_value", "scorer", "metric"]
+    ident = ["run_id", "eval_id", "split", "group_key", "group_value", "scorer", "metric"]
     assert not table.duplicated(ident).any()
     assert len(pd.read_csv(results / "table.csv")) == len(table)
     acc = table[
-        (table["split"] == "id_test") & (table["metric"] == "accuracy") & (table["group_key"] == "")
+        (table["split"] == "id_test")
+        & (table["metric"] == "accuracy")
+        & (table["group_key"] == "")
+        & (table["scorer"] == "")
     ]["value"]
     expected = f"{acc.mean():.3f} ± {acc.std(ddof=1):.3f}"
     page = (results / "leaderboard" / "maze.md").read_text()
@@ -75,7 +78,7 @@ def test_evaluation_only_sweep_over_two_models_from_checkpoints(tmp_path):
     assert len(runs) == 2
     models = set()
     for run in runs:
-        rows = pd.read_parquet(run / "rows.parquet")
+        rows = run_rows(run)
         models |= set(rows["model"])
         assert set(rows["method"]) == {"none"}
         assert not (run / "checkpoints").exists()
@@ -102,8 +105,8 @@ def test_joblib_launcher_gives_the_same_numbers(tmp_path):
     [basic] = finished_runs(tmp_path / "basic")
     joblib_runs = {p.name: p for p in finished_runs(tmp_path / "joblib")}
     assert len(joblib_runs) == 2 and basic.name in joblib_runs
-    a = pd.read_parquet(basic / "rows.parquet")["value"]
-    b = pd.read_parquet(joblib_runs[basic.name] / "rows.parquet")["value"]
+    a = run_rows(basic)["value"]
+    b = run_rows(joblib_runs[basic.name])["value"]
     pd.testing.assert_series_equal(a, b)
 
 

@@ -13,9 +13,10 @@ import torch
 from harness import run as run_mod
 from harness import train as train_mod
 from harness.evaluate import Outputs
+from harness.posthoc import load_scores
 from harness.store import ROW_COLUMNS, RunDir
 
-from .conftest import TINY, compose_config
+from .conftest import TINY, compose_config, run_rows
 
 SPLITS = ["train", "val", "id_test", "wilson", "percolation", "grid8"]
 
@@ -25,7 +26,7 @@ def do_run(tmp_path, *extra):
 
 
 def metric_values(run_dir) -> pd.Series:
-    rows = pd.read_parquet(run_dir / "rows.parquet")
+    rows = run_rows(run_dir.path)
     key = rows["split"] + "/" + rows["scorer"] + "/" + rows["metric"] + "/" + rows["group_value"]
     return rows.set_index(key)["value"].sort_index()
 
@@ -39,7 +40,10 @@ def test_a_run_writes_its_directory_and_tidy_rows(tmp_path, monkeypatch):
     for name in [
         "config.yaml",
         "key.json",
-        "rows.parquet",
+        "benchmark.json",
+        "run_info.json",
+        "transform.json",
+        "outputs/head.npz",
         "epochs.parquet",
         "run.log",
         "DONE",
@@ -47,23 +51,28 @@ def test_a_run_writes_its_directory_and_tidy_rows(tmp_path, monkeypatch):
         "checkpoints/last.pt",
     ]:
         assert (rd / name).is_file(), name
-    rows = pd.read_parquet(rd / "rows.parquet")
+    rows = run_rows(rd.path)
     assert list(rows.columns) == ROW_COLUMNS
-    assert set(rows["split"]) == set(SPLITS)
+    assert set(rows["split"]) == {*SPLITS, "pooled_test"}
     assert (rows["run_id"] == summary["run_id"]).all() and (rows["seed"] == 0).all()
     assert set(rows["method"]) == {"erm"} and set(rows["model"]) == {"test_resnet"}
     assert set(rows["selection_rule"]) == {"id_val_accuracy"} and set(rows["selected_epoch"]) == {0}
     assert rows["git_sha"].str.len().min() > 0 and rows["versions"].str.contains("torch").all()
     plain = rows[(rows["scorer"] == "") & (rows["group_key"] == "")]
     for split in SPLITS:
-        assert set(plain.loc[plain["split"] == split, "metric"]) == {"accuracy", "nll", "ece"}
+        assert set(plain.loc[plain["split"] == split, "metric"]) == {
+            "accuracy",
+            "nll",
+            "ece",
+            "brier",
+        }
         # the recorded accuracy is the cached outputs' accuracy
         [cache] = (rd.path / "outputs").glob(f"{split}-*.npz")
         out = Outputs.load(cache)
         assert len(out.labels) == 24 and out.logits.shape == (24, 4)
         acc = plain.loc[(plain["split"] == split) & (plain["metric"] == "accuracy"), "value"].item()
         assert acc == pytest.approx(float((out.logits.argmax(1) == out.labels).mean()))
-        scores = pd.read_parquet(rd / "scores" / f"{split}.parquet")
+        scores = load_scores(rd.path, split)
         assert scores["correct"].mean() == pytest.approx(acc)
         groups = rows[(rows["split"] == split) & (rows["group_key"] == "label")]
         per_group = groups[groups["metric"] == "accuracy"]
@@ -85,11 +94,11 @@ def test_a_run_writes_its_directory_and_tidy_rows(tmp_path, monkeypatch):
 def test_repeating_a_run_skips_it_without_training(tmp_path, monkeypatch):
     first = do_run(tmp_path)
     rd = RunDir(tmp_path, first["run_id"])
-    stamp = (rd / "rows.parquet").stat().st_mtime_ns
+    stamp = (rd / "DONE").stat().st_mtime_ns
     monkeypatch.setattr(run_mod, "_execute", lambda *a: pytest.fail("a finished run was redone"))
     again = do_run(tmp_path)
     assert again == {"run_id": first["run_id"], "run_dir": str(rd.path), "skipped": True}
-    assert (rd / "rows.parquet").stat().st_mtime_ns == stamp
+    assert (rd / "DONE").stat().st_mtime_ns == stamp
 
 
 def test_same_config_and_seed_give_identical_numbers(tmp_path):
@@ -147,7 +156,7 @@ def test_evaluation_only_run_from_a_checkpoint(tmp_path):
     first = do_run(tmp_path / "r", *extra)
     rd = RunDir(tmp_path / "r", first["run_id"])
     assert not (rd / "checkpoints").exists()  # nothing was trained
-    rows = pd.read_parquet(rd / "rows.parquet")
+    rows = run_rows(rd.path)
     assert set(rows["method"]) == {"none"} and set(rows["selected_epoch"]) == {-1}
     key = json.loads((rd / "key.json").read_text())["payload"]
     assert key["method"] is None and key["trainer"] == {"epochs": 0}

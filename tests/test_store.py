@@ -61,11 +61,13 @@ def test_run_dir_refuses_ids_that_are_not_content_hashes(tmp_path):
             RunDir(tmp_path, bad)
 
 
-def _finished_run(root, run_id, rows):
+def _finished_run(root, run_id, rows, eval_id="e1"):
     rd = RunDir(root, run_id)
-    atomic_write_parquet(pd.DataFrame(rows), rd / "rows.parquet")
+    stage = rd / "posthoc" / eval_id
+    atomic_write_parquet(pd.DataFrame(rows).assign(eval_id=eval_id), stage / "rows.parquet")
+    atomic_write_text(stage / "DONE", "{}")
     rd.mark_complete({"run_id": run_id})
-    return rd
+    return stage
 
 
 def test_collect_reads_completed_runs_and_skips_bad_ones_with_a_warning(tmp_path):
@@ -80,17 +82,30 @@ def test_collect_reads_completed_runs_and_skips_bad_ones_with_a_warning(tmp_path
     }
     _finished_run(tmp_path, "aa", [row])
     _finished_run(tmp_path, "bb", [{**row, "run_id": "bb", "value": 0.7}])
-    incomplete = RunDir(tmp_path, "cc")  # rows but no DONE marker: a run that died
-    atomic_write_parquet(pd.DataFrame([{**row, "run_id": "cc"}]), incomplete / "rows.parquet")
+    # a second post-hoc stage of bb adds its rows; an unfinished one of aa adds nothing
+    _finished_run(tmp_path, "bb", [{**row, "run_id": "bb", "value": 0.7}], eval_id="e2")
+    half = RunDir(tmp_path, "aa") / "posthoc" / "e3"
+    atomic_write_parquet(pd.DataFrame([{**row, "eval_id": "e3"}]), half / "rows.parquet")
+    incomplete = _finished_run(tmp_path, "cc", [{**row, "run_id": "cc"}])
+    (RunDir(tmp_path, "cc") / "DONE").unlink()  # rows but no run DONE marker: a run that died
     corrupt = _finished_run(tmp_path, "dd", [{**row, "run_id": "dd"}])
     atomic_write_text(corrupt / "rows.parquet", "not parquet")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         table, skipped = collect(tmp_path)
-    assert sorted(table["run_id"]) == ["aa", "bb"]
-    assert {p.name for p, _ in skipped} == {"cc", "dd"}
+    assert sorted(zip(table["run_id"], table["eval_id"], strict=True)) == [
+        ("aa", "e1"),
+        ("bb", "e1"),
+        ("bb", "e2"),
+    ]
+    assert sorted(str(p.relative_to(tmp_path / "runs")) for p, _ in skipped) == [
+        "aa/posthoc/e3",
+        "cc",
+        "dd/posthoc/e1",
+    ]
     messages = " ".join(str(w.message) for w in caught)
-    assert "cc" in messages and "incomplete" in messages and "dd" in messages
+    assert "cc" in messages and "incomplete" in messages and "unreadable" in messages
+    assert incomplete.is_dir()
 
 
 def test_collect_of_an_empty_root_is_an_empty_table(tmp_path):

@@ -1,0 +1,377 @@
+"""The post-hoc stage: every metric, scorer, calibrator and accuracy estimator, computed
+from a run directory's cached outputs alone. It never loads the model or the dataset.
+
+    python -m harness.evaluate run=results/runs/<run_id> eval=default
+    python -m harness.evaluate run=results eval=minimal        # every finished run below
+
+Results go to <run>/posthoc/<eval_id>/ (rows.parquet, scores/<split>.parquet, notes.json,
+DONE); eval_id is the content hash of the eval config, so the same config twice is a
+no-op and a new one adds rows without touching what the run holds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from harness import metrics, registry
+from harness.data import LABELED_ROLES
+from harness.evaluate import Outputs
+from harness.scorer import FitData, Head, check_finite
+from harness.store import (
+    DONE,
+    RESULTS_VERSION,
+    ROW_COLUMNS,
+    atomic_write_json,
+    atomic_write_parquet,
+    content_hash,
+    now_iso,
+    posthoc_key,
+    provenance,
+)
+
+log = logging.getLogger("harness.posthoc")
+
+# Relative tolerance for "head(features) reproduces the cached logits".
+HEAD_RTOL = 1e-3
+
+
+def eval_id(eval_cfg: dict[str, Any]) -> str:
+    return content_hash({k: v for k, v in eval_cfg.items() if k != "name"})[:16]
+
+
+@dataclass
+class RunCache:
+    """What a finished forward stage left in a run directory."""
+
+    path: Path
+    info: dict[str, Any]  # identity columns of the run's rows
+    bench: dict[str, Any]  # name, classes, group_cols, splits: {name: {role, forward_key}}
+    outputs: dict[str, Outputs]
+    meta: dict[str, pd.DataFrame]
+    head: Head | None
+    head_note: str
+
+    def role(self, split: str) -> str:
+        return self.bench["splits"][split]["role"]
+
+    def splits(self, *roles: str) -> list[str]:
+        return [s for s, v in self.bench["splits"].items() if v["role"] in roles]
+
+
+def load_run_cache(run_dir: str | Path) -> RunCache:
+    path = Path(run_dir)
+    missing = [n for n in ("run_info.json", "benchmark.json") if not (path / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is not a run directory with cached outputs (missing {', '.join(missing)})"
+        )
+    info = json.loads((path / "run_info.json").read_text())
+    bench = json.loads((path / "benchmark.json").read_text())
+    outputs, meta = {}, {}
+    for split, spec in bench["splits"].items():
+        cache = path / "outputs" / f"{split}-{spec['forward_key'][:16]}.npz"
+        outputs[split] = Outputs.load(cache)
+        meta[split] = pd.read_parquet(path / "meta" / f"{split}.parquet")
+    head, note = _checked_head(path / "outputs" / "head.npz", outputs)
+    return RunCache(path, info, bench, outputs, meta, head, note)
+
+
+def _checked_head(path: Path, outputs: dict[str, Outputs]) -> tuple[Head | None, str]:
+    """The stored head, only if it reproduces the cached logits from the cached features."""
+    if not path.is_file():
+        note = (
+            json.loads(path.with_suffix(".json").read_text())["note"]
+            if path.with_suffix(".json").is_file()
+            else "no head stored"
+        )
+        return None, note
+    with np.load(path) as z:
+        head = Head(z["weight"].astype(np.float64), z["bias"].astype(np.float64))
+    for split, out in outputs.items():
+        feats, logits = out.features[:256].astype(np.float64), out.logits[:256].astype(np.float64)
+        if feats.shape[1] != head.weight.shape[1]:
+            return (
+                None,
+                f"features of {split} have width {feats.shape[1]}, head expects {head.weight.shape[1]}",
+            )
+        err = np.abs(head(feats) - logits).max(initial=0.0)
+        scale = max(np.abs(logits).max(initial=0.0), 1.0)
+        if err > HEAD_RTOL * scale:
+            return None, (
+                f"head(features) does not reproduce the cached logits of {split} "
+                f"(max abs difference {err:.3g}); scorers that need the head are skipped"
+            )
+    return head, "head(features) reproduces the cached logits"
+
+
+def _subsample(out: Outputs, size: int | None, seed: int = 0) -> Outputs:
+    if size is None or len(out.labels) <= size:
+        return out
+    idx = np.sort(np.random.default_rng(seed).choice(len(out.labels), size, replace=False))
+    return Outputs(out.logits[idx], out.features[idx], out.labels[idx], out.index[idx])
+
+
+def _label_rows(
+    out: Outputs, meta: pd.DataFrame, group_cols: list[str], ece_bins: int
+) -> list[dict]:
+    logits, labels = out.logits, out.labels
+    n = len(labels)
+    rows = [
+        {"metric": "accuracy", "value": metrics.accuracy(logits, labels), "n": n},
+        {"metric": "nll", "value": metrics.nll(logits, labels), "n": n},
+        {"metric": "ece", "value": metrics.ece(logits, labels, ece_bins), "n": n},
+        {"metric": "brier", "value": metrics.brier(logits, labels), "n": n},
+    ]
+    if group_cols:
+        correct = metrics.predictions(logits) == labels
+        groups = metrics.group_accuracy(correct, meta.iloc[out.index], group_cols)
+        key = "|".join(group_cols)
+        rows += [
+            {
+                "metric": "accuracy",
+                "value": g.accuracy,
+                "n": int(g.n),
+                "group_key": key,
+                "group_value": g.group,
+            }
+            for g in groups.itertuples()
+        ]
+        worst = groups.loc[groups["accuracy"].idxmin()]
+        rows.append(
+            {
+                "metric": "worst_group_accuracy",
+                "value": float(worst["accuracy"]),
+                "n": int(worst["n"]),
+                "group_key": key,
+                "group_value": worst["group"],
+            }
+        )
+    return rows
+
+
+def compute(
+    cache: RunCache, cfg: dict[str, Any]
+) -> tuple[list[dict], dict[str, pd.DataFrame], dict]:
+    """(rows, per-example scores per split, notes) for one eval config."""
+    rows: list[dict] = []
+    notes: dict[str, Any] = {"head": cache.head_note, "skipped_scorers": {}}
+    labeled = cache.splits(*LABELED_ROLES)
+    id_tests = cache.splits("id_test")
+    others = cache.splits("shift_test", "ood")
+    group_cols = cache.bench["group_cols"]
+
+    def add(split: str, role: str | None = None, **row: Any) -> None:
+        rows.append({"split": split, "split_role": role or cache.role(split), **row})
+
+    scores = {}
+    for split, out in cache.outputs.items():
+        frame = pd.DataFrame(
+            {"index": out.index, "label": out.labels, "pred": metrics.predictions(out.logits)}
+        )
+        if split in labeled:
+            frame["correct"] = frame["pred"] == frame["label"]
+            frame["nll"] = metrics.per_example_nll(out.logits, out.labels)
+            for row in _label_rows(out, cache.meta[split], group_cols, cfg["ece_bins"]):
+                add(split, **row)
+        scores[split] = frame
+
+    vals = cache.splits("val")
+    if cfg.get("temperature_scaling") and vals:
+        val = cache.outputs[vals[0]]
+        t = metrics.fit_temperature(val.logits, val.labels)
+        add(vals[0], scorer="temperature_scaling", metric="temperature", value=t, n=len(val.labels))
+        for split in labeled:
+            out = cache.outputs[split]
+            scaled = out.logits / t
+            for name, fn in (("nll", metrics.nll), ("brier", metrics.brier)):
+                add(
+                    split,
+                    scorer="temperature_scaling",
+                    metric=name,
+                    value=fn(scaled, out.labels),
+                    n=len(out.labels),
+                )
+            add(
+                split,
+                scorer="temperature_scaling",
+                metric="ece",
+                value=metrics.ece(scaled, out.labels, cfg["ece_bins"]),
+                n=len(out.labels),
+            )
+
+    trains = cache.splits("train") or vals
+    fit = FitData(
+        train=_subsample(cache.outputs[trains[0]], cfg.get("fit_size")) if trains else None,
+        val=cache.outputs[vals[0]] if vals else None,
+        head=cache.head,
+        num_classes=len(cache.bench["classes"]),
+    )
+    for name, scorer_cfg in (cfg.get("scorers") or {}).items():
+        scorer_cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
+        needs = getattr(scorer_cls, "needs", ("logits",))
+        if "head" in needs and cache.head is None:
+            notes["skipped_scorers"][name] = cache.head_note
+            log.warning("scorer %s skipped: %s", name, cache.head_note)
+            continue
+        if "model" in needs:
+            notes["skipped_scorers"][name] = "needs the model: not run by the cache-only stage"
+            continue
+        if fit.train is None and needs != ("logits",):
+            notes["skipped_scorers"][name] = "no train or val split to fit on"
+            continue
+        scorer = scorer_cls(**{k: v for k, v in scorer_cfg.items() if k != "_target_"})
+        scorer.fit(fit)
+        per_split = {
+            s: check_finite(name, np.asarray(scorer.score(o), dtype=np.float64))
+            for s, o in cache.outputs.items()
+        }
+        for split, s in per_split.items():
+            scores[split][name] = s
+        _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, cfg["coverages"])
+
+    _estimator_rows(add, cache, labeled)
+    return rows, scores, notes
+
+
+def _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, coverages) -> None:
+    for split in labeled:
+        out = cache.outputs[split]
+        correct = metrics.predictions(out.logits) == out.labels
+        s, n = per_split[split], len(correct)
+        value = metrics.auroc(s[correct], s[~correct])
+        if value is not None:
+            add(split, scorer=name, metric="auroc_error", value=value, n=n)
+        add(split, scorer=name, metric="aurc", value=metrics.aurc(s, correct), n=n)
+        add(split, scorer=name, metric="e_aurc", value=metrics.e_aurc(s, correct), n=n)
+        for c in coverages:
+            add(
+                split,
+                scorer=name,
+                metric=f"accuracy@{c:g}",
+                value=metrics.accuracy_at_coverage(s, correct, c),
+                n=n,
+            )
+    for id_split in id_tests:
+        for split in others:
+            result = metrics.ood_metrics(per_split[id_split], per_split[split])
+            n = len(per_split[id_split]) + len(per_split[split])
+            for metric, value in (result or {}).items():
+                add(split, scorer=name, metric=f"{metric}_vs_{id_split}", value=value, n=n)
+    # Out-of-model-scope detection: wrong predictions among ID and shifted test data pooled.
+    pooled = [s for s in (*id_tests, *others) if s in labeled]
+    if pooled:
+        correct = np.concatenate(
+            [
+                metrics.predictions(cache.outputs[p].logits) == cache.outputs[p].labels
+                for p in pooled
+            ]
+        )
+        s = np.concatenate([per_split[p] for p in pooled])
+        value = metrics.auroc(s[correct], s[~correct])
+        if value is not None:
+            add(
+                "pooled_test",
+                role="pooled",
+                scorer=name,
+                metric="auroc_error",
+                value=value,
+                n=len(s),
+            )
+
+
+def _estimator_rows(add, cache: RunCache, labeled: list[str]) -> None:
+    """Accuracy without labels on each labelled test split: AC, DoC, ATC-MC, ATC-NE, each
+    fitted on the ID validation split; rows give the estimate and its absolute error."""
+    vals = cache.splits("val")
+    if not vals:
+        return
+    val = cache.outputs[vals[0]]
+    val_correct = metrics.predictions(val.logits) == val.labels
+    val_acc = float(val_correct.mean())
+    val_msp, val_ne = metrics.msp(val.logits), metrics.negative_entropy(val.logits)
+    t_mc = metrics.atc_threshold(val_msp, val_correct)
+    t_ne = metrics.atc_threshold(val_ne, val_correct)
+    for split in labeled:
+        if cache.role(split) not in ("id_test", "shift_test"):
+            continue
+        out = cache.outputs[split]
+        true = metrics.accuracy(out.logits, out.labels)
+        msp = metrics.msp(out.logits)
+        estimates = {
+            "ac": float(msp.mean()),
+            "doc": val_acc - (float(val_msp.mean()) - float(msp.mean())),
+            "atc_mc": metrics.atc_estimate(t_mc, msp),
+            "atc_ne": metrics.atc_estimate(t_ne, metrics.negative_entropy(out.logits)),
+        }
+        n = len(out.labels)
+        for name, estimate in estimates.items():
+            add(split, scorer=name, metric="estimated_accuracy", value=estimate, n=n)
+            add(split, scorer=name, metric="accuracy", value=true, n=n)
+            add(split, scorer=name, metric="abs_error", value=abs(estimate - true), n=n)
+
+
+def posthoc_dir(run_dir: str | Path, eid: str) -> Path:
+    return Path(run_dir) / "posthoc" / eid
+
+
+def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any]) -> tuple[str, bool]:
+    """Runs the post-hoc stage of eval_cfg on a run directory; (eval_id, skipped)."""
+    eid = eval_id(eval_cfg)
+    out_dir = posthoc_dir(run_dir, eid)
+    if (out_dir / DONE).is_file():
+        log.info("skip: post-hoc %s of %s is already done", eid, run_dir)
+        return eid, True
+    cache = load_run_cache(run_dir)
+    rows, scores, notes = compute(cache, eval_cfg)
+    prov = provenance()
+    table = pd.DataFrame.from_records(rows)
+    for col in ("group_key", "group_value", "scorer"):
+        table[col] = table[col].fillna("") if col in table else ""
+    fkeys = {s: v["forward_key"] for s, v in cache.bench["splits"].items()}
+    table = table.assign(
+        **cache.info,
+        eval_id=eid,
+        forward_key=table["split"].map(fkeys).fillna(""),
+        posthoc_key=[posthoc_key(fkeys.get(s, s), eval_cfg) for s in table["split"]],
+        results_version=RESULTS_VERSION,
+        git_sha=prov["git_sha"],
+        git_dirty=prov["git_dirty"],
+        lock_hash=prov["lock_hash"],
+        versions=prov["versions"],
+        created_at=now_iso(),
+    )[ROW_COLUMNS]
+    for split, frame in scores.items():
+        atomic_write_parquet(frame, out_dir / "scores" / f"{split}.parquet")
+    atomic_write_json(out_dir / "eval.json", eval_cfg)
+    atomic_write_json(out_dir / "notes.json", notes)
+    atomic_write_parquet(table, out_dir / "rows.parquet")
+    atomic_write_json(out_dir / DONE, {"completed_at": now_iso(), "rows": len(table)})
+    return eid, False
+
+
+def load_scores(run_dir: str | Path, split: str, eval_id: str | None = None) -> pd.DataFrame:
+    """Per-example scores of one split: index, label, pred, correct, nll, one column per scorer.
+
+    eval_id=None takes the run's own post-hoc stage (the one its DONE marker names), else
+    the only one present.
+    """
+    root = Path(run_dir) / "posthoc"
+    if eval_id is None:
+        done = Path(run_dir) / DONE
+        eval_id = json.loads(done.read_text()).get("eval_id") if done.is_file() else None
+    if eval_id is None:
+        found = sorted(p.parent.name for p in root.glob(f"*/{DONE}"))
+        if len(found) != 1:
+            raise ValueError(f"{run_dir}: {len(found)} post-hoc results ({found}); pass eval_id")
+        eval_id = found[0]
+    path = root / eval_id / "scores" / f"{split}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"no scores for split {split!r} under {root / eval_id}")
+    return pd.read_parquet(path)

@@ -1,0 +1,56 @@
+"""The post-hoc scorer interface. A scorer turns cached Outputs into one score per example,
+higher = more in-distribution / more trustworthy. It declares what it needs from the cache;
+it never runs the model (scorers that must, such as ODIN, say so with needs = ("model",)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from harness.evaluate import Outputs
+
+
+@dataclass
+class Head:
+    """The linear classifier that maps cached features to cached logits: logits = f W^T + b."""
+
+    weight: np.ndarray  # C × D
+    bias: np.ndarray  # C
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.weight.T + self.bias
+
+
+@dataclass
+class FitData:
+    """What a scorer may fit on: ID outputs (subsampled), the head if it is usable."""
+
+    train: Outputs
+    val: Outputs | None
+    head: Head | None
+    num_classes: int
+
+
+class Scorer:
+    """Base class of methods/scorers/. Hyperparameters arrive as keyword arguments."""
+
+    needs: ClassVar[tuple[str, ...]] = ("logits",)  # any of: logits, features, head, model
+
+    def __init__(self, **hparams: Any) -> None:
+        self.hparams = hparams
+
+    def fit(self, data: FitData) -> None:
+        """Fit on ID outputs; the default needs nothing."""
+
+    def score(self, outputs: Outputs) -> np.ndarray:
+        raise NotImplementedError
+
+
+def check_finite(name: str, scores: np.ndarray) -> np.ndarray:
+    if not np.isfinite(scores).all():
+        bad = int((~np.isfinite(scores)).sum())
+        raise ValueError(f"scorer {name!r} produced {bad} non-finite scores")
+    return scores
