@@ -58,8 +58,10 @@ def test_ood_metrics_agree_with_pytorch_ood(case):
     id_s, other_s = CASES[case]
     ours = metrics.ood_metrics(id_s, other_s)
     ref = OODMetrics()
-    ref.update(torch.tensor(np.r_[id_s, other_s]),
-               torch.tensor(np.r_[-np.ones(len(id_s)), np.zeros(len(other_s))]).long())
+    ref.update(
+        torch.tensor(np.r_[id_s, other_s]),
+        torch.tensor(np.r_[-np.ones(len(id_s)), np.zeros(len(other_s))]).long(),
+    )
     theirs = ref.compute()
     assert ours["auroc"] == pytest.approx(theirs["AUROC"], abs=1e-6)
     assert ours["fpr95"] == pytest.approx(theirs["FPR95TPR"], abs=1e-6)

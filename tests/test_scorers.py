@@ -34,7 +34,7 @@ def synthetic(seed=0, n_id=400, n_ood=400):
     rng = np.random.default_rng(seed)
     means = np.zeros((C, D))
     for c in range(C):
-        means[c, c * (D // C):(c + 1) * (D // C)] = 3.0
+        means[c, c * (D // C) : (c + 1) * (D // C)] = 3.0
     labels = rng.integers(0, C, n_id)
     id_feats = np.maximum(means[labels] + rng.normal(0, 0.5, (n_id, D)), 0)
     ood_feats = np.abs(rng.normal(0, 0.8, (n_ood, D)))
@@ -51,8 +51,19 @@ def fitted(scorer, train, head):
     return scorer
 
 
-ALL = [MSP(), MaxLogit(), Energy(), Entropy(), Mahalanobis(), RelativeMahalanobis(), KNN(k=10),
-       ViM(dim=8), ReAct(percentile=90), ASH(percentile=65), SCALE(percentile=65)]
+ALL = [
+    MSP(),
+    MaxLogit(),
+    Energy(),
+    Entropy(),
+    Mahalanobis(),
+    RelativeMahalanobis(),
+    KNN(k=10),
+    ViM(dim=8),
+    ReAct(percentile=90),
+    ASH(percentile=65),
+    SCALE(percentile=65),
+]
 
 
 @pytest.mark.parametrize("scorer", ALL, ids=lambda s: type(s).__name__)
@@ -65,12 +76,18 @@ def test_every_scorer_separates_synthetic_id_from_ood(scorer):
 
 
 def test_logit_scorers_on_hand_made_logits():
-    out = Outputs(np.array([[0.0, 0.0], [10.0, 0.0], [1.0, 3.0]]), np.zeros((3, 1)),
-                  np.zeros(3, dtype=np.int64), np.arange(3))
+    out = Outputs(
+        np.array([[0.0, 0.0], [10.0, 0.0], [1.0, 3.0]]),
+        np.zeros((3, 1)),
+        np.zeros(3, dtype=np.int64),
+        np.arange(3),
+    )
     assert MSP().score(out)[0] == pytest.approx(0.5)
     assert MaxLogit().score(out).tolist() == [0.0, 10.0, 3.0]
     assert Energy().score(out)[0] == pytest.approx(np.log(2))
-    assert Energy(temperature=2.0).score(out)[2] == pytest.approx(2 * np.log(np.exp(0.5) + np.exp(1.5)))
+    assert Energy(temperature=2.0).score(out)[2] == pytest.approx(
+        2 * np.log(np.exp(0.5) + np.exp(1.5))
+    )
     assert Entropy().score(out)[0] == pytest.approx(-np.log(2))
     with pytest.raises(ValueError, match="temperature must be > 0"):
         Energy(temperature=0)
@@ -81,9 +98,15 @@ def test_logit_scorers_agree_with_pytorch_ood():
     out = Outputs(logits.numpy(), np.zeros((100, 1)), np.zeros(100, dtype=np.int64), np.arange(100))
     # pytorch-ood returns outlier scores (higher = more OOD): ours is their negative
     np.testing.assert_allclose(MSP().score(out), -pood.MaxSoftmax.score(logits).numpy(), atol=1e-6)
-    np.testing.assert_allclose(MaxLogit().score(out), -pood.MaxLogit.score(logits).numpy(), atol=1e-5)
-    np.testing.assert_allclose(Energy(temperature=2.0).score(out),
-                               -pood.EnergyBased.score(logits, 2.0).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        MaxLogit().score(out), -pood.MaxLogit.score(logits).numpy(), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        Energy(temperature=2.0).score(out),
+        -pood.EnergyBased.score(logits, 2.0).numpy(),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     # pytorch-ood's entropy score is the entropy itself
     np.testing.assert_allclose(Entropy().score(out), -pood.Entropy.score(logits).numpy(), atol=1e-5)
 
@@ -95,10 +118,14 @@ def test_mahalanobis_against_scipy_and_pytorch_ood():
     means = np.stack([feats[train.labels == c].mean(0) for c in range(C)])
     centred = feats - means[train.labels]
     precision = np.linalg.pinv(centred.T @ centred / len(feats))
-    expected = [-min(scipy_mahalanobis(x, m, precision) ** 2 for m in means)
-                for x in test.features[:20].astype(np.float64)]
+    expected = [
+        -min(scipy_mahalanobis(x, m, precision) ** 2 for m in means)
+        for x in test.features[:20].astype(np.float64)
+    ]
     np.testing.assert_allclose(ours.score(test)[:20], expected, rtol=1e-6)
-    ref = pood.Mahalanobis(None).fit_features(torch.tensor(train.features), torch.tensor(train.labels))
+    ref = pood.Mahalanobis(None).fit_features(
+        torch.tensor(train.features), torch.tensor(train.labels)
+    )
     theirs = ref.predict_features(torch.tensor(test.features)).numpy()
     assert spearmanr(ours.score(test), theirs).statistic == pytest.approx(-1.0, abs=1e-6)
 

@@ -1,0 +1,134 @@
+"""The post-hoc stage runs from a run directory's cache alone, adds rows under its own
+eval_id, never rewrites what a run holds, and refuses a head that does not fit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import yaml
+
+from harness import posthoc
+from harness import run as run_mod
+from harness.models import save_head
+from harness.posthoc import evaluate_run, load_scores, posthoc_dir
+from harness.store import collect
+
+from .conftest import CONF, TINY, compose_config, run_cli, run_rows
+
+
+def eval_config(name: str) -> dict:
+    return yaml.safe_load((CONF / "eval" / f"{name}.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("posthoc")
+    summary = run_mod.run(compose_config([*TINY, f"results_dir={root}"]))
+    return root, root / "runs" / summary["run_id"]
+
+
+def fresh_copy(finished_run, tmp_path):
+    root, run_dir = finished_run
+    target = tmp_path / "runs" / run_dir.name
+    shutil.copytree(run_dir, target)
+    return target
+
+
+def test_default_stage_has_every_scorer_and_per_example_columns(finished_run):
+    _, run_dir = finished_run
+    rows = run_rows(run_dir)
+    scorers = set(eval_config("default")["scorers"])
+    assert scorers <= set(rows["scorer"])
+    assert {"ac", "doc", "atc_mc", "atc_ne", "temperature_scaling"} <= set(rows["scorer"])
+    ood = rows[rows["metric"] == "fpr95_vs_id_test"]
+    assert set(ood["split"]) == {"wilson", "percolation", "grid8"} and set(ood["scorer"]) == scorers
+    pooled = rows[rows["split"] == "pooled_test"]
+    assert set(pooled["metric"]) == {"auroc_error"} and set(pooled["split_role"]) == {"pooled"}
+    assert (pooled["n"] == 24 * 4).all()  # id_test + three shifted splits
+    est = rows[(rows["scorer"] == "atc_mc") & (rows["split"] == "wilson")].set_index("metric")[
+        "value"
+    ]
+    assert est["abs_error"] == pytest.approx(abs(est["estimated_accuracy"] - est["accuracy"]))
+    scores = load_scores(run_dir, "grid8")
+    assert {"index", "label", "pred", "correct", "nll", *scorers} <= set(scores.columns)
+    notes = json.loads(next((run_dir / "posthoc").glob("*/notes.json")).read_text())
+    assert notes == {"head": "head(features) reproduces the cached logits", "skipped_scorers": {}}
+
+
+def test_a_new_eval_config_uses_the_cache_alone_and_adds_rows(finished_run, tmp_path, monkeypatch):
+    run_dir = fresh_copy(finished_run, tmp_path)
+    first = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the post-hoc stage touched the model or the data")
+
+    monkeypatch.setattr(timm, "create_model", forbidden)
+    monkeypatch.setattr("harness.evaluate.forward_split", forbidden)
+    monkeypatch.setattr("shiftbench_datasets.maze.generate_mazes", forbidden)
+    cfg = {
+        **eval_config("minimal"),
+        "scorers": {"knn5": {"_target_": "methods.scorers.knn.KNN", "k": 5}},
+    }
+    eid, skipped = evaluate_run(run_dir, cfg)
+    assert not skipped
+    assert {p: p.stat().st_mtime_ns for p in first} == first  # nothing rewritten
+    new_rows = pd.read_parquet(posthoc_dir(run_dir, eid) / "rows.parquet")
+    assert set(new_rows["eval_id"]) == {eid} and "knn5" in set(new_rows["scorer"])
+    # same config again: a no-op
+    stamp = (posthoc_dir(run_dir, eid) / "DONE").stat().st_mtime_ns
+    assert evaluate_run(run_dir, cfg) == (eid, True)
+    assert (posthoc_dir(run_dir, eid) / "DONE").stat().st_mtime_ns == stamp
+    table, _ = collect(tmp_path)
+    assert table["eval_id"].nunique() == 2
+    per_eval = table.groupby("eval_id").size()
+    assert per_eval[eid] == len(new_rows)
+
+
+def test_a_head_that_does_not_reproduce_the_logits_is_refused_with_a_reason(finished_run, tmp_path):
+    run_dir = fresh_copy(finished_run, tmp_path)
+    with np.load(run_dir / "outputs" / "head.npz") as z:
+        weight, bias = z["weight"], z["bias"]
+    np.savez(run_dir / "outputs" / "head.npz", weight=weight * 2, bias=bias)
+    eid, _ = evaluate_run(run_dir, {**eval_config("default"), "fit_size": 20})
+    notes = json.loads((posthoc_dir(run_dir, eid) / "notes.json").read_text())
+    assert "does not reproduce the cached logits" in notes["head"]
+    assert set(notes["skipped_scorers"]) == {"vim", "react", "ash", "scale"}
+    rows = pd.read_parquet(posthoc_dir(run_dir, eid) / "rows.parquet")
+    assert not {"vim", "react", "ash", "scale"} & set(rows["scorer"])
+    assert {"msp", "knn", "mahalanobis"} <= set(rows["scorer"])
+
+
+def test_distilled_two_token_heads_are_not_stored(tmp_path):
+    model = timm.create_model(
+        "deit_tiny_distilled_patch16_224", num_classes=3, img_size=32, patch_size=16, depth=1
+    )
+    save_head(model, None, tmp_path / "head.npz")
+    assert not (tmp_path / "head.npz").exists()
+    note = json.loads((tmp_path / "head.json").read_text())["note"]
+    assert "not one linear layer" in note
+    head, why = posthoc._checked_head(tmp_path / "head.npz", {})
+    assert head is None and why == note
+
+
+def test_evaluate_cli_over_a_results_dir(finished_run, tmp_path):
+    run_dir = fresh_copy(finished_run, tmp_path)
+    proc = run_cli([f"run={tmp_path}", "eval=minimal"], cwd=tmp_path, module="harness.evaluate")
+    assert "1 run(s) evaluated, 0 already had it" in proc.stdout
+    again = run_cli([f"run={run_dir}", "eval=minimal"], cwd=tmp_path, module="harness.evaluate")
+    assert "0 run(s) evaluated, 1 already had it" in again.stdout
+    bad = run_cli(
+        [f"run={tmp_path / 'nothing'}"], cwd=tmp_path, module="harness.evaluate", check=False
+    )
+    assert bad.returncode != 0 and "neither a finished run directory" in bad.stderr
+
+
+def test_rerunning_a_finished_run_with_another_eval_adds_that_stage(finished_run, tmp_path):
+    run_dir = fresh_copy(finished_run, tmp_path)
+    summary = run_mod.run(compose_config([*TINY, f"results_dir={tmp_path}", "eval=minimal"]))
+    assert summary["skipped"] and summary["run_id"] == run_dir.name
+    assert len(list((run_dir / "posthoc").glob("*/DONE"))) == 2
