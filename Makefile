@@ -35,5 +35,9 @@ demo: venv
 leaderboard: venv
 	$(PY) -m harness.leaderboard
 
+# Speed measurements (ratios; not part of `make test`). Numbers go to docs/benchmarks.md.
+bench: venv
+	$(PY) benchmarks/posthoc_cost.py
+
 clean:
 	rm -rf results/runs results/cache results/multirun results/table.* results/leaderboard

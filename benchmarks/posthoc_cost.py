@@ -1,0 +1,114 @@
+"""Post-hoc cost per example vs one forward pass of resnet18 at 224×224, side by side.
+
+    python benchmarks/posthoc_cost.py [--fit 50000 --score 100000 --dim 512 --classes 10]
+
+Fits every cache-only scorer of conf/eval/default.yaml on `fit` ID examples, scores
+`score` examples, computes every post-hoc metric, and compares the time per scored example
+with the time per example of timm's resnet18 forward pass at 224×224 on this machine
+(measured on a few batches). Prints the ratio (goal <= 0.05) and writes a JSON record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from harness import metrics, registry
+from harness.evaluate import Outputs
+from harness.scorer import FitData, Head
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def synthetic_outputs(n: int, dim: int, classes: int, rng: np.random.Generator, head: Head):
+    labels = rng.integers(0, classes, n)
+    centres = rng.normal(0, 1, (classes, dim))
+    feats = np.maximum(centres[labels] + rng.normal(0, 1, (n, dim)), 0).astype(np.float32)
+    return Outputs(head(feats).astype(np.float32), feats, labels, np.arange(n))
+
+
+def forward_seconds_per_example(batches: int = 3, batch_size: int = 16) -> float:
+    import timm
+
+    model = timm.create_model("resnet18", pretrained=False).eval()
+    x = torch.randn(batch_size, 3, 224, 224)
+    with torch.no_grad():
+        model(x)  # warm-up
+        start = time.perf_counter()
+        for _ in range(batches):
+            model(x)
+    return (time.perf_counter() - start) / (batches * batch_size)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fit", type=int, default=50_000)
+    parser.add_argument("--score", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "posthoc_cost.json"))
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(0)
+    head = Head(rng.normal(0, 0.1, (args.classes, args.dim)), np.zeros(args.classes))
+    train = synthetic_outputs(args.fit, args.dim, args.classes, rng, head)
+    test = synthetic_outputs(args.score, args.dim, args.classes, rng, head)
+    cfg = yaml.safe_load((ROOT / "conf" / "eval" / "default.yaml").read_text())
+    fit = FitData(train=train, val=train, head=head, num_classes=args.classes)
+
+    timings = {}
+    half = args.score // 2
+    correct = metrics.predictions(test.logits) == test.labels
+    for name, scorer_cfg in cfg["scorers"].items():
+        cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
+        scorer = cls(**{k: v for k, v in scorer_cfg.items() if k != "_target_"})
+        start = time.perf_counter()
+        scorer.fit(fit)
+        scores = scorer.score(test)
+        metrics.ood_metrics(scores[:half], scores[half:])
+        metrics.aurc(scores, correct)
+        metrics.e_aurc(scores, correct)
+        for c in cfg["coverages"]:
+            metrics.accuracy_at_coverage(scores, correct, c)
+        timings[name] = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics.ece(test.logits, test.labels)
+    metrics.nll(test.logits, test.labels)
+    metrics.brier(test.logits, test.labels)
+    t = metrics.fit_temperature(train.logits, train.labels)
+    metrics.ece(test.logits / t, test.labels)
+    timings["calibration"] = time.perf_counter() - start
+
+    total = sum(timings.values())
+    per_example = total / args.score
+    forward = forward_seconds_per_example()
+    record = {
+        "benchmark": "posthoc_cost",
+        "fit": args.fit, "score": args.score, "dim": args.dim, "classes": args.classes,
+        "seconds": timings, "total_seconds": total,
+        "posthoc_seconds_per_example": per_example,
+        "forward_seconds_per_example": forward,
+        "ratio": per_example / forward,
+        "goal": 0.05,
+        "machine": {"host": platform.node(), "cpus": os.cpu_count(),
+                    "torch_threads": torch.get_num_threads()},
+    }
+    for name, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
+        print(f"{name:>16s}: {seconds:8.2f} s")
+    print(f"post-hoc: {per_example * 1e6:.1f} us/example; resnet18@224 forward: "
+          f"{forward * 1e3:.1f} ms/example; ratio {record['ratio']:.4f} (goal <= 0.05)")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"record: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
