@@ -92,19 +92,28 @@ def main() -> None:
     forward = forward_seconds_per_example()
     record = {
         "benchmark": "posthoc_cost",
-        "fit": args.fit, "score": args.score, "dim": args.dim, "classes": args.classes,
-        "seconds": timings, "total_seconds": total,
+        "fit": args.fit,
+        "score": args.score,
+        "dim": args.dim,
+        "classes": args.classes,
+        "seconds": timings,
+        "total_seconds": total,
         "posthoc_seconds_per_example": per_example,
         "forward_seconds_per_example": forward,
         "ratio": per_example / forward,
         "goal": 0.05,
-        "machine": {"host": platform.node(), "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads()},
+        "machine": {
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
     }
     for name, seconds in sorted(timings.items(), key=lambda kv: -kv[1]):
         print(f"{name:>16s}: {seconds:8.2f} s")
-    print(f"post-hoc: {per_example * 1e6:.1f} us/example; resnet18@224 forward: "
-          f"{forward * 1e3:.1f} ms/example; ratio {record['ratio']:.4f} (goal <= 0.05)")
+    print(
+        f"post-hoc: {per_example * 1e6:.1f} us/example; resnet18@224 forward: "
+        f"{forward * 1e3:.1f} ms/example; ratio {record['ratio']:.4f} (goal <= 0.05)"
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(f"record: {args.out}")

@@ -111,6 +111,17 @@ def _checked_head(path: Path, outputs: dict[str, Outputs]) -> tuple[Head | None,
     return head, "head(features) reproduces the cached logits"
 
 
+def model_score_path(
+    run_dir: str | Path, split: str, forward_key: str, name: str, scorer_cfg: dict[str, Any]
+) -> Path:
+    """Where a scorer that needs the model (e.g. ODIN) caches its scores of one split."""
+    return (
+        Path(run_dir)
+        / "outputs"
+        / f"{split}-{forward_key[:16]}-{name}-{content_hash(scorer_cfg)[:8]}.npy"
+    )
+
+
 def _subsample(out: Outputs, size: int | None, seed: int = 0) -> Outputs:
     if size is None or len(out.labels) <= size:
         return out
@@ -162,6 +173,9 @@ def compute(
     """(rows, per-example scores per split, notes) for one eval config."""
     rows: list[dict] = []
     notes: dict[str, Any] = {"head": cache.head_note, "skipped_scorers": {}}
+    timings = cache.path / "outputs" / "model_scorers.json"
+    if timings.is_file():  # seconds spent by scorers that ran their own passes (ODIN)
+        notes["model_scorer_seconds"] = json.loads(timings.read_text())
     labeled = cache.splits(*LABELED_ROLES)
     id_tests = cache.splits("id_test")
     others = cache.splits("shift_test", "ood")
@@ -221,7 +235,20 @@ def compute(
             log.warning("scorer %s skipped: %s", name, cache.head_note)
             continue
         if "model" in needs:
-            notes["skipped_scorers"][name] = "needs the model: not run by the cache-only stage"
+            paths = {
+                split: model_score_path(cache.path, split, spec["forward_key"], name, scorer_cfg)
+                for split, spec in cache.bench["splits"].items()
+            }
+            if not all(p.is_file() for p in paths.values()):
+                notes["skipped_scorers"][name] = (
+                    "needs the model: its scores are computed by harness.run with this eval "
+                    "config, not by the cache-only stage"
+                )
+                continue
+            per_split = {s: check_finite(name, np.load(p)) for s, p in paths.items()}
+            for split, s in per_split.items():
+                scores[split][name] = s
+            _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, cfg["coverages"])
             continue
         if fit.train is None and needs != ("logits",):
             notes["skipped_scorers"][name] = "no train or val split to fit on"

@@ -125,6 +125,12 @@ def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def atomic_save_npy(path: str | Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     import torch
 

@@ -132,3 +132,38 @@ def test_rerunning_a_finished_run_with_another_eval_adds_that_stage(finished_run
     summary = run_mod.run(compose_config([*TINY, f"results_dir={tmp_path}", "eval=minimal"]))
     assert summary["skipped"] and summary["run_id"] == run_dir.name
     assert len(list((run_dir / "posthoc").glob("*/DONE"))) == 2
+
+
+def test_odin_runs_its_own_passes_during_the_run_and_is_timed(tmp_path):
+    summary = run_mod.run(compose_config([*TINY, f"results_dir={tmp_path}", "eval=full"]))
+    run_dir = tmp_path / "runs" / summary["run_id"]
+    rows = run_rows(run_dir)
+    odin = rows[rows["scorer"] == "odin"]
+    assert set(odin.loc[odin["metric"] == "auroc_vs_id_test", "split"]) == {
+        "wilson",
+        "percolation",
+        "grid8",
+    }
+    notes = json.loads(next((run_dir / "posthoc").glob("*/notes.json")).read_text())
+    timed = notes["model_scorer_seconds"]
+    assert set(timed) == {
+        f"odin/{s}" for s in ["train", "val", "id_test", "wilson", "percolation", "grid8"]
+    }
+    assert "odin" in load_scores(run_dir, "wilson").columns
+
+
+def test_odin_is_skipped_with_a_reason_by_the_cache_only_stage(finished_run, tmp_path):
+    run_dir = fresh_copy(finished_run, tmp_path)
+    cfg = {
+        **eval_config("minimal"),
+        "scorers": {
+            "odin": {
+                "_target_": "methods.scorers.odin.ODIN",
+                "temperature": 1000.0,
+                "epsilon": 0.0014,
+            }
+        },
+    }
+    eid, _ = evaluate_run(run_dir, cfg)
+    notes = json.loads((posthoc_dir(run_dir, eid) / "notes.json").read_text())
+    assert "needs the model" in notes["skipped_scorers"]["odin"]

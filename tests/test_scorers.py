@@ -202,3 +202,20 @@ def test_ash_prunes_and_scale_does_not():
     factor = np.exp(10.0 / 7.0)
     np.testing.assert_allclose(pruned, [[0, 0, 3 * factor, 4 * factor]])
     np.testing.assert_allclose(scaled, f * factor)
+
+
+def test_odin_perturbation_raises_confidence_and_agrees_with_pytorch_ood():
+    from methods.scorers.odin import ODIN
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5)).eval()
+    x = torch.randn(40, 3, 2, 2)
+    batches = [x[:16], x[16:]]
+    plain = ODIN(temperature=10.0, epsilon=0.0).score_batches(model, batches)
+    msp_at_t = torch.softmax(model(x) / 10.0, dim=1).max(dim=1).values.double().detach().numpy()
+    np.testing.assert_allclose(plain, msp_at_t, rtol=1e-6)
+    perturbed = ODIN(temperature=10.0, epsilon=0.01).score_batches(model, batches)
+    assert (perturbed > plain).all()  # the step raises the predicted class's probability
+    ref = pood.ODIN(model, eps=0.01, temperature=10.0)
+    theirs = ref.predict(x).detach().double().numpy()
+    np.testing.assert_allclose(perturbed, -theirs, rtol=1e-5)
