@@ -230,6 +230,9 @@ def compute(
     for name, scorer_cfg in (cfg.get("scorers") or {}).items():
         scorer_cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
         needs = getattr(scorer_cls, "needs", ("logits",))
+        if "ood_scorer" in scorer_cfg:  # a composite (SCOD) needs what its inner scorer needs
+            inner = registry.resolve_target("scorer", {"name": name, **scorer_cfg["ood_scorer"]})
+            needs = tuple({*needs, *inner.needs})
         if "head" in needs and cache.head is None:
             notes["skipped_scorers"][name] = cache.head_note
             log.warning("scorer %s skipped: %s", name, cache.head_note)

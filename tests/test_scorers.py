@@ -219,3 +219,27 @@ def test_odin_perturbation_raises_confidence_and_agrees_with_pytorch_ood():
     ref = pood.ODIN(model, eps=0.01, temperature=10.0)
     theirs = ref.predict(x).detach().double().numpy()
     np.testing.assert_allclose(perturbed, -theirs, rtol=1e-5)
+
+
+def test_scod_interpolates_between_msp_and_its_ood_score():
+    from methods.scorers.scod import SCOD
+
+    train, _, head = synthetic(seed=9)
+    test_id, test_ood, _ = synthetic(seed=10)
+    test = Outputs(
+        np.r_[test_id.logits, test_ood.logits],
+        np.r_[test_id.features, test_ood.features],
+        np.r_[test_id.labels, test_ood.labels],
+        np.arange(800),
+    )
+    knn = {"_target_": "methods.scorers.knn.KNN", "k": 10}
+    msp_only = fitted(SCOD(knn, c_in=0.1, c_out=0.0), train, head).score(test)
+    assert spearmanr(msp_only, MSP().score(test)).statistic == pytest.approx(1.0)
+    ood_only = fitted(SCOD(knn, c_in=0.1, c_out=0.9 - 1e-12), train, head).score(test)
+    assert spearmanr(
+        ood_only, fitted(KNN(k=10), train, head).score(test)
+    ).statistic == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="c_in \\+ c_out < 1"):
+        SCOD(knn, c_in=0.5, c_out=0.5)
+    with pytest.raises(ValueError, match="needs the model"):
+        SCOD({"_target_": "methods.scorers.odin.ODIN"})
