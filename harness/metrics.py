@@ -123,11 +123,16 @@ def e_aurc(scores: np.ndarray, correct: np.ndarray) -> float:
     return aurc(scores, correct) - oracle
 
 
-def accuracy_at_coverage(scores: np.ndarray, correct: np.ndarray, coverage: float) -> float:
-    """Accuracy of the smallest most-confident set covering at least `coverage` (ties together)."""
+def risk_at_coverages(scores: np.ndarray, correct: np.ndarray, coverages: np.ndarray) -> np.ndarray:
+    """Risk of the smallest most-confident set covering at least each coverage (ties together)."""
     curve = risk_coverage(scores, correct)
-    row = curve[curve["coverage"] >= coverage - 1e-12].iloc[0]
-    return float(1.0 - row["risk"])
+    at = np.searchsorted(curve["coverage"].to_numpy(), np.asarray(coverages) - 1e-12, side="left")
+    return curve["risk"].to_numpy()[np.minimum(at, len(curve) - 1)]
+
+
+def accuracy_at_coverage(scores: np.ndarray, correct: np.ndarray, coverage: float) -> float:
+    """Accuracy of the smallest most-confident set covering at least `coverage`."""
+    return float(1.0 - risk_at_coverages(scores, correct, np.array([coverage]))[0])
 
 
 # ---------------------------------------------------------------- calibration

@@ -197,27 +197,37 @@ def compute(
         scores[split] = frame
 
     vals = cache.splits("val")
-    if cfg.get("temperature_scaling") and vals:
+    for name, cal_cfg in (cfg.get("calibrators") or {}).items():
+        if not vals:
+            notes["skipped_calibrators"] = {name: "no val split to fit on"}
+            continue
+        cls = registry.resolve_target("calibrator", {"name": name, **cal_cfg})
+        calibrator = cls(**{k: v for k, v in cal_cfg.items() if k != "_target_"})
         val = cache.outputs[vals[0]]
-        t = metrics.fit_temperature(val.logits, val.labels)
-        add(vals[0], scorer="temperature_scaling", metric="temperature", value=t, n=len(val.labels))
+        calibrator.fit(val.logits, val.labels)
+        for param, value in calibrator.params().items():
+            add(vals[0], scorer=name, metric=param, value=float(value), n=len(val.labels))
         for split in labeled:
             out = cache.outputs[split]
-            scaled = out.logits / t
-            for name, fn in (("nll", metrics.nll), ("brier", metrics.brier)):
-                add(
-                    split,
-                    scorer="temperature_scaling",
-                    metric=name,
-                    value=fn(scaled, out.labels),
-                    n=len(out.labels),
-                )
+            calibrated = calibrator.transform(out.logits)
+            n = len(out.labels)
             add(
                 split,
-                scorer="temperature_scaling",
+                scorer=name,
+                metric="accuracy",
+                value=metrics.accuracy(calibrated, out.labels),
+                n=n,
+            )
+            add(split, scorer=name, metric="nll", value=metrics.nll(calibrated, out.labels), n=n)
+            add(
+                split, scorer=name, metric="brier", value=metrics.brier(calibrated, out.labels), n=n
+            )
+            add(
+                split,
+                scorer=name,
                 metric="ece",
-                value=metrics.ece(scaled, out.labels, cfg["ece_bins"]),
-                n=len(out.labels),
+                value=metrics.ece(calibrated, out.labels, cfg["ece_bins"]),
+                n=n,
             )
 
     trains = cache.splits("train") or vals
@@ -347,6 +357,28 @@ def _estimator_rows(add, cache: RunCache, labeled: list[str]) -> None:
             add(split, scorer=name, metric="abs_error", value=abs(estimate - true), n=n)
 
 
+COVERAGE_GRID = np.linspace(0.01, 1.0, 100)
+
+
+def risk_coverage_points(frame: pd.DataFrame, scorers: list[str]) -> pd.DataFrame:
+    """Risk–coverage curve of every scorer on a labelled split, on a grid of 100 coverages."""
+    if "correct" not in frame:
+        return pd.DataFrame()
+    correct = frame["correct"].to_numpy()
+    parts = [
+        pd.DataFrame(
+            {
+                "scorer": name,
+                "coverage": COVERAGE_GRID,
+                "risk": metrics.risk_at_coverages(frame[name].to_numpy(), correct, COVERAGE_GRID),
+            }
+        )
+        for name in scorers
+        if name in frame
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def posthoc_dir(run_dir: str | Path, eid: str) -> Path:
     return Path(run_dir) / "posthoc" / eid
 
@@ -379,6 +411,9 @@ def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any]) -> tuple[str, bo
     )[ROW_COLUMNS]
     for split, frame in scores.items():
         atomic_write_parquet(frame, out_dir / "scores" / f"{split}.parquet")
+        curves = risk_coverage_points(frame, list(eval_cfg.get("scorers") or {}))
+        if not curves.empty:
+            atomic_write_parquet(curves, out_dir / "risk_coverage" / f"{split}.parquet")
     atomic_write_json(out_dir / "eval.json", eval_cfg)
     atomic_write_json(out_dir / "notes.json", notes)
     atomic_write_parquet(table, out_dir / "rows.parquet")

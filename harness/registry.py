@@ -14,9 +14,10 @@ GROUPS = ("dataset", "model", "method")
 
 def available(group: str) -> list[str]:
     """Names of the plugins of a config group (the YAML files in conf/<group>/); scorers are
-    configured inside conf/eval/, so for them the modules of methods/scorers/ are listed."""
-    if group == "scorer":
-        return sorted(p.stem for p in (CONF_DIR.parent / "methods" / "scorers").glob("[!_]*.py"))
+    configured inside conf/eval/, so for them (and calibrators) the modules are listed."""
+    if group in ("scorer", "calibrator"):
+        folder = CONF_DIR.parent / "methods" / f"{group}s"
+        return sorted(p.stem for p in folder.glob("[!_]*.py"))
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 

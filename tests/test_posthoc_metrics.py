@@ -125,3 +125,14 @@ def test_atc_threshold_matches_validation_accuracy():
     t = metrics.atc_threshold(scores, correct)
     assert np.mean(scores > t) == pytest.approx(0.73, abs=0.002)
     assert metrics.atc_estimate(t, scores) == pytest.approx(0.73, abs=0.002)
+
+
+def test_risk_at_coverages_matches_brute_force():
+    scores = rng.integers(0, 6, 300).astype(float)
+    correct = rng.random(300) < 0.6
+    grid = np.linspace(0.01, 1.0, 100)
+    got = metrics.risk_at_coverages(scores, correct, grid)
+    for c, risk in zip(grid, got, strict=True):
+        # the highest threshold whose accepted set covers at least c
+        t = max(t for t in np.unique(scores) if np.mean(scores >= t) >= c - 1e-12)
+        assert risk == pytest.approx(np.mean(~correct[scores >= t]))

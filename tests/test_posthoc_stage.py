@@ -58,6 +58,18 @@ def test_default_stage_has_every_scorer_and_per_example_columns(finished_run):
     assert {"index", "label", "pred", "correct", "nll", *scorers} <= set(scores.columns)
     notes = json.loads(next((run_dir / "posthoc").glob("*/notes.json")).read_text())
     assert notes == {"head": "head(features) reproduces the cached logits", "skipped_scorers": {}}
+    curves = pd.read_parquet(next((run_dir / "posthoc").glob("*/risk_coverage/wilson.parquet")))
+    assert set(curves["scorer"]) == scorers and (curves.groupby("scorer").size() == 100).all()
+    assert curves.loc[curves["coverage"] == 1.0, "risk"].nunique() == 1  # all accepted: same risk
+    ts = rows[rows["scorer"] == "temperature_scaling"]
+    assert (ts.loc[ts["metric"] == "temperature", "value"] > 0).all()
+    plain_acc = rows[
+        (rows["scorer"] == "") & (rows["metric"] == "accuracy") & (rows["group_key"] == "")
+    ]
+    ts_acc = ts[ts["metric"] == "accuracy"]
+    assert dict(zip(ts_acc["split"], ts_acc["value"], strict=True)) == dict(
+        zip(plain_acc["split"], plain_acc["value"], strict=True)
+    )  # T does not change predictions
 
 
 def test_a_new_eval_config_uses_the_cache_alone_and_adds_rows(finished_run, tmp_path, monkeypatch):

@@ -243,3 +243,16 @@ def test_scod_interpolates_between_msp_and_its_ood_score():
         SCOD(knn, c_in=0.5, c_out=0.5)
     with pytest.raises(ValueError, match="needs the model"):
         SCOD({"_target_": "methods.scorers.odin.ODIN"})
+
+
+def test_vim_gives_no_virtual_logit_inside_the_principal_subspace():
+    train, test, head = synthetic(seed=11)
+    vim = fitted(ViM(dim=8), train, head)
+    # a feature at the origin plus a principal direction has no residual: score = logsumexp
+    centred = train.features.astype(np.float64) - vim.origin
+    principal = np.linalg.eigh(centred.T @ centred / len(centred))[1][:, -1]
+    f = (vim.origin + 3 * principal)[None].astype(np.float64)
+    out = Outputs(head(f), f, np.zeros(1, dtype=np.int64), np.arange(1))
+    from scipy.special import logsumexp
+
+    assert vim.score(out)[0] == pytest.approx(logsumexp(head(f)[0]), abs=1e-6)

@@ -1,0 +1,1 @@
+"""Post-hoc calibrators: one file each, configured under `calibrators:` in conf/eval/."""
