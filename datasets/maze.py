@@ -216,15 +216,35 @@ class MazeShift(DatasetAdapter):
             )
         return images, pd.DataFrame(rows)
 
+    def _read_cache(self, images_path: Path, meta_path: Path):
+        """The cached split, or (None, None) when absent. The cache is derived data: a
+        truncated or mismatched file is regenerated, with a warning that names it."""
+        if not (images_path.exists() and meta_path.exists()):
+            return None, None
+        try:
+            with np.load(images_path) as z:
+                images = z["images"]
+            meta = pd.read_parquet(meta_path)
+            size = self.canvas * self.scale
+            missing = {"label", "path_length", "generator", "grid_n"} - set(meta.columns)
+            if missing:
+                raise ValueError(f"{meta_path} lacks columns {sorted(missing)}")
+            if images.shape[1:] != (size, size, 3) or len(images) != len(meta):
+                raise ValueError(
+                    f"{images_path} holds {images.shape}, expected ({len(meta)}, {size}, {size}, 3)"
+                )
+        except Exception as exc:
+            warnings.warn(f"maze cache unreadable, regenerating it: {exc}", stacklevel=2)
+            return None, None
+        return images, meta
+
     def load(self, cache_dir: Path) -> Benchmark:
         cache = Path(cache_dir) / "maze" / self.fingerprint()[:16]
         splits = {}
         for name, spec in self.splits.items():
             images_path, meta_path = cache / f"{name}.npz", cache / f"{name}.parquet"
-            if images_path.exists() and meta_path.exists():
-                images = np.load(images_path)["images"]
-                meta = pd.read_parquet(meta_path)
-            else:
+            images, meta = self._read_cache(images_path, meta_path)
+            if images is None:
                 images, meta = self._build_split(name, spec)
                 atomic_save_npz(images_path, images=images)
                 atomic_write_parquet(meta, meta_path)

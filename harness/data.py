@@ -233,10 +233,6 @@ def hash_arrays(*parts: Any) -> str:
     return h.hexdigest()
 
 
-def default_cache_dir(results_dir: str | Path) -> Path:
-    return Path(results_dir) / "cache"
-
-
 class DatasetAdapter:
     """Base of dataset plugins. Constructing one is cheap (it only stores options);
     `fingerprint()` says what determines the data without loading it, so a finished run

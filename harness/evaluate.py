@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from harness.data import Split
 from harness.models import forward_outputs, map_logits
+from harness.registry import CONF_DIR
 from harness.store import atomic_save_npz
 
 
@@ -72,7 +73,7 @@ def forward_split(
     )
 
 
-@hydra.main(config_path="../conf", config_name="evaluate", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     """python -m harness.evaluate run=<run dir or results dir> [eval=NAME]: the post-hoc
     stage of an eval config on finished runs, from their caches alone."""

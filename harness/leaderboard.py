@@ -19,7 +19,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from harness.data import ROLES
-from harness.store import atomic_write_parquet, atomic_write_text, collect
+from harness.registry import CONF_DIR
+from harness.store import atomic_write_parquet, atomic_write_text, collect, collect_failures
 
 log = logging.getLogger("harness.leaderboard")
 
@@ -133,11 +134,32 @@ def write_leaderboard(results_dir: str | Path) -> dict[str, Path]:
         paths[dataset] = path
         n_runs = table.loc[table["dataset"] == dataset, "run_id"].nunique()
         index.append(f"- [{dataset}]({dataset}.md): {n_runs} runs")
+    failures = collect_failures(root)
+    if not failures.empty:
+        per_setting = (
+            failures.groupby(["dataset", "model", "method", "setting_id"])
+            .agg(
+                failed=("run_id", "size"),
+                seeds=("seed", lambda v: ",".join(map(str, sorted(v)))),
+                last_reason=("reason", "last"),
+            )
+            .reset_index()
+        )
+        per_setting["setting_id"] = per_setting["setting_id"].str[:8]
+        index += [
+            "",
+            f"## Failed runs ({len(failures)})",
+            "",
+            "Rerunning the sweep retries them (`retry_failed=false` skips them). Reasons "
+            "and tracebacks: `runs/<run_id>/FAILED`.",
+            "",
+            per_setting.to_markdown(index=False, disable_numparse=True),
+        ]
     atomic_write_text(board / "README.md", "\n".join(index) + "\n")
     return paths
 
 
-@hydra.main(config_path="../conf", config_name="leaderboard", version_base="1.3")
+@hydra.main(config_path=str(CONF_DIR), config_name="leaderboard", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     paths = write_leaderboard(cfg.results_dir)
     for name, path in paths.items():

@@ -31,7 +31,11 @@ def check_model_name(name: str) -> None:
 
 
 def checkpoint_digest(path: str | None) -> str | None:
-    return None if path is None else file_digest(path)
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model.checkpoint={path}: no such file")
+    return file_digest(path)
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from contextlib import contextmanager
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from harness import registry
-from harness.data import Benchmark, default_cache_dir, resolve_transform
+from harness.data import Benchmark, resolve_transform
 from harness.evaluate import forward_split
 from harness.models import (
     checkpoint_digest,
@@ -36,8 +37,10 @@ from harness.models import (
 )
 from harness.posthoc import evaluate_run, model_score_path, posthoc_dir
 from harness.store import (
+    LockHeld,
     RunDir,
     RunKeys,
+    RunLock,
     atomic_save_npy,
     atomic_write_json,
     atomic_write_parquet,
@@ -45,7 +48,7 @@ from harness.store import (
     make_keys,
     provenance,
 )
-from harness.train import train
+from harness.train import SELECTION_RULES, train
 
 log = logging.getLogger("harness.run")
 
@@ -64,9 +67,42 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ValueError(
             f"trainer.max_steps must be a positive integer or null, got {t['max_steps']!r}"
         )
+    if t["schedule"] not in ("cosine", "constant"):
+        raise ValueError(f"trainer.schedule must be 'cosine' or 'constant', got {t['schedule']!r}")
+    if cfg["selection_rule"] not in SELECTION_RULES:
+        raise ValueError(
+            f"selection_rule must be one of {SELECTION_RULES}, got {cfg['selection_rule']!r}"
+        )
     for k in ("batch_size", "eval_batch_size"):
         if not isinstance(t[k], int) or t[k] < 1:
             raise ValueError(f"trainer.{k} must be a positive integer, got {t[k]!r}")
+
+
+def validate_plugins(cfg: dict[str, Any]) -> None:
+    """Every plugin the run will need resolves, before anything is written."""
+    from harness.models import check_model_name
+
+    check_model_name(cfg["model"]["name"])
+    for group in ("scorers", "calibrators"):
+        for name, plugin in (cfg["eval"].get(group) or {}).items():
+            if not isinstance(plugin, dict) or "_target_" not in plugin:
+                raise ValueError(f"eval.{group}.{name} needs a _target_, got {plugin!r}")
+            registry.resolve_target(group[:-1], {"name": name, **plugin})
+            if "ood_scorer" in plugin:
+                registry.resolve_target(
+                    "scorer", {"name": f"{name}.ood_scorer", **plugin["ood_scorer"]}
+                )
+
+
+def check_writable(results_dir: str | Path) -> None:
+    runs = Path(results_dir) / "runs"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        probe = runs / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"results_dir={results_dir} is not writable: {exc}") from exc
 
 
 def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
@@ -114,9 +150,14 @@ def run_log(path: Path):
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
+    harness_log = logging.getLogger("harness")  # INFO reaches run.log even without Hydra
+    level = harness_log.level
+    if harness_log.getEffectiveLevel() > logging.INFO:
+        harness_log.setLevel(logging.INFO)
     try:
         yield
     finally:
+        harness_log.setLevel(level)
         root.removeHandler(handler)
         handler.close()
 
@@ -125,32 +166,58 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """One run. Returns a summary: run_id, run_dir, skipped, and the headline metrics."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     validate(c)
+    validate_plugins(c)
+    check_writable(c["results_dir"])
     if c.get("threads"):
         torch.set_num_threads(int(c["threads"]))
     adapter = registry.build("dataset", c["dataset"])
     keys = make_keys(key_payload(c, adapter))
     rd = RunDir(c["results_dir"], keys.run_id)
+    summary = {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": True}
     if rd.is_complete():
         log.info("skip: run %s is already finished (%s)", keys.run_id, rd.path)
         # A new eval config on a finished run is computed from its cache, never by retraining.
         evaluate_run(rd.path, c["eval"])
-        return {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": True}
-    rd.path.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(rd / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(c)))
-    atomic_write_json(
-        rd / "key.json",
-        {"run_id": keys.run_id, "setting_id": keys.setting_id, "payload": keys.payload},
-    )
-    with run_log(rd / "run.log"):
-        return _execute(c, adapter, keys, rd)
+        return {**summary, "status": "finished"}
+    if rd.is_failed() and not c["retry_failed"]:
+        log.info("skip: run %s failed before (see %s); retry_failed=false", keys.run_id, rd.failed)
+        return {**summary, "status": "failed"}
+    lock = RunLock(rd, stale_after=c["lock"]["stale_after"], heartbeat=c["lock"]["heartbeat"])
+    try:
+        lock.acquire()
+    except LockHeld as held:
+        log.info("skip: %s", held)
+        return {**summary, "status": "running"}
+    try:
+        if rd.is_complete():  # finished by another process between the check and the lock
+            log.info("skip: run %s was just finished by another process", keys.run_id)
+            return {**summary, "status": "finished"}
+        atomic_write_text(rd / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(c)))
+        atomic_write_json(
+            rd / "key.json",
+            {"run_id": keys.run_id, "setting_id": keys.setting_id, "payload": keys.payload},
+        )
+        with run_log(rd / "run.log"):
+            try:
+                return {**_execute(c, adapter, keys, rd), "status": "finished"}
+            except Exception as exc:
+                rd.mark_failed(exc)
+                log.error(
+                    "run %s failed: %s: %s (recorded in %s)",
+                    keys.run_id,
+                    type(exc).__name__,
+                    exc,
+                    rd.failed,
+                )
+                raise
+    finally:
+        lock.release()
 
 
 def _execute(c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir) -> dict[str, Any]:
     started = time.time()
     log.info("run %s -> %s", keys.run_id, rd.path)
-    bench: Benchmark = adapter.load(default_cache_dir(c["results_dir"])).limited(
-        c["dataset"].get("limit")
-    )
+    bench: Benchmark = adapter.load(Path(c["cache_dir"])).limited(c["dataset"].get("limit"))
     seed_everything(c["seed"])
     training = c["trainer"]["epochs"] > 0
     model = create_model(c["model"], bench, train=training)
@@ -295,9 +362,32 @@ def _headline(table: pd.DataFrame) -> dict[str, float]:
     return {f"{r.split}/accuracy": float(r.value) for r in plain.itertuples()}
 
 
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
+@hydra.main(config_path=str(registry.CONF_DIR), config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    """One run. In a multirun, a failing job is recorded (run directory and the job's
+    job_status.json) and the sweep goes on; the sweep's end callback (harness/callbacks.py)
+    prints a summary and exits non-zero if any job failed."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    status: dict[str, Any] = {"overrides": list(hc.overrides.task)}
+    try:
+        summary = run(cfg)
+        status.update(
+            status="skipped" if summary["skipped"] else "finished",
+            run_status=summary.get("status"),
+            run_id=summary["run_id"],
+        )
+    except Exception as exc:
+        status.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        if not multirun:
+            raise
+        log.exception("job failed; the sweep goes on")
+    finally:
+        if multirun:
+            atomic_write_json(Path(hc.runtime.output_dir) / "job_status.json", status)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,9 @@ import os
 import platform
 import subprocess
 import tempfile
+import threading
+import time
+import traceback
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +33,8 @@ import pandas as pd
 # Bump whenever a change alters the numbers a run produces: old runs then stop matching.
 RESULTS_VERSION = 2
 DONE = "DONE"
+FAILED = "FAILED"
+LOCK = "LOCK"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # The tidy table: one row per number. Later columns may be added, never renamed.
@@ -243,6 +248,147 @@ class RunDir:
 
     def mark_complete(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.done, {"completed_at": now_iso(), **summary})
+        self.failed.unlink(missing_ok=True)
+
+    @property
+    def failed(self) -> Path:
+        return self.path / FAILED
+
+    def is_failed(self) -> bool:
+        return self.failed.is_file() and not self.is_complete()
+
+    def mark_failed(self, exc: BaseException) -> None:
+        atomic_write_json(
+            self.failed,
+            {
+                "failed_at": now_iso(),
+                "host": platform.node(),
+                "pid": os.getpid(),
+                "reason": f"{type(exc).__name__}: {exc}",
+                "traceback": "".join(traceback.format_exception(exc)),
+            },
+        )
+
+    def status(self, stale_after: float = 600.0) -> str:
+        """finished | running | failed | incomplete (as seen from the files)."""
+        if self.is_complete():
+            return "finished"
+        if RunLock(self, stale_after).holder() is not None:
+            return "running"
+        if self.is_failed():
+            return "failed"
+        return "incomplete"
+
+
+class LockHeld(RuntimeError):
+    """Another live process holds the run."""
+
+
+class RunLock:
+    """Claims a run directory: LOCK holds host, pid and start time; its mtime is the
+    heartbeat, refreshed by a background thread. A lock whose heartbeat is older than
+    `stale_after` seconds, or whose process is gone (same host), is stale and is taken over,
+    so a dead process on any host cannot hold a run forever. Creation is O_EXCL, and a stale
+    lock is first renamed away (only one taker can win that rename)."""
+
+    def __init__(self, rd: RunDir, stale_after: float = 600.0, heartbeat: float = 30.0) -> None:
+        self.rd, self.stale_after, self.heartbeat = rd, stale_after, heartbeat
+        self.path = rd.path / LOCK
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def holder(self) -> dict[str, Any] | None:
+        """The live holder's record, or None when unlocked or stale."""
+        try:
+            return self._live_holder(self.path.stat())
+        except FileNotFoundError:
+            return None
+
+    def _live_holder(self, st: os.stat_result) -> dict[str, Any] | None:
+        if time.time() - st.st_mtime > self.stale_after:
+            return None
+        try:
+            info = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:  # being written right now: held
+            return {"host": "?", "pid": -1, "started": "?"}
+        if info.get("host") == platform.node() and not _pid_alive(int(info.get("pid", -1))):
+            return None
+        return info
+
+    def acquire(self) -> None:
+        self.rd.path.mkdir(parents=True, exist_ok=True)
+        record = json.dumps({"host": platform.node(), "pid": os.getpid(), "started": now_iso()})
+        for _ in range(5):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_if_stale()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(record)
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+            return
+        raise LockHeld(f"run {self.rd.run_id}: its lock is contended")
+
+    def _take_over_if_stale(self) -> None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return
+        holder = self._live_holder(st)
+        if holder is not None:
+            raise LockHeld(
+                f"run {self.rd.run_id} is held by pid {holder.get('pid')} on "
+                f"{holder.get('host')} since {holder.get('started')}"
+            )
+        stale = self.path.with_name(f"{LOCK}.stale.{os.getpid()}.{time.time_ns()}")
+        try:
+            os.rename(self.path, stale)  # of several takers, one moves the stale lock
+        except FileNotFoundError:
+            return
+        if stale.stat().st_ino != st.st_ino:  # we moved a fresh lock another taker just made
+            try:
+                os.link(stale, self.path)
+            except FileExistsError:
+                pass
+            stale.unlink(missing_ok=True)
+            raise LockHeld(f"run {self.rd.run_id} was just claimed by another process")
+        stale.unlink(missing_ok=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
@@ -257,7 +403,12 @@ def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str
     run_paths = sorted(p for p in runs_root.glob("*") if p.is_dir()) if runs_root.is_dir() else []
     for run_path in run_paths:
         if not (run_path / DONE).is_file():
-            skipped.append((run_path, "incomplete (no DONE marker)"))
+            why = (
+                "failed (see its FAILED file)"
+                if (run_path / FAILED).is_file()
+                else "incomplete (no DONE marker)"
+            )
+            skipped.append((run_path, why))
             continue
         for stage in sorted(p for p in (run_path / "posthoc").glob("*") if p.is_dir()):
             if not (stage / DONE).is_file():
@@ -273,6 +424,35 @@ def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str
         return pd.DataFrame(columns=ROW_COLUMNS), skipped
     table = pd.concat(frames, ignore_index=True)
     return table.drop_duplicates(subset=_identity_columns(table)), skipped
+
+
+def collect_failures(results_dir: str | Path) -> pd.DataFrame:
+    """One row per failed run (FAILED marker, no DONE): who it was and why it failed."""
+    records = []
+    for failed in sorted((Path(results_dir) / "runs").glob(f"*/{FAILED}")):
+        run_path = failed.parent
+        if (run_path / DONE).is_file():
+            continue
+        try:
+            info = json.loads(failed.read_text())
+            key = json.loads((run_path / "key.json").read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            info, key = {"reason": f"unreadable: {exc}"}, {}
+        payload = key.get("payload", {})
+        records.append(
+            {
+                "run_id": run_path.name,
+                "setting_id": key.get("setting_id", ""),
+                "dataset": (payload.get("dataset") or {}).get("name", ""),
+                "model": (payload.get("model") or {}).get("name", ""),
+                "method": (payload.get("method") or {}).get("name", "none"),
+                "seed": payload.get("seed"),
+                "reason": info.get("reason", ""),
+                "failed_at": info.get("failed_at", ""),
+            }
+        )
+    columns = ["run_id", "setting_id", "dataset", "model", "method", "seed", "reason", "failed_at"]
+    return pd.DataFrame(records, columns=columns)
 
 
 def _identity_columns(table: pd.DataFrame) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -17,8 +18,13 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 
+# Generated mazes are shared by every test of the session (writes are atomic, so
+# concurrent test processes can share it too).
+CACHE = tempfile.mkdtemp(prefix="shiftbench-test-cache-")
+
 # A run small enough for a unit test: tiny maze splits, a tiny timm model, two steps.
 TINY = [
+    f"cache_dir={CACHE}",
     "dataset.limit=24",
     "model.name=test_resnet",
     "trainer.epochs=1",

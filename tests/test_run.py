@@ -97,7 +97,12 @@ def test_repeating_a_run_skips_it_without_training(tmp_path, monkeypatch):
     stamp = (rd / "DONE").stat().st_mtime_ns
     monkeypatch.setattr(run_mod, "_execute", lambda *a: pytest.fail("a finished run was redone"))
     again = do_run(tmp_path)
-    assert again == {"run_id": first["run_id"], "run_dir": str(rd.path), "skipped": True}
+    assert again == {
+        "run_id": first["run_id"],
+        "run_dir": str(rd.path),
+        "skipped": True,
+        "status": "finished",
+    }
     assert (rd / "DONE").stat().st_mtime_ns == stamp
 
 

@@ -1,0 +1,67 @@
+"""python -m harness.status [results_dir=...]: every run of a results root as finished,
+running (a live lock), failed (a FAILED record) or incomplete (none of these: killed, or
+not started), with counts. Reads files only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import pandas as pd
+from omegaconf import DictConfig
+
+from harness.registry import CONF_DIR
+from harness.store import RunDir
+
+
+def run_statuses(results_dir: str | Path, stale_after: float = 600.0) -> pd.DataFrame:
+    rows = []
+    for path in sorted(p for p in (Path(results_dir) / "runs").glob("*") if p.is_dir()):
+        try:
+            rd = RunDir(results_dir, path.name)
+        except ValueError:
+            continue  # not a run directory
+        status = rd.status(stale_after)
+        payload = {}
+        if (path / "key.json").is_file():
+            try:
+                payload = json.loads((path / "key.json").read_text()).get("payload", {})
+            except json.JSONDecodeError:
+                pass
+        reason = ""
+        if status == "failed":
+            reason = json.loads(rd.failed.read_text()).get("reason", "")
+        rows.append(
+            {
+                "run_id": path.name,
+                "status": status,
+                "dataset": (payload.get("dataset") or {}).get("name", ""),
+                "model": (payload.get("model") or {}).get("name", ""),
+                "method": (payload.get("method") or {}).get("name", "none"),
+                "seed": payload.get("seed"),
+                "reason": reason,
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["run_id", "status", "dataset", "model", "method", "seed", "reason"]
+    )
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="status", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    table = run_statuses(cfg.results_dir, cfg.stale_after)
+    if table.empty:
+        print(f"no runs under {Path(cfg.results_dir) / 'runs'}")
+        return
+    print(table.to_markdown(index=False))
+    counts = table["status"].value_counts()
+    print(
+        ", ".join(
+            f"{counts.get(s, 0)} {s}" for s in ("finished", "running", "failed", "incomplete")
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
