@@ -38,6 +38,7 @@ leaderboard: venv
 # Speed measurements (ratios; not part of `make test`). Numbers go to docs/benchmarks.md.
 bench: venv
 	$(PY) benchmarks/posthoc_cost.py
+	$(PY) benchmarks/sweep_overhead.py
 
 clean:
 	rm -rf results/runs results/cache results/multirun results/table.* results/leaderboard

@@ -205,7 +205,19 @@ def test_results_merged_from_two_roots_are_counted_once(tmp_path):
     ).any()
 
 
-@pytest.mark.parametrize("launcher", ["submitit_local"])
+def test_slurm_preset_requeues_on_timeout():
+    from hydra import compose, initialize_config_dir
+
+    from .conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.max_num_timeout >= 1 and launcher.array_parallelism == 64
+
+
+@pytest.mark.parametrize("launcher", ["local"])
 def test_launchers_give_the_same_numbers(tmp_path, launcher):
     run_cli(
         [
