@@ -251,6 +251,16 @@ class DatasetAdapter:
         self.limit = limit
         self.options = options
 
+    def check_paths(self) -> None:
+        """Every path option must exist: a clear error naming the option, before anything runs."""
+        for key in self.path_options:
+            value = self.options.get(key)
+            if value is not None and not Path(value).exists():
+                raise FileNotFoundError(
+                    f"dataset.{key}={value} does not exist (dataset {self.name!r}; set data_root "
+                    f"or dataset.{key} to where the data is)"
+                )
+
     def key_config(self) -> dict[str, Any]:
         """The options that determine the data, without paths."""
         opts = {k: v for k, v in self.options.items() if k not in self.path_options}

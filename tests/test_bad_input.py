@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from harness import posthoc
 from harness import run as run_mod
+from harness.data import DatasetAdapter
 from harness.store import RunDir, atomic_write_text, collect
 
 from .conftest import TINY, compose_config, run_cli
@@ -77,6 +78,38 @@ def test_bad_overrides_exit_non_zero_with_a_clear_message(case, tmp_path, monkey
     for text in expected:
         assert text in output, f"{text!r} not in:\n{output}"
     assert no_results(tmp_path) and not list(tmp_path.glob("runs/*/config.yaml"))
+
+
+class FolderData(DatasetAdapter):
+    """A stand-in for an adapter that reads files under data_root."""
+
+    def fingerprint(self):
+        return "x"
+
+
+def test_data_root_missing(tmp_path, monkeypatch, capsys):
+    conf = tmp_path / "conf" / "dataset"
+    conf.mkdir(parents=True)
+    (conf / "folder.yaml").write_text(
+        "name: folder\n_target_: tests.test_bad_input.FolderData\n"
+        "limit: null\nroot: ${data_root}/folder\n"
+    )
+    code, output = cli(
+        monkeypatch,
+        capsys,
+        [
+            *TINY,
+            f"results_dir={tmp_path}",
+            "dataset=folder",
+            f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+            f"data_root={tmp_path}/nowhere",
+        ],
+    )
+    assert code != 0
+    assert (
+        f"dataset.root={tmp_path}/nowhere/folder does not exist" in output and "data_root" in output
+    )
+    assert not (tmp_path / "runs").exists() or no_results(tmp_path)
 
 
 def test_results_root_that_is_not_writable(tmp_path, monkeypatch, capsys):
