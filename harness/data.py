@@ -155,14 +155,21 @@ def to_pil(image: Any) -> Image.Image:
 
 
 class BenchmarkTransform:
-    """HWC uint8 (or PIL) -> normalised CHW float tensor, no resizing: for models trained
-    from scratch at the benchmark's own resolution."""
+    """HWC uint8 (or PIL) -> normalised CHW float tensor at the benchmark's resolution (images
+    of another size are resized, bilinear): for models trained from scratch."""
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(
+        self, mean: Sequence[float], std: Sequence[float], size: tuple[int, int] | None = None
+    ) -> None:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.size = tuple(size) if size else None
 
     def __call__(self, image: Any) -> torch.Tensor:
+        if self.size is not None:
+            height, width = np.asarray(image).shape[:2]
+            if (height, width) != self.size:
+                image = to_pil(image).resize((self.size[1], self.size[0]), Image.BILINEAR)
         array = np.asarray(image)
         if array.ndim == 2:
             array = array[:, :, None]
@@ -170,7 +177,10 @@ class BenchmarkTransform:
         return (x - self.mean) / self.std
 
     def __repr__(self) -> str:
-        return f"BenchmarkTransform(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+        return (
+            f"BenchmarkTransform(mean={self.mean.flatten().tolist()}, "
+            f"std={self.std.flatten().tolist()}, size={self.size})"
+        )
 
 
 class PILThen:
@@ -208,7 +218,7 @@ def resolve_transform(
             "mean": list(bench.mean),
             "std": list(bench.std),
         }
-        return BenchmarkTransform(bench.mean, bench.std), desc
+        return BenchmarkTransform(bench.mean, bench.std, bench.image_size), desc
     raise ValueError(f"model.transform must be 'auto', 'timm' or 'benchmark', got {mode!r}")
 
 
