@@ -25,10 +25,12 @@ test-slow: venv
 lint: venv
 	$(PY) -m ruff check .
 
-# The main job: a seed sweep of ERM on the embedded maze benchmark, then the leaderboard.
+# The main job: a sweep over seeds and two methods on the embedded maze benchmark, then
+# the leaderboard.
 DEMO_SEEDS ?= 0,1,2
+DEMO_METHODS ?= erm,label_smoothing
 demo: venv
-	$(PY) -m harness.run -m seed=$(DEMO_SEEDS) $(DEMO_ARGS)
+	$(PY) -m harness.run -m seed=$(DEMO_SEEDS) method=$(DEMO_METHODS) $(DEMO_ARGS)
 	$(PY) -m harness.leaderboard
 	@echo "runs:        results/runs/ (one directory per run; rerunning skips finished ones)"
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -46,6 +47,17 @@ class Method(nn.Module):
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return forward_outputs(self.model, x)
 
-    def train_sampler(self, split: Any, groups: Any) -> torch.utils.data.Sampler | None:
-        """A sampler for the training split (re-balancing methods); None = shuffle."""
+    def prepare(self, groups: np.ndarray, labels: np.ndarray) -> None:
+        """Called once before training with the training split's group ids and labels
+        (e.g. to count groups for loss weights). Default: nothing."""
+
+    def train_sampler(
+        self,
+        groups: np.ndarray,
+        labels: np.ndarray,
+        epoch: int,
+        epochs: int,
+        generator: torch.Generator,
+    ) -> torch.utils.data.Sampler | None:
+        """A sampler of training indices for this epoch (re-balancing); None = shuffle."""
         return None

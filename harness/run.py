@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import time
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,52 @@ def check_writable(results_dir: str | Path) -> None:
         raise ValueError(f"results_dir={results_dir} is not writable: {exc}") from exc
 
 
+def draw(spec: dict[str, Any], rng: np.random.Generator) -> Any:
+    """One value from a search-space entry: uniform, log_uniform, int_uniform or choice."""
+    dist = spec.get("dist")
+    if dist == "uniform":
+        return float(rng.uniform(spec["low"], spec["high"]))
+    if dist == "log_uniform":
+        return float(np.exp(rng.uniform(np.log(spec["low"]), np.log(spec["high"]))))
+    if dist == "int_uniform":
+        return int(rng.integers(spec["low"], spec["high"] + 1))
+    if dist == "choice":
+        return spec["values"][int(rng.integers(len(spec["values"])))]
+    raise ValueError(
+        f"search_space entry {spec}: dist must be uniform, log_uniform, int_uniform or choice"
+    )
+
+
+def apply_hparams_seed(cfg: dict[str, Any]) -> dict[str, Any]:
+    """hparams_seed=K > 0 replaces the method's defaults by draw K from its search_space
+    (method keys, or trainer.* keys); 0 keeps the defaults. Deterministic in (K, method)."""
+    k = cfg.get("hparams_seed", 0)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"hparams_seed must be an integer >= 0, got {k!r}")
+    space = cfg["method"].get("search_space") or {}
+    if k == 0 or not space:
+        return cfg
+    rng = np.random.default_rng([k, zlib.crc32(cfg["method"]["name"].encode())])
+    for key in sorted(space):
+        value = draw(space[key], rng)
+        if key.startswith("trainer."):
+            node = cfg["trainer"]
+            *parents, leaf = key.split(".")[1:]
+            for part in parents:
+                node = node[part]
+            if leaf not in node:
+                raise ValueError(f"search_space key {key!r} is not a trainer setting")
+            node[leaf] = value
+        else:
+            if key not in cfg["method"]:
+                raise ValueError(
+                    f"search_space key {key!r} is not a hyperparameter of "
+                    f"method {cfg['method']['name']!r}"
+                )
+            cfg["method"][key] = value
+    return cfg
+
+
 def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
     """What determines a run's numbers: paths are replaced by content hashes."""
     m = cfg["model"]
@@ -122,7 +169,10 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
         "dataset": {**adapter.key_config(), "fingerprint": adapter.fingerprint()},
         "model": model,
         # An evaluation-only run uses no method and no trainer: they must not split its key.
-        "method": cfg["method"] if training else None,
+        # The search space is not a setting: the values drawn from it are.
+        "method": {k: v for k, v in cfg["method"].items() if k != "search_space"}
+        if training
+        else None,
         "trainer": trainer if training else {"epochs": 0},
         "selection_rule": cfg["selection_rule"] if training else None,
         "seed": cfg["seed"],
@@ -166,6 +216,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     """One run. Returns a summary: run_id, run_dir, skipped, and the headline metrics."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     validate(c)
+    c = apply_hparams_seed(c)
     validate_plugins(c)
     check_writable(c["results_dir"])
     if c.get("threads"):
@@ -228,7 +279,7 @@ def _execute(c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir) -> dict
 
     selected_epoch, predict, index_map = -1, None, None
     if training:
-        method_cfg = {k: v for k, v in c["method"].items() if k != "name"}
+        method_cfg = {k: v for k, v in c["method"].items() if k not in ("name", "search_space")}
         method = registry.build(
             "method",
             method_cfg,

@@ -127,6 +127,7 @@ def train(
     # Epochs that can run within max_steps: the loop stops there, after its epoch-end record.
     epochs = min(epochs, math.ceil(total / steps_per_epoch))
 
+    method.prepare(groups, train_split.labels)
     method.to(device)
     optimizer = instantiate(cfg["optimizer"], params=method.parameters())
     method.attach_optimizer(optimizer)
@@ -150,7 +151,7 @@ def train(
     for epoch in range(start_epoch, epochs):
         # The shuffle order depends only on (seed, epoch): a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        sampler = method.train_sampler(train_split, groups)
+        sampler = method.train_sampler(groups, train_split.labels, epoch, epochs, generator)
         loader = DataLoader(
             dataset,
             batch_size=cfg["batch_size"],
