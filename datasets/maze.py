@@ -2,11 +2,14 @@
 
 ID mazes come from one generator and grid size; each shifted test split changes one
 generation factor (generator, percolation loops, grid size). The target is the solution's
-path length, binned into classes by fixed thresholds (default: the quartiles of the ID
-training distribution), so a model must trace the maze, not read off a local cue such as
-the first step. Images are drawn by this module: walls black, corridors white, start
-green, end red, the solution not drawn; every split shares one canvas (smaller grids are
-centred with wall padding), optionally upscaled by an integer factor.
+path length, binned into classes by fixed thresholds (default: about the quartiles of the
+ID training distribution). Images are drawn by this module: walls black, corridors white,
+start green, end red and, with `draw_solution` (the default), the solution path blue, so
+the model measures the drawn path: a global quantity, unlike a local cue such as the first
+step, and one whose appearance shifts with the generator, loops and grid size. With
+`draw_solution=false` the task becomes solving the maze (much harder; ERM learns little in
+the demo's budget). Every split shares one canvas (smaller grids are centred with wall
+padding), optionally upscaled by an integer factor.
 """
 
 from __future__ import annotations

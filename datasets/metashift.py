@@ -83,10 +83,15 @@ def shift_distances(
 
 
 def _listing_digest(root: Path) -> str:
-    """Names and sizes of every file below root: changes whenever the data does."""
+    """Name and size of every file below root, and the full contents of the metadata files
+    (pickles). Modification times are left out on purpose: a copy of the data on another
+    machine is the same data. Images are not read (too slow for a key); a re-encoded image
+    of exactly the same size would go unnoticed."""
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         h.update(f"{path.relative_to(root)}:{path.stat().st_size}\n".encode())
+        if path.suffix == ".pkl":
+            h.update(path.read_bytes())
     return h.hexdigest()
 
 

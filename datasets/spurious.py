@@ -22,6 +22,7 @@ from harness.data import Benchmark, DatasetAdapter, array_split, hash_arrays
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60)}
 RENDER_VERSION = 1
+SPLIT_ORDER = ("train", "val", "test_balanced", "test_reversed")
 
 
 def colour_digits(images: np.ndarray, colour_ids: np.ndarray, scale: int) -> np.ndarray:
@@ -98,7 +99,8 @@ class ColouredDigits(DatasetAdapter):
             "test_reversed": "shift_test",
         }
         splits, start = {}, 0
-        for name, size in self.sizes.items():
+        for name in SPLIT_ORDER:  # a fixed order: the key hashes sizes with sorted keys
+            size = self.sizes[name]
             n = size if self.limit is None else min(size, self.limit)
             idx = order[start : start + n]
             start += size

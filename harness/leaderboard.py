@@ -26,6 +26,7 @@ log = logging.getLogger("harness.leaderboard")
 
 SETTING_COLUMNS = ["dataset", "setting_id", "eval_id", "model", "method", "tta", "selection_rule"]
 INDEX = ["model", "method", "setting_id", "eval_id"]
+LOWER_IS_BETTER = {"ece", "nll", "brier", "aurc", "e_aurc", "abs_error"}
 ROW_KEY = ["split", "split_role", "scorer", "metric", "group_key", "group_value"]
 
 
@@ -74,7 +75,8 @@ def metric_table(agg: pd.DataFrame, metric: str, scorer: str = "") -> pd.DataFra
         ),
         order[0],
     )
-    wide = wide[order].join(seeds).loc[means[sort_col].sort_values(ascending=False).index]
+    lower_is_better = metric in LOWER_IS_BETTER
+    wide = wide[order].join(seeds).loc[means[sort_col].sort_values(ascending=lower_is_better).index]
     wide = wide.reset_index()
     wide["setting_id"] = wide["setting_id"].str[:8]
     wide["eval_id"] = wide["eval_id"].str[:8]

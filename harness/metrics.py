@@ -116,11 +116,17 @@ def aurc(scores: np.ndarray, correct: np.ndarray) -> float:
     return float((curve["risk"] * curve["group_size"]).sum() / len(scores))
 
 
+def oracle_aurc(correct: np.ndarray) -> float:
+    """AURC of the ranking that accepts every correct example, one at a time, before any
+    error: the risk at k accepted is max(0, k - n_correct) / k."""
+    n, n_correct = len(correct), int(np.sum(correct))
+    k = np.arange(1, n + 1)
+    return float(np.mean(np.maximum(0, k - n_correct) / k))
+
+
 def e_aurc(scores: np.ndarray, correct: np.ndarray) -> float:
-    """AURC minus that of the oracle ranking (every correct example before every error)."""
-    correct = correct.astype(bool)
-    oracle = aurc(correct.astype(np.float64), correct)
-    return aurc(scores, correct) - oracle
+    """AURC minus that of the oracle ranking (>= 0)."""
+    return aurc(scores, correct.astype(bool)) - oracle_aurc(correct.astype(bool))
 
 
 def risk_at_coverages(scores: np.ndarray, correct: np.ndarray, coverages: np.ndarray) -> np.ndarray:

@@ -49,10 +49,12 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"model.checkpoint={p}: not a loadable weights file ({exc})") from exc
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]  # a harness training checkpoint
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    for wrapper in ("method", "model", "state_dict"):  # last.pt, other trainers' formats
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if isinstance(state, dict) and state and all(k.startswith("model.") for k in state):
+        # the harness's best.pt / last.pt hold method.state_dict(): the timm model is `model.`
+        state = {k.removeprefix("model."): v for k, v in state.items()}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"model.checkpoint={p}: not a state dict of tensors")
     return state
@@ -78,13 +80,17 @@ def create_model(cfg: dict[str, Any], bench: Benchmark, train: bool) -> nn.Modul
         n_ckpt = checkpoint_num_classes(model, state)
         if n_ckpt is not None and n_ckpt != head_size(model) and "num_classes" not in kwargs:
             model.reset_classifier(n_ckpt)  # the checkpoint's head decides, unless kwargs say
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
+        expected = model.state_dict()
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in expected]
+        mismatched = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+        if missing or unexpected or mismatched:
             raise ValueError(
-                f"model.checkpoint={cfg['checkpoint']} does not fit {cfg['name']} "
-                f"with kwargs {kwargs}: {str(exc).splitlines()[0]}"
-            ) from exc
+                f"model.checkpoint={cfg['checkpoint']} does not fit {cfg['name']} with kwargs "
+                f"{kwargs}: {len(missing)} missing keys {missing[:3]}, {len(unexpected)} "
+                f"unexpected {unexpected[:3]}, {len(mismatched)} of another shape {mismatched[:3]}"
+            )
+        model.load_state_dict(state)
     return model
 
 

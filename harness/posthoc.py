@@ -23,7 +23,7 @@ import pandas as pd
 from harness import metrics, registry
 from harness.data import LABELED_ROLES
 from harness.evaluate import Outputs
-from harness.scorer import FitData, Head, check_finite
+from harness.scorer import FitData, Head, Scorer, check_finite
 from harness.store import (
     DONE,
     RESULTS_VERSION,
@@ -154,6 +154,8 @@ def _label_rows(
             }
             for g in groups.itertuples()
         ]
+        # group_value stays empty: the worst group differs between seeds and the number must
+        # aggregate across them (the per-group rows say which group it was)
         worst = groups.loc[groups["accuracy"].idxmin()]
         rows.append(
             {
@@ -161,7 +163,7 @@ def _label_rows(
                 "value": float(worst["accuracy"]),
                 "n": int(worst["n"]),
                 "group_key": key,
-                "group_value": worst["group"],
+                "group_value": "",
             }
         )
     return rows
@@ -173,11 +175,15 @@ def compute(
     """(rows, per-example scores per split, notes) for one eval config."""
     rows: list[dict] = []
     notes: dict[str, Any] = {"head": cache.head_note, "skipped_scorers": {}}
+    if not cache.splits("id_test") and cache.splits("val"):
+        notes["id_reference"] = "no id_test split: OOD metrics use the val split as ID"
     timings = cache.path / "outputs" / "model_scorers.json"
     if timings.is_file():  # seconds spent by scorers that ran their own passes (ODIN)
         notes["model_scorer_seconds"] = json.loads(timings.read_text())
     labeled = cache.splits(*LABELED_ROLES)
-    id_tests = cache.splits("id_test")
+    # The ID reference for OOD metrics: the ID test split(s), else the ID validation split
+    # (benchmarks such as coloured_digits and MetaShift have no separate ID test split).
+    id_tests = cache.splits("id_test") or cache.splits("val")
     others = cache.splits("shift_test", "ood")
     group_cols = cache.bench["group_cols"]
 
@@ -263,7 +269,7 @@ def compute(
                 scores[split][name] = s
             _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, cfg["coverages"])
             continue
-        if fit.train is None and needs != ("logits",):
+        if fit.train is None and scorer_cls.fit is not Scorer.fit:
             notes["skipped_scorers"][name] = "no train or val split to fit on"
             continue
         scorer = scorer_cls(**{k: v for k, v in scorer_cfg.items() if k != "_target_"})

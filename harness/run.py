@@ -68,6 +68,8 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ValueError(
             f"trainer.max_steps must be a positive integer or null, got {t['max_steps']!r}"
         )
+    if cfg.get("precision", "fp32") != "fp32":
+        raise ValueError(f"precision={cfg['precision']!r}: only fp32 is implemented")
     if t["schedule"] not in ("cosine", "constant"):
         raise ValueError(f"trainer.schedule must be 'cosine' or 'constant', got {t['schedule']!r}")
     if cfg["selection_rule"] not in SELECTION_RULES:
@@ -80,19 +82,31 @@ def validate(cfg: dict[str, Any]) -> None:
 
 
 def validate_plugins(cfg: dict[str, Any]) -> None:
-    """Every plugin the run will need resolves, before anything is written."""
+    """Every plugin the run will need resolves and accepts its hyperparameters, and the eval
+    settings are valid, before anything is written."""
     from harness.models import check_model_name
 
     check_model_name(cfg["model"]["name"])
+    ev = cfg["eval"]
+    if not isinstance(ev.get("ece_bins"), int) or ev["ece_bins"] < 1:
+        raise ValueError(f"eval.ece_bins must be a positive integer, got {ev.get('ece_bins')!r}")
+    coverages = ev.get("coverages")
+    if not isinstance(coverages, list) or not all(
+        isinstance(c, int | float) and 0 < c <= 1 for c in coverages
+    ):
+        raise ValueError(f"eval.coverages must be a list of numbers in (0, 1], got {coverages!r}")
+    fit_size = ev.get("fit_size")
+    if fit_size is not None and (not isinstance(fit_size, int) or fit_size < 1):
+        raise ValueError(f"eval.fit_size must be a positive integer or null, got {fit_size!r}")
     for group in ("scorers", "calibrators"):
-        for name, plugin in (cfg["eval"].get(group) or {}).items():
+        for name, plugin in (ev.get(group) or {}).items():
             if not isinstance(plugin, dict) or "_target_" not in plugin:
                 raise ValueError(f"eval.{group}.{name} needs a _target_, got {plugin!r}")
-            registry.resolve_target(group[:-1], {"name": name, **plugin})
-            if "ood_scorer" in plugin:
-                registry.resolve_target(
-                    "scorer", {"name": f"{name}.ood_scorer", **plugin["ood_scorer"]}
-                )
+            cls = registry.resolve_target(group[:-1], {"name": name, **plugin})
+            try:  # constructing is cheap and checks the hyperparameters before any work
+                cls(**{k: v for k, v in plugin.items() if k != "_target_"})
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"eval.{group}.{name}: {exc}") from exc
 
 
 def check_writable(results_dir: str | Path) -> None:
@@ -251,7 +265,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         )
         with run_log(rd / "run.log"):
             try:
-                return {**_execute(c, adapter, keys, rd), "status": "finished"}
+                return {**_execute(c, adapter, keys, rd, lock), "status": "finished"}
             except Exception as exc:
                 rd.mark_failed(exc)
                 log.error(
@@ -266,7 +280,9 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         lock.release()
 
 
-def _execute(c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir) -> dict[str, Any]:
+def _execute(
+    c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir, lock: RunLock | None = None
+) -> dict[str, Any]:
     started = time.time()
     log.info("run %s -> %s", keys.run_id, rd.path)
     bench: Benchmark = adapter.load(Path(c["cache_dir"])).limited(c["dataset"].get("limit"))
@@ -346,6 +362,8 @@ def _execute(c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir) -> dict
             "selected_epoch": selected_epoch,
         },
     )
+    if lock is not None and not lock.owned():
+        raise LockHeld(f"run {keys.run_id}: another process took over its lock; not finishing it")
     eid, _ = evaluate_run(rd.path, c["eval"])
     table = pd.read_parquet(posthoc_dir(rd.path, eid) / "rows.parquet")
     headline = _headline(table)

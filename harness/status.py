@@ -15,7 +15,7 @@ from harness.registry import CONF_DIR
 from harness.store import RunDir
 
 
-def run_statuses(results_dir: str | Path, stale_after: float = 600.0) -> pd.DataFrame:
+def run_statuses(results_dir: str | Path, stale_after: float = 180.0) -> pd.DataFrame:
     rows = []
     for path in sorted(p for p in (Path(results_dir) / "runs").glob("*") if p.is_dir()):
         try:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 # Bump whenever a change alters the numbers a run produces: old runs then stop matching.
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3
 DONE = "DONE"
 FAILED = "FAILED"
 LOCK = "LOCK"
@@ -88,6 +88,9 @@ def file_digest(path: str | Path) -> str:
 
 # ---------------------------------------------------------------- atomic writes
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 @contextmanager
 def _atomic_path(path: str | Path) -> Iterator[Path]:
@@ -101,6 +104,7 @@ def _atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with tmp_path.open("rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are shared files
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -269,7 +273,7 @@ class RunDir:
             },
         )
 
-    def status(self, stale_after: float = 600.0) -> str:
+    def status(self, stale_after: float = 180.0) -> str:
         """finished | running | failed | incomplete (as seen from the files)."""
         if self.is_complete():
             return "finished"
@@ -291,11 +295,12 @@ class RunLock:
     so a dead process on any host cannot hold a run forever. Creation is O_EXCL, and a stale
     lock is first renamed away (only one taker can win that rename)."""
 
-    def __init__(self, rd: RunDir, stale_after: float = 600.0, heartbeat: float = 30.0) -> None:
+    def __init__(self, rd: RunDir, stale_after: float = 180.0, heartbeat: float = 30.0) -> None:
         self.rd, self.stale_after, self.heartbeat = rd, stale_after, heartbeat
         self.path = rd.path / LOCK
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.token = ""
 
     def holder(self) -> dict[str, Any] | None:
         """The live holder's record, or None when unlocked or stale."""
@@ -305,21 +310,32 @@ class RunLock:
             return None
 
     def _live_holder(self, st: os.stat_result) -> dict[str, Any] | None:
-        if time.time() - st.st_mtime > self.stale_after:
-            return None
         try:
             info = json.loads(self.path.read_text())
         except FileNotFoundError:
             return None
-        except json.JSONDecodeError:  # being written right now: held
-            return {"host": "?", "pid": -1, "started": "?"}
-        if info.get("host") == platform.node() and not _pid_alive(int(info.get("pid", -1))):
+        except json.JSONDecodeError:  # being written right now: held, unless long silent
+            info = {"host": "?", "pid": -1, "started": "?"}
+        if info.get("host") == platform.node():  # same host: the pid decides, not the clock
+            return info if _pid_alive(int(info.get("pid", -1))) else None
+        if time.time() - st.st_mtime > self.stale_after:
             return None
         return info
 
+    def owned(self) -> bool:
+        """Whether LOCK still holds this object's token (another process may have taken
+        over after our heartbeat stalled)."""
+        try:
+            return json.loads(self.path.read_text()).get("token") == self.token
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False
+
     def acquire(self) -> None:
         self.rd.path.mkdir(parents=True, exist_ok=True)
-        record = json.dumps({"host": platform.node(), "pid": os.getpid(), "started": now_iso()})
+        self.token = f"{platform.node()}:{os.getpid()}:{time.time_ns()}:{id(self)}"
+        record = json.dumps(
+            {"host": platform.node(), "pid": os.getpid(), "started": now_iso(), "token": self.token}
+        )
         for _ in range(5):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -361,15 +377,21 @@ class RunLock:
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):
             try:
+                if not self.owned():
+                    warnings.warn(
+                        f"run {self.rd.run_id}: lost its lock to another process", stacklevel=1
+                    )
+                    return
                 os.utime(self.path)
-            except FileNotFoundError:
-                return
+            except OSError as exc:  # e.g. a network file system hiccup: try again next beat
+                warnings.warn(f"run {self.rd.run_id}: heartbeat failed ({exc})", stacklevel=1)
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        self.path.unlink(missing_ok=True)
+        if self.owned():  # never remove a lock another process took over
+            self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> RunLock:
         self.acquire()

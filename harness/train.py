@@ -145,7 +145,13 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
         best = (float(state["best_score"]), int(state["best_epoch"]))
-        records = pd.read_parquet(run_dir / "epochs.parquet").to_dict("records")
+        # epochs.parquet may already hold the epoch after last.pt (killed between the two
+        # writes): keep only what last.pt vouches for
+        records = [
+            r
+            for r in pd.read_parquet(run_dir / "epochs.parquet").to_dict("records")
+            if r["epoch"] < start_epoch
+        ]
         log.info("resuming %s from epoch %d (step %d)", run_dir.run_id, start_epoch, step)
 
     for epoch in range(start_epoch, epochs):

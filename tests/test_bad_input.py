@@ -63,6 +63,9 @@ CASES = {
     "typo in a key": (["trainer.epoch=3"], ["Could not override 'trainer.epoch'"]),
     "bad schedule": (["trainer.schedule=linear"], ["trainer.schedule", "linear"]),
     "bad selection rule": (["selection_rule=best"], ["selection_rule must be one of", "best"]),
+    "bad scorer hyperparameter": (["eval.scorers.knn.k=0"], ["eval.scorers.knn", "k must be >= 1"]),
+    "bad ece bins": (["eval.ece_bins=0"], ["eval.ece_bins must be a positive integer"]),
+    "unsupported precision": (["precision=bf16"], ["precision='bf16'", "only fp32"]),
     "missing checkpoint": (
         ["trainer.epochs=0", "model.checkpoint=/nonexistent/w.pth"],
         ["model.checkpoint=/nonexistent/w.pth", "no such file"],

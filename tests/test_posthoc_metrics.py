@@ -83,9 +83,9 @@ def test_aurc_and_e_aurc_against_brute_force(tied):
     scores = rng.integers(0, 5, 200).astype(float) if tied else rng.normal(size=200)
     correct = rng.random(200) < 0.7
     assert metrics.aurc(scores, correct) == pytest.approx(brute_aurc(scores, correct))
-    # the oracle ranking has e_aurc 0; any ranking has e_aurc >= 0
-    assert metrics.e_aurc(correct.astype(float), correct) == pytest.approx(0.0)
+    # any ranking has e_aurc >= 0, even one that ties all errors together below the rest
     assert metrics.e_aurc(scores, correct) >= 0
+    assert metrics.e_aurc(correct.astype(float), correct) >= 0
     # the order of tied examples does not matter
     perm = rng.permutation(200)
     assert metrics.aurc(scores[perm], correct[perm]) == pytest.approx(metrics.aurc(scores, correct))
@@ -136,3 +136,11 @@ def test_risk_at_coverages_matches_brute_force():
         # the highest threshold whose accepted set covers at least c
         t = max(t for t in np.unique(scores) if np.mean(scores >= t) >= c - 1e-12)
         assert risk == pytest.approx(np.mean(~correct[scores >= t]))
+
+
+def test_e_aurc_of_a_perfect_ranking_with_distinct_scores_is_zero():
+    correct = np.r_[np.ones(90, bool), np.zeros(10, bool)]
+    scores = np.linspace(1.0, 0.0, 100)  # every correct example above every error
+    assert metrics.e_aurc(scores, correct) == pytest.approx(0.0, abs=1e-12)
+    assert metrics.oracle_aurc(correct) == pytest.approx(brute_aurc(scores, correct))
+    assert metrics.e_aurc(rng.normal(size=100), correct) > 0

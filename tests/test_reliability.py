@@ -236,3 +236,20 @@ def test_launchers_give_the_same_numbers(tmp_path, launcher):
     a = run_rows(RunDir(tmp_path / "basic", basic["run_id"]).path)
     b = run_rows(other)
     pd.testing.assert_series_equal(a["value"], b["value"])
+
+
+def test_a_holder_whose_lock_was_taken_over_does_not_remove_the_new_one(tmp_path):
+    rd = RunDir(tmp_path, "abc123")
+    old = RunLock(rd, stale_after=60, heartbeat=60)
+    old.acquire()
+    record = json.loads((rd.path / LOCK).read_text())
+    (rd.path / LOCK).write_text(json.dumps({**record, "host": "stalled-host"}))
+    stale = time.time() - 120
+    os.utime(rd.path / LOCK, (stale, stale))  # its heartbeat stalled: another process takes over
+    new = RunLock(rd, stale_after=60, heartbeat=60)
+    new.acquire()
+    assert not old.owned() and new.owned()
+    old.release()  # the stalled process finishes: the new holder's lock stays
+    assert (rd.path / LOCK).exists() and new.owned()
+    new.release()
+    assert not (rd.path / LOCK).exists()

@@ -193,6 +193,16 @@ def test_bad_values_fail_clearly_and_leave_no_finished_run(tmp_path, override, m
     assert not list(tmp_path.glob("runs/*/DONE"))
 
 
+def test_a_harness_checkpoint_evaluates_on_its_own(tmp_path):
+    trained = do_run(tmp_path / "a")
+    best = RunDir(tmp_path / "a", trained["run_id"]).path / "checkpoints" / "best.pt"
+    again = do_run(tmp_path / "b", "trainer.epochs=0", f"model.checkpoint={best}")
+    a = metric_values(RunDir(tmp_path / "a", trained["run_id"]))
+    b = metric_values(RunDir(tmp_path / "b", again["run_id"]))
+    key = "id_test///"
+    assert a[key] == pytest.approx(b[key])  # the same weights give the same accuracy
+
+
 def test_eval_only_needs_a_label_map_when_the_head_differs(tmp_path):
     ckpt = tmp_path / "w.pth"
     torch.save(timm.create_model("test_resnet", num_classes=10).state_dict(), ckpt)

@@ -111,3 +111,14 @@ def test_collect_reads_completed_runs_and_skips_bad_ones_with_a_warning(tmp_path
 def test_collect_of_an_empty_root_is_an_empty_table(tmp_path):
     table, skipped = collect(tmp_path / "nothing")
     assert table.empty and list(table.columns) == store.ROW_COLUMNS and skipped == []
+
+
+def test_atomic_writes_get_ordinary_file_modes(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "DONE", "{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "DONE").stat().st_mode & 0o777 == 0o666 & ~store._UMASK
