@@ -199,7 +199,7 @@ def test_a_harness_checkpoint_evaluates_on_its_own(tmp_path):
     again = do_run(tmp_path / "b", "trainer.epochs=0", f"model.checkpoint={best}")
     a = metric_values(RunDir(tmp_path / "a", trained["run_id"]))
     b = metric_values(RunDir(tmp_path / "b", again["run_id"]))
-    key = "id_test///"
+    key = "id_test//accuracy/"
     assert a[key] == pytest.approx(b[key])  # the same weights give the same accuracy
 
 
