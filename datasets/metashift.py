@@ -82,6 +82,19 @@ def shift_distances(
     return {t: float(np.mean([np.linalg.norm(pos[t] - pos[a]) for a in train])) for t in test}
 
 
+def _row(folder: str, path: Path, label: int, class_name: str, subset: str) -> dict[str, Any]:
+    """One example's metadata; the context is the part of the subset name in parentheses."""
+    return {
+        "folder": folder,
+        "path": str(path),
+        "image_id": path.stem,
+        "label": label,
+        "class_name": class_name,
+        "subset": subset,
+        "context": parse_subset(subset)[1],
+    }
+
+
 def _listing_digest(root: Path) -> str:
     """Name and size of every file below root, and the full contents of the metadata files
     (pickles). Modification times are left out on purpose: a copy of the data on another
@@ -164,18 +177,7 @@ class MetaShift(DatasetAdapter):
                     subsets = groups.get(path.stem)
                     if not subsets:
                         raise ValueError(f"{path}: image id {path.stem!r} is not in {mapping_path}")
-                    subject, context = parse_subset(subsets[0])
-                    rows.append(
-                        {
-                            "folder": folder,
-                            "path": str(path),
-                            "image_id": path.stem,
-                            "label": label,
-                            "class_name": cls,
-                            "subset": subsets[0],
-                            "context": context,
-                        }
-                    )
+                    rows.append(_row(folder, path, label, cls, subsets[0]))
         return classes, pd.DataFrame(rows)
 
     def _dg_rows(self) -> tuple[list[str], pd.DataFrame]:
@@ -186,19 +188,8 @@ class MetaShift(DatasetAdapter):
                 for community in sorted(
                     p for p in (self.root / folder / cls).glob("*") if p.is_dir()
                 ):
-                    _, context = parse_subset(community.name)
                     for path in sorted(community.glob("*.jpg")):
-                        rows.append(
-                            {
-                                "folder": folder,
-                                "path": str(path),
-                                "image_id": path.stem,
-                                "label": label,
-                                "class_name": cls,
-                                "subset": community.name,
-                                "context": context,
-                            }
-                        )
+                        rows.append(_row(folder, path, label, cls, community.name))
         return classes, pd.DataFrame(rows)
 
     def _limit_minority(self, train: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
