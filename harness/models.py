@@ -64,16 +64,19 @@ def create_model(cfg: dict[str, Any], bench: Benchmark, train: bool) -> nn.Modul
     """A timm model for the benchmark.
 
     Training: a new head with the benchmark's num_classes and in_chans (unless model.kwargs
-    overrides them). Evaluation only: the model's own head is kept (pretrained weights or
-    model.checkpoint), and labels are mapped onto it by `label_index`.
+    overrides them); from a checkpoint, its weights are loaded with its own head first, then
+    the head is replaced (fine-tuning). Evaluation only: the model's own head is kept
+    (pretrained weights or model.checkpoint), and labels are mapped onto it by `label_index`.
     """
     import timm
 
     check_model_name(cfg["name"])
     kwargs = dict(cfg.get("kwargs") or {})
+    train_classes = kwargs.get("num_classes", bench.num_classes)
     if train:
-        kwargs.setdefault("num_classes", bench.num_classes)
         kwargs.setdefault("in_chans", bench.in_chans)
+        if not cfg.get("checkpoint"):
+            kwargs.setdefault("num_classes", bench.num_classes)
     model = timm.create_model(cfg["name"], pretrained=bool(cfg.get("pretrained")), **kwargs)
     if cfg.get("checkpoint"):
         state = load_state_dict(cfg["checkpoint"])
@@ -91,6 +94,8 @@ def create_model(cfg: dict[str, Any], bench: Benchmark, train: bool) -> nn.Modul
                 f"unexpected {unexpected[:3]}, {len(mismatched)} of another shape {mismatched[:3]}"
             )
         model.load_state_dict(state)
+        if train and head_size(model) != train_classes:
+            model.reset_classifier(train_classes)  # fine-tune: a new head for the benchmark
     return model
 
 

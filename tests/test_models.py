@@ -81,3 +81,12 @@ def test_checkpoint_for_another_architecture_is_refused(tmp_path):
 def test_unknown_model_name_suggests_close_ones():
     with pytest.raises(ValueError, match="not a timm model.*resnet18"):
         create_model({"name": "resnet18x"}, bench(), train=True)
+
+
+def test_fine_tuning_from_a_checkpoint_with_another_head(tmp_path):
+    source = timm.create_model("test_resnet", num_classes=10)
+    path = tmp_path / "w.pth"
+    torch.save(source.state_dict(), path)
+    model = create_model({"name": "test_resnet", "checkpoint": str(path)}, bench(4), train=True)
+    assert model.num_classes == 4  # a new head for the benchmark
+    assert torch.equal(model.state_dict()["conv1.0.weight"], source.state_dict()["conv1.0.weight"])
