@@ -17,6 +17,7 @@ import hydra
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
+from scipy import stats
 
 from harness.data import ROLES
 from harness.registry import CONF_DIR
@@ -30,19 +31,75 @@ LOWER_IS_BETTER = {"ece", "nll", "brier", "aurc", "e_aurc", "abs_error"}
 ROW_KEY = ["split", "split_role", "scorer", "metric", "group_key", "group_value"]
 
 
-def aggregate(table: pd.DataFrame) -> pd.DataFrame:
-    """mean, std (ddof=1; NaN for one seed), n seeds, per setting and number."""
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.DataFrame:
+    """Per setting and number: mean, std (ddof=1; NaN for one seed), n seeds, and a 95%
+    interval: Student's t over seeds when there are several; with one seed (e.g. an
+    off-the-shelf model), a bootstrap over the run's per-example scores for plain accuracy
+    (needs results_dir), else none. `interval` says which."""
+    columns = [
+        *SETTING_COLUMNS,
+        *ROW_KEY,
+        "mean",
+        "std",
+        "n_seeds",
+        "ci_low",
+        "ci_high",
+        "interval",
+    ]
     if table.empty:
-        return pd.DataFrame(columns=[*SETTING_COLUMNS, *ROW_KEY, "mean", "std", "n_seeds"])
-    grouped = table.groupby([*SETTING_COLUMNS, *ROW_KEY], dropna=False, sort=False)["value"]
-    agg = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n_seeds="size")
-    return agg.reset_index()
+        return pd.DataFrame(columns=columns)
+    keys = [*SETTING_COLUMNS, *ROW_KEY]
+    grouped = table.groupby(keys, dropna=False, sort=False)
+    agg = grouped["value"].agg(mean="mean", std=lambda v: v.std(ddof=1), n_seeds="size")
+    agg = agg.reset_index()
+    half = stats.t.ppf(0.975, agg["n_seeds"] - 1) * agg["std"] / np.sqrt(agg["n_seeds"])
+    several = agg["n_seeds"] > 1
+    agg["ci_low"] = np.where(several, agg["mean"] - half, np.nan)
+    agg["ci_high"] = np.where(several, agg["mean"] + half, np.nan)
+    agg["interval"] = np.where(several, "t over seeds", "")
+    if results_dir is not None:
+        runs = grouped["run_id"].first().reset_index(drop=True)
+        for i in np.flatnonzero(~several.to_numpy()):
+            row = agg.iloc[i]
+            if row["metric"] == "accuracy" and row["scorer"] == "" and row["group_key"] == "":
+                low, high = bootstrap_accuracy(
+                    results_dir, runs.iat[i], row["eval_id"], row["split"]
+                )
+                if np.isfinite(low):
+                    agg.loc[agg.index[i], ["ci_low", "ci_high", "interval"]] = [
+                        low,
+                        high,
+                        "bootstrap over examples",
+                    ]
+    return agg[columns]
 
 
-def _cell(mean: float, std: float, n: int) -> str:
-    if n > 1 and np.isfinite(std):
-        return f"{mean:.3f} ± {std:.3f}"
-    return f"{mean:.3f}"
+def bootstrap_accuracy(
+    results_dir: str | Path,
+    run_id: str,
+    eval_id: str,
+    split: str,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> tuple[float, float]:
+    """95% percentile interval of accuracy, resampling the run's examples (fixed seed)."""
+    path = Path(results_dir) / "runs" / run_id / "posthoc" / eval_id / "scores" / f"{split}.parquet"
+    try:
+        correct = pd.read_parquet(path, columns=["correct"])["correct"].to_numpy(dtype=float)
+    except Exception:  # no per-example scores: no interval, never a crash
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(0)
+    means = correct[rng.integers(0, len(correct), (resamples, len(correct)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def _cell(mean: float, std: float, n: int, low: float = np.nan, high: float = np.nan) -> str:
+    cell = f"{mean:.3f} ± {std:.3f}" if n > 1 and np.isfinite(std) else f"{mean:.3f}"
+    if np.isfinite(low) and np.isfinite(high):
+        cell += f" [{low:.3f}, {high:.3f}]"
+    return cell
 
 
 def _split_order(agg: pd.DataFrame) -> list[str]:
@@ -51,7 +108,9 @@ def _split_order(agg: pd.DataFrame) -> list[str]:
     return list(splits.sort_values("rank", kind="stable")["split"])
 
 
-def metric_table(agg: pd.DataFrame, metric: str, scorer: str = "") -> pd.DataFrame:
+def metric_table(
+    agg: pd.DataFrame, metric: str, scorer: str = "", with_interval: bool = False
+) -> pd.DataFrame:
     """One row per setting, one column per split: 'mean ± std' of `metric`."""
     sel = agg[(agg["metric"] == metric) & (agg["scorer"] == scorer)]
     if metric == "accuracy":
@@ -60,7 +119,10 @@ def metric_table(agg: pd.DataFrame, metric: str, scorer: str = "") -> pd.DataFra
         return pd.DataFrame()
     sel = sel.assign(
         cell=[
-            _cell(m, s, n) for m, s, n in zip(sel["mean"], sel["std"], sel["n_seeds"], strict=True)
+            _cell(m, s, n, lo, hi) if with_interval else _cell(m, s, n)
+            for m, s, n, lo, hi in zip(
+                sel["mean"], sel["std"], sel["n_seeds"], sel["ci_low"], sel["ci_high"], strict=True
+            )
         ]
     )
     wide = sel.pivot_table(index=INDEX, columns="split", values="cell", aggfunc="first")
@@ -91,7 +153,10 @@ def dataset_markdown(agg: pd.DataFrame, dataset: str) -> str:
         "",
         "Cells are mean ± sample standard deviation (ddof=1) over the seeds of one setting "
         "(same config but the seed); `seeds` is n. A single seed shows the value alone. "
-        f"Checkpoint selection within a run: {rule}.",
+        "Accuracy cells add a 95% interval in brackets: Student's t over seeds when a "
+        f"setting has several, a bootstrap over examples ({BOOTSTRAP_RESAMPLES} resamples) "
+        f"when it has one. Checkpoint selection within a run: {rule}. Every number, with "
+        "its interval: `summary.csv`.",
     ]
     sections = [
         ("Accuracy", "accuracy", ""),
@@ -104,7 +169,7 @@ def dataset_markdown(agg: pd.DataFrame, dataset: str) -> str:
         for m in sorted(sub.loc[sub["metric"].str.startswith("auroc_vs_"), "metric"].unique())
     ]
     for title, metric, scorer in sections:
-        table = metric_table(sub, metric, scorer)
+        table = metric_table(sub, metric, scorer, with_interval=metric == "accuracy")
         if not table.empty:
             parts += ["", f"## {title}", "", table.to_markdown(index=False, disable_numparse=True)]
     return "\n".join(parts) + "\n"
@@ -116,8 +181,9 @@ def write_leaderboard(results_dir: str | Path) -> dict[str, Path]:
     table, skipped = collect(root)
     atomic_write_parquet(table, root / "table.parquet")
     atomic_write_text(root / "table.csv", table.to_csv(index=False))
-    agg = aggregate(table)
+    agg = aggregate(table, root)
     board = root / "leaderboard"
+    atomic_write_text(board / "summary.csv", agg.to_csv(index=False))
     paths = {
         "table": root / "table.parquet",
         "csv": root / "table.csv",

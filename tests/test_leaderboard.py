@@ -47,3 +47,27 @@ def test_lower_is_better_metrics_sort_best_first():
     )
     wide = metric_table(aggregate(table), "ece")
     assert wide["setting_id"].tolist() == ["tttttttt", "ssssssss"]
+
+
+def test_intervals_t_over_seeds_and_bootstrap_for_one_seed(tmp_path):
+    from scipy import stats
+
+    from harness.store import atomic_write_parquet
+
+    several = aggregate(rows("accuracy", [0.80, 0.84, 0.88]))
+    [row] = several.itertuples()
+    half = stats.t.ppf(0.975, 2) * 0.04 / 3**0.5
+    assert (row.ci_low, row.ci_high) == pytest.approx((0.84 - half, 0.84 + half))
+    assert row.interval == "t over seeds"
+
+    one = rows("accuracy", [0.7])
+    correct = [True] * 700 + [False] * 300
+    scores = tmp_path / "runs" / "r0" / "posthoc" / ("e" * 16) / "scores" / "test.parquet"
+    atomic_write_parquet(pd.DataFrame({"correct": correct}), scores)
+    [boot] = aggregate(one, tmp_path).itertuples()
+    assert boot.interval == "bootstrap over examples"
+    se = (0.7 * 0.3 / 1000) ** 0.5
+    assert boot.ci_low == pytest.approx(0.7 - 1.96 * se, abs=0.006)
+    assert boot.ci_high == pytest.approx(0.7 + 1.96 * se, abs=0.006)
+    [none] = aggregate(one).itertuples()  # no per-example scores at hand: no interval
+    assert none.interval == "" and pd.isna(none.ci_low)
