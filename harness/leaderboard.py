@@ -145,7 +145,103 @@ def metric_table(
     return wide[[*INDEX, "seeds", *order]]
 
 
-def dataset_markdown(agg: pd.DataFrame, dataset: str) -> str:
+def _correct(results_dir: Path, run_id: str, eval_id: str, split: str) -> pd.Series | None:
+    path = results_dir / "runs" / run_id / "posthoc" / eval_id / "scores" / f"{split}.parquet"
+    try:
+        frame = pd.read_parquet(path, columns=["index", "correct"])
+    except Exception:
+        return None
+    return frame.set_index("index")["correct"].astype(float)
+
+
+def paired_comparisons(
+    table: pd.DataFrame,
+    results_dir: str | Path,
+    baseline: str = "erm",
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> pd.DataFrame:
+    """Accuracy of each method minus the baseline method's, per dataset, model, eval config
+    and split, on the seeds both have and on the same examples: a paired bootstrap that
+    resamples seeds and, within each seed, examples (the same examples for both methods).
+    verdict: better / worse when the 95% interval excludes 0, else not distinguishable."""
+    root = Path(results_dir)
+    plain = table[
+        (table["metric"] == "accuracy") & (table["scorer"] == "") & (table["group_key"] == "")
+    ]
+    out = []
+    for (dataset, model, eval_id), sub in plain.groupby(["dataset", "model", "eval_id"]):
+        base = sub[sub["method"] == baseline]
+        if base["setting_id"].nunique() != 1:  # none, or ambiguous (several baseline settings)
+            continue
+        for setting_id, other in sub[sub["method"] != baseline].groupby("setting_id"):
+            for split, rows in other.groupby("split"):
+                mine = rows.set_index("seed")["run_id"]
+                theirs = base[base["split"] == split].set_index("seed")["run_id"]
+                seeds = sorted(set(mine.index) & set(theirs.index))
+                pairs = [
+                    (
+                        _correct(root, mine[s], eval_id, split),
+                        _correct(root, theirs[s], eval_id, split),
+                    )
+                    for s in seeds
+                ]
+                pairs = [
+                    (a, b.reindex(a.index)) for a, b in pairs if a is not None and b is not None
+                ]
+                pairs = [(a.to_numpy(), b.to_numpy()) for a, b in pairs if not b.isna().any()]
+                if not pairs:
+                    continue
+                rng = np.random.default_rng(0)
+                per_seed = np.stack(
+                    [  # seed × resample: example bootstrap, paired
+                        (a[idx].mean(axis=1) - b[idx].mean(axis=1))
+                        for a, b in pairs
+                        for idx in [rng.integers(0, len(a), (resamples, len(a)))]
+                    ]
+                )
+                # and seeds resampled too, so that seed-to-seed variance counts
+                chosen = rng.integers(0, len(pairs), (resamples, len(pairs)))
+                diffs = per_seed[chosen, np.arange(resamples)[:, None]].mean(axis=1)
+                low, high = np.quantile(diffs, [0.025, 0.975])
+                verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
+                out.append(
+                    {
+                        "dataset": dataset,
+                        "model": model,
+                        "eval_id": eval_id,
+                        "method": rows["method"].iat[0],
+                        "setting_id": setting_id,
+                        "baseline": baseline,
+                        "split": split,
+                        "seeds": len(pairs),
+                        "difference": float(np.mean([a.mean() - b.mean() for a, b in pairs])),
+                        "ci_low": float(low),
+                        "ci_high": float(high),
+                        "verdict": verdict,
+                    }
+                )
+    return pd.DataFrame(
+        out,
+        columns=[
+            "dataset",
+            "model",
+            "eval_id",
+            "method",
+            "setting_id",
+            "baseline",
+            "split",
+            "seeds",
+            "difference",
+            "ci_low",
+            "ci_high",
+            "verdict",
+        ],
+    )
+
+
+def dataset_markdown(
+    agg: pd.DataFrame, dataset: str, comparisons: pd.DataFrame | None = None
+) -> str:
     sub = agg[agg["dataset"] == dataset]
     rule = ", ".join(sorted(sub["selection_rule"].unique()))
     parts = [
@@ -172,10 +268,31 @@ def dataset_markdown(agg: pd.DataFrame, dataset: str) -> str:
         table = metric_table(sub, metric, scorer, with_interval=metric == "accuracy")
         if not table.empty:
             parts += ["", f"## {title}", "", table.to_markdown(index=False, disable_numparse=True)]
+    comp = comparisons[comparisons["dataset"] == dataset] if comparisons is not None else None
+    if comp is not None and not comp.empty:
+        shown = comp.assign(
+            setting_id=comp["setting_id"].str[:8],
+            difference=[
+                f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                for d, lo, hi in zip(
+                    comp["difference"], comp["ci_low"], comp["ci_high"], strict=True
+                )
+            ],
+        )[["model", "method", "setting_id", "split", "seeds", "difference", "verdict"]]
+        parts += [
+            "",
+            f"## Accuracy compared with {comp['baseline'].iat[0]}",
+            "",
+            "Paired: the same seeds and the same examples; 95% interval from a bootstrap "
+            f"over examples within seeds ({BOOTSTRAP_RESAMPLES} resamples). Few seeds "
+            "rarely separate methods: 'not distinguishable' is the honest default.",
+            "",
+            shown.to_markdown(index=False, disable_numparse=True),
+        ]
     return "\n".join(parts) + "\n"
 
 
-def write_leaderboard(results_dir: str | Path) -> dict[str, Path]:
+def write_leaderboard(results_dir: str | Path, baseline: str = "erm") -> dict[str, Path]:
     """Collects results_dir into table.parquet/.csv and leaderboard/*.md; returns the paths."""
     root = Path(results_dir)
     table, skipped = collect(root)
@@ -184,6 +301,8 @@ def write_leaderboard(results_dir: str | Path) -> dict[str, Path]:
     agg = aggregate(table, root)
     board = root / "leaderboard"
     atomic_write_text(board / "summary.csv", agg.to_csv(index=False))
+    comparisons = paired_comparisons(table, root, baseline)
+    atomic_write_text(board / "comparisons.csv", comparisons.to_csv(index=False))
     paths = {
         "table": root / "table.parquet",
         "csv": root / "table.csv",
@@ -198,7 +317,7 @@ def write_leaderboard(results_dir: str | Path) -> dict[str, Path]:
     ]
     for dataset in sorted(agg["dataset"].unique()):
         path = board / f"{dataset}.md"
-        atomic_write_text(path, dataset_markdown(agg, dataset))
+        atomic_write_text(path, dataset_markdown(agg, dataset, comparisons))
         paths[dataset] = path
         n_runs = table.loc[table["dataset"] == dataset, "run_id"].nunique()
         index.append(f"- [{dataset}]({dataset}.md): {n_runs} runs")
@@ -229,7 +348,7 @@ def write_leaderboard(results_dir: str | Path) -> dict[str, Path]:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="leaderboard", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    paths = write_leaderboard(cfg.results_dir)
+    paths = write_leaderboard(cfg.results_dir, cfg.baseline)
     for name, path in paths.items():
         if name not in ("table", "csv", "index"):
             print(path.read_text())

@@ -71,3 +71,45 @@ def test_intervals_t_over_seeds_and_bootstrap_for_one_seed(tmp_path):
     assert boot.ci_high == pytest.approx(0.7 + 1.96 * se, abs=0.006)
     [none] = aggregate(one).itertuples()  # no per-example scores at hand: no interval
     assert none.interval == "" and pd.isna(none.ci_low)
+
+
+def test_paired_comparisons_against_the_baseline(tmp_path):
+    import numpy as np
+
+    from harness.leaderboard import paired_comparisons
+    from harness.store import atomic_write_parquet
+
+    rng = np.random.default_rng(0)
+    records = []
+    for method, rate in (("erm", 0.6), ("better", 0.8), ("same", 0.6)):
+        for seed in (0, 1, 2):
+            run_id = f"{method}{seed}"
+            correct = rng.random(500) < rate
+            path = tmp_path / "runs" / run_id / "posthoc" / "e" / "scores" / "test.parquet"
+            atomic_write_parquet(pd.DataFrame({"index": np.arange(500), "correct": correct}), path)
+            records.append(
+                {
+                    "dataset": "d",
+                    "model": "m",
+                    "eval_id": "e",
+                    "method": method,
+                    "setting_id": f"s-{method}",
+                    "split": "test",
+                    "seed": seed,
+                    "run_id": run_id,
+                    "metric": "accuracy",
+                    "scorer": "",
+                    "group_key": "",
+                    "value": correct.mean(),
+                }
+            )
+    comp = paired_comparisons(pd.DataFrame(records), tmp_path).set_index("method")
+    assert comp.loc["better", "verdict"] == "better" and comp.loc["better", "seeds"] == 3
+    assert comp.loc["better", "difference"] == pytest.approx(0.2, abs=0.05)
+    assert (
+        comp.loc["better", "ci_low"]
+        < comp.loc["better", "difference"]
+        < comp.loc["better", "ci_high"]
+    )
+    assert comp.loc["same", "verdict"] == "not distinguishable"
+    assert "erm" not in comp.index
