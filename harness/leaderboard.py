@@ -139,10 +139,24 @@ def metric_table(
     )
     lower_is_better = metric in LOWER_IS_BETTER
     wide = wide[order].join(seeds).loc[means[sort_col].sort_values(ascending=lower_is_better).index]
+    rank_col = []
+    if with_interval and not lower_is_better:
+        bounds = sel[sel["split"] == sort_col].set_index(INDEX)[["mean", "ci_low", "ci_high"]]
+        rank_col = [f"rank ({sort_col})"]
+        wide[rank_col[0]] = uncertain_ranks(bounds).reindex(wide.index)
     wide = wide.reset_index()
     wide["setting_id"] = wide["setting_id"].str[:8]
     wide["eval_id"] = wide["eval_id"].str[:8]
-    return wide[[*INDEX, "seeds", *order]]
+    return wide[[*INDEX, "seeds", *rank_col, *order]]
+
+
+def uncertain_ranks(bounds: pd.DataFrame) -> pd.Series:
+    """Rank = 1 + the number of entries whose 95% interval lies wholly above this one's, so
+    entries not distinguishable from the best share rank 1. Entries without an interval
+    count as a point at their mean."""
+    low = bounds["ci_low"].fillna(bounds["mean"])
+    high = bounds["ci_high"].fillna(bounds["mean"])
+    return pd.Series([1 + int((low > h).sum()) for h in high], index=bounds.index)
 
 
 def _correct(results_dir: Path, run_id: str, eval_id: str, split: str) -> pd.Series | None:
@@ -251,8 +265,10 @@ def dataset_markdown(
         "(same config but the seed); `seeds` is n. A single seed shows the value alone. "
         "Accuracy cells add a 95% interval in brackets: Student's t over seeds when a "
         f"setting has several, a bootstrap over examples ({BOOTSTRAP_RESAMPLES} resamples) "
-        f"when it has one. Checkpoint selection within a run: {rule}. Every number, with "
-        "its interval: `summary.csv`.",
+        "when it has one; the rank counts the entries whose interval lies wholly above, so "
+        "entries not distinguishable from the best share rank 1. "
+        f"Checkpoint selection within a run: {rule}. Every number, with its interval: "
+        "`summary.csv`.",
     ]
     sections = [
         ("Accuracy", "accuracy", ""),

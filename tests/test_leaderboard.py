@@ -113,3 +113,17 @@ def test_paired_comparisons_against_the_baseline(tmp_path):
     )
     assert comp.loc["same", "verdict"] == "not distinguishable"
     assert "erm" not in comp.index
+
+
+def test_entries_not_distinguishable_from_the_best_share_its_rank():
+    from harness.leaderboard import uncertain_ranks
+
+    bounds = pd.DataFrame(
+        {
+            "mean": [0.85, 0.90, 0.55, 0.70],
+            "ci_low": [0.80, 0.85, 0.50, None],
+            "ci_high": [0.90, 0.95, 0.60, None],
+        },
+        index=list("ABCD"),
+    )
+    assert uncertain_ranks(bounds).to_dict() == {"A": 1, "B": 1, "C": 4, "D": 3}
