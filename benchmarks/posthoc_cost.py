@@ -69,7 +69,7 @@ def main() -> None:
     correct = metrics.predictions(test.logits) == test.labels
     for name, scorer_cfg in cfg["scorers"].items():
         cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
-        scorer = cls(**{k: v for k, v in scorer_cfg.items() if k != "_target_"})
+        scorer = registry.construct(cls, scorer_cfg)
         start = time.perf_counter()
         scorer.fit(fit)
         scores = scorer.score(test)

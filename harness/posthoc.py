@@ -208,7 +208,7 @@ def compute(
             notes["skipped_calibrators"] = {name: "no val split to fit on"}
             continue
         cls = registry.resolve_target("calibrator", {"name": name, **cal_cfg})
-        calibrator = cls(**{k: v for k, v in cal_cfg.items() if k != "_target_"})
+        calibrator = registry.construct(cls, cal_cfg)
         val = cache.outputs[vals[0]]
         calibrator.fit(val.logits, val.labels)
         for param, value in calibrator.params().items():
@@ -244,11 +244,11 @@ def compute(
         num_classes=len(cache.bench["classes"]),
     )
     for name, scorer_cfg in (cfg.get("scorers") or {}).items():
-        scorer_cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
-        needs = getattr(scorer_cls, "needs", ("logits",))
-        if "ood_scorer" in scorer_cfg:  # a composite (SCOD) needs what its inner scorer needs
-            inner = registry.resolve_target("scorer", {"name": name, **scorer_cfg["ood_scorer"]})
-            needs = tuple({*needs, *inner.needs})
+        # constructing is cheap; the instance says what it needs (a composite such as SCOD
+        # needs what its inner scorer needs)
+        cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
+        scorer = registry.construct(cls, scorer_cfg)
+        needs = scorer.needs
         if "head" in needs and cache.head is None:
             notes["skipped_scorers"][name] = cache.head_note
             log.warning("scorer %s skipped: %s", name, cache.head_note)
@@ -265,19 +265,15 @@ def compute(
                 )
                 continue
             per_split = {s: check_finite(name, np.load(p)) for s, p in paths.items()}
-            for split, s in per_split.items():
-                scores[split][name] = s
-            _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, cfg["coverages"])
-            continue
-        if fit.train is None and scorer_cls.fit is not Scorer.fit:
-            notes["skipped_scorers"][name] = "no train or val split to fit on"
-            continue
-        scorer = scorer_cls(**{k: v for k, v in scorer_cfg.items() if k != "_target_"})
-        scorer.fit(fit)
-        per_split = {
-            s: check_finite(name, np.asarray(scorer.score(o), dtype=np.float64))
-            for s, o in cache.outputs.items()
-        }
+        else:
+            if fit.train is None and type(scorer).fit is not Scorer.fit:
+                notes["skipped_scorers"][name] = "no train or val split to fit on"
+                continue
+            scorer.fit(fit)
+            per_split = {
+                s: check_finite(name, np.asarray(scorer.score(o), dtype=np.float64))
+                for s, o in cache.outputs.items()
+            }
         for split, s in per_split.items():
             scores[split][name] = s
         _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, cfg["coverages"])

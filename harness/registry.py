@@ -40,8 +40,11 @@ def resolve_target(group: str, cfg: dict[str, Any]) -> Any:
         ) from exc
 
 
+def construct(cls: Any, cfg: dict[str, Any], **extra: Any) -> Any:
+    """cls built with the config's options (minus _target_) and `extra`."""
+    return cls(**{k: v for k, v in cfg.items() if k != "_target_"}, **extra)
+
+
 def build(group: str, cfg: dict[str, Any], **extra: Any) -> Any:
     """Instantiates the plugin with its YAML options (minus _target_) and `extra`."""
-    cls = resolve_target(group, cfg)
-    options = {k: v for k, v in cfg.items() if k != "_target_"}
-    return cls(**options, **extra)
+    return construct(resolve_target(group, cfg), cfg, **extra)

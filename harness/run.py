@@ -104,7 +104,7 @@ def validate_plugins(cfg: dict[str, Any]) -> None:
                 raise ValueError(f"eval.{group}.{name} needs a _target_, got {plugin!r}")
             cls = registry.resolve_target(group[:-1], {"name": name, **plugin})
             try:  # constructing is cheap and checks the hyperparameters before any work
-                cls(**{k: v for k, v in plugin.items() if k != "_target_"})
+                registry.construct(cls, plugin)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"eval.{group}.{name}: {exc}") from exc
 
@@ -402,7 +402,7 @@ def run_model_scorers(c, bench, rd, forward_keys, transform, model, predict, ind
         cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
         if "model" not in getattr(cls, "needs", ()):
             continue
-        scorer = cls(**{k: v for k, v in scorer_cfg.items() if k != "_target_"})
+        scorer = registry.construct(cls, scorer_cfg)
         for split in bench.splits.values():
             path = model_score_path(rd.path, split.name, forward_keys[split.name], name, scorer_cfg)
             if path.is_file():

@@ -30,7 +30,7 @@ class SCOD(Scorer):
             raise ValueError(
                 "scod's ood_scorer must run from the cache (not one that needs the model)"
             )
-        self.inner = cls(**{k: v for k, v in ood_scorer.items() if k != "_target_"})
+        self.inner = registry.construct(cls, ood_scorer)
         self.needs = tuple(sorted({"logits", *cls.needs}))
         self.c_in, self.c_out, self.scale = c_in, c_out, scale
 
