@@ -155,6 +155,25 @@ class MetaShift(DatasetAdapter):
         default_groups = ["label", "context"]
         self.group_cols = list(group_cols if group_cols is not None else default_groups)
 
+    def verify(self) -> list[str]:
+        problems = super().verify()
+        if problems:
+            return problems
+        how = "download MetaShift as described in docs/datasets.md"
+        if not (self.root / "train").is_dir():
+            layout = (
+                "<class>/<id>.jpg" if self.layout == "subpopulation" else "<class>/<community>/"
+            )
+            problems.append(f"{self.root / 'train'} is missing: expected train/{layout} ({how})")
+        if self.layout == "subpopulation" and not (self.root / "imageID_to_group.pkl").is_file():
+            problems.append(
+                f"{self.root / 'imageID_to_group.pkl'} is missing: the subpopulation layout needs "
+                f"it ({how})"
+            )
+        if self.candidate_subsets and not Path(self.candidate_subsets).is_file():
+            problems.append(f"dataset.candidate_subsets={self.candidate_subsets} does not exist")
+        return problems
+
     def fingerprint(self) -> str:
         extra = []
         if self.candidate_subsets:

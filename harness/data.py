@@ -243,6 +243,11 @@ def hash_arrays(*parts: Any) -> str:
     return h.hexdigest()
 
 
+class DataError(FileNotFoundError):
+    """Data on disk missing or not in the expected layout. A FileNotFoundError, since most
+    often something is absent; the message lists every problem found."""
+
+
 class DatasetAdapter:
     """Base of dataset plugins. Constructing one is cheap (it only stores options);
     `fingerprint()` says what determines the data without loading it, so a finished run
@@ -261,15 +266,29 @@ class DatasetAdapter:
         self.limit = limit
         self.options = options
 
-    def check_paths(self) -> None:
-        """Every path option must exist: a clear error naming the option, before anything runs."""
+    def verify(self) -> list[str]:
+        """Problems with the data on disk, each naming the path, what was expected there and how
+        to get the data; [] when the data looks usable. Cheap: listings and metadata, never
+        every image. Adapters extend it with their layout's checks (files, columns, shapes).
+        `python -m harness.verify` prints it; every run calls `check()` before any work."""
+        problems = []
         for key in self.path_options:
             value = self.options.get(key)
             if value is not None and not Path(value).exists():
-                raise FileNotFoundError(
+                problems.append(
                     f"dataset.{key}={value} does not exist (dataset {self.name!r}; set data_root "
                     f"or dataset.{key} to where the data is)"
                 )
+        return problems
+
+    def check(self) -> None:
+        """Raises DataError listing every problem `verify()` finds."""
+        problems = self.verify()
+        if problems:
+            raise DataError(f"dataset {self.name!r} is not usable:\n  - " + "\n  - ".join(problems))
+
+    def check_paths(self) -> None:  # kept for callers of the first API
+        self.check()
 
     def key_config(self) -> dict[str, Any]:
         """The options that determine the data, without paths."""

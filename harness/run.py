@@ -236,7 +236,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     if c.get("threads"):
         torch.set_num_threads(int(c["threads"]))
     adapter = registry.build("dataset", c["dataset"])
-    adapter.check_paths()
+    adapter.check()
     keys = make_keys(key_payload(c, adapter))
     rd = RunDir(c["results_dir"], keys.run_id)
     summary = {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": True}

@@ -112,3 +112,20 @@ def test_a_run_on_metashift_reports_context_groups(tmp_path):
     assert worst == per_group["value"].min()
     # no id_test split: OOD metrics take the ID validation split as the reference
     assert "auroc_vs_val" in set(rows.loc[rows["split"] == "val_out_of_domain", "metric"])
+
+
+def test_verify_names_what_is_missing_and_passes_on_the_fixture(tmp_path):
+    from tests.conftest import run_cli
+
+    args = ["dataset=metashift", f"data_root={tmp_path}"]
+    missing = run_cli(args, cwd=tmp_path, module="harness.verify", check=False)
+    assert missing.returncode == 1
+    assert f"dataset.root={tmp_path}/metashift does not exist" in missing.stdout
+    (tmp_path / "metashift").mkdir()
+    incomplete = run_cli(args, cwd=tmp_path, module="harness.verify", check=False)
+    assert incomplete.returncode == 1
+    assert "imageID_to_group.pkl is missing" in incomplete.stdout
+    assert "train is missing" in incomplete.stdout
+    write_fixture(tmp_path / "metashift", "subpopulation")
+    ok = run_cli(args, cwd=tmp_path, module="harness.verify")
+    assert "OK" in ok.stdout
