@@ -1,0 +1,295 @@
+"""Plots from the tidy table (matplotlib, object API: no global pyplot state, no display).
+
+Each function returns a Figure (or None when the data has nothing to show) whose artists
+carry the data, so tests read the lines and points back; `save` writes PNG and PDF with
+no timestamps, so the files are the same for the same data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats
+
+from harness.data import ROLES
+
+PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
+EPS = 1e-3  # accuracies are clipped to [EPS, 1-EPS] before the probit
+
+
+def _label(frame: pd.DataFrame) -> pd.Series:
+    return frame["model"].astype(str) + " / " + frame["method"].astype(str)
+
+
+def _plain(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    keep = (table["metric"] == metric) & (table["scorer"] == "") & (table["group_key"] == "")
+    return table[keep]
+
+
+def _split_order(frame: pd.DataFrame) -> list[str]:
+    roles = {r: i for i, r in enumerate(ROLES)}
+    splits = frame[["split", "split_role"]].drop_duplicates("split")
+    splits = splits.assign(rank=splits["split_role"].map(roles).fillna(len(roles)))
+    return list(splits.sort_values("rank", kind="stable")["split"])
+
+
+def _grid(n: int, width: float = 4.0) -> tuple[Figure, list]:
+    cols = min(n, 4)
+    rows = int(np.ceil(n / cols))
+    fig = Figure(figsize=(width * cols, 3.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def probit(p: np.ndarray | float) -> np.ndarray:
+    return stats.norm.ppf(np.clip(p, EPS, 1 - EPS))
+
+
+def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figure | None:
+    """Mean per setting and split with its 95% interval as error bars (one dataset's agg)."""
+    sel = agg[(agg["metric"] == metric) & (agg["scorer"] == scorer) & (agg["group_key"] == "")]
+    if sel.empty:
+        return None
+    sel = sel.assign(entry=_label(sel))
+    splits = _split_order(sel)
+    entries = list(dict.fromkeys(sel.sort_values(["model", "method"])["entry"]))
+    fig = Figure(figsize=(max(5.0, 1.2 * len(splits) * max(1, len(entries)) / 2), 3.8))
+    ax = fig.add_subplot()
+    width = 0.8 / len(entries)
+    for k, entry in enumerate(entries):
+        e = sel[sel["entry"] == entry].set_index("split").reindex(splits)
+        x = np.arange(len(splits)) + (k - (len(entries) - 1) / 2) * width
+        low = (e["mean"] - e["ci_low"]).to_numpy()
+        high = (e["ci_high"] - e["mean"]).to_numpy()
+        ax.bar(x, e["mean"], width, label=entry)
+        ax.errorbar(
+            x, e["mean"], yerr=np.vstack([low, high]), fmt="none", ecolor="black", capsize=2
+        )
+    ax.set_xticks(np.arange(len(splits)), splits)
+    ax.set_ylabel(metric if not scorer else f"{metric} ({scorer})")
+    ax.set_title(f"{metric}: mean and 95% interval")
+    ax.legend(fontsize="small")
+    fig.set_layout_engine("constrained")
+    return fig
+
+
+def accuracy_on_the_line(table: pd.DataFrame) -> Figure | None:
+    """ID test accuracy vs each shifted split's accuracy, one point per run, probit axes,
+    with the least-squares line through the probit values and its R² (one dataset)."""
+    acc = _plain(table)
+    id_acc = acc[acc["split_role"] == "id_test"].groupby("run_id")["value"].mean()
+    shifted = acc[acc["split_role"] == "shift_test"]
+    if id_acc.empty or shifted.empty:
+        return None
+    splits = _split_order(shifted)
+    fig, axes = _grid(len(splits))
+    methods = sorted(acc["method"].unique())
+    for ax, split in zip(axes, splits, strict=True):
+        s = shifted[shifted["split"] == split].set_index("run_id")
+        s = s.join(id_acc.rename("id"), how="inner")
+        for method in methods:
+            m = s[s["method"] == method]
+            if not m.empty:
+                ax.scatter(probit(m["id"]), probit(m["value"]), label=method, s=14)
+        if len(s) >= 3 and s["id"].nunique() > 1:
+            fit = stats.linregress(probit(s["id"]), probit(s["value"]))
+            xs = np.linspace(probit(s["id"].min()), probit(s["id"].max()), 50)
+            ax.plot(xs, fit.intercept + fit.slope * xs, color="black", lw=1, label="fit")
+            ax.set_title(f"{split}: R² = {fit.rvalue**2:.2f} ({len(s)} runs)")
+        else:
+            ax.set_title(f"{split}: {len(s)} runs (too few for a fit)")
+        lo = probit(min(s["id"].min(), s["value"].min()))
+        hi = probit(max(s["id"].max(), s["value"].max()))
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls=":", label="y = x")
+        ticks = [t for t in PROBIT_TICKS if lo - 0.3 <= probit(t) <= hi + 0.3]
+        for setter in (ax.set_xticks, ax.set_yticks):
+            setter(probit(np.array(ticks)), [f"{t:g}" for t in ticks])
+        ax.set_xlabel("ID test accuracy (probit scale)")
+        ax.set_ylabel(f"{split} accuracy (probit scale)")
+        ax.legend(fontsize="small")
+    return fig
+
+
+def _group_accuracy(table: pd.DataFrame) -> pd.DataFrame:
+    """Per-group accuracy rows of the finest grouping (the group key with most groups)."""
+    g = table[
+        (table["metric"] == "accuracy")
+        & (table["scorer"] == "")
+        & (table["group_key"] != "")
+        & (table["group_value"] != "")
+    ]
+    if g.empty:
+        return g
+    finest = g.groupby("group_key")["group_value"].nunique().idxmax()
+    return g[g["group_key"] == finest]
+
+
+def accuracy_on_the_curve(table: pd.DataFrame) -> Figure | None:
+    """Majority-group vs minority-group accuracy, one point per run and labelled split. A
+    group is a majority group when its share of the training split is at least 1/(number of
+    groups); each side's accuracy is the example-weighted mean over its groups."""
+    g = _group_accuracy(table)
+    train = g[g["split_role"] == "train"]
+    if train.empty:
+        return None
+    share = train.groupby("group_value")["n"].mean()
+    share = share / share.sum()
+    majority = set(share[share >= 1 / len(share)].index)
+    if not majority or len(majority) == len(share):
+        return None
+    tests = g[g["split_role"].isin(["id_test", "shift_test"])]
+    if tests.empty:
+        return None
+    tests = tests.assign(
+        side=np.where(tests["group_value"].isin(majority), "majority", "minority"),
+        correct=tests["value"] * tests["n"],
+    )
+    per = tests.groupby(["split", "run_id", "method", "side"])[["correct", "n"]].sum()
+    per = (per["correct"] / per["n"]).unstack("side").dropna().reset_index()
+    splits = [s for s in _split_order(tests) if s in set(per["split"])]
+    fig, axes = _grid(len(splits))
+    for ax, split in zip(axes, splits, strict=True):
+        s = per[per["split"] == split]
+        for method in sorted(s["method"].unique()):
+            m = s[s["method"] == method]
+            ax.scatter(m["majority"], m["minority"], label=method, s=14)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="y = x")
+        ax.set_xlabel("majority-group accuracy")
+        ax.set_ylabel("minority-group accuracy")
+        ax.set_title(f"{split}: {len(s)} runs")
+        ax.legend(fontsize="small")
+    return fig
+
+
+def severity_curves(table: pd.DataFrame) -> Figure | None:
+    """Accuracy vs corruption severity, one line per setting: per run the mean over
+    corruptions at each severity, then mean and 95% t-interval over seeds. Reads the rows
+    whose group_key is `severity` (corruption benchmarks record them per corruption split)."""
+    sev = table[
+        (table["metric"] == "accuracy")
+        & (table["scorer"] == "")
+        & (table["group_key"] == "severity")
+    ]
+    if sev.empty:
+        return None
+    sev = sev.assign(severity=pd.to_numeric(sev["group_value"]), entry=_label(sev))
+    per_run = sev.groupby(["entry", "setting_id", "run_id", "severity"])["value"].mean()
+    per_run = per_run.reset_index()
+    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    for (entry, _), runs in per_run.groupby(["entry", "setting_id"], sort=True):
+        curve = runs.groupby("severity")["value"].agg(["mean", "std", "size"]).sort_index()
+        half = stats.t.ppf(0.975, curve["size"] - 1) * curve["std"] / np.sqrt(curve["size"])
+        ax.errorbar(curve.index, curve["mean"], yerr=half.fillna(0), label=entry, capsize=2)
+    ax.set_xlabel("severity")
+    ax.set_ylabel("accuracy (mean over corruptions)")
+    ax.set_title("accuracy under corruption: mean and 95% interval over seeds")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def risk_coverage(results_dir: str | Path, table: pd.DataFrame, setting_id: str) -> Figure | None:
+    """Selective risk vs coverage per scorer for one setting, one panel per labelled test
+    split, averaged over its seeds (from each run's risk_coverage/<split>.parquet)."""
+    rows = table[table["setting_id"] == setting_id]
+    if rows.empty:
+        return None
+    tests = rows[rows["split_role"].isin(["id_test", "shift_test"])]
+    splits = _split_order(tests)
+    curves = []
+    for (run_id, eval_id), _ in rows.groupby(["run_id", "eval_id"]):
+        folder = Path(results_dir) / "runs" / run_id / "posthoc" / eval_id / "risk_coverage"
+        for split in splits:
+            try:
+                curves.append(pd.read_parquet(folder / f"{split}.parquet").assign(split=split))
+            except (OSError, ValueError):
+                continue  # a run without curves contributes none
+    if not curves:
+        return None
+    data = pd.concat(curves).groupby(["split", "scorer", "coverage"])["risk"].mean().reset_index()
+    splits = [s for s in splits if s in set(data["split"])]
+    fig, axes = _grid(len(splits))
+    head = rows.iloc[0]
+    for ax, split in zip(axes, splits, strict=True):
+        for scorer, curve in data[data["split"] == split].groupby("scorer", sort=True):
+            ax.plot(curve["coverage"], curve["risk"], label=scorer, lw=1)
+        ax.set_xlabel("coverage")
+        ax.set_ylabel("selective risk")
+        ax.set_title(f"{split}")
+        ax.legend(fontsize="x-small", ncol=2)
+    fig.suptitle(f"risk–coverage: {head['model']} / {head['method']} ({setting_id[:8]})")
+    return fig
+
+
+def seed_spread(table: pd.DataFrame, metric: str = "accuracy") -> Figure | None:
+    """Every seed's value per setting (points) and their mean (a bar), one panel per split:
+    the variance between runs is itself a result."""
+    sel = _plain(table, metric)
+    if sel.empty:
+        return None
+    sel = sel.assign(entry=_label(sel) + " " + sel["setting_id"].str[:6])
+    splits = _split_order(sel)
+    entries = sorted(sel["entry"].unique())
+    fig, axes = _grid(len(splits))
+    for ax, split in zip(axes, splits, strict=True):
+        s = sel[sel["split"] == split]
+        for k, entry in enumerate(entries):
+            values = s.loc[s["entry"] == entry, "value"].to_numpy()
+            if len(values):
+                ax.scatter(np.full(len(values), k), values, s=12, label=entry)
+                ax.hlines(values.mean(), k - 0.3, k + 0.3, color="black", lw=1)
+        ax.set_xticks(range(len(entries)), entries, rotation=30, ha="right", fontsize="small")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{split}: {metric} per seed")
+    return fig
+
+
+def save(fig: Figure, stem: str | Path) -> list[Path]:
+    """PNG and PDF, without timestamps, so that the same data gives the same files."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None})):
+        path = stem.with_suffix(f".{ext}")
+        tmp = path.with_name(f".{path.name}.tmp")
+        fig.savefig(tmp, format=ext, metadata=metadata, dpi=100)
+        tmp.replace(path)
+        paths.append(path)
+    return paths
+
+
+def dataset_plots(
+    table: pd.DataFrame,
+    agg: pd.DataFrame,
+    results_dir: str | Path,
+    out_dir: str | Path,
+    primary_metric: str = "accuracy",
+    baseline: str = "erm",
+) -> dict[str, list[Path]]:
+    """Every plot that the dataset's rows support; returns name -> [png, pdf]."""
+    out_dir = Path(out_dir)
+    figures: dict[str, Figure | None] = {
+        f"bars_{primary_metric}": bars(agg, primary_metric),
+        "accuracy_on_the_line": accuracy_on_the_line(table),
+        "accuracy_on_the_curve": accuracy_on_the_curve(table),
+        "severity_curves": severity_curves(table),
+        f"seed_spread_{primary_metric}": seed_spread(table, primary_metric),
+    }
+    if "worst_group_accuracy" in set(agg["metric"]) and primary_metric != "worst_group_accuracy":
+        figures["bars_worst_group_accuracy"] = bars(agg, "worst_group_accuracy")
+    if not table.empty:
+        counts = table.groupby(["setting_id", "method"])["seed"].nunique().reset_index()
+        counts = counts.sort_values(["seed", "setting_id"], ascending=[False, True])
+        preferred = counts[counts["method"] == baseline]
+        setting = (preferred if not preferred.empty else counts)["setting_id"].iat[0]
+        figures["risk_coverage"] = risk_coverage(results_dir, table, setting)
+    written = {}
+    for name, fig in figures.items():
+        if fig is not None:
+            written[name] = save(fig, out_dir / name)
+    return written

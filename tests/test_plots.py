@@ -1,0 +1,190 @@
+"""Plots: the figures' data (points, lines, labels), not pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import plots
+from harness.leaderboard import aggregate
+
+BASE = {
+    "dataset": "d",
+    "model": "m",
+    "tta": "",
+    "scorer": "",
+    "eval_id": "e",
+    "selection_rule": "id_val_accuracy",
+    "group_key": "",
+    "group_value": "",
+    "n": 100,
+}
+
+
+def row(run, method, seed, split, role, value, **extra):
+    return {
+        **BASE,
+        "run_id": run,
+        "setting_id": f"s_{method}",
+        "method": method,
+        "seed": seed,
+        "split": split,
+        "split_role": role,
+        "metric": "accuracy",
+        "value": value,
+        **extra,
+    }
+
+
+def line_table():
+    """Shifted accuracy exactly on a probit line: probit(shift) = 1.2 probit(id) - 0.5."""
+    rows = []
+    for k, id_acc in enumerate(np.linspace(0.6, 0.95, 6)):
+        method = "erm" if k % 2 else "mixup"
+        shift = float(plots.stats.norm.cdf(1.2 * plots.probit(id_acc) - 0.5))
+        rows += [
+            row(f"r{k}", method, k, "test", "id_test", id_acc),
+            row(f"r{k}", method, k, "far", "shift_test", shift),
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_accuracy_on_the_line_plots_probit_points_and_the_exact_fit():
+    t = line_table()
+    fig = plots.accuracy_on_the_line(t)
+    [ax] = fig.axes
+    assert ax.get_title().startswith("far: R² = 1.00 (6 runs)")
+    points = np.vstack([c.get_offsets() for c in ax.collections])
+    ids = t[t["split"] == "test"]["value"].to_numpy()
+    assert sorted(points[:, 0]) == pytest.approx(sorted(plots.probit(ids)))
+    fit = next(line for line in ax.lines if line.get_label() == "fit")
+    x, y = fit.get_data()
+    assert np.polyfit(x, y, 1) == pytest.approx([1.2, -0.5], abs=1e-6)
+    assert {c.get_label() for c in ax.collections} == {"erm", "mixup"}
+
+
+def test_bars_are_the_means_with_their_intervals():
+    t = pd.DataFrame(
+        [
+            row(f"{m}{s}", m, s, "test", "id_test", v)
+            for m, vals in (("erm", [0.8, 0.9, 0.85]), ("mixup", [0.7, 0.75, 0.8]))
+            for s, v in enumerate(vals)
+        ]
+    )
+    agg = aggregate(t)
+    fig = plots.bars(agg)
+    ax = fig.axes[0]
+    heights = sorted(p.get_height() for p in ax.patches)
+    assert heights == pytest.approx([0.75, 0.85])
+    segments = [seg for c in ax.collections for seg in c.get_segments()]
+    spans = sorted((seg[0][1], seg[1][1]) for seg in segments)
+    expected = sorted(zip(agg["ci_low"], agg["ci_high"], strict=True))
+    assert np.array(spans) == pytest.approx(np.array(expected))
+
+
+def test_accuracy_on_the_curve_weights_groups_by_size_and_splits_majority_by_train_share():
+    rows = []
+    # train shares: g0 45%, g1 45% (majority), g2 5%, g3 5% (minority)
+    for run, method in (("a", "erm"), ("b", "group_dro")):
+        for g, n in (("0", 90), ("1", 90), ("2", 10), ("3", 10)):
+            rows.append(
+                row(
+                    run,
+                    method,
+                    0,
+                    "train",
+                    "train",
+                    1.0,
+                    group_key="label|colour",
+                    group_value=g,
+                    n=n,
+                )
+            )
+        for g, acc, n in (("0", 0.9, 10), ("1", 0.8, 30), ("2", 0.2, 10), ("3", 0.6, 30)):
+            acc = acc if run == "a" else acc / 2
+            rows.append(
+                row(
+                    run,
+                    method,
+                    0,
+                    "balanced",
+                    "shift_test",
+                    acc,
+                    group_key="label|colour",
+                    group_value=g,
+                    n=n,
+                )
+            )
+    fig = plots.accuracy_on_the_curve(pd.DataFrame(rows))
+    [ax] = fig.axes
+    points = {c.get_label(): list(c.get_offsets()[0]) for c in ax.collections}
+    major, minor = (0.9 * 10 + 0.8 * 30) / 40, (0.2 * 10 + 0.6 * 30) / 40
+    assert points["erm"] == pytest.approx([major, minor])
+    assert points["group_dro"] == pytest.approx([major / 2, minor / 2])
+
+
+def test_severity_curves_average_corruptions_then_seeds():
+    rows = []
+    for seed in (0, 1):
+        for corruption, offset in (("noise", 0.0), ("blur", 0.1)):
+            for sev in (1, 2, 3):
+                rows.append(
+                    row(
+                        f"r{seed}",
+                        "erm",
+                        seed,
+                        corruption,
+                        "shift_test",
+                        0.9 - 0.1 * sev + offset + 0.02 * seed,
+                        group_key="severity",
+                        group_value=str(sev),
+                    )
+                )
+    fig = plots.severity_curves(pd.DataFrame(rows))
+    line = fig.axes[0].lines[0]
+    x, y = line.get_data()
+    assert list(x) == [1, 2, 3]
+    assert y == pytest.approx([0.9 - 0.1 * s + 0.05 + 0.01 for s in (1, 2, 3)])
+
+
+def test_seed_spread_shows_every_seed():
+    t = pd.DataFrame([row(f"r{s}", "erm", s, "test", "id_test", 0.5 + s / 10) for s in range(5)])
+    fig = plots.seed_spread(t)
+    [ax] = fig.axes
+    assert sorted(ax.collections[0].get_offsets()[:, 1]) == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9])
+
+
+def test_risk_coverage_averages_each_scorer_over_the_settings_seeds(tmp_path):
+    rows = []
+    for seed, risk in ((0, 0.1), (1, 0.3)):
+        rows.append(row(f"r{seed}", "erm", seed, "test", "id_test", 0.9))
+        folder = tmp_path / "runs" / f"r{seed}" / "posthoc" / "e" / "risk_coverage"
+        folder.mkdir(parents=True)
+        pd.DataFrame(
+            {
+                "scorer": ["msp"] * 2 + ["energy"] * 2,
+                "coverage": [0.5, 1.0] * 2,
+                "risk": [risk, 2 * risk, risk / 2, risk],
+            }
+        ).to_parquet(folder / "test.parquet")
+    fig = plots.risk_coverage(tmp_path, pd.DataFrame(rows), "s_erm")
+    lines = {line.get_label(): line.get_data()[1] for line in fig.axes[0].lines}
+    assert lines["msp"] == pytest.approx([0.2, 0.4])
+    assert lines["energy"] == pytest.approx([0.1, 0.2])
+
+
+def test_saved_files_are_the_same_for_the_same_data(tmp_path):
+    t = line_table()
+    first = plots.save(plots.accuracy_on_the_line(t), tmp_path / "a")
+    second = plots.save(plots.accuracy_on_the_line(t), tmp_path / "b")
+    for p, q in zip(first, second, strict=True):
+        assert p.read_bytes() == q.read_bytes()
+    assert [p.suffix for p in first] == [".png", ".pdf"]
+
+
+def test_nothing_to_show_gives_no_figure():
+    t = pd.DataFrame([row("r0", "erm", 0, "test", "id_test", 0.9)])
+    assert plots.accuracy_on_the_line(t) is None  # no shifted split
+    assert plots.accuracy_on_the_curve(t) is None  # no groups
+    assert plots.severity_curves(t) is None
