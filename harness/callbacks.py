@@ -38,10 +38,14 @@ class SweepEnd(Callback):
             if job["status"] == "failed":
                 print(f"  failed: {' '.join(job.get('overrides', []))}: {job.get('error')}")
         if self.leaderboard:
-            from harness.leaderboard import write_leaderboard
+            from omegaconf import OmegaConf
 
-            try:
-                paths = write_leaderboard(config.results_dir)
+            from harness.leaderboard import leaderboard_options, write_leaderboard
+            from harness.registry import CONF_DIR
+
+            try:  # the options of conf/leaderboard.yaml, as `python -m harness.leaderboard`
+                options = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "leaderboard.yaml"))
+                paths = write_leaderboard(config.results_dir, **leaderboard_options(options))
                 print(f"leaderboard: {paths['index']}")
             except Exception as exc:  # the sweep's results are safe; say so and go on
                 log.warning("could not rebuild the leaderboard: %s", exc)

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
 from harness.data import ROLES
+from harness.page import write_page
+from harness.plots import dataset_plots
 from harness.registry import CONF_DIR
+from harness.selection import select_settings
 from harness.store import atomic_write_parquet, atomic_write_text, collect, collect_failures
 
 log = logging.getLogger("harness.leaderboard")
@@ -213,11 +217,7 @@ def paired_comparisons(
                         for idx in [rng.integers(0, len(a), (resamples, len(a)))]
                     ]
                 )
-                # and seeds resampled too, so that seed-to-seed variance counts
-                chosen = rng.integers(0, len(pairs), (resamples, len(pairs)))
-                diffs = per_seed[chosen, np.arange(resamples)[:, None]].mean(axis=1)
-                low, high = np.quantile(diffs, [0.025, 0.975])
-                verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
+                low, high, verdict = _paired_interval(per_seed, rng)
                 out.append(
                     {
                         "dataset": dataset,
@@ -253,8 +253,179 @@ def paired_comparisons(
     )
 
 
+def _paired_interval(per_seed: np.ndarray, rng: np.random.Generator) -> tuple[float, float, str]:
+    """95% interval of a paired difference from per-seed bootstrap replicates (seed × resample):
+    the seeds are resampled too, so that seed-to-seed variance counts. The verdict is
+    better / worse when the interval excludes 0, else not distinguishable."""
+    resamples = per_seed.shape[1]
+    chosen = rng.integers(0, len(per_seed), (resamples, len(per_seed)))
+    diffs = per_seed[chosen, np.arange(resamples)[:, None]].mean(axis=1)
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
+    return float(low), float(high), verdict
+
+
+def weighted_auroc(
+    pos: np.ndarray, neg: np.ndarray, pos_weights: np.ndarray, neg_weights: np.ndarray
+) -> np.ndarray:
+    """AUROC (higher score = positive, ties counted half) of every row of example weights
+    (resamples × examples). A bootstrap resample is a row of counts, so one sort of the
+    original scores serves every resample: O(resamples × n) instead of a sort per resample.
+    Written here because scikit-learn's roc_auc_score takes one weight vector per call
+    (its sample_weight agrees with this; the test checks it)."""
+    order = np.argsort(neg, kind="stable")
+    neg_sorted, neg_weights = neg[order], neg_weights[:, order]
+    cum = np.concatenate([np.zeros((len(neg_weights), 1)), np.cumsum(neg_weights, axis=1)], axis=1)
+    lo = np.searchsorted(neg_sorted, pos, side="left")
+    hi = np.searchsorted(neg_sorted, pos, side="right")
+    below, ties = cum[:, lo], cum[:, hi] - cum[:, lo]
+    total = pos_weights.sum(axis=1) * neg_weights.sum(axis=1)
+    return ((below + 0.5 * ties) * pos_weights).sum(axis=1) / total
+
+
+def bootstrap_counts(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
+    """resamples × n counts: how often each example is drawn in each bootstrap resample."""
+    draws = rng.integers(0, n, (resamples, n)) + np.arange(resamples)[:, None] * n
+    return np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n)
+
+
+SCORE_COLUMNS = {"index", "label", "pred", "correct", "nll"}
+
+
+def scorer_comparisons(
+    table: pd.DataFrame,
+    results_dir: str | Path,
+    baseline: str = "msp",
+    resamples: int = 200,
+) -> pd.DataFrame:
+    """AUROC of each post-hoc scorer minus the baseline scorer's, on the same runs and the
+    same examples: failure detection (`auroc_error`: correct vs wrong) on every labelled
+    test split, and shift detection (`auroc_vs_<id split>`: ID test examples vs a shifted or
+    OOD split's). Paired bootstrap over examples within each run (the same resampled examples
+    for both scorers) and over seeds, from the per-example scores the post-hoc stage kept."""
+    root = Path(results_dir)
+    columns = [
+        "dataset",
+        "model",
+        "method",
+        "setting_id",
+        "eval_id",
+        "scorer",
+        "baseline",
+        "metric",
+        "split",
+        "seeds",
+        "difference",
+        "ci_low",
+        "ci_high",
+        "verdict",
+    ]
+    base = table[
+        (table["scorer"] == baseline)
+        & table["metric"].str.startswith("auroc_")
+        & table["split_role"].isin(["id_test", "shift_test", "ood"])
+    ]
+    out = []
+    for (dataset, model, method, setting_id, eval_id), rows in base.groupby(
+        ["dataset", "model", "method", "setting_id", "eval_id"]
+    ):
+        tasks = sorted(set(zip(rows["metric"], rows["split"], strict=True)))
+        needed = {split for _, split in tasks} | {
+            m.removeprefix("auroc_vs_") for m, _ in tasks if m.startswith("auroc_vs_")
+        }
+        scores: dict[str, dict[str, pd.DataFrame]] = {}
+        for run_id in sorted(rows["run_id"].unique()):
+            folder = root / "runs" / run_id / "posthoc" / eval_id / "scores"
+            frames = {}
+            for split in needed:  # pooled rows have no per-example file: those tasks drop out
+                try:
+                    frames[split] = pd.read_parquet(folder / f"{split}.parquet")
+                except (OSError, ValueError):
+                    continue
+            if frames:
+                scores[run_id] = frames
+        first = next(iter(scores.values()))
+        names = sorted(set.intersection(*(set(f.columns) for f in first.values())))
+        names = [n for n in names if n not in SCORE_COLUMNS | {baseline}]
+        for metric, split in tasks:
+            # per run: one set of resampled examples (as counts) shared by every scorer, so
+            # each comparison is paired, and the baseline's replicates are computed once
+            rng = np.random.default_rng(0)
+            runs = []
+            for frames in scores.values():
+                base_pn = _pos_neg(frames, metric, split, baseline)
+                if base_pn is None:
+                    continue
+                pos, neg = base_pn
+                wp = bootstrap_counts(rng, len(pos), resamples)
+                wn = bootstrap_counts(rng, len(neg), resamples)
+                ones = np.ones((1, len(pos))), np.ones((1, len(neg)))
+                runs.append(
+                    (
+                        frames,
+                        wp,
+                        wn,
+                        ones,
+                        weighted_auroc(pos, neg, wp, wn),
+                        weighted_auroc(pos, neg, *ones)[0],
+                    )
+                )
+            if not runs:
+                continue
+            for name in names:
+                per_seed, observed = [], []
+                for frames, wp, wn, ones, base_reps, base_value in runs:
+                    pos, neg = _pos_neg(frames, metric, split, name)
+                    per_seed.append(weighted_auroc(pos, neg, wp, wn) - base_reps)
+                    observed.append(weighted_auroc(pos, neg, *ones)[0] - base_value)
+                low, high, verdict = _paired_interval(np.stack(per_seed), rng)
+                out.append(
+                    [
+                        dataset,
+                        model,
+                        method,
+                        setting_id,
+                        eval_id,
+                        name,
+                        baseline,
+                        metric,
+                        split,
+                        len(per_seed),
+                        float(np.mean(observed)),
+                        low,
+                        high,
+                        verdict,
+                    ]
+                )
+    return pd.DataFrame(out, columns=columns)
+
+
+def _pos_neg(
+    frames: dict[str, pd.DataFrame], metric: str, split: str, scorer: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(positive, negative) scores of one scorer for one task, or None when it has no data:
+    auroc_error: correct vs wrong predictions of `split`; auroc_vs_<ref>: ref's vs split's."""
+    reference = metric.removeprefix("auroc_vs_")
+    if split not in frames or (metric != "auroc_error" and reference not in frames):
+        return None
+    if metric == "auroc_error":
+        f = frames[split]
+        correct = f["correct"].to_numpy(dtype=bool)
+        if correct.all() or not correct.any():
+            return None
+        s = f[scorer].to_numpy()
+        return s[correct], s[~correct]
+    return frames[reference][scorer].to_numpy(), frames[split][scorer].to_numpy()
+
+
 def dataset_markdown(
-    agg: pd.DataFrame, dataset: str, comparisons: pd.DataFrame | None = None
+    agg: pd.DataFrame,
+    dataset: str,
+    comparisons: pd.DataFrame | None = None,
+    primary_metric: str = "accuracy",
+    selected: pd.DataFrame | None = None,
+    scorer_comparison: pd.DataFrame | None = None,
+    plots: dict[str, list[Path]] | None = None,
 ) -> str:
     sub = agg[agg["dataset"] == dataset]
     rule = ", ".join(sorted(sub["selection_rule"].unique()))
@@ -263,12 +434,12 @@ def dataset_markdown(
         "",
         "Cells are mean ± sample standard deviation (ddof=1) over the seeds of one setting "
         "(same config but the seed); `seeds` is n. A single seed shows the value alone. "
-        "Accuracy cells add a 95% interval in brackets: Student's t over seeds when a "
-        f"setting has several, a bootstrap over examples ({BOOTSTRAP_RESAMPLES} resamples) "
-        "when it has one; the rank counts the entries whose interval lies wholly above, so "
-        "entries not distinguishable from the best share rank 1. "
-        f"Checkpoint selection within a run: {rule}. Every number, with its interval: "
-        "`summary.csv`.",
+        f"{primary_metric} cells (the primary metric) add a 95% interval in brackets: "
+        "Student's t over seeds when a setting has several; a bootstrap over examples "
+        f"({BOOTSTRAP_RESAMPLES} resamples) when it has one (accuracy only); the rank counts "
+        "the entries whose interval lies wholly above, so entries not distinguishable from "
+        f"the best share rank 1. Checkpoint selection within a run: {rule}. Every number, "
+        "with its interval: `summary.csv`.",
     ]
     sections = [
         ("Accuracy", "accuracy", ""),
@@ -280,10 +451,17 @@ def dataset_markdown(
         (f"MSP: AUROC of {m.removeprefix('auroc_vs_')} vs each shifted split", m, "msp")
         for m in sorted(sub.loc[sub["metric"].str.startswith("auroc_vs_"), "metric"].unique())
     ]
+    primary = [s for s in sections if s[1] == primary_metric and s[2] == ""]
+    if not primary:
+        primary = [(primary_metric, primary_metric, "")]
+    sections = primary + [s for s in sections if s not in primary]
     for title, metric, scorer in sections:
-        table = metric_table(sub, metric, scorer, with_interval=metric == "accuracy")
+        table = metric_table(sub, metric, scorer, with_interval=metric == primary_metric)
         if not table.empty:
+            title += " (primary metric)" if metric == primary_metric and not scorer else ""
             parts += ["", f"## {title}", "", table.to_markdown(index=False, disable_numparse=True)]
+    if selected is not None:
+        parts += _selection_section(agg, selected[selected["dataset"] == dataset], primary_metric)
     comp = comparisons[comparisons["dataset"] == dataset] if comparisons is not None else None
     if comp is not None and not comp.empty:
         shown = comp.assign(
@@ -305,12 +483,87 @@ def dataset_markdown(
             "",
             shown.to_markdown(index=False, disable_numparse=True),
         ]
+    if scorer_comparison is not None:
+        parts += _scorer_section(scorer_comparison[scorer_comparison["dataset"] == dataset])
+    if plots:
+        parts += ["", "## Plots", ""]
+        parts += [f"- [{name}](plots/{dataset}/{files[0].name})" for name, files in plots.items()]
     return "\n".join(parts) + "\n"
 
 
-def write_leaderboard(results_dir: str | Path, baseline: str = "erm") -> dict[str, Path]:
-    """Collects results_dir into table.parquet/.csv and leaderboard/*.md; returns the paths."""
+def _selection_section(agg: pd.DataFrame, selected: pd.DataFrame, metric: str) -> list[str]:
+    """The setting each search chose and its primary metric per split; shown only where
+    some search had several settings to choose from."""
+    if selected.empty or selected["settings"].max() < 2:
+        return []
+    rule = selected["selection"].iat[0]
+    chosen = agg[agg["setting_id"].isin(set(selected["setting_id"]))]
+    table = metric_table(chosen, metric)
+    if table.empty:
+        return []
+    info = selected.assign(setting_id=selected["setting_id"].str[:8])[
+        ["setting_id", "settings", "criterion"]
+    ]
+    table = table.merge(info, on="setting_id", how="left")
+    table["criterion"] = table["criterion"].map(lambda v: f"{v:.3f}")
+    front = ["model", "method", "setting_id", "settings", "criterion", "seeds"]
+    table = table[front + [c for c in table.columns if c not in front + ["eval_id"]]]
+    return [
+        "",
+        f"## {metric} after model selection across hyperparameters: {rule}",
+        "",
+        f"Per search (same everything but hyperparameters and seeds), the setting with the "
+        f"best {rule} (mean over seeds, `criterion`) among `settings` settings. "
+        "Chosen from recorded numbers; nothing was retrained.",
+        "",
+        table.to_markdown(index=False, disable_numparse=True),
+    ]
+
+
+def _scorer_section(comp: pd.DataFrame) -> list[str]:
+    if comp.empty:
+        return []
+    shown = comp.assign(
+        task=comp["metric"] + " " + comp["split"],
+        cell=[
+            f"{d:+.3f}{' ▲' if v == 'better' else ' ▼' if v == 'worse' else ''}"
+            for d, v in zip(comp["difference"], comp["verdict"], strict=True)
+        ],
+    )
+    wide = shown.pivot_table(
+        index=["model", "method", "scorer"], columns="task", values="cell", aggfunc="first"
+    ).reset_index()
+    return [
+        "",
+        f"## Post-hoc scorers compared with {comp['baseline'].iat[0]} (AUROC difference)",
+        "",
+        "Paired: the same runs and the same examples, bootstrap over examples within each "
+        f"run and over seeds ({int(comp['seeds'].max())} seeds at most). ▲ better / ▼ worse "
+        "when the 95% interval excludes 0; no mark: not distinguishable. `auroc_error`: "
+        "correct vs wrong predictions; `auroc_vs_<id split>`: that split vs the shifted one. "
+        "Intervals: `scorer_comparisons.csv`.",
+        "",
+        wide.to_markdown(index=False, disable_numparse=True),
+    ]
+
+
+def write_leaderboard(
+    results_dir: str | Path,
+    baseline: str = "erm",
+    scorer_baseline: str | None = "msp",
+    scorer_resamples: int = 200,
+    model_selection: str | None = "id_val",
+    primary_metric: dict[str, str] | str = "accuracy",
+    outputs: tuple[str, ...] | list[str] = ("markdown", "plots", "html"),
+) -> dict[str, Path]:
+    """Collects results_dir into table.parquet/.csv, summary and comparison CSVs, and the
+    outputs asked for: leaderboard/*.md, plots (PNG + PDF), index.html. Returns the paths."""
     root = Path(results_dir)
+    unknown = set(outputs) - {"markdown", "plots", "html"}
+    if unknown:
+        raise ValueError(f"leaderboard outputs must be among markdown, plots, html: {unknown}")
+    primaries = primary_metric if isinstance(primary_metric, dict) else {}
+    default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
     table, skipped = collect(root)
     atomic_write_parquet(table, root / "table.parquet")
     atomic_write_text(root / "table.csv", table.to_csv(index=False))
@@ -319,6 +572,14 @@ def write_leaderboard(results_dir: str | Path, baseline: str = "erm") -> dict[st
     atomic_write_text(board / "summary.csv", agg.to_csv(index=False))
     comparisons = paired_comparisons(table, root, baseline)
     atomic_write_text(board / "comparisons.csv", comparisons.to_csv(index=False))
+    scorer_comp = None
+    if scorer_baseline:
+        scorer_comp = scorer_comparisons(table, root, scorer_baseline, scorer_resamples)
+        atomic_write_text(board / "scorer_comparisons.csv", scorer_comp.to_csv(index=False))
+    selected = None
+    if model_selection:
+        selected = select_settings(table, model_selection, root)
+        atomic_write_text(board / "selection.csv", selected.to_csv(index=False))
     paths = {
         "table": root / "table.parquet",
         "csv": root / "table.csv",
@@ -331,12 +592,31 @@ def write_leaderboard(results_dir: str | Path, baseline: str = "erm") -> dict[st
         f"({len(skipped)} run directories skipped as incomplete or unreadable).",
         "",
     ]
+    all_plots: dict[str, dict[str, list[Path]]] = {}
     for dataset in sorted(agg["dataset"].unique()):
-        path = board / f"{dataset}.md"
-        atomic_write_text(path, dataset_markdown(agg, dataset, comparisons))
-        paths[dataset] = path
-        n_runs = table.loc[table["dataset"] == dataset, "run_id"].nunique()
+        primary = primaries.get(dataset, default_primary) if primaries else default_primary
+        rows = table[table["dataset"] == dataset]
+        if "plots" in outputs:
+            all_plots[dataset] = dataset_plots(
+                rows,
+                agg[agg["dataset"] == dataset],
+                root,
+                board / "plots" / dataset,
+                primary,
+                baseline,
+            )
+        if "markdown" in outputs:
+            path = board / f"{dataset}.md"
+            text = dataset_markdown(
+                agg, dataset, comparisons, primary, selected, scorer_comp, all_plots.get(dataset)
+            )
+            atomic_write_text(path, text)
+            paths[dataset] = path
+        n_runs = rows["run_id"].nunique()
         index.append(f"- [{dataset}]({dataset}.md): {n_runs} runs")
+    if "html" in outputs:
+        paths["html"] = write_page(agg, all_plots, board / "index.html")
+        index += ["", "Sortable, filterable tables with the plots: [index.html](index.html)."]
     failures = collect_failures(root)
     if not failures.empty:
         per_setting = (
@@ -362,14 +642,30 @@ def write_leaderboard(results_dir: str | Path, baseline: str = "erm") -> dict[st
     return paths
 
 
+def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """write_leaderboard's keyword arguments from a leaderboard config (conf/leaderboard.yaml)."""
+    names = (
+        "baseline",
+        "scorer_baseline",
+        "scorer_resamples",
+        "model_selection",
+        "primary_metric",
+        "outputs",
+    )
+    return {k: cfg[k] for k in names if k in cfg}
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="leaderboard", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    paths = write_leaderboard(cfg.results_dir, cfg.baseline)
+    c = OmegaConf.to_container(cfg, resolve=True)
+    paths = write_leaderboard(c["results_dir"], **leaderboard_options(c))
     for name, path in paths.items():
-        if name not in ("table", "csv", "index"):
+        if name not in ("table", "csv", "index", "html"):
             print(path.read_text())
     print(f"table:       {paths['table']} (and {paths['csv'].name})")
     print(f"leaderboard: {paths['index']}")
+    if "html" in paths:
+        print(f"page:        {paths['html']}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,170 @@
+"""results/leaderboard/index.html: a static page (opens from disk, no server) with one table per
+dataset, sortable by any column (click its header) and filterable by model, method, scorer,
+metric and split, with the dataset's plots beside it.
+
+Plain HTML and a few lines of JavaScript: the rows travel as JSON inside the page and are
+drawn by the script, so a large results root gives a page that still opens quickly (at most
+MAX_SHOWN rows are drawn at once; the filters narrow them).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness.store import atomic_write_text
+
+COLUMNS = [
+    "model",
+    "method",
+    "tta",
+    "setting",
+    "scorer",
+    "metric",
+    "split",
+    "mean",
+    "std",
+    "n_seeds",
+    "ci_low",
+    "ci_high",
+    "interval",
+]
+FILTERS = ["model", "method", "scorer", "metric", "split"]
+MAX_SHOWN = 500
+
+SCRIPT = """
+function render(id) {
+  const t = TABLES[id], body = document.querySelector('#' + id + ' tbody');
+  const active = {};
+  document.querySelectorAll('#' + id + '-filters select').forEach(s => {
+    if (s.value !== '') active[s.dataset.column] = s.value; });
+  let rows = t.rows.filter(r => Object.entries(active).every(([c, v]) =>
+    String(r[t.columns.indexOf(c)]) === v));
+  if (t.sortColumn !== null) {
+    const k = t.sortColumn, dir = t.sortAscending ? 1 : -1;
+    rows = rows.slice().sort((a, b) => {
+      const x = a[k], y = b[k];
+      if (x === null) return 1; if (y === null) return -1;
+      return (typeof x === 'number' && typeof y === 'number' ? x - y
+              : String(x).localeCompare(String(y))) * dir; });
+  }
+  body.innerHTML = rows.slice(0, MAX_SHOWN).map(r => '<tr>' + r.map(v =>
+    '<td>' + (v === null ? '' : typeof v !== 'number' ? escapeHtml(v)
+      : Number.isInteger(v) ? String(v) : v.toFixed(4))
+    + '</td>').join('') + '</tr>').join('');
+  document.getElementById(id + '-count').textContent =
+    'showing ' + Math.min(rows.length, MAX_SHOWN) + ' of ' + rows.length + ' rows';
+  document.querySelectorAll('#' + id + ' th').forEach((th, k) => {
+    th.dataset.sorted = k === t.sortColumn ? (t.sortAscending ? 'ascending' : 'descending') : '';
+  });
+}
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"]/g, c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'})[c]);
+}
+function sortBy(id, k) {
+  const t = TABLES[id];
+  t.sortAscending = t.sortColumn === k ? !t.sortAscending : true;
+  t.sortColumn = k;
+  render(id);
+}
+document.addEventListener('DOMContentLoaded', () => {
+  Object.keys(TABLES).forEach(id => {
+    document.querySelectorAll('#' + id + ' th').forEach((th, k) =>
+      th.addEventListener('click', () => sortBy(id, k)));
+    document.querySelectorAll('#' + id + '-filters select').forEach(s =>
+      s.addEventListener('change', () => render(id)));
+    render(id);
+  });
+});
+"""
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em; }
+.dataset { display: flex; gap: 2em; align-items: flex-start; flex-wrap: wrap; }
+table { border-collapse: collapse; font-size: 0.85em; }
+th, td { border-bottom: 1px solid #ddd; padding: 2px 6px; text-align: right; }
+th { cursor: pointer; background: #f4f4f4; position: sticky; top: 0; }
+th[data-sorted=ascending]::after { content: ' \\25B2'; }
+th[data-sorted=descending]::after { content: ' \\25BC'; }
+td:nth-child(-n+7) { text-align: left; }
+.plots img { max-width: 520px; display: block; margin-bottom: 1em; }
+"""
+
+
+def _table_id(dataset: str) -> str:
+    return "t_" + "".join(c if c.isalnum() else "_" for c in dataset)
+
+
+def _jsonable(value):
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else round(float(value), 6)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    return str(value)
+
+
+def page_rows(agg: pd.DataFrame) -> pd.DataFrame:
+    """The summary rows the page shows: every aggregated number except per-group values."""
+    rows = agg[agg["group_value"] == ""].assign(setting=agg["setting_id"].str[:8])
+    return rows[["dataset", *COLUMNS]]
+
+
+def write_page(
+    agg: pd.DataFrame,
+    plots: dict[str, dict[str, list[Path]]],
+    path: str | Path,
+    title: str = "Leaderboards",
+) -> Path:
+    """Writes the page; `plots` maps dataset -> plot name -> [png, pdf] (paths beside it)."""
+    path = Path(path)
+    rows = page_rows(agg)
+    tables, sections = {}, []
+    for dataset in sorted(rows["dataset"].unique()):
+        sub = rows[rows["dataset"] == dataset].drop(columns="dataset")
+        tid = _table_id(dataset)
+        tables[tid] = {
+            "columns": COLUMNS,
+            "rows": [[_jsonable(v) for v in r] for r in sub.itertuples(index=False)],
+            "sortColumn": None,
+            "sortAscending": True,
+        }
+        selects = []
+        for column in FILTERS:
+            values = sorted(map(str, sub[column].unique()))
+            options = "".join(
+                f'<option value="{html.escape(v)}">{html.escape(v) or "(none)"}</option>'
+                for v in values
+            )
+            selects.append(
+                f'<label>{column} <select data-column="{column}">'
+                f'<option value="">all</option>{options}</select></label>'
+            )
+        header = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+        images = "".join(
+            f'<a href="{html.escape(files[1].name if len(files) > 1 else files[0].name)}">'
+            f'<img src="{html.escape(files[0].relative_to(path.parent).as_posix())}" '
+            f'alt="{html.escape(name)}" title="{html.escape(name)}"></a>'
+            for name, files in (plots.get(dataset) or {}).items()
+        )
+        sections.append(
+            f'<h2>{html.escape(dataset)}</h2>\n<div id="{tid}-filters" class="filters">'
+            f'{" ".join(selects)} <span id="{tid}-count"></span></div>\n'
+            f'<div class="dataset"><table id="{tid}"><thead><tr>{header}</tr></thead>'
+            f'<tbody></tbody></table>\n<div class="plots">{images}</div></div>'
+        )
+    data = json.dumps(tables, separators=(",", ":")).replace("</", "<\\/")
+    text = (
+        f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}"
+        f"</title>\n<style>{STYLE}</style></head>\n<body>\n<h1>{html.escape(title)}</h1>\n"
+        "<p>Mean, sample standard deviation (ddof=1), n seeds and 95% interval per setting "
+        "(<code>summary.csv</code>); click a header to sort, choose values to filter.</p>\n"
+        + "\n".join(sections)
+        + f"\n<script>const MAX_SHOWN = {MAX_SHOWN};\nconst TABLES = {data};\n{SCRIPT}"
+        "</script>\n</body></html>\n"
+    )
+    atomic_write_text(path, text)
+    return path
