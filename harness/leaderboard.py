@@ -406,7 +406,9 @@ def _pos_neg(
     """(positive, negative) scores of one scorer for one task, or None when it has no data:
     auroc_error: correct vs wrong predictions of `split`; auroc_vs_<ref>: ref's vs split's."""
     reference = metric.removeprefix("auroc_vs_")
-    if split not in frames or (metric != "auroc_error" and reference not in frames):
+    if split not in frames or (
+        metric != "auroc_error" and (reference not in frames or reference == split)
+    ):
         return None
     if metric == "auroc_error":
         f = frames[split]

@@ -127,3 +127,80 @@ def test_entries_not_distinguishable_from_the_best_share_its_rank():
         index=list("ABCD"),
     )
     assert uncertain_ranks(bounds).to_dict() == {"A": 1, "B": 1, "C": 4, "D": 3}
+
+
+def test_weighted_auroc_agrees_with_scikit_learn_on_bootstrap_counts():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from harness.leaderboard import bootstrap_counts, weighted_auroc
+
+    rng = np.random.default_rng(1)
+    pos = np.round(rng.normal(0.5, 1, 60), 1)  # rounded: ties, counted half
+    neg = np.round(rng.normal(0, 1, 40), 1)
+    wp, wn = bootstrap_counts(rng, 60, 5), bootstrap_counts(rng, 40, 5)
+    assert (wp.sum(axis=1) == 60).all() and (wn.sum(axis=1) == 40).all()
+    ours = weighted_auroc(pos, neg, wp, wn)
+    y = np.r_[np.ones(60), np.zeros(40)]
+    for r in range(5):
+        expected = roc_auc_score(y, np.r_[pos, neg], sample_weight=np.r_[wp[r], wn[r]])
+        assert ours[r] == pytest.approx(expected, abs=1e-12)
+
+
+def test_scorer_comparisons_pair_runs_and_examples(tmp_path):
+    import numpy as np
+
+    from harness.leaderboard import scorer_comparisons
+    from harness.store import atomic_write_parquet
+
+    rng = np.random.default_rng(0)
+    records = []
+    for seed in (0, 1, 2):
+        run_id = f"r{seed}"
+        folder = tmp_path / "runs" / run_id / "posthoc" / "e" / "scores"
+        for split, shift in (("id_test", 0.0), ("far", 1.0)):
+            msp = rng.normal(-shift, 1, 300)  # ID examples score higher
+            frame = pd.DataFrame(
+                {
+                    "index": np.arange(300),
+                    "correct": rng.random(300) < 0.7,
+                    "msp": msp,
+                    "copy": msp,  # the same scorer: difference exactly 0
+                    "sharp": msp * 0 - 5 * shift + rng.normal(0, 0.1, 300),  # separates fully
+                }
+            )
+            atomic_write_parquet(frame, folder / f"{split}.parquet")
+        for split, role in (("id_test", "id_test"), ("far", "shift_test")):
+            records.append(
+                {
+                    "dataset": "d",
+                    "model": "m",
+                    "method": "erm",
+                    "setting_id": "s",
+                    "eval_id": "e",
+                    "run_id": run_id,
+                    "seed": seed,
+                    "scorer": "msp",
+                    "metric": "auroc_vs_id_test",
+                    "split": split,
+                    "split_role": role,
+                    "value": 0.0,
+                }
+            )
+    comp = scorer_comparisons(pd.DataFrame(records), tmp_path, "msp", resamples=200)
+    comp = comp.set_index(["scorer", "split"])
+    assert comp.loc[("copy", "far"), "difference"] == 0.0
+    assert comp.loc[("copy", "far"), "verdict"] == "not distinguishable"
+    sharp = comp.loc[("sharp", "far")]
+    assert sharp["verdict"] == "better" and sharp["seeds"] == 3
+    assert sharp["difference"] == pytest.approx(1 - 0.76, abs=0.05)  # msp AUROC ≈ Φ(1/√2)
+    assert ("sharp", "id_test") not in comp.index  # a split against itself is no task
+
+
+def test_leaderboard_options_choose_outputs_and_refuse_unknown_ones(tmp_path):
+    from harness.leaderboard import write_leaderboard
+
+    with pytest.raises(ValueError, match="outputs must be among"):
+        write_leaderboard(tmp_path, outputs=["markdown", "pdf"])
+    paths = write_leaderboard(tmp_path, outputs=["markdown"])
+    assert "html" not in paths and not (tmp_path / "leaderboard" / "index.html").exists()
