@@ -25,7 +25,7 @@ from harness.page import write_page
 from harness.plots import dataset_plots
 from harness.registry import CONF_DIR
 from harness.selection import select_settings
-from harness.store import atomic_write_parquet, atomic_write_text, collect, collect_failures
+from harness.store import atomic_write_text, collect_cached, collect_failures
 
 log = logging.getLogger("harness.leaderboard")
 
@@ -344,6 +344,8 @@ def scorer_comparisons(
                     continue
             if frames:
                 scores[run_id] = frames
+        if not scores:  # no per-example scores kept: nothing can be paired
+            continue
         first = next(iter(scores.values()))
         names = sorted(set.intersection(*(set(f.columns) for f in first.values())))
         names = [n for n in names if n not in SCORE_COLUMNS | {baseline}]
@@ -566,8 +568,7 @@ def write_leaderboard(
         raise ValueError(f"leaderboard outputs must be among markdown, plots, html: {unknown}")
     primaries = primary_metric if isinstance(primary_metric, dict) else {}
     default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
-    table, skipped = collect(root)
-    atomic_write_parquet(table, root / "table.parquet")
+    table, skipped = collect_cached(root)
     atomic_write_text(root / "table.csv", table.to_csv(index=False))
     agg = aggregate(table, root)
     board = root / "leaderboard"

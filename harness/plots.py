@@ -20,8 +20,31 @@ PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
 EPS = 1e-3  # accuracies are clipped to [EPS, 1-EPS] before the probit
 
 
+MAX_ENTRIES = 20  # bars and seed spread show at most this many settings (the best ones)
+
+
 def _label(frame: pd.DataFrame) -> pd.Series:
     return frame["model"].astype(str) + " / " + frame["method"].astype(str)
+
+
+def _entries(frame: pd.DataFrame) -> pd.Series:
+    """model / method, plus the setting (and eval config) where one model / method has several."""
+    label = _label(frame)
+    several = frame.groupby(label)[["setting_id", "eval_id"]].transform("nunique").max(axis=1) > 1
+    suffix = " " + frame["setting_id"].str[:8] + "/" + frame["eval_id"].str[:4]
+    return label.where(~several, label + suffix)
+
+
+def _best_entries(frame: pd.DataFrame, value: str) -> tuple[list[str], int]:
+    """The MAX_ENTRIES entries with the highest mean `value` on the ID test split (else the
+    first split), and how many entries there were."""
+    order = _split_order(frame)
+    roles = frame.drop_duplicates("split").set_index("split")["split_role"]
+    split = next((s for s in order if roles[s] == "id_test"), order[0])
+    per = frame.groupby("entry")[value].mean()
+    on_split = frame[frame["split"] == split].groupby("entry")[value].mean()
+    ranked = on_split.reindex(per.index).fillna(-np.inf).sort_values(ascending=False)
+    return sorted(ranked.index[:MAX_ENTRIES]), len(per)
 
 
 def _plain(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
@@ -55,9 +78,9 @@ def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figur
     sel = agg[(agg["metric"] == metric) & (agg["scorer"] == scorer) & (agg["group_key"] == "")]
     if sel.empty:
         return None
-    sel = sel.assign(entry=_label(sel))
+    sel = sel.assign(entry=_entries(sel))
     splits = _split_order(sel)
-    entries = list(dict.fromkeys(sel.sort_values(["model", "method"])["entry"]))
+    entries, total = _best_entries(sel, "mean")
     fig = Figure(figsize=(max(5.0, 1.2 * len(splits) * max(1, len(entries)) / 2), 3.8))
     ax = fig.add_subplot()
     width = 0.8 / len(entries)
@@ -72,7 +95,8 @@ def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figur
         )
     ax.set_xticks(np.arange(len(splits)), splits)
     ax.set_ylabel(metric if not scorer else f"{metric} ({scorer})")
-    ax.set_title(f"{metric}: mean and 95% interval")
+    shown = f" (best {len(entries)} of {total} settings)" if total > len(entries) else ""
+    ax.set_title(f"{metric}: mean and 95% interval{shown}")
     ax.legend(fontsize="small")
     fig.set_layout_engine("constrained")
     return fig
@@ -232,9 +256,10 @@ def seed_spread(table: pd.DataFrame, metric: str = "accuracy") -> Figure | None:
     sel = _plain(table, metric)
     if sel.empty:
         return None
-    sel = sel.assign(entry=_label(sel) + " " + sel["setting_id"].str[:6])
+    sel = sel.assign(entry=_entries(sel))
     splits = _split_order(sel)
-    entries = sorted(sel["entry"].unique())
+    entries, total = _best_entries(sel, "value")
+    sel = sel[sel["entry"].isin(entries)]
     fig, axes = _grid(len(splits))
     for ax, split in zip(axes, splits, strict=True):
         s = sel[sel["split"] == split]
@@ -245,7 +270,8 @@ def seed_spread(table: pd.DataFrame, metric: str = "accuracy") -> Figure | None:
                 ax.hlines(values.mean(), k - 0.3, k + 0.3, color="black", lw=1)
         ax.set_xticks(range(len(entries)), entries, rotation=30, ha="right", fontsize="small")
         ax.set_ylabel(metric)
-        ax.set_title(f"{split}: {metric} per seed")
+        shown = f", best {len(entries)} of {total}" if total > len(entries) else ""
+        ax.set_title(f"{split}: {metric} per seed{shown}")
     return fig
 
 

@@ -413,15 +413,10 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
-    """Rows of every completed run below results_dir, and what was skipped (with why).
-
-    A run counts once its DONE marker exists; its rows are those of each finished post-hoc
-    stage (posthoc/<eval_id>/rows.parquet with its own DONE). Never raises on one bad run
-    directory or file: it is skipped with a warning naming it.
-    """
+def _stages(results_dir: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """The finished post-hoc stages of finished runs, and what was skipped (with why)."""
     runs_root = Path(results_dir) / "runs"
-    frames, skipped = [], []
+    stages, skipped = [], []
     run_paths = sorted(p for p in runs_root.glob("*") if p.is_dir()) if runs_root.is_dir() else []
     for run_path in run_paths:
         if not (run_path / DONE).is_file():
@@ -436,16 +431,70 @@ def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str
             if not (stage / DONE).is_file():
                 skipped.append((stage, "incomplete post-hoc stage (no DONE marker)"))
                 continue
-            try:
-                frames.append(pd.read_parquet(stage / "rows.parquet"))
-            except Exception as exc:  # a corrupt file must not stop the collection
-                skipped.append((stage, f"unreadable rows.parquet: {type(exc).__name__}: {exc}"))
+            stages.append(stage)
+    return stages, skipped
+
+
+def collect(
+    results_dir: str | Path, reuse: tuple[pd.DataFrame, dict[str, int]] | None = None
+) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+    """Rows of every completed run below results_dir, and what was skipped (with why).
+
+    A run counts once its DONE marker exists; its rows are those of each finished post-hoc
+    stage (posthoc/<eval_id>/rows.parquet with its own DONE). Never raises on one bad run
+    directory or file: it is skipped with a warning naming it. `reuse` = (an earlier
+    collected table, {"<run_id>/<eval_id>": mtime_ns of the stage's DONE}): stages whose DONE
+    is unchanged are taken from it instead of read again (see `collect_cached`).
+    """
+    stages, skipped = _stages(results_dir)
+    previous, manifest = reuse if reuse is not None else (None, {})
+    frames, kept = [], set()
+    for stage in stages:
+        key = f"{stage.parent.parent.name}/{stage.name}"
+        if manifest.get(key) == (stage / DONE).stat().st_mtime_ns:
+            kept.add(key)
+            continue
+        try:
+            frames.append(pd.read_parquet(stage / "rows.parquet"))
+        except Exception as exc:  # a corrupt file must not stop the collection
+            skipped.append((stage, f"unreadable rows.parquet: {type(exc).__name__}: {exc}"))
+    if previous is not None and kept:
+        ids = previous["run_id"].astype(str) + "/" + previous["eval_id"].astype(str)
+        frames.insert(0, previous[ids.isin(kept)])
     for path, why in skipped:
         warnings.warn(f"skipping {path}: {why}", stacklevel=2)
     if not frames:
         return pd.DataFrame(columns=ROW_COLUMNS), skipped
     table = pd.concat(frames, ignore_index=True)
     return table.drop_duplicates(subset=_identity_columns(table)), skipped
+
+
+def collect_cached(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+    """`collect`, reading only the stages finished (or re-finished) since the last call and
+    taking the others from <results_dir>/table.parquet; writes table.parquet and its manifest
+    table.stages.json (stage -> mtime of its DONE) back. Finished stages are never rewritten,
+    so their rows cannot have changed; a deleted run drops out because only stages present
+    now are kept. An unreadable or inconsistent cache means a full read, never an error."""
+    root = Path(results_dir)
+    reuse = None
+    try:
+        manifest = json.loads((root / "table.stages.json").read_text())
+        previous = pd.read_parquet(root / "table.parquet")
+        ids = set(previous["run_id"].astype(str) + "/" + previous["eval_id"].astype(str))
+        reuse = (previous, {k: v for k, v in manifest.items() if k in ids})
+    except Exception:  # no cache yet, or one that cannot be trusted: read everything
+        reuse = None
+    table, skipped = collect(root, reuse)
+    stages, _ = _stages(root)
+    unreadable = {path for path, _ in skipped}
+    manifest = {
+        f"{stage.parent.parent.name}/{stage.name}": (stage / DONE).stat().st_mtime_ns
+        for stage in stages
+        if stage not in unreadable
+    }
+    atomic_write_parquet(table, root / "table.parquet")
+    atomic_write_json(root / "table.stages.json", manifest)  # after the table it describes
+    return table, skipped
 
 
 def collect_failures(results_dir: str | Path) -> pd.DataFrame:

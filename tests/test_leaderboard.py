@@ -195,6 +195,10 @@ def test_scorer_comparisons_pair_runs_and_examples(tmp_path):
     assert sharp["verdict"] == "better" and sharp["seeds"] == 3
     assert sharp["difference"] == pytest.approx(1 - 0.76, abs=0.05)  # msp AUROC ≈ Φ(1/√2)
     assert ("sharp", "id_test") not in comp.index  # a split against itself is no task
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")  # without per-example scores: no comparison, no crash
+    assert scorer_comparisons(pd.DataFrame(records), tmp_path).empty
 
 
 def test_leaderboard_options_choose_outputs_and_refuse_unknown_ones(tmp_path):

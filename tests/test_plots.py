@@ -188,3 +188,23 @@ def test_nothing_to_show_gives_no_figure():
     assert plots.accuracy_on_the_line(t) is None  # no shifted split
     assert plots.accuracy_on_the_curve(t) is None  # no groups
     assert plots.severity_curves(t) is None
+
+
+def test_many_settings_show_the_best_ones_each_labelled_by_setting():
+    rows = []
+    for k in range(plots.MAX_ENTRIES + 5):  # one method, many hyperparameter settings
+        for seed in (0, 1):
+            r = row(f"r{k}-{seed}", "erm", seed, "test", "id_test", k / 100)
+            rows.append({**r, "setting_id": f"set{k:03d}xyzw"})
+    t = pd.DataFrame(rows)
+    fig = plots.bars(aggregate(t))
+    ax = fig.axes[0]
+    assert len(ax.patches) == plots.MAX_ENTRIES
+    assert min(p.get_height() for p in ax.patches) == pytest.approx(0.05)  # the 5 worst left out
+    assert "best 20 of 25 settings" in ax.get_title()
+    labels = {t.get_text() for t in ax.get_legend().get_texts()}
+    assert "m / erm set024xy/e" in labels
+    spread = plots.seed_spread(t)
+    points = [c for c in spread.axes[0].collections if c.get_offsets().shape[1:] == (2,)]
+    points = [c for c in points if type(c).__name__ == "PathCollection"]
+    assert len(points) == plots.MAX_ENTRIES
