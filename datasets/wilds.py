@@ -502,7 +502,9 @@ def verify_layout(
 
 def _first_bad(frame: pd.DataFrame, bad: np.ndarray, column: str) -> str:
     rows = np.flatnonzero(bad)
-    return f"{len(rows)} row(s), first at data row {rows[0] + 1}: {frame[column].iloc[rows[0]]!r}"
+    value = frame[column].iloc[rows[0]]
+    value = value.item() if isinstance(value, np.generic) else value
+    return f"{len(rows)} row(s), first at data row {rows[0] + 1}: {value!r}"
 
 
 def _values_in(
