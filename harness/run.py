@@ -37,6 +37,7 @@ from harness.models import (
     save_head,
 )
 from harness.posthoc import dataset_eval_path, evaluate_run, model_score_path, posthoc_dir
+from harness.samplers import check_group_sampler
 from harness.store import (
     LockHeld,
     RunDir,
@@ -79,6 +80,8 @@ def validate(cfg: dict[str, Any]) -> None:
     for k in ("batch_size", "eval_batch_size"):
         if not isinstance(t[k], int) or t[k] < 1:
             raise ValueError(f"trainer.{k} must be a positive integer, got {t[k]!r}")
+    if t.get("group_sampler") is not None:
+        check_group_sampler(t["group_sampler"], t["batch_size"])
 
 
 def validate_plugins(cfg: dict[str, Any]) -> None:
@@ -179,6 +182,8 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
         "label_map": m.get("label_map"),
     }
     trainer = {k: v for k, v in cfg["trainer"].items() if k not in NON_SEMANTIC_TRAINER_KEYS}
+    if trainer.get("group_sampler") is None:  # an option added later: at its default it
+        trainer.pop("group_sampler", None)  # must leave the keys of existing runs unchanged
     return {
         "dataset": {**adapter.key_config(), "fingerprint": adapter.fingerprint()},
         "model": model,
