@@ -32,6 +32,7 @@ import hashlib
 import importlib
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -331,7 +332,7 @@ class Wilds(DatasetAdapter):
     # ------------------------------------------------------------ verify (no images read)
 
     def verify(self) -> list[str]:
-        problems = super().verify()
+        problems = [f"{p}; {self.how_to_get()}" for p in super().verify()]
         if problems or self.download:
             return problems  # with download=true, wilds fetches what is missing in load()
         problems += verify_layout(
@@ -376,13 +377,15 @@ class Wilds(DatasetAdapter):
 
     def _wilds_dataset(self, unlabeled: bool = False) -> Any:
         wilds = import_wilds()
-        return wilds.get_dataset(
-            self.name,
-            unlabeled=unlabeled,
-            root_dir=str(self.root),
-            download=self.download,
-            split_scheme=self.split_scheme,
-        )
+        with warnings.catch_warnings():  # wilds' own numpy->torch conversions; harmless
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return wilds.get_dataset(
+                self.name,
+                unlabeled=unlabeled,
+                root_dir=str(self.root),
+                download=self.download,
+                split_scheme=self.split_scheme,
+            )
 
     def load(self, cache_dir: Path) -> Benchmark:
         dataset = self._wilds_dataset()

@@ -270,6 +270,9 @@ def test_missing_folder(tmp_path):
     assert f"{tmp_path / 'camelyon17_v1.0'} does not exist" in message
     assert "RELEASE_v1.0.txt, metadata.csv" in message
     assert_says_how_to_get(message, "camelyon17")
+    message = problems_of("waterbirds", tmp_path / "nowhere")  # data_root itself is missing
+    assert f"dataset.root={tmp_path / 'nowhere'} does not exist" in message
+    assert_says_how_to_get(message, "waterbirds")
 
 
 def test_missing_release_file(fixtures, tmp_path):
