@@ -242,10 +242,12 @@ def scatter_fallback() -> Iterator[None]:
     else a module whose `scatter` is the stand-in above. Removed again afterwards."""
     try:
         importlib.import_module("torch_scatter")
+        installed = True
+    except ImportError:
+        installed = False
+    if installed:
         yield
         return
-    except ImportError:
-        pass
     module = types.ModuleType("torch_scatter")
     module.scatter = scatter  # type: ignore[attr-defined]
     sys.modules["torch_scatter"] = module
