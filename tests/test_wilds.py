@@ -17,6 +17,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from shiftbench_datasets.wilds import (
+    CELEBA_ATTRIBUTES,
     SPECS,
     Wilds,
     import_wilds,
@@ -100,6 +101,29 @@ def test_fixture_loads_through_wilds_with_roles_groups_and_metadata(name, fixtur
     for field in bench.group_cols:
         column = dataset.metadata_array[:, dataset.metadata_fields.index(field)].numpy()
         assert set(column) == set(range(column.max() + 1)), field
+
+
+def test_fixture_files_have_the_release_value_formats(fixtures):
+    camelyon = (fixtures / "camelyon17_v1.0" / "metadata.csv").read_text().splitlines()
+    assert camelyon[0] == ",patient,node,x_coord,y_coord,tumor,slide,center,split"
+    assert camelyon[1].split(",")[1] == "000"  # zero-padded patient ids
+    iwildcam = pd.read_csv(fixtures / "iwildcam_v2.0" / "metadata.csv", index_col=0)
+    assert iwildcam["datetime"].str.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}").all()
+    assert set(iwildcam["split"]) == {"train", "val", "test", "id_val", "id_test"}
+    fmow = pd.read_csv(fixtures / "fmow_v1.1" / "rgb_metadata.csv")
+    assert fmow["timestamp"].str.fullmatch(r"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ").all()
+    celeba = pd.read_csv(fixtures / "celebA_v1.0" / "list_attr_celeba.csv")
+    assert list(celeba.columns) == ["image_id", *CELEBA_ATTRIBUTES] and len(CELEBA_ATTRIBUTES) == 40
+    assert set(np.unique(celeba[CELEBA_ATTRIBUTES].to_numpy())) == {-1, 1}
+    waterbirds = pd.read_csv(fixtures / "waterbirds_v1.0" / "metadata.csv")
+    assert list(waterbirds.columns) == [
+        "img_id",
+        "img_filename",
+        "y",
+        "split",
+        "place",
+        "place_filename",
+    ]
 
 
 def test_fmow_regions_and_years_cover_the_release_ranges(fixtures, tmp_path):
