@@ -118,6 +118,11 @@ class Benchmark:
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
     info: dict[str, Any] = field(default_factory=dict)
+    # The dataset's own evaluation, where it has one (e.g. WILDS' eval()): called with a split,
+    # the rows of its metadata a forward pass saw and the predicted labels of those rows;
+    # returns {metric name: value} under the dataset's own metric names. The runner stores
+    # the result beside the Outputs cache; the post-hoc stage records it as rows.
+    dataset_eval: Callable[[Split, np.ndarray, np.ndarray], dict[str, float]] | None = None
 
     @property
     def num_classes(self) -> int:

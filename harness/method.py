@@ -59,5 +59,7 @@ class Method(nn.Module):
         epochs: int,
         generator: torch.Generator,
     ) -> torch.utils.data.Sampler | None:
-        """A sampler of training indices for this epoch (re-balancing); None = shuffle."""
+        """A sampler of training indices for this epoch (re-balancing); None = shuffle. A
+        sampler of whole batches (torch's BatchSampler, or harness.samplers.
+        GroupBalancedBatchSampler: n groups per batch) is used as the loader's batch_sampler."""
         return None

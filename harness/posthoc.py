@@ -58,6 +58,11 @@ class RunCache:
     head: Head | None
     head_note: str
 
+    def output_path(self, split: str) -> Path:
+        return (
+            self.path / "outputs" / f"{split}-{self.bench['splits'][split]['forward_key'][:16]}.npz"
+        )
+
     def role(self, split: str) -> str:
         return self.bench["splits"][split]["role"]
 
@@ -76,8 +81,7 @@ def load_run_cache(run_dir: str | Path) -> RunCache:
     bench = json.loads((path / "benchmark.json").read_text())
     outputs, meta = {}, {}
     for split, spec in bench["splits"].items():
-        cache = path / "outputs" / f"{split}-{spec['forward_key'][:16]}.npz"
-        outputs[split] = Outputs.load(cache)
+        outputs[split] = Outputs.load(path / "outputs" / f"{split}-{spec['forward_key'][:16]}.npz")
         meta[split] = pd.read_parquet(path / "meta" / f"{split}.parquet")
     head, note = _checked_head(path / "outputs" / "head.npz", outputs)
     return RunCache(path, info, bench, outputs, meta, head, note)
@@ -120,6 +124,31 @@ def model_score_path(
         / "outputs"
         / f"{split}-{forward_key[:16]}-{name}-{content_hash(scorer_cfg)[:8]}.npy"
     )
+
+
+def dataset_eval_path(outputs_path: str | Path) -> Path:
+    """Where the dataset's own evaluation of a split's cached predictions is stored."""
+    path = Path(outputs_path)
+    return path.with_name(f"{path.stem}.dataset_eval.json")
+
+
+def _dataset_eval_rows(path: Path, n_split: int) -> list[dict]:
+    """Rows from the dataset's own evaluation, under its own metric names. Where it also
+    reports `count_<suffix>` for a `<metric>_<suffix>` (WILDS' per-group entries), the count
+    becomes that row's n instead of a row of its own (groups without examples are left out);
+    other rows get n = the split's size."""
+    results: dict[str, float] = json.loads(path.read_text())
+    counts = {k[len("count_") :]: v for k, v in results.items() if k.startswith("count_")}
+    rows = []
+    for metric, value in results.items():
+        if metric.startswith("count_"):
+            continue
+        suffix = next((s for s in counts if metric.endswith(f"_{s}")), None)
+        n = int(counts[suffix]) if suffix is not None else n_split
+        if n == 0:  # an empty group: its value is a placeholder, not a measurement
+            continue
+        rows.append({"metric": metric, "value": float(value), "n": n})
+    return rows
 
 
 def _subsample(out: Outputs, size: int | None, seed: int = 0) -> Outputs:
@@ -200,6 +229,10 @@ def compute(
             frame["nll"] = metrics.per_example_nll(out.logits, out.labels)
             for row in _label_rows(out, cache.meta[split], group_cols, cfg["ece_bins"]):
                 add(split, **row)
+            official = dataset_eval_path(cache.output_path(split))
+            if official.is_file():
+                for row in _dataset_eval_rows(official, len(out.labels)):
+                    add(split, **row)
         scores[split] = frame
 
     vals = cache.splits("val")

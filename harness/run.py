@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from harness import registry
-from harness.data import Benchmark, resolve_transform
-from harness.evaluate import forward_split
+from harness.data import LABELED_ROLES, Benchmark, resolve_transform
+from harness.evaluate import Outputs, forward_split
 from harness.models import (
     checkpoint_digest,
     create_model,
@@ -36,7 +36,8 @@ from harness.models import (
     resolve_device,
     save_head,
 )
-from harness.posthoc import evaluate_run, model_score_path, posthoc_dir
+from harness.posthoc import dataset_eval_path, evaluate_run, model_score_path, posthoc_dir
+from harness.samplers import check_group_sampler
 from harness.store import (
     LockHeld,
     RunDir,
@@ -79,6 +80,8 @@ def validate(cfg: dict[str, Any]) -> None:
     for k in ("batch_size", "eval_batch_size"):
         if not isinstance(t[k], int) or t[k] < 1:
             raise ValueError(f"trainer.{k} must be a positive integer, got {t[k]!r}")
+    if t.get("group_sampler") is not None:
+        check_group_sampler(t["group_sampler"], t["batch_size"])
 
 
 def validate_plugins(cfg: dict[str, Any]) -> None:
@@ -179,6 +182,8 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
         "label_map": m.get("label_map"),
     }
     trainer = {k: v for k, v in cfg["trainer"].items() if k not in NON_SEMANTIC_TRAINER_KEYS}
+    if trainer.get("group_sampler") is None:  # an option added later: at its default it
+        trainer.pop("group_sampler", None)  # must leave the keys of existing runs unchanged
     return {
         "dataset": {**adapter.key_config(), "fingerprint": adapter.fingerprint()},
         "model": model,
@@ -327,6 +332,7 @@ def _execute(
                 progress=c["trainer"]["progress"],
                 predict=predict,
             ).save(path)
+        record_dataset_eval(bench, split, path)
         atomic_write_parquet(split.meta, rd / "meta" / f"{split.name}.parquet")
         forward_keys[split.name] = fkey
     save_head(model, index_map, rd / "outputs" / "head.npz")
@@ -385,6 +391,18 @@ def _execute(
         ", ".join(f"{k}={v:.3f}" for k, v in headline.items()),
     )
     return {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": False, **headline}
+
+
+def record_dataset_eval(bench: Benchmark, split: Any, outputs_path: Path) -> None:
+    """The dataset's own evaluation of a labelled split (when the benchmark has one), from
+    the predictions in its Outputs cache, stored beside it: the post-hoc stage turns it into
+    rows without the dataset (the evaluation may need what only the loaded dataset holds)."""
+    target = dataset_eval_path(outputs_path)
+    if bench.dataset_eval is None or split.role not in LABELED_ROLES or target.is_file():
+        return
+    out = Outputs.load(outputs_path)
+    results = bench.dataset_eval(split, out.index, out.logits.argmax(axis=1))
+    atomic_write_json(target, {k: float(v) for k, v in results.items()})
 
 
 def run_model_scorers(c, bench, rd, forward_keys, transform, model, predict, index_map, device):

@@ -13,13 +13,14 @@ import numpy as np
 import pandas as pd
 import torch
 from hydra.utils import instantiate
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 
 from harness import metrics
 from harness.data import Benchmark, Split
 from harness.evaluate import forward_split
 from harness.method import Method
+from harness.samplers import GroupBalancedBatchSampler
 from harness.store import RunDir, atomic_torch_save, atomic_write_parquet
 
 log = logging.getLogger(__name__)
@@ -158,15 +159,27 @@ def train(
         # The shuffle order depends only on (seed, epoch): a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
         sampler = method.train_sampler(groups, train_split.labels, epoch, epochs, generator)
-        loader = DataLoader(
-            dataset,
-            batch_size=cfg["batch_size"],
-            shuffle=sampler is None,
-            sampler=sampler,
-            generator=generator,
-            num_workers=cfg["num_workers"],
-            drop_last=False,
-        )
+        if cfg.get("group_sampler"):
+            if sampler is not None:
+                raise ValueError(
+                    f"trainer.group_sampler is set, but method {type(method).__name__} brings "
+                    "its own sampler; use one of them"
+                )
+            sampler = GroupBalancedBatchSampler(
+                groups, cfg["batch_size"], generator=generator, **cfg["group_sampler"]
+            )
+        if isinstance(sampler, BatchSampler | GroupBalancedBatchSampler):  # whole batches
+            loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["num_workers"])
+        else:
+            loader = DataLoader(
+                dataset,
+                batch_size=cfg["batch_size"],
+                shuffle=sampler is None,
+                sampler=sampler,
+                generator=generator,
+                num_workers=cfg["num_workers"],
+                drop_last=False,
+            )
         method.train()
         torch.manual_seed(seed * 100_003 + epoch)  # dropout etc., per epoch, for resumability
         bar = tqdm(
