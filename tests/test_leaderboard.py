@@ -208,3 +208,15 @@ def test_leaderboard_options_choose_outputs_and_refuse_unknown_ones(tmp_path):
         write_leaderboard(tmp_path, outputs=["markdown", "pdf"])
     paths = write_leaderboard(tmp_path, outputs=["markdown"])
     assert "html" not in paths and not (tmp_path / "leaderboard" / "index.html").exists()
+
+
+def test_the_primary_metric_comes_first_with_intervals_even_a_datasets_own_metric():
+    from harness.leaderboard import dataset_markdown
+
+    t = pd.concat([rows("accuracy", [0.8, 0.9, 0.85]), rows("acc_wg", [0.5, 0.6, 0.55])])
+    t.loc[t["metric"] == "acc_wg", "group_key"] = ""
+    md = dataset_markdown(aggregate(t), "d", primary_metric="acc_wg")
+    sections = [line for line in md.splitlines() if line.startswith("## ")]
+    assert sections[0] == "## acc_wg (primary metric)" and sections[1] == "## Accuracy"
+    first = md.split("## acc_wg (primary metric)")[1].split("##")[0]
+    assert "0.550 ± 0.050 [" in first and "rank (" in first  # interval and rank
