@@ -166,6 +166,7 @@ class Cifar(DatasetAdapter):
                 (32, 32, 3),
                 f"download {self.layout['c_url']} or generate one with "
                 "`python -m harness.prepare corruptions`",
+                self.severities,
             )
         if self.cifar10_1 is not None:
             for kind, tail, dtype in (("data", (32, 32, 3), np.uint8), ("labels", (), None)):

@@ -274,6 +274,7 @@ def corruption_set_problems(
     corruptions: Sequence[str],
     image_shape: tuple[int, int, int] | None,
     how: str,
+    severities: Sequence[int] = SEVERITIES,
 ) -> list[str]:
     """What is wrong with a corruption folder, from .npy headers and sizes only."""
     root = Path(root)
@@ -284,6 +285,12 @@ def corruption_set_problems(
     marker = read_marker(root)
     n_severities = len(marker["severities"]) if marker else len(SEVERITIES)
     problems = []
+    absent = sorted(set(severities) - set(marker["severities"])) if marker else []
+    if absent:
+        problems.append(
+            f"{root / GENERATED_MARKER}: the folder holds severities {marker['severities']}, "
+            f"not {absent} (set dataset.severities or generate them)"
+        )
     labels_problem, labels_shape = npy_problem(root / "labels.npy", tail=(), what=f" ({how})")
     if labels_problem:
         problems.append(labels_problem)
@@ -365,11 +372,10 @@ def corruption_splits(
         path = root / f"{corruption}.npy"
         total = npy_header(path)[0][0]
         n = total // len(file_severities)
+        absent = sorted(set(severities) - set(file_severities))
+        if absent:
+            raise ValueError(f"{path} holds severities {file_severities}, not {absent}")
         for severity in severities:
-            if severity not in file_severities:
-                raise ValueError(
-                    f"{path} holds severities {file_severities}; severity {severity} asked for"
-                )
             block = file_severities.index(severity)
             rows = MappedRows(path, block * n, (block + 1) * n)
             meta = pd.DataFrame(
