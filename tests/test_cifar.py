@@ -200,3 +200,15 @@ def test_a_run_on_cifar10_c_reports_each_corruption_and_severity(tmp_path):
 
     meta = pd.read_parquet(run_dir / "meta" / "snow-5.parquet")
     assert set(meta["severity"]) == {5} and set(meta["corruption"]) == {"snow"}
+
+
+def test_harness_verify_cli_names_the_problem_and_passes_on_the_fixture(tmp_path):
+    from .conftest import run_cli
+
+    args = ["dataset=cifar10_c", f"data_root={tmp_path}", "dataset.corruptions=[fog]"]
+    written = write_fixture(tmp_path)
+    missing = run_cli(args, cwd=tmp_path, module="harness.verify", check=False)
+    assert missing.returncode == 1
+    assert f"dataset.corruptions_root={tmp_path}/CIFAR-10-C does not exist" in missing.stdout
+    write_c_fixture(tmp_path / "CIFAR-10-C", written["test"], corruptions=["fog"])
+    assert "OK" in run_cli(args, cwd=tmp_path, module="harness.verify").stdout
