@@ -64,6 +64,8 @@ def test_any_benchmark_split_and_clear_errors(tmp_path):
         "dataset": {
             "_target_": "shiftbench_datasets.digits_c.DigitsC",
             "name": "digits_c",
+            "families": ["noise"],  # few generated splits: the test is about val
+            "severities": [1],
             "limit": 4,
         },
         "cache_dir": str(tmp_path / "cache"),
