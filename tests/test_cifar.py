@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from shiftbench_datasets import corruptions as C
@@ -92,14 +94,45 @@ def test_mapped_rows_hand_pages_back_and_stay_correct(tmp_path, monkeypatch):
     array = np.arange(40 * 32 * 32 * 3, dtype=np.uint32).astype(np.uint8).reshape(40, 32, 32, 3)
     np.save(tmp_path / "a.npy", array)
     monkeypatch.setattr(C, "RELEASE_BYTES", 3 * 3072)
-    rows = C.MappedRows(tmp_path / "a.npy", 10, 20)
+    monkeypatch.setattr(C.MappedRows, "_read_since_release", 0)
+    # two readers of 10 rows each, as two severities of one file: the budget is shared
+    first, second = (
+        C.MappedRows(tmp_path / "a.npy", 0, 10),
+        C.MappedRows(tmp_path / "a.npy", 10, 20),
+    )
     released = []
-    monkeypatch.setattr(rows, "release", lambda real=rows.release: (released.append(1), real()))
-    for i in range(10):
-        assert np.array_equal(rows[i], array[10 + i])  # still right after each release
-    assert len(released) == 3
+    for rows in (first, second):
+        monkeypatch.setattr(
+            rows, "release", lambda real=rows.release, r=rows: (released.append(r), real())
+        )
+    for i in range(5):
+        assert np.array_equal(first[i], array[i])  # still right after each release
+        assert np.array_equal(second[i], array[10 + i])
+    # 10 rows read: released 3 times, each time both open readers
+    assert released == [first, second] * 3
     with pytest.raises(IndexError):
-        rows[10]
+        first[10]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads RssFile (Linux)")
+def test_mapped_pages_do_not_stay_resident(tmp_path, monkeypatch):
+    """Reading 24 MB through readers of 3 MB each keeps < 8 MB of the file mapped."""
+
+    def rss_file_kib() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssFile:"):
+                return int(line.split()[1])
+        raise AssertionError("no RssFile")
+
+    n = 8 * 1024
+    np.save(tmp_path / "big.npy", np.ones((n, 32, 32, 3), np.uint8))
+    monkeypatch.setattr(C, "RELEASE_BYTES", 1 << 20)
+    readers = [C.MappedRows(tmp_path / "big.npy", k, k + 1024) for k in range(0, n, 1024)]
+    before = rss_file_kib()
+    for rows in readers:
+        for i in range(len(rows)):
+            rows[i]
+    assert rss_file_kib() - before < 8 * 1024
 
 
 def test_cifar10_1_split_when_present(tmp_path):
