@@ -216,3 +216,37 @@ def mce(
             row.update({f"CE_{c}": float(v) for c, v in ce.items()})
             results.append(row)
     return pd.DataFrame(results)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """python -m harness.corruption_metrics [--results DIR] [--reference NAME]: the
+    corruption errors of every finished run below DIR (per corruption, per severity, mean)
+    and, with a reference, mCE; printed and written to DIR/corruptions/*.csv."""
+    import argparse
+    from pathlib import Path
+
+    from harness.store import collect
+
+    parser = argparse.ArgumentParser(prog="python -m harness.corruption_metrics")
+    parser.add_argument("--results", default="results", help="results_dir to read")
+    parser.add_argument("--reference", default=None, help="alexnet, a model name or setting_id")
+    args = parser.parse_args(argv)
+    table, _ = collect(args.results)
+    if table.empty:
+        raise SystemExit(f"{args.results}: no finished runs")
+    errors = corruption_errors(table)
+    if errors.empty:
+        raise SystemExit(f"{args.results}: no corruption splits (<corruption>-<severity>)")
+    out = Path(args.results) / "corruptions"
+    out.mkdir(parents=True, exist_ok=True)
+    parts = {"errors": errors, **summarize(errors)}
+    if args.reference:
+        parts["mce"] = mce(table, args.reference)
+    for name, frame in parts.items():
+        frame.to_csv(out / f"{name}.csv", index=False)
+        print(f"## {name}\n{frame.to_string(index=False)}\n")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

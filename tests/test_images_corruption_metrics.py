@@ -142,3 +142,12 @@ def test_rows_of_a_real_cifar10_c_run(tmp_path):
     acc = rows[(rows["metric"] == "accuracy") & (rows["scorer"] == "") & (rows["split"] == "fog-4")]
     assert errors.loc[4, "error"] == pytest.approx(1 - acc["value"].item())
     assert not errors["generated"].any()
+    from harness.corruption_metrics import main
+
+    main(["--results", str(tmp_path / "res"), "--reference", "test_resnet"])
+    written = pd.read_csv(tmp_path / "res" / "corruptions" / "mce.csv")
+    assert written["mce"].item() == pytest.approx(1.0)  # the only model against itself
+    per_severity = pd.read_csv(tmp_path / "res" / "corruptions" / "per_severity.csv")
+    assert per_severity.set_index("severity").loc[4, "error"] == pytest.approx(
+        errors.loc[4, "error"]
+    )
