@@ -123,6 +123,11 @@ class Benchmark:
     # returns {metric name: value} under the dataset's own metric names. The runner stores
     # the result beside the Outputs cache; the post-hoc stage records it as rows.
     dataset_eval: Callable[[Split, np.ndarray, np.ndarray], dict[str, float]] | None = None
+    # For label spaces that are a subset of a pretrained head's (e.g. ImageNet-R's 200 of
+    # ImageNet-1k's 1000): the head output of each class, used by evaluation-only runs whose
+    # head has head_classes outputs when model.label_map is not given.
+    head_index: list[int] | None = None
+    head_classes: int | None = None
 
     @property
     def num_classes(self) -> int:
@@ -305,3 +310,37 @@ class DatasetAdapter:
 
     def load(self, cache_dir: Path) -> Benchmark:
         raise NotImplementedError
+
+
+class WithOODSets(DatasetAdapter):
+    """A dataset adapter plus adapters that each contribute OOD splits (the top-level
+    `ood_sets`, e.g. folders of images): checks, key, fingerprint and splits of all of them."""
+
+    def __init__(self, base: DatasetAdapter, extras: Sequence[DatasetAdapter]) -> None:
+        super().__init__(base.name, base.limit, **base.options)
+        self.path_options = base.path_options
+        self.base, self.extras = base, list(extras)
+
+    def verify(self) -> list[str]:
+        return [*self.base.verify(), *(p for extra in self.extras for p in extra.verify())]
+
+    def key_config(self) -> dict[str, Any]:
+        return {**self.base.key_config(), "ood_sets": [e.key_config() for e in self.extras]}
+
+    def fingerprint(self) -> str:
+        return hash_arrays(self.base.fingerprint(), *(e.fingerprint() for e in self.extras))
+
+    def load(self, cache_dir: Path) -> Benchmark:
+        bench = self.base.load(cache_dir)
+        splits = dict(bench.splits)
+        for extra in self.extras:
+            for name, split in extra.load(cache_dir).splits.items():
+                if name in splits:
+                    raise ValueError(
+                        f"ood_sets: split {name!r} of {extra.name!r} clashes with a split of "
+                        f"{bench.name!r}; give the OOD set another name"
+                    )
+                if split.role != "ood":
+                    raise ValueError(f"ood_sets: split {name!r} has role {split.role!r}, not ood")
+                splits[name] = split
+        return replace(bench, splits=splits)

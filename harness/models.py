@@ -120,6 +120,8 @@ def label_index(cfg: dict[str, Any], bench: Benchmark, model: nn.Module) -> list
     """
     mapping = cfg.get("label_map")
     n_head = head_size(model)
+    if mapping is None and bench.head_index is not None and n_head == bench.head_classes:
+        mapping = bench.head_index  # the benchmark's own subset of the head (ImageNet-R/A)
     if mapping is None:
         if n_head == bench.num_classes:
             return None

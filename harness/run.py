@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from harness import registry
-from harness.data import LABELED_ROLES, Benchmark, resolve_transform
+from harness.data import LABELED_ROLES, Benchmark, WithOODSets, resolve_transform
 from harness.evaluate import Outputs, forward_split
 from harness.models import (
     checkpoint_digest,
@@ -198,6 +198,22 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
     }
 
 
+def build_dataset(c: dict[str, Any]) -> Any:
+    """The dataset adapter, with the top-level `ood_sets` (paths, or {name, root} dicts, built
+    with the `ood_folder` plugin) attached as extra OOD splits when there are any."""
+    adapter = registry.build("dataset", c["dataset"])
+    entries = c.get("ood_sets") or []
+    if not entries:
+        return adapter
+    extras = []
+    for entry in entries:
+        spec = {"root": entry} if isinstance(entry, str) else dict(entry)
+        if "root" not in spec:
+            raise ValueError(f"ood_sets entry {entry!r}: a path or {{name, root}}")
+        extras.append(registry.build("dataset", {**c["ood_folder"], **spec}))
+    return WithOODSets(adapter, extras)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -240,7 +256,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     check_writable(c["results_dir"])
     if c.get("threads"):
         torch.set_num_threads(int(c["threads"]))
-    adapter = registry.build("dataset", c["dataset"])
+    adapter = build_dataset(c)
     adapter.check()
     keys = make_keys(key_payload(c, adapter))
     rd = RunDir(c["results_dir"], keys.run_id)

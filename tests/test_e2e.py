@@ -52,6 +52,14 @@ def test_seed_sweep_is_resumable_and_collected_once(tmp_path):
     page = (results / "leaderboard" / "maze.md").read_text()
     assert expected in page and expected in board.stdout
     assert "[maze](maze.md): 2 runs" in (results / "leaderboard" / "README.md").read_text()
+    # the page and the plots the real rows support, and the scorer comparisons
+    html = (results / "leaderboard" / "index.html").read_text()
+    assert '"t_maze"' in html and "plots/maze/bars_accuracy.png" in html
+    for name in ("bars_accuracy", "accuracy_on_the_line", "seed_spread_accuracy", "risk_coverage"):
+        for ext in ("png", "pdf"):
+            assert (results / "leaderboard" / "plots" / "maze" / f"{name}.{ext}").is_file()
+    scorers = pd.read_csv(results / "leaderboard" / "scorer_comparisons.csv")
+    assert set(scorers["baseline"]) == {"msp"} and (scorers["seeds"] == 2).all()
 
 
 def test_evaluation_only_sweep_over_two_models_from_checkpoints(tmp_path):
