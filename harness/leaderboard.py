@@ -20,6 +20,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
+from harness.corruption_metrics import corruption_errors, mce, summarize
 from harness.data import ROLES
 from harness.page import write_page
 from harness.plots import dataset_plots
@@ -430,6 +431,7 @@ def dataset_markdown(
     selected: pd.DataFrame | None = None,
     scorer_comparison: pd.DataFrame | None = None,
     plots: dict[str, list[Path]] | None = None,
+    corruptions: dict[str, pd.DataFrame] | None = None,
 ) -> str:
     sub = agg[agg["dataset"] == dataset]
     rule = ", ".join(sorted(sub["selection_rule"].unique()))
@@ -487,6 +489,8 @@ def dataset_markdown(
             "",
             shown.to_markdown(index=False, disable_numparse=True),
         ]
+    if corruptions is not None:
+        parts += _corruption_section(corruptions, dataset)
     if scorer_comparison is not None:
         parts += _scorer_section(scorer_comparison[scorer_comparison["dataset"] == dataset])
     if plots:
@@ -521,6 +525,61 @@ def _selection_section(agg: pd.DataFrame, selected: pd.DataFrame, metric: str) -
         "Chosen from recorded numbers; nothing was retrained.",
         "",
         table.to_markdown(index=False, disable_numparse=True),
+    ]
+
+
+def corruption_tables(table: pd.DataFrame, reference: str | None = None) -> dict[str, pd.DataFrame]:
+    """Accuracy per severity (mean over corruptions) and overall per setting, and mCE against
+    `reference` when one is named (harness.corruption_metrics); {} without corruption splits."""
+    by = ["dataset", "model", "method", "setting_id"]
+    errors = corruption_errors(table, by=by)
+    if errors.empty:
+        return {}
+    parts = summarize(errors, by)
+    out = {"per_severity": parts["per_severity"], "mean": parts["mean"]}
+    if reference:
+        out["mce"] = mce(table, reference, by=by)
+    return out
+
+
+def _corruption_section(corruptions: dict[str, pd.DataFrame], dataset: str) -> list[str]:
+    if not corruptions:
+        return []
+    sev = corruptions["per_severity"]
+    sev = sev[sev["dataset"] == dataset]
+    if sev.empty:
+        return []
+    wide = sev.assign(accuracy=1 - sev["error"]).pivot_table(
+        index=["model", "method", "setting_id", "generated"], columns="severity", values="accuracy"
+    )
+    wide.columns = [f"severity {c}" for c in wide.columns]
+    mean = corruptions["mean"].set_index(["model", "method", "setting_id", "generated"])
+    wide.insert(0, "mean accuracy", 1 - mean["error"].reindex(wide.index))
+    wide.insert(1, "corruptions", mean["corruptions"].reindex(wide.index))
+    if "mce" in corruptions and not corruptions["mce"].empty:
+        m = corruptions["mce"]
+        m = m[m["dataset"] == dataset].set_index(["model", "method", "setting_id", "generated"])
+        wide["mCE"] = m["mce"].reindex(wide.index)
+        wide["relative mCE"] = m["relative_mce"].reindex(wide.index)
+    wide = wide.reset_index()
+    wide["setting_id"] = wide["setting_id"].str[:8]
+    text = wide.to_markdown(index=False, floatfmt=".3f")
+    reference = (
+        corruptions["mce"]["reference"].iat[0]
+        if "mce" in corruptions and len(corruptions["mce"])
+        else None
+    )
+    return [
+        "",
+        "## Corruptions",
+        "",
+        "Accuracy on the corruption splits, mean over corruptions per severity and overall "
+        "(runs of a setting averaged first; `generated` marks sets made by "
+        "`harness.prepare`, never the released files)"
+        + (f"; mCE and relative mCE against {reference}" if reference else "")
+        + ". Per corruption: `python -m harness.corruption_metrics`.",
+        "",
+        text,
     ]
 
 
@@ -559,6 +618,7 @@ def write_leaderboard(
     model_selection: str | None = "id_val",
     primary_metric: dict[str, str] | str = "accuracy",
     outputs: tuple[str, ...] | list[str] = ("markdown", "plots", "html"),
+    corruption_reference: str | None = None,
 ) -> dict[str, Path]:
     """Collects results_dir into table.parquet/.csv, summary and comparison CSVs, and the
     outputs asked for: leaderboard/*.md, plots (PNG + PDF), index.html. Returns the paths."""
@@ -583,6 +643,9 @@ def write_leaderboard(
     if model_selection:
         selected = select_settings(table, model_selection, root)
         atomic_write_text(board / "selection.csv", selected.to_csv(index=False))
+    corruptions = corruption_tables(table, corruption_reference)
+    for name, frame in corruptions.items():
+        atomic_write_text(board / f"corruptions_{name}.csv", frame.to_csv(index=False))
     paths = {
         "table": root / "table.parquet",
         "csv": root / "table.csv",
@@ -611,7 +674,14 @@ def write_leaderboard(
         if "markdown" in outputs:
             path = board / f"{dataset}.md"
             text = dataset_markdown(
-                agg, dataset, comparisons, primary, selected, scorer_comp, all_plots.get(dataset)
+                agg,
+                dataset,
+                comparisons,
+                primary,
+                selected,
+                scorer_comp,
+                all_plots.get(dataset),
+                corruptions,
             )
             atomic_write_text(path, text)
             paths[dataset] = path
@@ -654,6 +724,7 @@ def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
         "model_selection",
         "primary_metric",
         "outputs",
+        "corruption_reference",
     )
     return {k: cfg[k] for k in names if k in cfg}
 

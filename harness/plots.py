@@ -14,6 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
+from harness.corruption_metrics import corruption_errors
 from harness.data import ROLES
 
 PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
@@ -192,22 +193,21 @@ def accuracy_on_the_curve(table: pd.DataFrame) -> Figure | None:
 
 def severity_curves(table: pd.DataFrame) -> Figure | None:
     """Accuracy vs corruption severity, one line per setting: per run the mean over
-    corruptions at each severity, then mean and 95% t-interval over seeds. Reads the rows
-    whose group_key is `severity` (corruption benchmarks record them per corruption split)."""
-    sev = table[
-        (table["metric"] == "accuracy")
-        & (table["scorer"] == "")
-        & (table["group_key"] == "severity")
-    ]
-    if sev.empty:
+    corruptions at each severity, then mean and 95% t-interval over seeds. Corruption splits
+    are recognised as harness.corruption_metrics does (`<corruption>-<severity>` names, or
+    `corruption`/`severity` columns); generated sets get their own lines."""
+    by = ["model", "method", "setting_id", "eval_id", "run_id"]
+    errors = corruption_errors(table, by=by)
+    if errors.empty:
         return None
-    sev = sev.assign(severity=pd.to_numeric(sev["group_value"]), entry=_label(sev))
-    per_run = sev.groupby(["entry", "setting_id", "run_id", "severity"])["value"].mean()
-    per_run = per_run.reset_index()
+    errors = errors.assign(accuracy=1 - errors["error"])
+    errors = errors.assign(entry=_entries(errors))
+    errors.loc[errors["generated"], "entry"] += " (generated)"
+    per_run = errors.groupby(["entry", "run_id", "severity"])["accuracy"].mean().reset_index()
     fig = Figure(figsize=(5.5, 3.8), layout="constrained")
     ax = fig.add_subplot()
-    for (entry, _), runs in per_run.groupby(["entry", "setting_id"], sort=True):
-        curve = runs.groupby("severity")["value"].agg(["mean", "std", "size"]).sort_index()
+    for entry, runs in per_run.groupby("entry", sort=True):
+        curve = runs.groupby("severity")["accuracy"].agg(["mean", "std", "size"]).sort_index()
         half = stats.t.ppf(0.975, curve["size"] - 1) * curve["std"] / np.sqrt(curve["size"])
         ax.errorbar(curve.index, curve["mean"], yerr=half.fillna(0), label=entry, capsize=2)
     ax.set_xlabel("severity")

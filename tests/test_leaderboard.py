@@ -220,3 +220,45 @@ def test_the_primary_metric_comes_first_with_intervals_even_a_datasets_own_metri
     assert sections[0] == "## acc_wg (primary metric)" and sections[1] == "## Accuracy"
     first = md.split("## acc_wg (primary metric)")[1].split("##")[0]
     assert "0.550 ± 0.050 [" in first and "rank (" in first  # interval and rank
+
+
+def test_corruption_section_means_over_corruptions_per_severity_with_mce(tmp_path):
+    from harness.leaderboard import corruption_tables, dataset_markdown
+
+    records = []
+    for model, drop in (("ref", 0.2), ("robust", 0.1)):
+        for corruption in ("gaussian_noise", "motion_blur"):
+            for sev in (1, 2):
+                records.append((model, f"{corruption}-{sev}", "shift_test", 0.9 - drop * sev))
+        records.append((model, "test", "id_test", 0.9))
+    t = pd.DataFrame(
+        [
+            {
+                "dataset": "d",
+                "setting_id": f"s_{m}" + "0" * 10,
+                "eval_id": "e",
+                "model": m,
+                "method": "erm",
+                "tta": "",
+                "selection_rule": "id_val_accuracy",
+                "split": split,
+                "split_role": role,
+                "scorer": "",
+                "metric": "accuracy",
+                "group_key": "",
+                "group_value": "",
+                "value": v,
+                "run_id": f"r_{m}",
+                "seed": 0,
+            }
+            for m, split, role, v in records
+        ]
+    )
+    corruptions = corruption_tables(t, reference="ref")
+    md = dataset_markdown(aggregate(t), "d", corruptions=corruptions)
+    section = md.split("## Corruptions")[1]
+    robust = next(line for line in section.splitlines() if "| robust" in line)
+    cells = [c.strip() for c in robust.split("|")[1:-1]]
+    # mean accuracy 0.75, severities 0.8 / 0.7, CE = (0.2+0.3)/(0.3+0.5) = 0.625
+    assert cells[4:] == ["0.750", "2", "0.800", "0.700", "0.625", "0.500"]
+    assert "mCE and relative mCE against ref" in section

@@ -127,25 +127,23 @@ def test_accuracy_on_the_curve_weights_groups_by_size_and_splits_majority_by_tra
 def test_severity_curves_average_corruptions_then_seeds():
     rows = []
     for seed in (0, 1):
-        for corruption, offset in (("noise", 0.0), ("blur", 0.1)):
+        rows.append(row(f"r{seed}", "erm", seed, "test", "id_test", 0.95))
+        for corruption, offset in (("gaussian_noise", 0.0), ("motion_blur", 0.1)):
             for sev in (1, 2, 3):
+                value = 0.9 - 0.1 * sev + offset + 0.02 * seed
                 rows.append(
-                    row(
-                        f"r{seed}",
-                        "erm",
-                        seed,
-                        corruption,
-                        "shift_test",
-                        0.9 - 0.1 * sev + offset + 0.02 * seed,
-                        group_key="severity",
-                        group_value=str(sev),
-                    )
+                    row(f"r{seed}", "erm", seed, f"{corruption}-{sev}", "shift_test", value)
+                )
+                # a generated set of the same corruption is a line of its own
+                rows.append(
+                    row(f"r{seed}", "erm", seed, f"gen-{corruption}-{sev}", "shift_test", 0.5)
                 )
     fig = plots.severity_curves(pd.DataFrame(rows))
-    line = fig.axes[0].lines[0]
-    x, y = line.get_data()
-    assert list(x) == [1, 2, 3]
-    assert y == pytest.approx([0.9 - 0.1 * s + 0.05 + 0.01 for s in (1, 2, 3)])
+    lines = {c.get_label(): c for c in fig.axes[0].containers}
+    released = fig.axes[0].lines[0].get_data()
+    assert list(released[0]) == [1, 2, 3]
+    assert released[1] == pytest.approx([0.9 - 0.1 * s + 0.05 + 0.01 for s in (1, 2, 3)])
+    assert set(lines) == {"m / erm", "m / erm (generated)"}
 
 
 def test_seed_spread_shows_every_seed():
