@@ -41,6 +41,8 @@ leaderboard: venv
 bench: venv
 	$(PY) benchmarks/posthoc_cost.py
 	$(PY) benchmarks/sweep_overhead.py
+	$(PY) benchmarks/leaderboard_regen.py
+	$(PY) benchmarks/many_splits_memory.py
 
 clean:
 	rm -rf results/runs results/cache results/multirun results/table.* results/leaderboard

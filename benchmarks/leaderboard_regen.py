@@ -160,8 +160,10 @@ def main() -> None:
             "scorer_comparisons": t_scorers,
             "model_selection": t_select,
             "plots": t_plots,
-            "write_leaderboard_total": t_all,
+            "write_leaderboard_cold": t_all,
+            "write_leaderboard_warm": t_warm,
         },
+        "load_average_1min": os.getloadavg()[0],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
     for name, value in record["seconds"].items():
@@ -172,8 +174,10 @@ def main() -> None:
     print(
         f"load average (1 min) at the end: {record['load_average_1min']:.2f} on {os.cpu_count()} CPUs"
     )
-    out = Path(__file__).parent / "results" / "leaderboard_regen.json"
-    out.parent.mkdir(exist_ok=True)
+    out = (
+        Path(__file__).resolve().parent.parent / "results" / "benchmarks" / "leaderboard_regen.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     print(f"record: {out}")
 
