@@ -620,10 +620,11 @@ def _headline(table: pd.DataFrame) -> dict[str, float]:
 
 
 @hydra.main(config_path=str(registry.CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     """One run. In a multirun, a failing job is recorded (run directory and the job's
     job_status.json) and the sweep goes on; the sweep's end callback (harness/callbacks.py)
-    prints a summary and exits non-zero if any job failed."""
+    prints a summary and exits non-zero if any job failed. Returns the run's
+    `sweep_objective` value when one is set (what Hydra's Optuna sweeper optimises)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -645,6 +646,19 @@ def main(cfg: DictConfig) -> None:
     finally:
         if multirun:
             atomic_write_json(Path(hc.runtime.output_dir) / "job_status.json", status)
+    return sweep_objective(cfg, status)
+
+
+def sweep_objective(cfg: DictConfig, status: dict[str, Any]) -> float | None:
+    """The value of `sweep_objective` (<split>/<metric>) for a finished run, else None."""
+    objective = cfg.get("sweep_objective")
+    if not objective or status.get("run_status") != "finished":
+        return None
+    from harness.search import objective_value
+
+    results_dir = Path(cfg.results_dir)
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    return objective_value(results_dir / "runs" / status["run_id"], eval_cfg, objective)
 
 
 if __name__ == "__main__":
