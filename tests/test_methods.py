@@ -300,7 +300,8 @@ def test_product_of_experts_learns_from_what_the_weak_model_gets_wrong(tmp_path)
     model = timm.create_model("test_resnet", num_classes=2, in_chans=3)
     nn.init.zeros_(model.get_classifier().weight)  # equal main logits: only the weak model differs
     poe = ProductOfExperts(model, 2, weak_pool=1)
-    poe.attach_optimizer(torch.optim.Adam(poe.weak.parameters(), lr=0.05))
+    # the main model stays put (lr 0); the weak model learns by its own SGD steps
+    poe.attach_optimizer(torch.optim.SGD(poe.model.parameters(), lr=0.0))
     for _ in range(40):  # the weak model alone learns the colour (the bias)
         idx = torch.randint(len(y), (128,))
         poe.update({"x": x[idx], "y": y[idx]})
