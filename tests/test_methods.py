@@ -330,6 +330,9 @@ def worst_group_accuracy(results_dir, method: str, seed: int) -> float:
                 "dataset=coloured_digits",
                 f"method={method}",
                 f"seed={seed}",
+                # the ID validation split shares the training bias: selecting by its accuracy
+                # favours early, biased epochs for every method (docs/methods.md)
+                "selection_rule=last_epoch",
                 "eval=minimal",
                 "trainer.progress=false",
                 "threads=2",
@@ -348,12 +351,14 @@ def worst_group_accuracy(results_dir, method: str, seed: int) -> float:
 
 
 @pytest.mark.slow
-def test_jtt_raises_worst_group_accuracy_over_erm(tmp_path):
-    """coloured_digits (correlation 0.95), resnet18, the default trainer (5 epochs), 3 seeds:
-    the mean worst-group accuracy on test_balanced (numbers in docs/methods.md)."""
+def test_group_dro_and_jtt_raise_worst_group_accuracy_over_erm(tmp_path):
+    """coloured_digits (correlation 0.95), resnet18, the default trainer (5 epochs), the last
+    epoch, 3 seeds: the mean worst-group accuracy on test_balanced (numbers in
+    docs/methods.md)."""
     means = {
         method: float(np.mean([worst_group_accuracy(tmp_path, method, s) for s in (0, 1, 2)]))
-        for method in ("erm", "jtt")
+        for method in ("erm", "group_dro", "jtt")
     }
     print("mean worst-group accuracy on test_balanced over seeds 0-2:", means)
+    assert means["group_dro"] >= means["erm"] + 0.05
     assert means["jtt"] >= means["erm"] + 0.05
