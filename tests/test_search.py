@@ -88,3 +88,17 @@ def test_an_optuna_sweep_runs_the_harness_and_gets_the_objective_back(tmp_path):
     for done in results.glob("runs/*/DONE"):
         accuracies.append(json.loads(done.read_text())["headline"]["val/accuracy"])
     assert best["best_value"] == pytest.approx(max(accuracies))
+
+
+def test_the_command_line_prints_the_sweep_overrides_of_method_and_tta(capsys):
+    from harness.search import main
+
+    main(["method=jtt", "tta=tent"])
+    printed = capsys.readouterr().out.split()
+    assert printed == [
+        "'method.stage1_epochs=range(1,3)'",
+        "'method.upweight=choice(5,10,20,50,100)'",
+        "'trainer.optimizer.lr=tag(log,interval(0.0003,0.01))'",
+        "'tta.lr=tag(log,interval(0.0001,0.01))'",
+        "'tta.steps=range(1,3)'",
+    ]

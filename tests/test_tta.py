@@ -214,3 +214,12 @@ def test_bad_tta_settings_are_refused_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="tta=tent: tta.lr must be > 0"):
         run_mod.run(compose_config([*TINY, f"results_dir={tmp_path}", "tta=tent", "tta.lr=-1"]))
     assert not any((tmp_path / "runs").glob("*"))
+
+
+def test_an_unknown_tta_name_lists_the_available_ones():
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as info:
+        compose_config([*TINY, "tta=nope"])
+    assert "Could not find 'tta/nope'" in str(info.value)
+    assert all(name in str(info.value) for name in ("bn_adapt", "lame", "none", "tent"))
