@@ -264,9 +264,10 @@ def test_large_dropout_drops_in_training_and_is_deterministic_in_eval():
     torch.testing.assert_close(e1, forward_outputs(model, x)[0])
 
 
-def test_large_dropout_fine_tunes_from_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("pretrained_with", ["erm", "group_dro"])  # group DRO also saves q
+def test_large_dropout_fine_tunes_from_a_checkpoint(pretrained_with, tmp_path):
     base = [*TINY, f"results_dir={tmp_path}", "eval=minimal"]
-    pre = run_mod.run(compose_config(base))
+    pre = run_mod.run(compose_config([*base, f"method={pretrained_with}"]))
     ckpt = tmp_path / "runs" / pre["run_id"] / "checkpoints" / "best.pt"
     tuned = run_mod.run(compose_config([*base, "method=large_dropout", f"model.checkpoint={ckpt}"]))
     key = json.loads((tmp_path / "runs" / tuned["run_id"] / "key.json").read_text())["payload"]
