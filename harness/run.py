@@ -511,6 +511,18 @@ def stage_outputs(c: dict[str, Any], stages: dict[str, dict[str, Any]]) -> dict[
     return outputs
 
 
+def load_trained_model(model: torch.nn.Module, path: Path) -> None:
+    """The model's weights from a run's best.pt (method.state_dict()); a method's own state
+    (loss weights, a weak model...) plays no part in adaptation."""
+    # Its own function, not inline in _execute_tta: cloudpickle (the joblib launcher pickles
+    # harness.run's functions by value) takes the `torch.classes` submodule along when one
+    # function names both `torch` and an attribute `classes` (bench.classes), and fails.
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(
+        {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    )
+
+
 def _execute_tta(
     c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir, lock: RunLock | None = None
 ) -> dict[str, Any]:
@@ -542,13 +554,7 @@ def _execute_tta(
             num_classes=bench.num_classes,
             num_groups=int(bench.group_ids(bench.train_split()).max()) + 1,
         )
-        state = torch.load(
-            train_dir / "checkpoints" / "best.pt", map_location="cpu", weights_only=True
-        )
-        # the model's weights only: a method's own state (loss weights...) plays no part here
-        model.load_state_dict(
-            {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
-        )
+        load_trained_model(model, train_dir / "checkpoints" / "best.pt")
     else:
         index_map = label_index(c["model"], bench, model)
         net = Predictor(model, index_map)

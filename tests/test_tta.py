@@ -223,3 +223,14 @@ def test_an_unknown_tta_name_lists_the_available_ones():
         compose_config([*TINY, "tta=nope"])
     assert "Could not find 'tta/nope'" in str(info.value)
     assert all(name in str(info.value) for name in ("bn_adapt", "lame", "none", "tent"))
+
+
+def test_harness_run_still_pickles_by_value_for_the_joblib_launcher():
+    """joblib's launcher pickles `python -m harness.run`'s functions by value (cloudpickle);
+    a function naming both `torch` and `.classes` drags torch.classes along and fails."""
+    import runpy
+
+    import cloudpickle
+
+    module = runpy.run_module("harness.run", run_name="__not_importable__")
+    assert cloudpickle.dumps(module["main"])
