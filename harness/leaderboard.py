@@ -189,10 +189,14 @@ def paired_comparisons(
     ]
     out = []
     for (dataset, model, eval_id), sub in plain.groupby(["dataset", "model", "eval_id"]):
-        base = sub[sub["method"] == baseline]
+        # the baseline is the method without test-time adaptation; its TTA runs (method erm,
+        # tta tent) are entries compared with it, named erm+tent
+        tta = sub["tta"].fillna("") if "tta" in sub else pd.Series("", index=sub.index)
+        is_base = (sub["method"] == baseline) & (tta == "")
+        base = sub[is_base]
         if base["setting_id"].nunique() != 1:  # none, or ambiguous (several baseline settings)
             continue
-        for setting_id, other in sub[sub["method"] != baseline].groupby("setting_id"):
+        for setting_id, other in sub[~is_base].groupby("setting_id"):
             for split, rows in other.groupby("split"):
                 mine = rows.set_index("seed")["run_id"]
                 theirs = base[base["split"] == split].set_index("seed")["run_id"]
@@ -224,7 +228,8 @@ def paired_comparisons(
                         "dataset": dataset,
                         "model": model,
                         "eval_id": eval_id,
-                        "method": rows["method"].iat[0],
+                        "method": rows["method"].iat[0]
+                        + (f"+{tta[rows.index].iat[0]}" if tta[rows.index].iat[0] else ""),
                         "setting_id": setting_id,
                         "baseline": baseline,
                         "split": split,

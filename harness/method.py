@@ -51,6 +51,17 @@ class Method(nn.Module):
         """Called once before training with the training split's group ids and labels
         (e.g. to count groups for loss weights). Default: nothing."""
 
+    def stages(self) -> dict[str, dict[str, Any]]:
+        """Earlier runs this method builds on (two-stage methods such as JTT), by name: the
+        overrides that turn this run's config into the stage's (e.g. a short ERM run). Each
+        stage is its own run, found by its key, so it is shared by every setting that needs
+        the same one. Default: none."""
+        return {}
+
+    def use_stages(self, outputs: dict[str, Any]) -> None:
+        """Called before training with the Outputs (harness/evaluate.py) of each stage's
+        training split, by stage name (the same split and row order as this run's)."""
+
     def train_sampler(
         self,
         groups: np.ndarray,

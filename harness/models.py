@@ -52,9 +52,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     for wrapper in ("method", "model", "state_dict"):  # last.pt, other trainers' formats
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
-    if isinstance(state, dict) and state and all(k.startswith("model.") for k in state):
-        # the harness's best.pt / last.pt hold method.state_dict(): the timm model is `model.`
-        state = {k.removeprefix("model."): v for k, v in state.items()}
+    if isinstance(state, dict) and any(k.startswith("model.") for k in state):
+        # the harness's best.pt / last.pt hold method.state_dict(): the timm model is `model.`,
+        # beside the method's own state (group DRO's q, a weak model...), which is not loaded
+        state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"model.checkpoint={p}: not a state dict of tensors")
     return state

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -253,12 +254,13 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     validate(c)
     c = apply_hparams_seed(c)
     validate_plugins(c)
+    validate_tta(c)
     check_writable(c["results_dir"])
     if c.get("threads"):
         torch.set_num_threads(int(c["threads"]))
     adapter = build_dataset(c)
     adapter.check()
-    keys = make_keys(key_payload(c, adapter))
+    keys = make_keys(run_payload(c, adapter))
     rd = RunDir(c["results_dir"], keys.run_id)
     summary = {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": True}
     if rd.is_complete():
@@ -286,7 +288,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         )
         with run_log(rd / "run.log"):
             try:
-                return {**_execute(c, adapter, keys, rd, lock), "status": "finished"}
+                execute = _execute_tta if tta_config(c) else _execute
+                return {**execute(c, adapter, keys, rd, lock), "status": "finished"}
             except Exception as exc:
                 rd.mark_failed(exc)
                 log.error(
@@ -324,6 +327,7 @@ def _execute(
             num_classes=bench.num_classes,
             num_groups=int(bench.group_ids(bench.train_split()).max()) + 1,
         )
+        method.use_stages(stage_outputs(c, method.stages()))
         result = train(
             method, bench, transform, c["trainer"], rd, c["seed"], device, c["selection_rule"]
         )
@@ -459,6 +463,195 @@ def run_model_scorers(c, bench, rd, forward_keys, transform, model, predict, ind
         atomic_write_json(timings_path, timings)
 
 
+# ---------------------------------------------------------------- runs built on other runs
+# Test-time adaptation and multi-stage methods start from another run, found by its key: the
+# trained run of a TTA run (its config with tta=none), the earlier stages of a method (e.g.
+# JTT's short ERM run). That run is finished first (or found finished) and shared by every
+# run that needs it.
+
+
+def tta_config(c: dict[str, Any]) -> dict[str, Any] | None:
+    """The selected TTA plugin's config as it enters keys; None for tta=none."""
+    t = c.get("tta") or {}
+    if t.get("name", "none") == "none":
+        return None
+    return {k: v for k, v in t.items() if k != "search_space"}
+
+
+def validate_tta(c: dict[str, Any]) -> None:
+    """The TTA plugin resolves and accepts its hyperparameters, before anything is written."""
+    t = tta_config(c)
+    if t is None:
+        return
+    cls = registry.resolve_target("tta", t)
+    try:
+        registry.construct(cls, {k: v for k, v in t.items() if k != "name"})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"tta={t['name']}: {exc}") from exc
+
+
+def run_payload(c: dict[str, Any], adapter: Any) -> dict[str, Any]:
+    """The key payload: the trained run's (key_payload), plus the TTA config when a TTA
+    plugin is selected, so that a TTA run has its own run_id and setting_id while the run it
+    adapts keeps its key (tta=none adds nothing)."""
+    payload = key_payload(c, adapter)
+    t = tta_config(c)
+    return payload if t is None else {**payload, "tta": t}
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in overrides.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and "_target_" not in v:
+            out[k] = _deep_merge(out[k], v)
+        else:  # a plugin config (with _target_) replaces the old one whole
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def finished_run(c: dict[str, Any], what: str, poll: float = 5.0) -> dict[str, Any]:
+    """The summary of the run of config `c` once it is finished: found, or run now; while
+    another process holds it, wait (a dead holder's lock goes stale and is taken over)."""
+    while True:
+        summary = run(copy.deepcopy(c))
+        if summary["status"] == "finished":
+            return summary
+        if summary["status"] == "failed":
+            raise RuntimeError(
+                f"{what} {summary['run_id']} failed earlier (see {summary['run_dir']}/FAILED); "
+                "rerun with retry_failed=true"
+            )
+        log.info("waiting for %s %s, held by another process", what, summary["run_id"])
+        time.sleep(poll)
+
+
+def stage_outputs(c: dict[str, Any], stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Runs (or finds) each earlier stage a method declares, and returns the Outputs of its
+    training split, by stage name. A stage is this run's config with the stage's overrides,
+    the hyperparameters already drawn (hparams_seed=0) and no TTA."""
+    from harness.evaluate import Outputs
+
+    outputs = {}
+    for name, overrides in stages.items():
+        stage_cfg = _deep_merge(c, overrides)
+        stage_cfg.update(hparams_seed=0, tta={"name": "none"})
+        summary = finished_run(stage_cfg, f"stage {name!r} of method {c['method']['name']!r}")
+        stage_dir = Path(summary["run_dir"])
+        splits = json.loads((stage_dir / "benchmark.json").read_text())["splits"]
+        train_split = next(s for s, v in splits.items() if v["role"] == "train")
+        fkey = splits[train_split]["forward_key"]
+        outputs[name] = Outputs.load(stage_dir / "outputs" / f"{train_split}-{fkey[:16]}.npz")
+        log.info("stage %s: run %s", name, summary["run_id"])
+    return outputs
+
+
+def load_trained_model(model: torch.nn.Module, path: Path) -> None:
+    """The model's weights from a run's best.pt (method.state_dict()); a method's own state
+    (loss weights, a weak model...) plays no part in adaptation."""
+    # Its own function, not inline in _execute_tta: cloudpickle (the joblib launcher pickles
+    # harness.run's functions by value) takes the `torch.classes` submodule along when one
+    # function names both `torch` and an attribute `classes` (bench.classes), and fails.
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(
+        {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    )
+
+
+def _execute_tta(
+    c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir, lock: RunLock | None = None
+) -> dict[str, Any]:
+    """A TTA run: the trained run (same config, tta=none) is found or run first; its selected
+    weights are adapted on every split separately, from inputs alone (harness/tta.py), and the
+    adapted Outputs go through the same post-hoc stage."""
+    from harness.evaluate import Outputs
+    from harness.tta import Predictor, adapt_split
+
+    started = time.time()
+    t = tta_config(c)
+    trained = finished_run({**c, "hparams_seed": 0, "tta": {"name": "none"}}, "trained run")
+    train_dir = Path(trained["run_dir"])
+    log.info("tta %s on run %s -> %s", t["name"], trained["run_id"], rd.path)
+    bench: Benchmark = adapter.load(Path(c["cache_dir"])).limited(c["dataset"].get("limit"))
+    seed_everything(c["seed"])
+    training = c["trainer"]["epochs"] > 0
+    model = create_model(c["model"], bench, train=training)
+    transform, transform_desc = resolve_transform(transform_mode(c["model"]), model, bench)
+    atomic_write_json(rd / "transform.json", transform_desc)
+    device = resolve_device(c.get("device", "auto"))
+    index_map = None
+    if training:
+        method_cfg = {k: v for k, v in c["method"].items() if k not in ("name", "search_space")}
+        net = registry.build(
+            "method",
+            method_cfg,
+            model=model,
+            num_classes=bench.num_classes,
+            num_groups=int(bench.group_ids(bench.train_split()).max()) + 1,
+        )
+        load_trained_model(model, train_dir / "checkpoints" / "best.pt")
+    else:
+        index_map = label_index(c["model"], bench, model)
+        net = Predictor(model, index_map)
+    plugin = registry.build("tta", {k: v for k, v in t.items() if k != "name"})
+    # forward key = the trained run's key + split + transform + TTA config + precision
+    train_keys = RunKeys(trained["run_id"], "", {})
+    forward_keys: dict[str, str] = {}
+    for split in bench.splits.values():
+        fkey = train_keys.forward_key(split.name, transform_desc, tta=t, precision=c["precision"])
+        path = rd.output_path(split.name, fkey)
+        if not path.is_file():
+            logits, features = adapt_split(
+                plugin, net, split, transform, device, c["trainer"]["num_workers"]
+            )
+            labels = split.labels.copy()  # attached after adaptation, for the metrics only
+            Outputs(logits, features, labels, np.arange(len(split), dtype=np.int64)).save(path)
+        atomic_write_parquet(split.meta, rd / "meta" / f"{split.name}.parquet")
+        forward_keys[split.name] = fkey
+    save_head(model, index_map, rd / "outputs" / "head.npz")
+    atomic_write_json(
+        rd / "benchmark.json",
+        {
+            "name": bench.name,
+            "classes": bench.classes,
+            "group_cols": bench.group_cols,
+            "splits": {
+                s.name: {
+                    "role": s.role,
+                    "forward_key": forward_keys[s.name],
+                    "n": len(s),
+                    "info": s.info,
+                }
+                for s in bench.splits.values()
+            },
+        },
+    )
+    train_info = json.loads((train_dir / "run_info.json").read_text())
+    atomic_write_json(
+        rd / "run_info.json",
+        {**train_info, "run_id": keys.run_id, "setting_id": keys.setting_id, "tta": t["name"]},
+    )
+    atomic_write_json(rd / "tta.json", {"train_run_id": trained["run_id"], "tta": t})
+    if lock is not None and not lock.owned():
+        raise LockHeld(f"run {keys.run_id}: another process took over its lock; not finishing it")
+    eid, _ = evaluate_run(rd.path, c["eval"])
+    table = pd.read_parquet(posthoc_dir(rd.path, eid) / "rows.parquet")
+    headline = _headline(table)
+    rd.mark_complete(
+        {
+            "run_id": keys.run_id,
+            "train_run_id": trained["run_id"],
+            "eval_id": eid,
+            "seconds": round(time.time() - started, 2),
+            "rows": len(table),
+            "host": provenance()["host"],
+            "device": str(device),
+            "headline": headline,
+        }
+    )
+    log.info("done %s (tta %s) in %.1fs", keys.run_id, t["name"], time.time() - started)
+    return {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": False, **headline}
+
+
 def _headline(table: pd.DataFrame) -> dict[str, float]:
     plain = table[
         (table["metric"] == "accuracy") & (table["group_key"] == "") & (table["scorer"] == "")
@@ -467,10 +660,11 @@ def _headline(table: pd.DataFrame) -> dict[str, float]:
 
 
 @hydra.main(config_path=str(registry.CONF_DIR), config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
     """One run. In a multirun, a failing job is recorded (run directory and the job's
     job_status.json) and the sweep goes on; the sweep's end callback (harness/callbacks.py)
-    prints a summary and exits non-zero if any job failed."""
+    prints a summary and exits non-zero if any job failed. Returns the run's
+    `sweep_objective` value when one is set (what Hydra's Optuna sweeper optimises)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -492,6 +686,19 @@ def main(cfg: DictConfig) -> None:
     finally:
         if multirun:
             atomic_write_json(Path(hc.runtime.output_dir) / "job_status.json", status)
+    return sweep_objective(cfg, status)
+
+
+def sweep_objective(cfg: DictConfig, status: dict[str, Any]) -> float | None:
+    """The value of `sweep_objective` (<split>/<metric>) for a finished run, else None."""
+    objective = cfg.get("sweep_objective")
+    if not objective or status.get("run_status") != "finished":
+        return None
+    from harness.search import objective_value
+
+    results_dir = Path(cfg.results_dir)
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
+    return objective_value(results_dir / "runs" / status["run_id"], eval_cfg, objective)
 
 
 if __name__ == "__main__":

@@ -262,3 +262,38 @@ def test_corruption_section_means_over_corruptions_per_severity_with_mce(tmp_pat
     # mean accuracy 0.75, severities 0.8 / 0.7, CE = (0.2+0.3)/(0.3+0.5) = 0.625
     assert cells[4:] == ["0.750", "2", "0.800", "0.700", "0.625", "0.500"]
     assert "mCE and relative mCE against ref" in section
+
+
+def test_a_tta_run_of_the_baseline_is_compared_with_it_not_mistaken_for_it(tmp_path):
+    import numpy as np
+
+    from harness.leaderboard import paired_comparisons
+    from harness.store import atomic_write_parquet
+
+    rng = np.random.default_rng(0)
+    records = []
+    for method, tta, rate in (("erm", "", 0.6), ("erm", "tent", 0.8)):
+        for seed in (0, 1, 2):
+            run_id = f"{method}{tta}{seed}"
+            correct = rng.random(500) < rate
+            path = tmp_path / "runs" / run_id / "posthoc" / "e" / "scores" / "test.parquet"
+            atomic_write_parquet(pd.DataFrame({"index": np.arange(500), "correct": correct}), path)
+            records.append(
+                {
+                    "dataset": "d",
+                    "model": "m",
+                    "eval_id": "e",
+                    "method": method,
+                    "tta": tta,
+                    "setting_id": f"s-{method}-{tta}",
+                    "split": "test",
+                    "seed": seed,
+                    "run_id": run_id,
+                    "metric": "accuracy",
+                    "scorer": "",
+                    "group_key": "",
+                    "value": correct.mean(),
+                }
+            )
+    comp = paired_comparisons(pd.DataFrame(records), tmp_path)
+    assert list(comp["method"]) == ["erm+tent"] and list(comp["verdict"]) == ["better"]

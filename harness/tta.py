@@ -1,0 +1,111 @@
+"""Test-time adaptation (TTA): the interface of methods/tta/ plugins and the driver that runs
+one on a split.
+
+A plugin gets a fresh copy of the trained network for every split (so nothing it learns on one
+split reaches the next) and the split's inputs only: the driver reads images through the
+split's image loader, never through the (image, label, index) items, so labels cannot reach
+the plugin. Labels are attached by the runner afterwards, for the metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from harness.data import Split
+from harness.models import forward_outputs, map_logits
+
+Batches = Callable[[], Iterator[torch.Tensor]]
+
+
+class TTA:
+    """Base of methods/tta/ plugins; hyperparameters arrive as keyword arguments from the
+    plugin's YAML in conf/tta/ (everything but `name`, `_target_` and `search_space`).
+
+    `adapt(net, batches)` returns the logits and penultimate features of every example, in
+    the order `batches()` yields them. `net` is the plugin's own copy of the trained network
+    (an nn.Module with `predict(x) -> (logits, features)`, in eval mode); the plugin may change
+    it. `batches()` returns a new iterator over the split's input batches (on the device), as
+    often as the plugin needs another pass.
+    """
+
+    def __init__(self, batch_size: int = 128) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"tta.batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
+
+    def adapt(self, net: nn.Module, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class Predictor(nn.Module):
+    """A model with no training method (evaluation-only runs): timm's logits and features,
+    with the run's label map applied, so TTA sees the benchmark's classes."""
+
+    def __init__(self, model: nn.Module, label_index: list[int] | None = None) -> None:
+        super().__init__()
+        self.model, self.label_index = model, label_index
+
+    def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, features = forward_outputs(self.model, x)
+        return map_logits(logits, self.label_index), features
+
+
+class InputsOnly(Dataset):
+    """A split's transformed inputs, without its labels."""
+
+    def __init__(self, split: Split, transform: Callable[[Any], torch.Tensor]) -> None:
+        self.load_image, self.transform, self.n = split.load_image, transform, len(split)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.transform(self.load_image(i))
+
+
+def adapt_split(
+    tta: TTA,
+    net: nn.Module,
+    split: Split,
+    transform: Callable[[Any], torch.Tensor],
+    device: torch.device,
+    num_workers: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and features of every example of `split`, in its order, from a fresh copy of
+    `net` that `tta` adapts on the split's inputs alone; `net` itself is left unchanged."""
+    adapted = copy.deepcopy(net).to(device)
+    adapted.eval()
+    loader = DataLoader(
+        InputsOnly(split, transform),
+        batch_size=tta.batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+    )
+
+    def batches() -> Iterator[torch.Tensor]:
+        return (x.to(device, non_blocking=True) for x in loader)
+
+    logits, features = tta.adapt(adapted, batches)
+    if len(logits) != len(split) or len(features) != len(split):
+        raise RuntimeError(
+            f"TTA {type(tta).__name__} returned {len(logits)} logits and {len(features)} "
+            f"features for the {len(split)} examples of split {split.name!r}"
+        )
+    return (
+        logits.detach().float().cpu().numpy(),
+        features.detach().float().flatten(1).cpu().numpy(),
+    )
+
+
+def predict_all(net: nn.Module, batches: Batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass without gradients: (logits, features) of every batch, concatenated."""
+    with torch.no_grad():
+        outs = [net.predict(x) for x in batches()]
+    return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
