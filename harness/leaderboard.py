@@ -58,7 +58,7 @@ def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.
         return pd.DataFrame(columns=columns)
     keys = [*SETTING_COLUMNS, *ROW_KEY]
     grouped = table.groupby(keys, dropna=False, sort=False)
-    agg = grouped["value"].agg(mean="mean", std=lambda v: v.std(ddof=1), n_seeds="size")
+    agg = grouped["value"].agg(mean="mean", std="std", n_seeds="size")  # pandas: ddof=1
     agg = agg.reset_index()
     half = stats.t.ppf(0.975, agg["n_seeds"] - 1) * agg["std"] / np.sqrt(agg["n_seeds"])
     several = agg["n_seeds"] > 1
@@ -342,6 +342,8 @@ def scorer_comparisons(
         scores: dict[str, dict[str, pd.DataFrame]] = {}
         for run_id in sorted(rows["run_id"].unique()):
             folder = root / "runs" / run_id / "posthoc" / eval_id / "scores"
+            if not folder.is_dir():
+                continue
             frames = {}
             for split in needed:  # pooled rows have no per-example file: those tasks drop out
                 try:
@@ -633,8 +635,9 @@ def write_leaderboard(
         raise ValueError(f"leaderboard outputs must be among markdown, plots, html: {unknown}")
     primaries = primary_metric if isinstance(primary_metric, dict) else {}
     default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
-    table, skipped = collect_cached(root)
-    atomic_write_text(root / "table.csv", table.to_csv(index=False))
+    table, skipped, changed = collect_cached(root)
+    if changed or not (root / "table.csv").is_file():
+        atomic_write_text(root / "table.csv", table.to_csv(index=False))
     agg = aggregate(table, root)
     board = root / "leaderboard"
     atomic_write_text(board / "summary.csv", agg.to_csv(index=False))

@@ -458,23 +458,35 @@ def collect(
             frames.append(pd.read_parquet(stage / "rows.parquet"))
         except Exception as exc:  # a corrupt file must not stop the collection
             skipped.append((stage, f"unreadable rows.parquet: {type(exc).__name__}: {exc}"))
-    if previous is not None and kept:
-        ids = previous["run_id"].astype(str) + "/" + previous["eval_id"].astype(str)
-        frames.insert(0, previous[ids.isin(kept)])
     for path, why in skipped:
         warnings.warn(f"skipping {path}: {why}", stacklevel=2)
+    cached = None
+    if previous is not None and kept:
+        ids = previous["run_id"].astype(str) + "/" + previous["eval_id"].astype(str)
+        cached = previous[ids.isin(kept)]
     if not frames:
-        return pd.DataFrame(columns=ROW_COLUMNS), skipped
-    table = pd.concat(frames, ignore_index=True)
+        # only rows of the earlier collection, which was de-duplicated when it was made
+        return (
+            (cached.reset_index(drop=True), skipped)
+            if cached is not None
+            else (
+                pd.DataFrame(columns=ROW_COLUMNS),
+                skipped,
+            )
+        )
+    table = pd.concat(([cached] if cached is not None else []) + frames, ignore_index=True)
     return table.drop_duplicates(subset=_identity_columns(table)), skipped
 
 
-def collect_cached(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+def collect_cached(
+    results_dir: str | Path,
+) -> tuple[pd.DataFrame, list[tuple[Path, str]], bool]:
     """`collect`, reading only the stages finished (or re-finished) since the last call and
     taking the others from <results_dir>/table.parquet; writes table.parquet and its manifest
     table.stages.json (stage -> mtime of its DONE) back. Finished stages are never rewritten,
     so their rows cannot have changed; a deleted run drops out because only stages present
-    now are kept. An unreadable or inconsistent cache means a full read, never an error."""
+    now are kept. An unreadable or inconsistent cache means a full read, never an error.
+    Returns (table, skipped, changed): changed is False when the table is the cached one."""
     root = Path(results_dir)
     reuse = None
     try:
@@ -492,9 +504,11 @@ def collect_cached(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Pa
         for stage in stages
         if stage not in unreadable
     }
-    atomic_write_parquet(table, root / "table.parquet")
-    atomic_write_json(root / "table.stages.json", manifest)  # after the table it describes
-    return table, skipped
+    changed = reuse is None or manifest != reuse[1] or len(table) != len(reuse[0])
+    if changed:
+        atomic_write_parquet(table, root / "table.parquet")
+        atomic_write_json(root / "table.stages.json", manifest)  # after the table it describes
+    return table, skipped, changed
 
 
 def collect_failures(results_dir: str | Path) -> pd.DataFrame:

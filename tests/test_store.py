@@ -140,24 +140,27 @@ def test_collect_cached_reads_only_new_stages_and_drops_deleted_runs(tmp_path):
     }
     a = _finished_run(tmp_path, "aa", [{**row, "run_id": "aa"}])
     _finished_run(tmp_path, "bb", [{**row, "run_id": "bb"}])
-    first, _ = collect_cached(tmp_path)
+    first, _, changed = collect_cached(tmp_path)
+    assert changed
+    assert collect_cached(tmp_path)[2] is False  # nothing new: the cached table, not rewritten
     assert sorted(first["run_id"]) == ["aa", "bb"]
     assert (tmp_path / "table.parquet").is_file() and (tmp_path / "table.stages.json").is_file()
     # aa's stage is finished: its rows come from the cache, not from the file (made unreadable)
     atomic_write_text(a / "rows.parquet", "not parquet")
     _finished_run(tmp_path, "cc", [{**row, "run_id": "cc"}])
     shutil.rmtree(tmp_path / "runs" / "bb")
-    second, skipped = collect_cached(tmp_path)
+    second, skipped, changed = collect_cached(tmp_path)
+    assert changed
     assert sorted(second["run_id"]) == ["aa", "cc"] and skipped == []
     # a stage whose DONE changed is read again (here: the unreadable file, skipped with why)
     done = a / "DONE"
     os.utime(done, ns=(done.stat().st_atime_ns, done.stat().st_mtime_ns + 10**9))
     with pytest.warns(UserWarning, match="unreadable rows.parquet"):
-        third, skipped = collect_cached(tmp_path)
+        third, skipped, _ = collect_cached(tmp_path)
     assert sorted(third["run_id"]) == ["cc"]
     # a cache that cannot be trusted means a full read, never an error
     atomic_write_text(tmp_path / "table.stages.json", "{not json")
     _finished_run(tmp_path, "aa", [{**row, "run_id": "aa", "value": 0.9}])
-    fourth, _ = collect_cached(tmp_path)
+    fourth, _, _ = collect_cached(tmp_path)
     assert sorted(fourth["run_id"]) == ["aa", "cc"]
     assert fourth.set_index("run_id").loc["aa", "value"] == 0.9
