@@ -10,6 +10,8 @@ Reads completed runs only and never edits them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,16 @@ from scipy import stats
 from harness.corruption_metrics import corruption_errors, mce, summarize
 from harness.data import ROLES
 from harness.page import write_page
-from harness.plots import dataset_plots
+from harness.plots import PLOTS_VERSION, dataset_plots
 from harness.registry import CONF_DIR
 from harness.selection import select_settings
-from harness.store import atomic_write_text, collect_cached, collect_failures
+from harness.store import (
+    atomic_write_json,
+    atomic_write_text,
+    collect_cached,
+    collect_failures,
+    content_hash,
+)
 
 log = logging.getLogger("harness.leaderboard")
 
@@ -671,7 +679,7 @@ def write_leaderboard(
         primary = primaries.get(dataset, default_primary) if primaries else default_primary
         rows = table[table["dataset"] == dataset]
         if "plots" in outputs:
-            all_plots[dataset] = dataset_plots(
+            all_plots[dataset] = cached_plots(
                 rows,
                 agg[agg["dataset"] == dataset],
                 root,
@@ -721,6 +729,58 @@ def write_leaderboard(
         ]
     atomic_write_text(board / "README.md", "\n".join(index) + "\n")
     return paths
+
+
+PLOT_KEY_COLUMNS = [
+    "run_id",
+    "eval_id",
+    "split",
+    "scorer",
+    "metric",
+    "group_key",
+    "group_value",
+    "value",
+    "n",
+]
+
+
+def cached_plots(
+    rows: pd.DataFrame,
+    agg: pd.DataFrame,
+    results_dir: Path,
+    out_dir: Path,
+    primary_metric: str,
+    baseline: str,
+) -> dict[str, list[Path]]:
+    """dataset_plots, unless the same rows and options drew the files already there: plots
+    are most of a rebuild's time, and a sweep usually adds runs to one dataset only. The key
+    hashes the rows' content (not their order), the options and matplotlib's version."""
+    import matplotlib
+
+    hashed = pd.util.hash_pandas_object(
+        rows[[c for c in PLOT_KEY_COLUMNS if c in rows.columns]], index=False
+    )
+    key = content_hash(
+        {
+            "rows": hashlib.sha256(np.sort(hashed.to_numpy()).tobytes()).hexdigest(),
+            "primary_metric": primary_metric,
+            "baseline": baseline,
+            "matplotlib": matplotlib.__version__,
+            "plots": PLOTS_VERSION,
+        }
+    )
+    record = out_dir / ".plots.json"
+    try:
+        previous = json.loads(record.read_text())
+        files = {name: [out_dir / f for f in names] for name, names in previous["files"].items()}
+        if previous["key"] == key and all(p.is_file() for ps in files.values() for p in ps):
+            return files
+    except (OSError, ValueError, KeyError):
+        pass
+    written = dataset_plots(rows, agg, results_dir, out_dir, primary_metric, baseline)
+    files = {name: [p.name for p in paths] for name, paths in written.items()}
+    atomic_write_json(record, {"key": key, "files": files})
+    return written
 
 
 def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
 EPS = 1e-3  # accuracies are clipped to [EPS, 1-EPS] before the probit
 
 
+PLOTS_VERSION = 1  # bump when a plot changes, so cached plot files are redrawn
 MAX_ENTRIES = 20  # bars and seed spread show at most this many settings (the best ones)
 
 

@@ -297,3 +297,30 @@ def test_a_tta_run_of_the_baseline_is_compared_with_it_not_mistaken_for_it(tmp_p
             )
     comp = paired_comparisons(pd.DataFrame(records), tmp_path)
     assert list(comp["method"]) == ["erm+tent"] and list(comp["verdict"]) == ["better"]
+
+
+def test_plots_are_redrawn_only_when_their_rows_or_options_change(tmp_path, monkeypatch):
+    from harness import leaderboard
+    from tests.test_export import table as golden_table
+
+    t = golden_table()
+    agg = aggregate(t)
+    out = tmp_path / "plots" / "toy"
+    first = leaderboard.cached_plots(t, agg, tmp_path, out, "accuracy", "erm")
+    assert first and all(p.is_file() for ps in first.values() for p in ps)
+    drawn = []
+    real = leaderboard.dataset_plots
+    monkeypatch.setattr(
+        leaderboard, "dataset_plots", lambda *a, **k: drawn.append(1) or real(*a, **k)
+    )
+    shuffled = t.sample(frac=1, random_state=0)  # same rows, another order: same plots
+    assert leaderboard.cached_plots(shuffled, agg, tmp_path, out, "accuracy", "erm") == first
+    assert drawn == []
+    changed = t.assign(value=t["value"].where(t.index != 0, 0.123))
+    leaderboard.cached_plots(changed, aggregate(changed), tmp_path, out, "accuracy", "erm")
+    assert drawn == [1]
+    leaderboard.cached_plots(changed, aggregate(changed), tmp_path, out, "ece", "erm")
+    assert drawn == [1, 1]
+    next(out.glob("*.png")).unlink()  # a file gone: drawn again
+    leaderboard.cached_plots(changed, aggregate(changed), tmp_path, out, "ece", "erm")
+    assert drawn == [1, 1, 1]
