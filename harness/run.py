@@ -357,23 +357,7 @@ def _execute(
         forward_keys[split.name] = fkey
     save_head(model, index_map, rd / "outputs" / "head.npz")
     run_model_scorers(c, bench, rd, forward_keys, transform, model, predict, index_map, device)
-    atomic_write_json(
-        rd / "benchmark.json",
-        {
-            "name": bench.name,
-            "classes": bench.classes,
-            "group_cols": bench.group_cols,
-            "splits": {
-                s.name: {
-                    "role": s.role,
-                    "forward_key": forward_keys[s.name],
-                    "n": len(s),
-                    "info": s.info,
-                }
-                for s in bench.splits.values()
-            },
-        },
-    )
+    write_benchmark_json(rd, bench, forward_keys)
     atomic_write_json(
         rd / "run_info.json",
         {
@@ -388,29 +372,7 @@ def _execute(
             "selected_epoch": selected_epoch,
         },
     )
-    if lock is not None and not lock.owned():
-        raise LockHeld(f"run {keys.run_id}: another process took over its lock; not finishing it")
-    eid, _ = evaluate_run(rd.path, c["eval"])
-    table = pd.read_parquet(posthoc_dir(rd.path, eid) / "rows.parquet")
-    headline = _headline(table)
-    rd.mark_complete(
-        {
-            "run_id": keys.run_id,
-            "eval_id": eid,
-            "seconds": round(time.time() - started, 2),
-            "rows": len(table),
-            "host": provenance()["host"],
-            "device": str(device),
-            "headline": headline,
-        }
-    )
-    log.info(
-        "done %s in %.1fs: %s",
-        keys.run_id,
-        time.time() - started,
-        ", ".join(f"{k}={v:.3f}" for k, v in headline.items()),
-    )
-    return {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": False, **headline}
+    return finish_run(c, keys, rd, lock, started, str(device))
 
 
 def record_dataset_eval(bench: Benchmark, split: Any, outputs_path: Path) -> None:
@@ -608,6 +570,18 @@ def _execute_tta(
         atomic_write_parquet(split.meta, rd / "meta" / f"{split.name}.parquet")
         forward_keys[split.name] = fkey
     save_head(model, index_map, rd / "outputs" / "head.npz")
+    write_benchmark_json(rd, bench, forward_keys)
+    train_info = json.loads((train_dir / "run_info.json").read_text())
+    atomic_write_json(
+        rd / "run_info.json",
+        {**train_info, "run_id": keys.run_id, "setting_id": keys.setting_id, "tta": t["name"]},
+    )
+    atomic_write_json(rd / "tta.json", {"train_run_id": trained["run_id"], "tta": t})
+    return finish_run(c, keys, rd, lock, started, str(device), {"train_run_id": trained["run_id"]})
+
+
+def write_benchmark_json(rd: RunDir, bench: Benchmark, forward_keys: dict[str, str]) -> None:
+    """What the post-hoc stage needs to know of the benchmark, beside the Outputs cache."""
     atomic_write_json(
         rd / "benchmark.json",
         {
@@ -625,12 +599,18 @@ def _execute_tta(
             },
         },
     )
-    train_info = json.loads((train_dir / "run_info.json").read_text())
-    atomic_write_json(
-        rd / "run_info.json",
-        {**train_info, "run_id": keys.run_id, "setting_id": keys.setting_id, "tta": t["name"]},
-    )
-    atomic_write_json(rd / "tta.json", {"train_run_id": trained["run_id"], "tta": t})
+
+
+def finish_run(
+    c: dict[str, Any],
+    keys: RunKeys,
+    rd: RunDir,
+    lock: RunLock | None,
+    started: float,
+    device: str,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The run's own post-hoc stage, then its DONE marker (last), unless the lock was lost."""
     if lock is not None and not lock.owned():
         raise LockHeld(f"run {keys.run_id}: another process took over its lock; not finishing it")
     eid, _ = evaluate_run(rd.path, c["eval"])
@@ -639,16 +619,21 @@ def _execute_tta(
     rd.mark_complete(
         {
             "run_id": keys.run_id,
-            "train_run_id": trained["run_id"],
+            **(extra or {}),
             "eval_id": eid,
             "seconds": round(time.time() - started, 2),
             "rows": len(table),
             "host": provenance()["host"],
-            "device": str(device),
+            "device": device,
             "headline": headline,
         }
     )
-    log.info("done %s (tta %s) in %.1fs", keys.run_id, t["name"], time.time() - started)
+    log.info(
+        "done %s in %.1fs: %s",
+        keys.run_id,
+        time.time() - started,
+        ", ".join(f"{k}={v:.3f}" for k, v in headline.items()),
+    )
     return {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": False, **headline}
 
 
