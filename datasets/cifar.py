@@ -147,7 +147,12 @@ class Cifar(DatasetAdapter):
         return [*train, *self.layout["test"], self.layout["meta"]]
 
     def verify(self) -> list[str]:
-        problems = super().verify()
+        problems = [
+            f"{p}; download {self.layout['c_url']}"
+            if "corruptions_root" in p
+            else f"{p}; {self._how()}"
+            for p in super().verify()
+        ]
         if problems:
             return problems
         if not self.folder.is_dir():

@@ -165,6 +165,9 @@ def test_verify_missing_folder(tmp_path):
     write_fixture(tmp_path)
     found = problems(tmp_path, tmp_path / "nowhere")
     assert len(found) == 1 and "nowhere does not exist" in found[0]
+    assert "zenodo.org/record/2535967" in found[0]  # how to get the corruptions
+    nothing = adapter(tmp_path / "empty").verify()
+    assert len(nothing) == 1 and "cifar-10-python.tar.gz" in nothing[0]
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     assert any(
         "data_batch_3 is missing" in p and "cifar-10-python.tar.gz" in p
