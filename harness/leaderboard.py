@@ -649,16 +649,19 @@ def write_leaderboard(
     agg = aggregate(table, root)
     board = root / "leaderboard"
     atomic_write_text(board / "summary.csv", agg.to_csv(index=False))
-    comparisons = paired_comparisons(table, root, baseline)
+    selected = None
+    if model_selection:
+        selected = select_settings(table, model_selection, root)
+        atomic_write_text(board / "selection.csv", selected.to_csv(index=False))
+    # after a hyperparameter search, the chosen setting of each method is what is compared
+    # (with several baseline settings and no selection, there is no single baseline)
+    chosen = table if selected is None else table[table["setting_id"].isin(selected["setting_id"])]
+    comparisons = paired_comparisons(chosen, root, baseline)
     atomic_write_text(board / "comparisons.csv", comparisons.to_csv(index=False))
     scorer_comp = None
     if scorer_baseline:
         scorer_comp = scorer_comparisons(table, root, scorer_baseline, scorer_resamples)
         atomic_write_text(board / "scorer_comparisons.csv", scorer_comp.to_csv(index=False))
-    selected = None
-    if model_selection:
-        selected = select_settings(table, model_selection, root)
-        atomic_write_text(board / "selection.csv", selected.to_csv(index=False))
     corruptions = corruption_tables(table, corruption_reference)
     for name, frame in corruptions.items():
         atomic_write_text(board / f"corruptions_{name}.csv", frame.to_csv(index=False))

@@ -324,3 +324,66 @@ def test_plots_are_redrawn_only_when_their_rows_or_options_change(tmp_path, monk
     next(out.glob("*.png")).unlink()  # a file gone: drawn again
     leaderboard.cached_plots(changed, aggregate(changed), tmp_path, out, "ece", "erm")
     assert drawn == [1, 1, 1]
+
+
+def test_after_a_search_each_method_is_compared_through_its_chosen_setting(tmp_path):
+    import json
+
+    import numpy as np
+
+    from harness.leaderboard import write_leaderboard
+    from harness.store import RunDir, atomic_write_parquet, atomic_write_text
+
+    rng = np.random.default_rng(0)
+    # two ERM settings (a hyperparameter search; the second is better on validation) + mixup
+    for method, setting, val, rate in (
+        ("erm", "ea", 0.70, 0.6),
+        ("erm", "eb", 0.90, 0.6),
+        ("mixup", "cc", 0.80, 0.8),
+    ):
+        for seed in (0, 1):
+            run_id = f"{setting}{seed}"  # hex, as run ids are
+            rd = RunDir(tmp_path, run_id)
+            stage = rd / "posthoc" / "e"
+            correct = rng.random(400) < rate
+            base = {
+                "run_id": run_id,
+                "setting_id": setting,
+                "dataset": "d",
+                "model": "m",
+                "method": method,
+                "tta": "",
+                "seed": seed,
+                "group_key": "",
+                "group_value": "",
+                "scorer": "",
+                "metric": "accuracy",
+                "n": 400,
+                "selection_rule": "id_val_accuracy",
+                "eval_id": "e",
+            }
+            rows = [
+                {**base, "split": "val", "split_role": "val", "value": val},
+                {**base, "split": "test", "split_role": "id_test", "value": correct.mean()},
+            ]
+            atomic_write_parquet(pd.DataFrame(rows), stage / "rows.parquet")
+            atomic_write_parquet(
+                pd.DataFrame({"index": np.arange(400), "correct": correct}),
+                stage / "scores" / "test.parquet",
+            )
+            atomic_write_text(stage / "DONE", "{}")
+            payload = {
+                "dataset": {"name": "d"},
+                "model": {"name": "m"},
+                "method": {"name": method, "lr": setting},
+                "seed": seed,
+            }
+            atomic_write_text(rd / "key.json", json.dumps({"payload": payload}))
+            rd.mark_complete({"run_id": run_id})
+    write_leaderboard(tmp_path, outputs=["markdown"], model_selection=None)
+    assert pd.read_csv(tmp_path / "leaderboard" / "comparisons.csv").empty  # two baselines
+    write_leaderboard(tmp_path, outputs=["markdown"], model_selection="id_val")
+    comp = pd.read_csv(tmp_path / "leaderboard" / "comparisons.csv")
+    assert list(comp["method"]) == ["mixup"] and list(comp["verdict"]) == ["better"]
+    selection = pd.read_csv(tmp_path / "leaderboard" / "selection.csv").set_index("method")
+    assert selection.loc["erm", "setting_id"] == "eb" and selection.loc["erm", "settings"] == 2
