@@ -17,10 +17,14 @@ forward pass to the run's end (loading + transform + forward + Outputs cache + d
 metadata + the post-hoc stage's metrics), `run_seconds` adds the run's setup (config
 checks, dataset fingerprint and listing, model creation). The bare side is `model(x)` over
 the run's own split, decoded and transformed beforehand into batches of the same size, on
-the same number of torch threads. Each side is measured `repeats` times, alternating; the
+the same number of torch threads (default 1: see below). Each side is measured `repeats` times, alternating; the
 fastest of each is compared (the machine is shared: the minimum is the least disturbed).
 ratio = bare / split_seconds (1.0 = the harness adds nothing). A JSON record goes to
 results/benchmarks/eval_throughput.json.
+
+Threads: with torch's default (one per core) on a machine whose cores other processes
+use, every parallel region waits for a descheduled thread, and the same bare loop ranged
+from 0.6 to 24 ms per 32×32 image between runs; one thread gives repeatable numbers.
 """
 
 from __future__ import annotations
@@ -200,7 +204,9 @@ def main() -> None:
     parser.add_argument("--case", choices=["jpeg", "arrays", "both"], default="both")
     parser.add_argument("--images", type=int, default=None, help="default: 256 jpeg, 4096 arrays")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    # one thread by default: on a shared machine two OpenMP threads on two busy cores wait for
+    # each other at every parallel region, and the same loop varies 10× from run to run
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workdir", default=None)
