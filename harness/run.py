@@ -399,14 +399,13 @@ def _execute(
 
     options = forward_options(c, device)
     features_dtype = output_settings(c)["features_dtype"]
-    forward_keys: dict[str, str] = {}
-    fkeys = {
+    forward_keys = {
         s.name: keys.forward_key(
             s.name, transform_desc, None, c["precision"], features_dtype=features_dtype
         )
         for s in bench.splits.values()
     }
-    paths = {name: rd.output_path(name, fkey) for name, fkey in fkeys.items()}
+    paths = {name: rd.output_path(name, fkey) for name, fkey in forward_keys.items()}
     todo = [
         s.with_transform(transform) for s in bench.splits.values() if not paths[s.name].is_file()
     ]
@@ -435,7 +434,7 @@ def _execute(
             ).save(path, features_dtype)
         record_dataset_eval(bench, split, path)
         atomic_write_parquet(split.meta, rd / "meta" / f"{split.name}.parquet")
-        forward_keys[split.name] = fkeys[split.name]
+    loaders = None  # its persistent workers end here, not after the post-hoc stage
     save_head(model, index_map, rd / "outputs" / "head.npz")
     run_model_scorers(c, bench, rd, forward_keys, transform, model, predict, index_map, device)
     atomic_write_json(
