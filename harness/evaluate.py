@@ -195,7 +195,8 @@ class _SplitBatches(torch.utils.data.Sampler):
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError)
+    # torch.OutOfMemoryError is what every accelerator's allocator raises (torch.cuda's is it)
+    return isinstance(exc, torch.OutOfMemoryError)
 
 
 @torch.no_grad()
@@ -214,7 +215,7 @@ def forward_split(
     """One pass over the split (in its own order) in eval mode. `loader` (e.g. from a
     SplitLoader) replaces the one made here from batch_size and num_workers.
 
-    On a CUDA out-of-memory error the batch is run again in halves, and the smaller size
+    On an out-of-memory error of the device the batch is run again in halves, and the smaller size
     kept for the rest of the split (timm's validate.py halves and starts over); a warning in
     the run log says so. Each example's outputs do not depend on its batch."""
     options = options or ForwardOptions()
