@@ -34,6 +34,7 @@ from harness.evaluate import (
     Outputs,
     SplitLoader,
     auto_num_workers,
+    batches,
     forward_split,
     prepare_forward,
 )
@@ -531,7 +532,7 @@ def run_model_scorers(c, bench, rd, forward_keys, transform, model, predict, ind
                 num_workers=c["trainer"]["num_workers"],
             )
             started = time.time()
-            scores = scorer.score_batches(logits_fn, (x.to(device) for x, _, _ in loader))
+            scores = scorer.score_batches(logits_fn, (x.to(device) for x, _, _ in batches(loader)))
             timings[f"{name}/{split.name}"] = round(time.time() - started, 3)
             atomic_save_npy(path, scores)
         log.info(
