@@ -238,3 +238,11 @@ def test_a_run_with_float16_features_is_its_own_run(tmp_path):
     pd.testing.assert_series_equal(
         accuracy, values(RunDir(tmp_path, a["run_id"]).path).filter(like="//accuracy/")
     )
+
+
+def test_pinned_memory_follows_the_device_unless_set():
+    c = {"precision": "fp32", "forward": {"pin_memory": "auto"}}
+    assert run_mod.forward_options(c, torch.device("cuda")).pin_memory
+    assert not run_mod.forward_options(c, torch.device("cpu")).pin_memory
+    c["forward"]["pin_memory"] = False
+    assert not run_mod.forward_options(c, torch.device("cuda")).pin_memory
