@@ -39,6 +39,9 @@ leaderboard: venv
 
 # Speed measurements (ratios; not part of `make test`). Numbers go to docs/benchmarks.md.
 bench: venv
+	$(PY) benchmarks/eval_throughput.py
+	$(PY) benchmarks/many_models.py
+	$(PY) benchmarks/features_fp16.py
 	$(PY) benchmarks/posthoc_cost.py
 	$(PY) benchmarks/sweep_overhead.py
 	$(PY) benchmarks/leaderboard_regen.py

@@ -27,7 +27,17 @@ from torch.utils.data import DataLoader
 
 from harness import registry
 from harness.data import LABELED_ROLES, Benchmark, WithOODSets, resolve_transform
-from harness.evaluate import Outputs, forward_split
+from harness.evaluate import (
+    FEATURE_DTYPES,
+    PRECISIONS,
+    ForwardOptions,
+    Outputs,
+    SplitLoader,
+    auto_num_workers,
+    batches,
+    forward_split,
+    prepare_forward,
+)
 from harness.models import (
     checkpoint_digest,
     create_model,
@@ -57,6 +67,9 @@ log = logging.getLogger("harness.run")
 
 # Trainer options that do not change the numbers (kept out of the key).
 NON_SEMANTIC_TRAINER_KEYS = ("num_workers", "progress")
+# Options of how outputs are made that change the numbers, with their defaults: in the run
+# key only when not at the default, so that the keys of existing runs stay as they were.
+OUTPUT_KEY_DEFAULTS = {"precision": "fp32", "features_dtype": "float32"}
 
 
 def validate(cfg: dict[str, Any]) -> None:
@@ -70,8 +83,35 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ValueError(
             f"trainer.max_steps must be a positive integer or null, got {t['max_steps']!r}"
         )
-    if cfg.get("precision", "fp32") != "fp32":
-        raise ValueError(f"precision={cfg['precision']!r}: only fp32 is implemented")
+    precision = cfg.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: must be one of {list(PRECISIONS)}")
+    if precision != "fp32" and t["epochs"] > 0:
+        raise ValueError(
+            f"precision={precision!r} applies to evaluation-only runs (trainer.epochs=0); "
+            "training runs in fp32"
+        )
+    fwd = cfg.get("forward") or {}
+    if fwd.get("features_dtype", "float32") not in FEATURE_DTYPES:
+        raise ValueError(
+            f"forward.features_dtype must be one of {FEATURE_DTYPES}, got {fwd['features_dtype']!r}"
+        )
+    for k in ("channels_last", "persistent_workers"):
+        if not isinstance(fwd.get(k, False), bool):
+            raise ValueError(f"forward.{k} must be true or false, got {fwd[k]!r}")
+    if not isinstance(fwd.get("compile", False), bool | str):
+        raise ValueError(
+            f"forward.compile must be true, false or a backend name, got {fwd['compile']!r}"
+        )
+    if fwd.get("pin_memory", "auto") not in ("auto", True, False):
+        raise ValueError(
+            f"forward.pin_memory must be auto, true or false, got {fwd['pin_memory']!r}"
+        )
+    workers = t.get("num_workers", 0)
+    if workers != "auto" and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
+    ):
+        raise ValueError(f"trainer.num_workers must be an integer >= 0 or auto, got {workers!r}")
     if t["schedule"] not in ("cosine", "constant"):
         raise ValueError(f"trainer.schedule must be 'cosine' or 'constant', got {t['schedule']!r}")
     if cfg["selection_rule"] not in SELECTION_RULES:
@@ -185,7 +225,9 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
     trainer = {k: v for k, v in cfg["trainer"].items() if k not in NON_SEMANTIC_TRAINER_KEYS}
     if trainer.get("group_sampler") is None:  # an option added later: at its default it
         trainer.pop("group_sampler", None)  # must leave the keys of existing runs unchanged
+    outputs = {k: v for k, v in output_settings(cfg).items() if v != OUTPUT_KEY_DEFAULTS[k]}
     return {
+        **({"outputs": outputs} if outputs else {}),
         "dataset": {**adapter.key_config(), "fingerprint": adapter.fingerprint()},
         "model": model,
         # An evaluation-only run uses no method and no trainer: they must not split its key.
@@ -197,6 +239,24 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
         "selection_rule": cfg["selection_rule"] if training else None,
         "seed": cfg["seed"],
     }
+
+
+def output_settings(c: dict[str, Any]) -> dict[str, str]:
+    return {
+        "precision": c.get("precision", "fp32"),
+        "features_dtype": (c.get("forward") or {}).get("features_dtype", "float32"),
+    }
+
+
+def forward_options(c: dict[str, Any], device: torch.device) -> ForwardOptions:
+    fwd = c.get("forward") or {}
+    pin = fwd.get("pin_memory", "auto")
+    return ForwardOptions(
+        precision=c.get("precision", "fp32"),
+        channels_last=bool(fwd.get("channels_last", False)),
+        compile=fwd.get("compile", False),
+        pin_memory=device.type == "cuda" if pin == "auto" else bool(pin),
+    )
 
 
 def build_dataset(c: dict[str, Any]) -> Any:
@@ -258,6 +318,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     check_writable(c["results_dir"])
     if c.get("threads"):
         torch.set_num_threads(int(c["threads"]))
+    if c["trainer"].get("num_workers") == "auto":  # not in the key: any value gives the same
+        c["trainer"]["num_workers"] = auto_num_workers(resolve_device(c.get("device", "auto")))
     adapter = build_dataset(c)
     adapter.check()
     keys = make_keys(run_payload(c, adapter))
@@ -336,25 +398,44 @@ def _execute(
         index_map = label_index(c["model"], bench, model)
     model.to(device)
 
-    precision = c["precision"]
-    forward_keys: dict[str, str] = {}
+    options = forward_options(c, device)
+    features_dtype = output_settings(c)["features_dtype"]
+    forward_keys = {
+        s.name: keys.forward_key(
+            s.name, transform_desc, None, c["precision"], features_dtype=features_dtype
+        )
+        for s in bench.splits.values()
+    }
+    paths = {name: rd.output_path(name, fkey) for name, fkey in forward_keys.items()}
+    todo = [
+        s.with_transform(transform) for s in bench.splits.values() if not paths[s.name].is_file()
+    ]
+    if todo:
+        forward = prepare_forward(model, predict, options)
+        loaders = SplitLoader(
+            todo,
+            c["trainer"]["eval_batch_size"],
+            num_workers=c["trainer"]["num_workers"],
+            pin_memory=options.pin_memory,
+            persistent=(c.get("forward") or {}).get("persistent_workers", True),
+        )
     for split in bench.splits.values():
-        fkey = keys.forward_key(split.name, transform_desc, tta=None, precision=precision)
-        path = rd.output_path(split.name, fkey)
+        path = paths[split.name]
         if not path.is_file():  # else written by an interrupted attempt of this very run
             forward_split(
                 model,
-                split.with_transform(transform),
+                split,
                 c["trainer"]["eval_batch_size"],
                 device,
                 label_index=index_map,
-                num_workers=c["trainer"]["num_workers"],
                 progress=c["trainer"]["progress"],
-                predict=predict,
-            ).save(path)
+                predict=forward,
+                options=options,
+                loader=loaders.loader(split.name),
+            ).save(path, features_dtype)
         record_dataset_eval(bench, split, path)
         atomic_write_parquet(split.meta, rd / "meta" / f"{split.name}.parquet")
-        forward_keys[split.name] = fkey
+    loaders = None  # its persistent workers end here, not after the post-hoc stage
     save_head(model, index_map, rd / "outputs" / "head.npz")
     run_model_scorers(c, bench, rd, forward_keys, transform, model, predict, index_map, device)
     write_benchmark_json(rd, bench, forward_keys)
@@ -413,7 +494,7 @@ def run_model_scorers(c, bench, rd, forward_keys, transform, model, predict, ind
                 num_workers=c["trainer"]["num_workers"],
             )
             started = time.time()
-            scores = scorer.score_batches(logits_fn, (x.to(device) for x, _, _ in loader))
+            scores = scorer.score_batches(logits_fn, (x.to(device) for x, _, _ in batches(loader)))
             timings[f"{name}/{split.name}"] = round(time.time() - started, 3)
             atomic_save_npy(path, scores)
         log.info(
@@ -445,6 +526,10 @@ def validate_tta(c: dict[str, Any]) -> None:
     t = tta_config(c)
     if t is None:
         return
+    if c.get("precision", "fp32") != "fp32":
+        raise ValueError(
+            f"tta={t['name']}: test-time adaptation runs in fp32, not {c['precision']}"
+        )
     cls = registry.resolve_target("tta", t)
     try:
         registry.construct(cls, {k: v for k, v in t.items() if k != "name"})
@@ -559,14 +644,22 @@ def _execute_tta(
     train_keys = RunKeys(trained["run_id"], "", {})
     forward_keys: dict[str, str] = {}
     for split in bench.splits.values():
-        fkey = train_keys.forward_key(split.name, transform_desc, tta=t, precision=c["precision"])
+        fkey = train_keys.forward_key(
+            split.name,
+            transform_desc,
+            tta=t,
+            precision=c["precision"],
+            features_dtype=output_settings(c)["features_dtype"],
+        )
         path = rd.output_path(split.name, fkey)
         if not path.is_file():
             logits, features = adapt_split(
                 plugin, net, split, transform, device, c["trainer"]["num_workers"]
             )
             labels = split.labels.copy()  # attached after adaptation, for the metrics only
-            Outputs(logits, features, labels, np.arange(len(split), dtype=np.int64)).save(path)
+            Outputs(logits, features, labels, np.arange(len(split), dtype=np.int64)).save(
+                path, output_settings(c)["features_dtype"]
+            )
         atomic_write_parquet(split.meta, rd / "meta" / f"{split.name}.parquet")
         forward_keys[split.name] = fkey
     save_head(model, index_map, rd / "outputs" / "head.npz")

@@ -201,7 +201,16 @@ class RunKeys:
     setting_id: str
     payload: dict[str, Any]
 
-    def forward_key(self, split: str, transform: dict[str, Any], tta: Any, precision: str) -> str:
+    def forward_key(
+        self,
+        split: str,
+        transform: dict[str, Any],
+        tta: Any,
+        precision: str,
+        features_dtype: str = "float32",
+    ) -> str:
+        # features_dtype enters only when not float32: existing caches keep their keys
+        storage = {} if features_dtype == "float32" else {"features_dtype": features_dtype}
         return content_hash(
             {
                 "train": self.run_id,
@@ -209,6 +218,7 @@ class RunKeys:
                 "transform": transform,
                 "tta": tta,
                 "precision": precision,
+                **storage,
             }
         )
 

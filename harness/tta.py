@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from harness.data import Split
+from harness.evaluate import batches as loader_batches
 from harness.models import forward_outputs, map_logits
 
 Batches = Callable[[], Iterator[torch.Tensor]]
@@ -90,7 +91,7 @@ def adapt_split(
     )
 
     def batches() -> Iterator[torch.Tensor]:
-        return (x.to(device, non_blocking=True) for x in loader)
+        return (x.to(device, non_blocking=True) for x in loader_batches(loader))
 
     logits, features = tta.adapt(adapted, batches)
     if len(logits) != len(split) or len(features) != len(split):

@@ -65,7 +65,10 @@ CASES = {
     "bad selection rule": (["selection_rule=best"], ["selection_rule must be one of", "best"]),
     "bad scorer hyperparameter": (["eval.scorers.knn.k=0"], ["eval.scorers.knn", "k must be >= 1"]),
     "bad ece bins": (["eval.ece_bins=0"], ["eval.ece_bins must be a positive integer"]),
-    "unsupported precision": (["precision=bf16"], ["precision='bf16'", "only fp32"]),
+    "unsupported precision": (["precision=fp8"], ["precision='fp8'", "fp32", "bf16"]),
+    "autocast while training": (["precision=bf16"], ["precision='bf16'", "evaluation-only"]),
+    "bad features dtype": (["forward.features_dtype=int8"], ["forward.features_dtype", "int8"]),
+    "bad num_workers": (["trainer.num_workers=many"], ["trainer.num_workers", "many"]),
     "missing checkpoint": (
         ["trainer.epochs=0", "model.checkpoint=/nonexistent/w.pth"],
         ["model.checkpoint=/nonexistent/w.pth", "no such file"],
