@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import mmap
-import re
 import weakref
 import zlib
 from collections.abc import Sequence
@@ -61,7 +60,6 @@ SEVERITIES = (1, 2, 3, 4, 5)
 GENERATOR = "imagecorruptions-imaug"
 GENERATED_MARKER = "GENERATED.json"
 GENERATED_PREFIX = "gen-"
-SPLIT_PATTERN = re.compile(r"^(?P<generated>gen-)?(?P<corruption>[a-z_]+)-(?P<severity>[1-5])$")
 # Memory-mapped pages a reader may keep resident before it hands them back to the kernel.
 RELEASE_BYTES = 64 << 20
 
@@ -93,16 +91,9 @@ def resolve_severities(severities: Sequence[int] | None) -> list[int]:
 
 
 def split_name(corruption: str, severity: int, generated: bool = False) -> str:
-    """'gaussian_noise-3' (released files) or 'gen-gaussian_noise-3' (generated here)."""
+    """'gaussian_noise-3' (released files) or 'gen-gaussian_noise-3' (generated here): the
+    names harness.corruption_metrics.SPLIT_PATTERN recognises in the results table."""
     return f"{GENERATED_PREFIX if generated else ''}{corruption}-{severity}"
-
-
-def parse_split_name(name: str) -> tuple[str, int, bool] | None:
-    """(corruption or family, severity, generated) of a corruption split's name, else None."""
-    match = SPLIT_PATTERN.match(name)
-    if match is None:
-        return None
-    return match["corruption"], int(match["severity"]), bool(match["generated"])
 
 
 # ---------------------------------------------------------------- generator

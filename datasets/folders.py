@@ -25,7 +25,6 @@ Split layouts (`splits: {name: {path, role, layout}}`, paths relative to `root`)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pkgutil
 from pathlib import Path
@@ -36,7 +35,7 @@ import pandas as pd
 from PIL import Image
 from shiftbench_datasets import corruptions as C
 
-from harness.data import ROLES, Benchmark, DatasetAdapter, Split, hash_arrays
+from harness.data import ROLES, Benchmark, DatasetAdapter, Split, hash_arrays, listing_digest
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 NAMED_MAPS = {
@@ -143,15 +142,6 @@ def image_split(name: str, role: str, meta: pd.DataFrame, info: dict | None = No
             return image.convert("RGB")
 
     return Split(name, role, meta, load_image, info=info)
-
-
-def listing_digest(root: Path) -> str:
-    """Name and size of every file below root (not the pixels: too slow for a key)."""
-    h = hashlib.sha256()
-    if root.is_dir():
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            h.update(f"{path.relative_to(root)}:{path.stat().st_size}\n".encode())
-    return h.hexdigest()
 
 
 class ImageFolders(DatasetAdapter):

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from harness.data import Benchmark, DatasetAdapter, Split, hash_arrays
+from harness.data import Benchmark, DatasetAdapter, Split, hash_arrays, listing_digest
 
 LAYOUTS = ("subpopulation", "domain_generalization")
 SPECTRAL_DIM = 5
@@ -93,19 +93,6 @@ def _row(folder: str, path: Path, label: int, class_name: str, subset: str) -> d
         "subset": subset,
         "context": parse_subset(subset)[1],
     }
-
-
-def _listing_digest(root: Path) -> str:
-    """Name and size of every file below root, and the full contents of the metadata files
-    (pickles). Modification times are left out on purpose: a copy of the data on another
-    machine is the same data. Images are not read (too slow for a key); a re-encoded image
-    of exactly the same size would go unnoticed."""
-    h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        h.update(f"{path.relative_to(root)}:{path.stat().st_size}\n".encode())
-        if path.suffix == ".pkl":
-            h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 class MetaShift(DatasetAdapter):
@@ -178,7 +165,9 @@ class MetaShift(DatasetAdapter):
         extra = []
         if self.candidate_subsets:
             extra.append(hashlib.sha256(Path(self.candidate_subsets).read_bytes()).hexdigest())
-        return hash_arrays(self.key_config(), _listing_digest(self.root), *extra)
+        return hash_arrays(
+            self.key_config(), listing_digest(self.root, contents_of=(".pkl",)), *extra
+        )
 
     # ------------------------------------------------------------ layouts
 

@@ -253,6 +253,20 @@ def hash_arrays(*parts: Any) -> str:
     return h.hexdigest()
 
 
+def listing_digest(root: Path, contents_of: tuple[str, ...] = ()) -> str:
+    """sha256 over the relative name and size of every file below root, plus the bytes of the
+    files whose suffix is in `contents_of` (small metadata files). Modification times are
+    left out on purpose (a copy on another machine is the same data), and so are the pixels
+    (too slow for a key: a re-encoded image of exactly the same size would go unnoticed)."""
+    h = hashlib.sha256()
+    if root.is_dir():
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            h.update(f"{path.relative_to(root)}:{path.stat().st_size}\n".encode())
+            if path.suffix in contents_of:
+                h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 class DataError(FileNotFoundError):
     """Data on disk missing or not in the expected layout. A FileNotFoundError, since most
     often something is absent; the message lists every problem found."""

@@ -381,14 +381,7 @@ def _execute(
 
     selected_epoch, predict, index_map = -1, None, None
     if training:
-        method_cfg = {k: v for k, v in c["method"].items() if k not in ("name", "search_space")}
-        method = registry.build(
-            "method",
-            method_cfg,
-            model=model,
-            num_classes=bench.num_classes,
-            num_groups=int(bench.group_ids(bench.train_split()).max()) + 1,
-        )
+        method = build_method(c, model, bench)
         method.use_stages(stage_outputs(c, method.stages()))
         result = train(
             method, bench, transform, c["trainer"], rd, c["seed"], device, c["selection_rule"]
@@ -627,14 +620,7 @@ def _execute_tta(
     device = resolve_device(c.get("device", "auto"))
     index_map = None
     if training:
-        method_cfg = {k: v for k, v in c["method"].items() if k not in ("name", "search_space")}
-        net = registry.build(
-            "method",
-            method_cfg,
-            model=model,
-            num_classes=bench.num_classes,
-            num_groups=int(bench.group_ids(bench.train_split()).max()) + 1,
-        )
+        net = build_method(c, model, bench)
         load_trained_model(model, train_dir / "checkpoints" / "best.pt")
     else:
         index_map = label_index(c["model"], bench, model)
@@ -671,6 +657,18 @@ def _execute_tta(
     )
     atomic_write_json(rd / "tta.json", {"train_run_id": trained["run_id"], "tta": t})
     return finish_run(c, keys, rd, lock, started, str(device), {"train_run_id": trained["run_id"]})
+
+
+def build_method(c: dict[str, Any], model: Any, bench: Benchmark) -> Any:
+    """The method plugin around the model, with the benchmark's class and group counts."""
+    options = {k: v for k, v in c["method"].items() if k not in ("name", "search_space")}
+    return registry.build(
+        "method",
+        options,
+        model=model,
+        num_classes=bench.num_classes,
+        num_groups=int(bench.group_ids(bench.train_split()).max()) + 1,
+    )
 
 
 def write_benchmark_json(rd: RunDir, bench: Benchmark, forward_keys: dict[str, str]) -> None:

@@ -458,12 +458,21 @@ def collect(
     collected table, {"<run_id>/<eval_id>": mtime_ns of the stage's DONE}): stages whose DONE
     is unchanged are taken from it instead of read again (see `collect_cached`).
     """
+    table, skipped, _ = _collect(results_dir, reuse)
+    return table, skipped
+
+
+def _collect(
+    results_dir: str | Path, reuse: tuple[pd.DataFrame, dict[str, int]] | None
+) -> tuple[pd.DataFrame, list[tuple[Path, str]], dict[str, int]]:
+    """collect, plus {"<run_id>/<eval_id>": DONE mtime_ns} of the stages whose rows it holds."""
     stages, skipped = _stages(results_dir)
     previous, manifest = reuse if reuse is not None else (None, {})
-    frames, kept = [], set()
+    frames, kept, seen = [], set(), {}
     for stage in stages:
         key = f"{stage.parent.parent.name}/{stage.name}"
-        if manifest.get(key) == (stage / DONE).stat().st_mtime_ns:
+        seen[key] = (stage / DONE).stat().st_mtime_ns
+        if manifest.get(key) == seen[key]:
             kept.add(key)
             continue
         try:
@@ -472,25 +481,19 @@ def collect(
             frames.append(pq.read_table(stage / "rows.parquet"))
         except Exception as exc:  # a corrupt file must not stop the collection
             skipped.append((stage, f"unreadable rows.parquet: {type(exc).__name__}: {exc}"))
+            del seen[key]
     for path, why in skipped:
         warnings.warn(f"skipping {path}: {why}", stacklevel=2)
     cached = None
     if previous is not None and kept:
         ids = previous["run_id"].astype(str) + "/" + previous["eval_id"].astype(str)
         cached = previous[ids.isin(kept)]
-    if not frames:
-        # only rows of the earlier collection, which was de-duplicated when it was made
-        return (
-            (cached.reset_index(drop=True), skipped)
-            if cached is not None
-            else (
-                pd.DataFrame(columns=ROW_COLUMNS),
-                skipped,
-            )
-        )
+    if not frames:  # only rows of the earlier collection, de-duplicated when it was made
+        table = cached.reset_index(drop=True) if cached is not None else None
+        return (pd.DataFrame(columns=ROW_COLUMNS) if table is None else table), skipped, seen
     fresh = pa.concat_tables(frames, promote_options="default").to_pandas()
     table = pd.concat(([cached] if cached is not None else []) + [fresh], ignore_index=True)
-    return table.drop_duplicates(subset=_identity_columns(table)), skipped
+    return table.drop_duplicates(subset=_identity_columns(table)), skipped, seen
 
 
 def collect_cached(
@@ -511,14 +514,7 @@ def collect_cached(
         reuse = (previous, {k: v for k, v in manifest.items() if k in ids})
     except Exception:  # no cache yet, or one that cannot be trusted: read everything
         reuse = None
-    table, skipped = collect(root, reuse)
-    stages, _ = _stages(root)
-    unreadable = {path for path, _ in skipped}
-    manifest = {
-        f"{stage.parent.parent.name}/{stage.name}": (stage / DONE).stat().st_mtime_ns
-        for stage in stages
-        if stage not in unreadable
-    }
+    table, skipped, manifest = _collect(root, reuse)
     changed = reuse is None or manifest != reuse[1] or len(table) != len(reuse[0])
     if changed:
         atomic_write_parquet(table, root / "table.parquet")
