@@ -135,7 +135,7 @@ def main() -> None:
     _, t_comp = timed(leaderboard.paired_comparisons, table, root, "method0")
     _, t_scorers = timed(leaderboard.scorer_comparisons, table, root)
     _, t_select = timed(select_settings, table, "id_val", root)
-    t_plots = 0.0
+    t_plots = 0.0  # in this process, one figure after another (write_leaderboard forks workers)
     for dataset in sorted(table["dataset"].unique()):
         _, t = timed(
             dataset_plots,
@@ -150,6 +150,11 @@ def main() -> None:
     for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
         record_file.unlink()  # cold: draw every plot
     _, t_all = timed(leaderboard.write_leaderboard, root, "method0")
+    # regenerate: every table and plot made again from the collected table that the last
+    # sweep's rebuild left (results/table.parquet), as after a change of options or code
+    for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
+        record_file.unlink()
+    _, t_regen = timed(leaderboard.write_leaderboard, root, "method0")
     # warm: a rebuild after a sweep that added nothing reads no run again (collect_cached)
     # and draws no plot again (cached_plots)
     _, t_warm = timed(leaderboard.write_leaderboard, root, "method0")
@@ -167,9 +172,11 @@ def main() -> None:
             "model_selection": t_select,
             "plots": t_plots,
             "write_leaderboard_cold": t_all,
+            "write_leaderboard_regenerate": t_regen,
             "write_leaderboard_warm": t_warm,
             "write_leaderboard_one_new_run": t_one,
         },
+        "plot_workers": leaderboard.resolve_plot_workers("auto"),
         "load_average_1min": os.getloadavg()[0],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,11 @@ from scipy import stats
 from harness.corruption_metrics import corruption_errors, mce, summarize
 from harness.data import ROLES
 from harness.page import write_page
-from harness.plots import PLOTS_VERSION, dataset_plots
+from harness.plots import PLOTS_VERSION, Drawing, plot_builders
 from harness.registry import CONF_DIR
 from harness.selection import select_settings
 from harness.store import (
+    atomic_write_csv,
     atomic_write_json,
     atomic_write_text,
     collect_cached,
@@ -99,6 +101,8 @@ def bootstrap_accuracy(
 ) -> tuple[float, float]:
     """95% percentile interval of accuracy, resampling the run's examples (fixed seed)."""
     path = Path(results_dir) / "runs" / run_id / "posthoc" / eval_id / "scores" / f"{split}.parquet"
+    if not path.is_file():
+        return float("nan"), float("nan")
     try:
         correct = pd.read_parquet(path, columns=["correct"])["correct"].to_numpy(dtype=float)
     except Exception:  # no per-example scores: no interval, never a crash
@@ -167,13 +171,27 @@ def uncertain_ranks(bounds: pd.DataFrame) -> pd.Series:
     """Rank = 1 + the number of entries whose 95% interval lies wholly above this one's, so
     entries not distinguishable from the best share rank 1. Entries without an interval
     count as a point at their mean."""
-    low = bounds["ci_low"].fillna(bounds["mean"])
-    high = bounds["ci_high"].fillna(bounds["mean"])
-    return pd.Series([1 + int((low > h).sum()) for h in high], index=bounds.index)
+    low = bounds["ci_low"].fillna(bounds["mean"]).to_numpy()
+    high = bounds["ci_high"].fillna(bounds["mean"]).to_numpy()
+    above = np.sort(low)  # for each entry: how many lows lie above its high
+    return pd.Series(1 + len(low) - np.searchsorted(above, high, side="right"), index=bounds.index)
+
+
+def with_scores(frame: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+    """The rows of runs that kept per-example scores (posthoc/<eval_id>/scores/): one
+    directory check per run, so that a store whose scores were pruned costs no file reads."""
+    runs = frame[["run_id", "eval_id"]].drop_duplicates()
+    has = [
+        os.path.isdir(os.path.join(results_dir, "runs", run_id, "posthoc", eval_id, "scores"))
+        for run_id, eval_id in runs.itertuples(index=False, name=None)
+    ]
+    return frame.merge(runs[has], on=["run_id", "eval_id"]) if not all(has) else frame
 
 
 def _correct(results_dir: Path, run_id: str, eval_id: str, split: str) -> pd.Series | None:
     path = results_dir / "runs" / run_id / "posthoc" / eval_id / "scores" / f"{split}.parquet"
+    if not path.is_file():  # pruned or never written: a stat, not a raised error per run
+        return None
     try:
         frame = pd.read_parquet(path, columns=["index", "correct"])
     except Exception:
@@ -195,20 +213,34 @@ def paired_comparisons(
     plain = table[
         (table["metric"] == "accuracy") & (table["scorer"] == "") & (table["group_key"] == "")
     ]
+    plain = with_scores(plain, root)
+    tta = plain["tta"].fillna("") if "tta" in plain else pd.Series("", index=plain.index)
+    # plain dicts, not a pandas group per setting and split: 10,000 runs make thousands of
+    # small groups, and each pandas selection costs more than the whole loop here
+    # (dataset, model, eval_id) -> setting_id -> split -> seed -> run_id, and each setting's name
+    runs: dict[tuple, dict[str, dict[str, dict[Any, str]]]] = {}
+    names: dict[str, tuple[str, str]] = {}
+    columns = ["dataset", "model", "eval_id", "setting_id", "split", "seed", "run_id", "method"]
+    for (*group, setting_id, split, seed, run_id, method), t in zip(
+        plain[columns].itertuples(index=False, name=None), tta, strict=True
+    ):
+        runs.setdefault(tuple(group), {}).setdefault(setting_id, {}).setdefault(split, {})[seed] = (
+            run_id
+        )
+        names[setting_id] = (method, t)
     out = []
-    for (dataset, model, eval_id), sub in plain.groupby(["dataset", "model", "eval_id"]):
+    for (dataset, model, eval_id), settings in sorted(runs.items()):
         # the baseline is the method without test-time adaptation; its TTA runs (method erm,
         # tta tent) are entries compared with it, named erm+tent
-        tta = sub["tta"].fillna("") if "tta" in sub else pd.Series("", index=sub.index)
-        is_base = (sub["method"] == baseline) & (tta == "")
-        base = sub[is_base]
-        if base["setting_id"].nunique() != 1:  # none, or ambiguous (several baseline settings)
+        base_ids = [s for s in settings if names[s] == (baseline, "")]
+        if len(base_ids) != 1:  # none, or ambiguous (several baseline settings)
             continue
-        for setting_id, other in sub[~is_base].groupby("setting_id"):
-            for split, rows in other.groupby("split"):
-                mine = rows.set_index("seed")["run_id"]
-                theirs = base[base["split"] == split].set_index("seed")["run_id"]
-                seeds = sorted(set(mine.index) & set(theirs.index))
+        base = settings[base_ids[0]]
+        for setting_id in sorted(set(settings) - set(base_ids)):
+            method, setting_tta = names[setting_id]
+            for split, mine in sorted(settings[setting_id].items()):
+                theirs = base.get(split, {})
+                seeds = sorted(set(mine) & set(theirs))
                 pairs = [
                     (
                         _correct(root, mine[s], eval_id, split),
@@ -236,8 +268,7 @@ def paired_comparisons(
                         "dataset": dataset,
                         "model": model,
                         "eval_id": eval_id,
-                        "method": rows["method"].iat[0]
-                        + (f"+{tta[rows.index].iat[0]}" if tta[rows.index].iat[0] else ""),
+                        "method": method + (f"+{setting_tta}" if setting_tta else ""),
                         "setting_id": setting_id,
                         "baseline": baseline,
                         "split": split,
@@ -339,6 +370,7 @@ def scorer_comparisons(
         & table["metric"].str.startswith("auroc_")
         & table["split_role"].isin(["id_test", "shift_test", "ood"])
     ]
+    base = with_scores(base, root)
     out = []
     for (dataset, model, method, setting_id, eval_id), rows in base.groupby(
         ["dataset", "model", "method", "setting_id", "eval_id"]
@@ -634,6 +666,7 @@ def write_leaderboard(
     primary_metric: dict[str, str] | str = "accuracy",
     outputs: tuple[str, ...] | list[str] = ("markdown", "plots", "html"),
     corruption_reference: str | None = None,
+    plot_workers: int | str = "auto",
 ) -> dict[str, Path]:
     """Collects results_dir into table.parquet/.csv, summary and comparison CSVs, and the
     outputs asked for: leaderboard/*.md, plots (PNG + PDF), index.html. Returns the paths."""
@@ -644,27 +677,47 @@ def write_leaderboard(
     primaries = primary_metric if isinstance(primary_metric, dict) else {}
     default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
     table, skipped, changed = collect_cached(root)
-    if changed or not (root / "table.csv").is_file():
-        atomic_write_text(root / "table.csv", table.to_csv(index=False))
     agg = aggregate(table, root)
     board = root / "leaderboard"
-    atomic_write_text(board / "summary.csv", agg.to_csv(index=False))
-    selected = None
-    if model_selection:
-        selected = select_settings(table, model_selection, root)
-        atomic_write_text(board / "selection.csv", selected.to_csv(index=False))
-    # after a hyperparameter search, the chosen setting of each method is what is compared
-    # (with several baseline settings and no selection, there is no single baseline)
-    chosen = table if selected is None else table[table["setting_id"].isin(selected["setting_id"])]
-    comparisons = paired_comparisons(chosen, root, baseline)
-    atomic_write_text(board / "comparisons.csv", comparisons.to_csv(index=False))
-    scorer_comp = None
-    if scorer_baseline:
-        scorer_comp = scorer_comparisons(table, root, scorer_baseline, scorer_resamples)
-        atomic_write_text(board / "scorer_comparisons.csv", scorer_comp.to_csv(index=False))
-    corruptions = corruption_tables(table, corruption_reference)
-    for name, frame in corruptions.items():
-        atomic_write_text(board / f"corruptions_{name}.csv", frame.to_csv(index=False))
+    datasets = sorted(agg["dataset"].unique())
+
+    def primary_of(dataset: str) -> str:
+        return primaries.get(dataset, default_primary) if primaries else default_primary
+
+    jobs = {
+        board / "plots" / dataset: (
+            table[table["dataset"] == dataset],
+            agg[agg["dataset"] == dataset],
+            primary_of(dataset),
+            baseline,
+        )
+        for dataset in (datasets if "plots" in outputs else [])
+    }
+    # the plots are drawn (in worker processes) while the tables are made here
+    with CachedPlots(jobs, root, resolve_plot_workers(plot_workers)) as plots:
+        if changed or not (root / "table.csv").is_file():
+            atomic_write_csv(table, root / "table.csv")
+        atomic_write_csv(agg, board / "summary.csv")
+        selected = None
+        if model_selection:
+            selected = select_settings(table, model_selection, root)
+            atomic_write_csv(selected, board / "selection.csv")
+        # after a hyperparameter search, the chosen setting of each method is what is
+        # compared (with several baseline settings and no selection, there is no single
+        # baseline)
+        chosen = (
+            table if selected is None else table[table["setting_id"].isin(selected["setting_id"])]
+        )
+        comparisons = paired_comparisons(chosen, root, baseline)
+        atomic_write_csv(comparisons, board / "comparisons.csv")
+        scorer_comp = None
+        if scorer_baseline:
+            scorer_comp = scorer_comparisons(table, root, scorer_baseline, scorer_resamples)
+            atomic_write_csv(scorer_comp, board / "scorer_comparisons.csv")
+        corruptions = corruption_tables(table, corruption_reference)
+        for name, frame in corruptions.items():
+            atomic_write_csv(frame, board / f"corruptions_{name}.csv")
+        all_plots = {out_dir.name: files for out_dir, files in plots.result().items()}
     paths = {
         "table": root / "table.parquet",
         "csv": root / "table.csv",
@@ -677,19 +730,9 @@ def write_leaderboard(
         f"({len(skipped)} run directories skipped as incomplete or unreadable).",
         "",
     ]
-    all_plots: dict[str, dict[str, list[Path]]] = {}
-    for dataset in sorted(agg["dataset"].unique()):
-        primary = primaries.get(dataset, default_primary) if primaries else default_primary
+    for dataset in datasets:
+        primary = primary_of(dataset)
         rows = table[table["dataset"] == dataset]
-        if "plots" in outputs:
-            all_plots[dataset] = cached_plots(
-                rows,
-                agg[agg["dataset"] == dataset],
-                root,
-                board / "plots" / dataset,
-                primary,
-                baseline,
-            )
         if "markdown" in outputs:
             path = board / f"{dataset}.md"
             text = dataset_markdown(
@@ -747,23 +790,15 @@ PLOT_KEY_COLUMNS = [
 ]
 
 
-def cached_plots(
-    rows: pd.DataFrame,
-    agg: pd.DataFrame,
-    results_dir: Path,
-    out_dir: Path,
-    primary_metric: str,
-    baseline: str,
-) -> dict[str, list[Path]]:
-    """dataset_plots, unless the same rows and options drew the files already there: plots
-    are most of a rebuild's time, and a sweep usually adds runs to one dataset only. The key
-    hashes the rows' content (not their order), the options and matplotlib's version."""
+def _plot_key(rows: pd.DataFrame, primary_metric: str, baseline: str) -> str:
+    """What a dataset's plots depend on: the rows' content (not their order), the options
+    and matplotlib's version."""
     import matplotlib
 
     hashed = pd.util.hash_pandas_object(
         rows[[c for c in PLOT_KEY_COLUMNS if c in rows.columns]], index=False
     )
-    key = content_hash(
+    return content_hash(
         {
             "rows": hashlib.sha256(np.sort(hashed.to_numpy()).tobytes()).hexdigest(),
             "primary_metric": primary_metric,
@@ -772,18 +807,80 @@ def cached_plots(
             "plots": PLOTS_VERSION,
         }
     )
-    record = out_dir / ".plots.json"
+
+
+def _drawn_already(out_dir: Path, key: str) -> dict[str, list[Path]] | None:
     try:
-        previous = json.loads(record.read_text())
+        previous = json.loads((out_dir / ".plots.json").read_text())
         files = {name: [out_dir / f for f in names] for name, names in previous["files"].items()}
         if previous["key"] == key and all(p.is_file() for ps in files.values() for p in ps):
             return files
     except (OSError, ValueError, KeyError):
         pass
-    written = dataset_plots(rows, agg, results_dir, out_dir, primary_metric, baseline)
-    files = {name: [p.name for p in paths] for name, paths in written.items()}
-    atomic_write_json(record, {"key": key, "files": files})
-    return written
+    return None
+
+
+class CachedPlots:
+    """The plots of each dataset (out_dir -> (its rows, its agg, primary metric, baseline)),
+    drawn only where the same rows and options did not draw the files already there
+    (out_dir/.plots.json): plots are most of a rebuild's time, and a sweep usually adds
+    runs to one dataset only. What must be drawn starts at once, in `workers` processes;
+    `result()` waits for it and returns out_dir -> name -> [png, pdf]."""
+
+    def __init__(
+        self,
+        jobs: dict[Path, tuple[pd.DataFrame, pd.DataFrame, str, str]],
+        results_dir: Path,
+        workers: int = 1,
+    ) -> None:
+        self.files: dict[Path, dict[str, list[Path]]] = {}
+        self.keys: dict[Path, str] = {}
+        builders = {}
+        for out_dir, (rows, agg, primary_metric, baseline) in jobs.items():
+            key = _plot_key(rows, primary_metric, baseline)
+            drawn = _drawn_already(out_dir, key)
+            if drawn is not None:
+                self.files[out_dir] = drawn
+                continue
+            self.keys[out_dir] = key
+            for name, build in plot_builders(
+                rows, agg, results_dir, primary_metric, baseline
+            ).items():
+                builders[out_dir / name] = build
+        self.drawing = Drawing(builders, workers)
+
+    def result(self) -> dict[Path, dict[str, list[Path]]]:
+        written = self.drawing.result()
+        for out_dir, key in self.keys.items():
+            mine = {stem.name: paths for stem, paths in written.items() if stem.parent == out_dir}
+            names = {name: [p.name for p in paths] for name, paths in mine.items()}
+            atomic_write_json(out_dir / ".plots.json", {"key": key, "files": names})
+            self.files[out_dir] = mine
+        return self.files
+
+    def __enter__(self) -> CachedPlots:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.drawing.close()
+
+
+def cached_plots(
+    jobs: dict[Path, tuple[pd.DataFrame, pd.DataFrame, str, str]],
+    results_dir: Path,
+    workers: int = 1,
+) -> dict[Path, dict[str, list[Path]]]:
+    """CachedPlots(...).result(): draws what must be drawn and waits for it."""
+    with CachedPlots(jobs, results_dir, workers) as plots:
+        return plots.result()
+
+
+def resolve_plot_workers(setting: int | str) -> int:
+    """`plot_workers` of the leaderboard config: auto = the usable cores, at most 8."""
+    if setting == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, min(8, cores or 1))
+    return max(1, int(setting))
 
 
 def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -796,6 +893,7 @@ def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
         "primary_metric",
         "outputs",
         "corruption_reference",
+        "plot_workers",
     )
     return {k: cfg[k] for k in names if k in cfg}
 

@@ -7,10 +7,14 @@ no timestamps, so the files are the same for the same data.
 
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from scipy import stats
 
@@ -21,7 +25,7 @@ PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
 EPS = 1e-3  # accuracies are clipped to [EPS, 1-EPS] before the probit
 
 
-PLOTS_VERSION = 1  # bump when a plot changes, so cached plot files are redrawn
+PLOTS_VERSION = 2  # bump when a plot changes, so cached plot files are redrawn
 MAX_ENTRIES = 20  # bars and seed spread show at most this many settings (the best ones)
 
 
@@ -61,11 +65,13 @@ def _split_order(frame: pd.DataFrame) -> list[str]:
     return list(splits.sort_values("rank", kind="stable")["split"])
 
 
-def _grid(n: int, width: float = 4.0) -> tuple[Figure, list]:
+def _grid(
+    n: int, width: float = 4.0, height: float = 3.6, sharey: bool = False
+) -> tuple[Figure, list]:
     cols = min(n, 4)
     rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(width * cols, 3.6 * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=sharey).ravel().tolist()
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, axes[:n]
@@ -83,15 +89,20 @@ def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figur
     sel = sel.assign(entry=_entries(sel))
     splits = _split_order(sel)
     entries, total = _best_entries(sel, "mean")
-    fig = Figure(figsize=(max(5.0, 1.2 * len(splits) * max(1, len(entries)) / 2), 3.8))
+    # about 0.12 inch per bar, at most 16 inches wide (20 entries × 5 splits: 13 inches)
+    bars_wide = 0.12 * len(splits) * max(1, len(entries))
+    legend_high = 0.9 + 0.2 * len(entries)  # the legend beside the bars: a line per entry
+    fig = Figure(figsize=(min(16.0, max(5.0, 3.0 + bars_wide)), max(3.8, legend_high)))
     ax = fig.add_subplot()
     width = 0.8 / len(entries)
+    colours = colormaps["tab20"]  # MAX_ENTRIES = 20 distinct colours
     for k, entry in enumerate(entries):
         e = sel[sel["entry"] == entry].set_index("split").reindex(splits)
         x = np.arange(len(splits)) + (k - (len(entries) - 1) / 2) * width
         low = (e["mean"] - e["ci_low"]).to_numpy()
         high = (e["ci_high"] - e["mean"]).to_numpy()
-        ax.bar(x, e["mean"], width, label=entry)
+        colour = f"C{k}" if len(entries) <= 10 else colours(k % 20)
+        ax.bar(x, e["mean"], width, label=entry, color=colour)
         ax.errorbar(
             x, e["mean"], yerr=np.vstack([low, high]), fmt="none", ecolor="black", capsize=2
         )
@@ -99,7 +110,7 @@ def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figur
     ax.set_ylabel(metric if not scorer else f"{metric} ({scorer})")
     shown = f" (best {len(entries)} of {total} settings)" if total > len(entries) else ""
     ax.set_title(f"{metric}: mean and 95% interval{shown}")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars
     fig.set_layout_engine("constrained")
     return fig
 
@@ -118,10 +129,10 @@ def accuracy_on_the_line(table: pd.DataFrame) -> Figure | None:
     for ax, split in zip(axes, splits, strict=True):
         s = shifted[shifted["split"] == split].set_index("run_id")
         s = s.join(id_acc.rename("id"), how="inner")
-        for method in methods:
+        for k, method in enumerate(methods):
             m = s[s["method"] == method]
             if not m.empty:
-                ax.scatter(probit(m["id"]), probit(m["value"]), label=method, s=14)
+                ax.scatter(probit(m["id"]), probit(m["value"]), label=method, s=14, **_style(k))
         if len(s) >= 3 and s["id"].nunique() > 1:
             fit = stats.linregress(probit(s["id"]), probit(s["value"]))
             xs = np.linspace(probit(s["id"].min()), probit(s["id"].max()), 50)
@@ -137,8 +148,32 @@ def accuracy_on_the_line(table: pd.DataFrame) -> Figure | None:
             setter(probit(np.array(ticks)), [f"{t:g}" for t in ticks])
         ax.set_xlabel("ID test accuracy (probit scale)")
         ax.set_ylabel(f"{split} accuracy (probit scale)")
-        ax.legend(fontsize="small")
+    _figure_legend(fig, axes)
     return fig
+
+
+def _figure_legend(fig: Figure, axes: list) -> None:
+    """One legend for all panels (the same methods in each): drawing one per panel cost more
+    than the points with many methods. Legends are placed explicitly throughout: matplotlib's
+    loc="best" searches every position against every artist (0.3 s for one bar chart)."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    if handles:
+        ncol = min(len(handles), 6)
+        rows = -(-len(handles) // ncol)
+        fig.set_figheight(fig.get_figheight() + 0.25 * rows + 0.2)  # room below the panels
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=ncol)
+
+
+MARKERS = "os^Dv<>PX*"
+
+
+def _style(k: int) -> dict[str, str]:
+    """Colour and marker of the k-th method: ten colours, then the next marker, so that
+    more than ten methods stay distinguishable."""
+    return {"color": f"C{k % 10}", "marker": MARKERS[(k // 10) % len(MARKERS)]}
 
 
 def _group_accuracy(table: pd.DataFrame) -> pd.DataFrame:
@@ -179,16 +214,18 @@ def accuracy_on_the_curve(table: pd.DataFrame) -> Figure | None:
     per = (per["correct"] / per["n"]).unstack("side").dropna().reset_index()
     splits = [s for s in _split_order(tests) if s in set(per["split"])]
     fig, axes = _grid(len(splits))
+    methods = sorted(per["method"].unique())
     for ax, split in zip(axes, splits, strict=True):
         s = per[per["split"] == split]
-        for method in sorted(s["method"].unique()):
+        for k, method in enumerate(methods):
             m = s[s["method"] == method]
-            ax.scatter(m["majority"], m["minority"], label=method, s=14)
+            if not m.empty:
+                ax.scatter(m["majority"], m["minority"], label=method, s=14, **_style(k))
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="y = x")
         ax.set_xlabel("majority-group accuracy")
         ax.set_ylabel("minority-group accuracy")
         ax.set_title(f"{split}: {len(s)} runs")
-        ax.legend(fontsize="small")
+    _figure_legend(fig, axes)
     return fig
 
 
@@ -214,7 +251,7 @@ def severity_curves(table: pd.DataFrame) -> Figure | None:
     ax.set_xlabel("severity")
     ax.set_ylabel("accuracy (mean over corruptions)")
     ax.set_title("accuracy under corruption: mean and 95% interval over seeds")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="lower left")  # accuracy falls to the right
     return fig
 
 
@@ -246,14 +283,14 @@ def risk_coverage(results_dir: str | Path, table: pd.DataFrame, setting_id: str)
         ax.set_xlabel("coverage")
         ax.set_ylabel("selective risk")
         ax.set_title(f"{split}")
-        ax.legend(fontsize="x-small", ncol=2)
+        ax.legend(fontsize="x-small", ncol=2, loc="upper left")  # risk rises to the right
     fig.suptitle(f"risk–coverage: {head['model']} / {head['method']} ({setting_id[:8]})")
     return fig
 
 
 def seed_spread(table: pd.DataFrame, metric: str = "accuracy") -> Figure | None:
-    """Every seed's value per setting (points) and their mean (a bar), one panel per split:
-    the variance between runs is itself a result."""
+    """Every seed's value per setting (points) and their mean (a black tick), one panel per
+    split, settings on the y axis: the variance between runs is itself a result."""
     sel = _plain(table, metric)
     if sel.empty:
         return None
@@ -261,18 +298,21 @@ def seed_spread(table: pd.DataFrame, metric: str = "accuracy") -> Figure | None:
     splits = _split_order(sel)
     entries, total = _best_entries(sel, "value")
     sel = sel[sel["entry"].isin(entries)]
-    fig, axes = _grid(len(splits))
+    row_of = {entry: k for k, entry in enumerate(entries)}
+    fig, axes = _grid(len(splits), width=3.2, height=1.2 + 0.25 * len(entries), sharey=True)
     for ax, split in zip(axes, splits, strict=True):
         s = sel[sel["split"] == split]
-        for k, entry in enumerate(entries):
-            values = s.loc[s["entry"] == entry, "value"].to_numpy()
-            if len(values):
-                ax.scatter(np.full(len(values), k), values, s=12, label=entry)
-                ax.hlines(values.mean(), k - 0.3, k + 0.3, color="black", lw=1)
-        ax.set_xticks(range(len(entries)), entries, rotation=30, ha="right", fontsize="small")
-        ax.set_ylabel(metric)
-        shown = f", best {len(entries)} of {total}" if total > len(entries) else ""
-        ax.set_title(f"{split}: {metric} per seed{shown}")
+        rows = s["entry"].map(row_of).to_numpy()
+        values = s["value"].to_numpy()
+        ax.scatter(values, rows, s=12, c=[f"C{k % 10}" for k in rows], label="seeds")
+        means = s.groupby("entry")["value"].mean()
+        ax.scatter(means, means.index.map(row_of), marker="|", s=160, color="black", label="mean")
+        ax.set_xlabel(metric)
+        ax.set_title(split)
+    axes[0].set_yticks(range(len(entries)), entries, fontsize="small")
+    axes[0].invert_yaxis()  # the first entry on top
+    shown = f", best {len(entries)} of {total} settings" if total > len(entries) else ""
+    fig.suptitle(f"{metric} per seed{shown}")
     return fig
 
 
@@ -290,6 +330,32 @@ def save(fig: Figure, stem: str | Path) -> list[Path]:
     return paths
 
 
+def plot_builders(
+    table: pd.DataFrame,
+    agg: pd.DataFrame,
+    results_dir: str | Path,
+    primary_metric: str = "accuracy",
+    baseline: str = "erm",
+) -> dict[str, Callable[[], Figure | None]]:
+    """name -> a function that builds that plot of one dataset's rows (None: nothing to show)."""
+    builders: dict[str, Callable[[], Figure | None]] = {
+        f"bars_{primary_metric}": partial(bars, agg, primary_metric),
+        "accuracy_on_the_line": partial(accuracy_on_the_line, table),
+        "accuracy_on_the_curve": partial(accuracy_on_the_curve, table),
+        "severity_curves": partial(severity_curves, table),
+        f"seed_spread_{primary_metric}": partial(seed_spread, table, primary_metric),
+    }
+    if "worst_group_accuracy" in set(agg["metric"]) and primary_metric != "worst_group_accuracy":
+        builders["bars_worst_group_accuracy"] = partial(bars, agg, "worst_group_accuracy")
+    if not table.empty:
+        counts = table.groupby(["setting_id", "method"])["seed"].nunique().reset_index()
+        counts = counts.sort_values(["seed", "setting_id"], ascending=[False, True])
+        preferred = counts[counts["method"] == baseline]
+        setting = (preferred if not preferred.empty else counts)["setting_id"].iat[0]
+        builders["risk_coverage"] = partial(risk_coverage, results_dir, table, setting)
+    return builders
+
+
 def dataset_plots(
     table: pd.DataFrame,
     agg: pd.DataFrame,
@@ -297,26 +363,78 @@ def dataset_plots(
     out_dir: str | Path,
     primary_metric: str = "accuracy",
     baseline: str = "erm",
+    workers: int = 1,
 ) -> dict[str, list[Path]]:
     """Every plot that the dataset's rows support; returns name -> [png, pdf]."""
-    out_dir = Path(out_dir)
-    figures: dict[str, Figure | None] = {
-        f"bars_{primary_metric}": bars(agg, primary_metric),
-        "accuracy_on_the_line": accuracy_on_the_line(table),
-        "accuracy_on_the_curve": accuracy_on_the_curve(table),
-        "severity_curves": severity_curves(table),
-        f"seed_spread_{primary_metric}": seed_spread(table, primary_metric),
-    }
-    if "worst_group_accuracy" in set(agg["metric"]) and primary_metric != "worst_group_accuracy":
-        figures["bars_worst_group_accuracy"] = bars(agg, "worst_group_accuracy")
-    if not table.empty:
-        counts = table.groupby(["setting_id", "method"])["seed"].nunique().reset_index()
-        counts = counts.sort_values(["seed", "setting_id"], ascending=[False, True])
-        preferred = counts[counts["method"] == baseline]
-        setting = (preferred if not preferred.empty else counts)["setting_id"].iat[0]
-        figures["risk_coverage"] = risk_coverage(results_dir, table, setting)
-    written = {}
-    for name, fig in figures.items():
-        if fig is not None:
-            written[name] = save(fig, out_dir / name)
-    return written
+    builders = plot_builders(table, agg, results_dir, primary_metric, baseline)
+    drawn = draw({Path(out_dir) / name: build for name, build in builders.items()}, workers)
+    return {stem.name: paths for stem, paths in drawn.items()}
+
+
+_PENDING: list[tuple[Path, Callable[[], Figure | None]]] = []
+
+
+def _draw_one(k: int) -> list[Path] | None:
+    stem, build = _PENDING[k]
+    fig = build()
+    return None if fig is None else save(fig, stem)
+
+
+class Drawing:
+    """Figures (file stem -> builder) being drawn; `result()` waits for them and returns
+    stem -> [png, pdf], leaving out stems whose builder has nothing to show.
+
+    With workers > 1 the figures are drawn by that many forked processes, started here, so
+    the caller can go on with other work meanwhile: matplotlib holds the GIL, a figure
+    costs ~0.5 s to lay out and save twice, and a leaderboard has a dozen. Forked workers
+    inherit the builders and their data (nothing is pickled but the paths coming back).
+    Otherwise (one worker, or no fork on this platform) `result()` draws them here."""
+
+    def __init__(self, builders: dict[Path, Callable[[], Figure | None]], workers: int = 1):
+        global _PENDING
+        self.builders = builders
+        self._pool = None
+        fork = "fork" in multiprocessing.get_all_start_methods()
+        if workers > 1 and len(builders) > 1 and fork:
+            _PENDING = list(builders.items())
+            try:  # the workers are forked now, with _PENDING as it is
+                self._pool = multiprocessing.get_context("fork").Pool(min(workers, len(builders)))
+                self._async = self._pool.map_async(_draw_one, range(len(builders)), chunksize=1)
+            finally:
+                _PENDING = []
+
+    def result(self) -> dict[Path, list[Path]]:
+        global _PENDING
+        if self._pool is not None:
+            try:
+                results = self._async.get()
+            finally:
+                self.close()
+        else:
+            _PENDING = list(self.builders.items())
+            try:
+                results = [_draw_one(k) for k in range(len(_PENDING))]
+            finally:
+                _PENDING = []
+        stems = list(self.builders)
+        return {stem: paths for stem, paths in zip(stems, results, strict=True) if paths}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def __enter__(self) -> Drawing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def draw(
+    builders: dict[Path, Callable[[], Figure | None]], workers: int = 1
+) -> dict[Path, list[Path]]:
+    """Builds and saves each figure (file stem -> builder) and waits for them (see Drawing)."""
+    with Drawing(builders, workers) as drawing:
+        return drawing.result()

@@ -74,7 +74,13 @@ def select_settings(
     columns = [*SEARCH_COLUMNS, "setting_id", "criterion", "settings", "selection"]
     if table.empty:
         return pd.DataFrame(columns=columns)
-    table = table.assign(search_id=table["setting_id"].map(search_ids(table, results_dir)))
+    # one row per setting and eval config (a large table has 50 rows per run): what the
+    # grouping below needs, without copying every row of the table
+    tta = table["tta"].fillna("") if "tta" in table else pd.Series("", index=table.index)
+    settings = table.assign(tta=tta).drop_duplicates(["setting_id", "eval_id"])
+    settings = settings.assign(
+        search_id=settings["setting_id"].map(search_ids(settings, results_dir))
+    )[[*SEARCH_COLUMNS, "setting_id"]]
     metric, roles = RULES[rule]
     plain = (table["scorer"] == "") & (table["metric"] == metric)
     if metric == "accuracy":
@@ -86,12 +92,15 @@ def select_settings(
             plain & (table["split_role"] == "id_test") & ~table["setting_id"].isin(has_shift)
         ]
         crit = pd.concat([crit, fallback])
+    crit = crit[["setting_id", "eval_id", "run_id", "value"]].merge(
+        settings, on=["setting_id", "eval_id"]
+    )
     # per run: mean over the criterion's splits; per setting: mean over seeds
     per_run = crit.groupby([*SEARCH_COLUMNS, "setting_id", "run_id"])["value"].mean()
     per_setting = per_run.groupby(level=[*SEARCH_COLUMNS, "setting_id"]).mean()
     per_setting = per_setting.rename("criterion").reset_index()
-    searched = table.groupby(SEARCH_COLUMNS)["setting_id"].nunique().rename("settings")
-    missing = set(table["setting_id"]) - set(per_setting["setting_id"])
+    searched = settings.groupby(SEARCH_COLUMNS)["setting_id"].nunique().rename("settings")
+    missing = set(settings["setting_id"]) - set(per_setting["setting_id"])
     if missing:
         log.warning(
             "model selection (%s): %d setting(s) have no %s on %s splits and cannot be chosen",

@@ -304,26 +304,34 @@ def test_plots_are_redrawn_only_when_their_rows_or_options_change(tmp_path, monk
     from tests.test_export import table as golden_table
 
     t = golden_table()
-    agg = aggregate(t)
     out = tmp_path / "plots" / "toy"
-    first = leaderboard.cached_plots(t, agg, tmp_path, out, "accuracy", "erm")
+
+    def plots(rows, primary="accuracy"):
+        return leaderboard.cached_plots({out: (rows, aggregate(rows), primary, "erm")}, tmp_path)[
+            out
+        ]
+
+    first = plots(t)
     assert first and all(p.is_file() for ps in first.values() for p in ps)
     drawn = []
-    real = leaderboard.dataset_plots
+    real = leaderboard.Drawing
     monkeypatch.setattr(
-        leaderboard, "dataset_plots", lambda *a, **k: drawn.append(1) or real(*a, **k)
+        leaderboard,
+        "Drawing",
+        lambda builders, *a: drawn.append(len(builders)) or real(builders, *a),
     )
     shuffled = t.sample(frac=1, random_state=0)  # same rows, another order: same plots
-    assert leaderboard.cached_plots(shuffled, agg, tmp_path, out, "accuracy", "erm") == first
-    assert drawn == []
+    assert plots(shuffled) == first
+    assert drawn == [0]
     changed = t.assign(value=t["value"].where(t.index != 0, 0.123))
-    leaderboard.cached_plots(changed, aggregate(changed), tmp_path, out, "accuracy", "erm")
-    assert drawn == [1]
-    leaderboard.cached_plots(changed, aggregate(changed), tmp_path, out, "ece", "erm")
-    assert drawn == [1, 1]
+    plots(changed)
+    assert drawn[-1] > 0
+    plots(changed, "ece")
+    assert len(drawn) == 3 and drawn[-1] > 0
     next(out.glob("*.png")).unlink()  # a file gone: drawn again
-    leaderboard.cached_plots(changed, aggregate(changed), tmp_path, out, "ece", "erm")
-    assert drawn == [1, 1, 1]
+    plots(changed, "ece")
+    assert drawn[-1] > 0
+    assert plots(changed, "ece") and drawn[-1] == 0  # and then kept
 
 
 def test_after_a_search_each_method_is_compared_through_its_chosen_setting(tmp_path):

@@ -150,7 +150,10 @@ def test_seed_spread_shows_every_seed():
     t = pd.DataFrame([row(f"r{s}", "erm", s, "test", "id_test", 0.5 + s / 10) for s in range(5)])
     fig = plots.seed_spread(t)
     [ax] = fig.axes
-    assert sorted(ax.collections[0].get_offsets()[:, 1]) == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9])
+    seeds, mean = ax.collections  # settings on the y axis, values on the x axis
+    assert sorted(seeds.get_offsets()[:, 0]) == pytest.approx([0.5, 0.6, 0.7, 0.8, 0.9])
+    assert np.asarray(mean.get_offsets())[:, 0].tolist() == pytest.approx([0.7])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["m / erm"]
 
 
 def test_risk_coverage_averages_each_scorer_over_the_settings_seeds(tmp_path):
@@ -203,6 +206,30 @@ def test_many_settings_show_the_best_ones_each_labelled_by_setting():
     labels = {t.get_text() for t in ax.get_legend().get_texts()}
     assert "m / erm set024xy/e" in labels
     spread = plots.seed_spread(t)
-    points = [c for c in spread.axes[0].collections if c.get_offsets().shape[1:] == (2,)]
-    points = [c for c in points if type(c).__name__ == "PathCollection"]
-    assert len(points) == plots.MAX_ENTRIES
+    ax = spread.axes[0]
+    shown = [t.get_text() for t in ax.get_yticklabels()]
+    assert len(shown) == plots.MAX_ENTRIES and "m / erm set024xy/e" in shown
+    assert "m / erm set004xy/e" not in shown  # one of the 5 worst
+    seeds = ax.collections[0].get_offsets()
+    assert len(seeds) == 2 * plots.MAX_ENTRIES  # both seeds of every shown setting
+    assert seeds[:, 0].min() == pytest.approx(0.05)
+
+
+def test_drawing_in_worker_processes_writes_the_same_files(tmp_path):
+    t = line_table()
+    agg = aggregate(t)
+    serial = plots.dataset_plots(t, agg, tmp_path, tmp_path / "serial")
+    parallel = plots.dataset_plots(t, agg, tmp_path, tmp_path / "parallel", workers=2)
+    assert serial.keys() == parallel.keys() and "accuracy_on_the_line" in serial
+    assert "severity_curves" not in serial  # nothing to show: no file, no entry
+    for name, paths in serial.items():
+        for p, q in zip(paths, parallel[name], strict=True):
+            assert p.name == q.name and p.read_bytes() == q.read_bytes()
+
+
+def test_a_failing_plot_in_a_worker_is_raised_here(tmp_path):
+    def broken():
+        raise ValueError("bad plot data")
+
+    with pytest.raises(ValueError, match="bad plot data"):
+        plots.draw({tmp_path / "a": broken, tmp_path / "b": broken}, workers=2)
