@@ -540,10 +540,14 @@ def dataset_markdown(
         parts += _corruption_section(corruptions, dataset)
     if scorer_comparison is not None:
         parts += _scorer_section(scorer_comparison[scorer_comparison["dataset"] == dataset])
-    if plots:
-        parts += ["", "## Plots", ""]
-        parts += [f"- [{name}](plots/{dataset}/{files[0].name})" for name, files in plots.items()]
-    return "\n".join(parts) + "\n"
+    return "\n".join(parts + _plots_section(dataset, plots)) + "\n"
+
+
+def _plots_section(dataset: str, plots: dict[str, list[Path]] | None) -> list[str]:
+    if not plots:
+        return []
+    links = [f"- [{name}](plots/{dataset}/{files[0].name})" for name, files in plots.items()]
+    return ["", "## Plots", "", *links]
 
 
 def _selection_section(agg: pd.DataFrame, selected: pd.DataFrame, metric: str) -> list[str]:
@@ -717,6 +721,21 @@ def write_leaderboard(
         corruptions = corruption_tables(table, corruption_reference)
         for name, frame in corruptions.items():
             atomic_write_csv(frame, board / f"corruptions_{name}.csv")
+        # the Markdown too, while the plots are drawn; their links are added after
+        texts = {
+            dataset: dataset_markdown(
+                agg,
+                dataset,
+                comparisons,
+                primary_of(dataset),
+                selected,
+                scorer_comp,
+                None,
+                corruptions,
+            )
+            for dataset in (datasets if "markdown" in outputs else [])
+        }
+        failures = collect_failures(root)
         all_plots = {out_dir.name: files for out_dir, files in plots.result().items()}
     paths = {
         "table": root / "table.parquet",
@@ -730,29 +749,17 @@ def write_leaderboard(
         f"({len(skipped)} run directories skipped as incomplete or unreadable).",
         "",
     ]
+    runs_per_dataset = table.groupby("dataset")["run_id"].nunique()
     for dataset in datasets:
-        primary = primary_of(dataset)
-        rows = table[table["dataset"] == dataset]
-        if "markdown" in outputs:
+        if dataset in texts:
             path = board / f"{dataset}.md"
-            text = dataset_markdown(
-                agg,
-                dataset,
-                comparisons,
-                primary,
-                selected,
-                scorer_comp,
-                all_plots.get(dataset),
-                corruptions,
-            )
-            atomic_write_text(path, text)
+            plots_links = _plots_section(dataset, all_plots.get(dataset))
+            atomic_write_text(path, texts[dataset] + "".join(f"{line}\n" for line in plots_links))
             paths[dataset] = path
-        n_runs = rows["run_id"].nunique()
-        index.append(f"- [{dataset}]({dataset}.md): {n_runs} runs")
+        index.append(f"- [{dataset}]({dataset}.md): {runs_per_dataset.get(dataset, 0)} runs")
     if "html" in outputs:
         paths["html"] = write_page(agg, all_plots, board / "index.html")
         index += ["", "Sortable, filterable tables with the plots: [index.html](index.html)."]
-    failures = collect_failures(root)
     if not failures.empty:
         per_setting = (
             failures.groupby(["dataset", "model", "method", "setting_id"])

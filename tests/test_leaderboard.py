@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -395,3 +397,29 @@ def test_after_a_search_each_method_is_compared_through_its_chosen_setting(tmp_p
     assert list(comp["method"]) == ["mixup"] and list(comp["verdict"]) == ["better"]
     selection = pd.read_csv(tmp_path / "leaderboard" / "selection.csv").set_index("method")
     assert selection.loc["erm", "setting_id"] == "eb" and selection.loc["erm", "settings"] == 2
+
+
+def test_a_rebuild_with_plot_workers_links_every_plot_it_drew(tmp_path):
+    """The store of benchmarks/leaderboard_regen.py (the real run layout), rebuilt with plots
+    drawn in two forked workers while the tables are made."""
+    import importlib.util
+    import re
+
+    from harness.leaderboard import write_leaderboard
+
+    spec = importlib.util.spec_from_file_location(
+        "leaderboard_regen", Path(__file__).parent.parent / "benchmarks" / "leaderboard_regen.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.write_store(tmp_path, 40)
+    paths = write_leaderboard(tmp_path, "method0", plot_workers=2)
+    for dataset in ("synth_a", "synth_b"):
+        md = paths[dataset].read_text()
+        links = re.findall(r"\]\((plots/[^)]+)\)", md)
+        assert {Path(link).stem for link in links} >= {"bars_accuracy", "accuracy_on_the_line"}
+        assert all((tmp_path / "leaderboard" / link).is_file() for link in links)
+        assert md.endswith(f"({links[-1]})\n")  # the links close the page
+        assert (tmp_path / "leaderboard" / "plots" / dataset / ".plots.json").is_file()
+    html = paths["html"].read_text()
+    assert "plots/synth_b/accuracy_on_the_line.png" in html
