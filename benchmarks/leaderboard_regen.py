@@ -155,6 +155,10 @@ def main() -> None:
     for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
         record_file.unlink()
     _, t_regen = timed(leaderboard.write_leaderboard, root, "method0")
+    # the same with the plots drawn in this process, one after another (plot_workers=1)
+    for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
+        record_file.unlink()
+    _, t_regen_serial = timed(leaderboard.write_leaderboard, root, "method0", plot_workers=1)
     # warm: a rebuild after a sweep that added nothing reads no run again (collect_cached)
     # and draws no plot again (cached_plots)
     _, t_warm = timed(leaderboard.write_leaderboard, root, "method0")
@@ -173,6 +177,7 @@ def main() -> None:
             "plots": t_plots,
             "write_leaderboard_cold": t_all,
             "write_leaderboard_regenerate": t_regen,
+            "write_leaderboard_regenerate_plot_workers_1": t_regen_serial,
             "write_leaderboard_warm": t_warm,
             "write_leaderboard_one_new_run": t_one,
         },
