@@ -199,6 +199,15 @@ def measure(case: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any
     return record
 
 
+def workers_used(args: argparse.Namespace) -> int:
+    """The loader workers the harness runs use (`auto` resolved as a run resolves it)."""
+    if args.workers != "auto":
+        return int(args.workers)
+    from harness.evaluate import auto_num_workers
+
+    return auto_num_workers(torch.device("cpu"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--case", choices=["jpeg", "arrays", "both"], default="both")
@@ -207,7 +216,9 @@ def main() -> None:
     # one thread by default: on a shared machine two OpenMP threads on two busy cores wait for
     # each other at every parallel region, and the same loop varies 10× from run to run
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    parser.add_argument(
+        "--workers", default="auto", help="DataLoader workers: a number, or auto as in a run"
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workdir", default=None)
     parser.add_argument(
@@ -228,6 +239,7 @@ def main() -> None:
                 "batch_size": args.batch_size,
                 "torch_threads": torch.get_num_threads(),
                 "loader_workers": args.workers,
+                "loader_workers_resolved": workers_used(args),
                 "machine": {
                     "host": platform.node(),
                     "platform": platform.platform(),

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from harness import metrics
 from harness.data import Benchmark, Split
-from harness.evaluate import forward_split
+from harness.evaluate import batches, forward_split
 from harness.method import Method
 from harness.samplers import GroupBalancedBatchSampler
 from harness.store import RunDir, atomic_torch_save, atomic_write_parquet
@@ -183,7 +183,8 @@ def train(
         method.train()
         torch.manual_seed(seed * 100_003 + epoch)  # dropout etc., per epoch, for resumability
         bar = tqdm(
-            loader,
+            batches(loader),  # made with one torch thread when made here (see batches)
+            total=len(loader),
             desc=f"epoch {epoch + 1}/{epochs}",
             disable=None if cfg["progress"] else True,
             leave=False,

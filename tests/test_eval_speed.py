@@ -246,3 +246,26 @@ def test_pinned_memory_follows_the_device_unless_set():
     assert not run_mod.forward_options(c, torch.device("cpu")).pin_memory
     c["forward"]["pin_memory"] = False
     assert not run_mod.forward_options(c, torch.device("cuda")).pin_memory
+
+
+def test_training_batches_are_made_with_one_thread_and_the_update_keeps_the_others(
+    tmp_path, monkeypatch
+):
+    from harness import train
+    from methods.erm import ERM
+
+    seen = {"load": set(), "update": set()}
+    real_item, real_update = train.GroupedSplit.__getitem__, ERM.update
+
+    def item(self, i):
+        seen["load"].add(torch.get_num_threads())
+        return real_item(self, i)
+
+    def update(self, batch):
+        seen["update"].add(torch.get_num_threads())
+        return real_update(self, batch)
+
+    monkeypatch.setattr(train.GroupedSplit, "__getitem__", item)
+    monkeypatch.setattr(ERM, "update", update)
+    run_mod.run(compose_config([*TINY, f"results_dir={tmp_path}", "threads=2", "eval=minimal"]))
+    assert seen == {"load": {1}, "update": {2}}
