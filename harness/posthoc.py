@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,46 @@ def eval_id(eval_cfg: dict[str, Any]) -> str:
     return content_hash({k: v for k, v in eval_cfg.items() if k != "name"})[:16]
 
 
+class LazyOutputs(Mapping[str, Any]):
+    """A run's cached Outputs (or, with `load`, other per-split files) by split, each loaded
+    when first asked for. The `pinned`
+    splits (the ones scorers fit on and OOD metrics compare with) stay loaded; of the
+    others, only the `keep` most recently used do, so that a run with 95 corruption splits
+    holds a few splits' logits and features at a time instead of all of them
+    (benchmarks/many_splits_memory.py). An evicted split is read again when asked again."""
+
+    def __init__(
+        self,
+        paths: dict[str, Path],
+        pinned: set[str],
+        keep: int = 1,
+        load: Callable[[Path], Any] = Outputs.load,
+    ) -> None:
+        self.paths, self.pinned, self.keep, self.load = paths, pinned, keep, load
+        self._loaded: OrderedDict[str, Any] = OrderedDict()
+
+    def __getitem__(self, split: str) -> Any:
+        if split in self._loaded:
+            self._loaded.move_to_end(split)
+            return self._loaded[split]
+        out = self.load(self.paths[split])  # KeyError for an unknown split, as a dict
+        if split not in self.pinned:
+            unpinned = [s for s in self._loaded if s not in self.pinned]
+            for old in unpinned[: max(0, len(unpinned) - self.keep + 1)]:
+                del self._loaded[old]
+        self._loaded[split] = out
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def loaded(self) -> list[str]:
+        return list(self._loaded)
+
+
 @dataclass
 class RunCache:
     """What a finished forward stage left in a run directory."""
@@ -53,8 +95,8 @@ class RunCache:
     path: Path
     info: dict[str, Any]  # identity columns of the run's rows
     bench: dict[str, Any]  # name, classes, group_cols, splits: {name: {role, forward_key}}
-    outputs: dict[str, Outputs]
-    meta: dict[str, pd.DataFrame]
+    outputs: Mapping[str, Outputs]  # LazyOutputs: loaded on access
+    meta: Mapping[str, pd.DataFrame]  # likewise
     head: Head | None
     head_note: str
 
@@ -79,15 +121,22 @@ def load_run_cache(run_dir: str | Path) -> RunCache:
         )
     info = json.loads((path / "run_info.json").read_text())
     bench = json.loads((path / "benchmark.json").read_text())
-    outputs, meta = {}, {}
+    paths, meta_paths = {}, {}
     for split, spec in bench["splits"].items():
-        outputs[split] = Outputs.load(path / "outputs" / f"{split}-{spec['forward_key'][:16]}.npz")
-        meta[split] = pd.read_parquet(path / "meta" / f"{split}.parquet")
+        paths[split] = path / "outputs" / f"{split}-{spec['forward_key'][:16]}.npz"
+        meta_paths[split] = path / "meta" / f"{split}.parquet"
+        for what, file in (("cached outputs", paths[split]), ("metadata", meta_paths[split])):
+            if not file.is_file():
+                raise FileNotFoundError(f"{path}: the {what} of split {split} are missing")
+    reference_roles = ("train", "val", "id_test")
+    pinned = {s for s, spec in bench["splits"].items() if spec["role"] in reference_roles}
+    outputs = LazyOutputs(paths, pinned)
+    meta = LazyOutputs(meta_paths, set(), load=pd.read_parquet)  # read once per split
     head, note = _checked_head(path / "outputs" / "head.npz", outputs)
     return RunCache(path, info, bench, outputs, meta, head, note)
 
 
-def _checked_head(path: Path, outputs: dict[str, Outputs]) -> tuple[Head | None, str]:
+def _checked_head(path: Path, outputs: Mapping[str, Outputs]) -> tuple[Head | None, str]:
     """The stored head, only if it reproduces the cached logits from the cached features."""
     if not path.is_file():
         note = (

@@ -179,3 +179,38 @@ def test_odin_is_skipped_with_a_reason_by_the_cache_only_stage(finished_run, tmp
     eid, _ = evaluate_run(run_dir, cfg)
     notes = json.loads((posthoc_dir(run_dir, eid) / "notes.json").read_text())
     assert "needs the model" in notes["skipped_scorers"]["odin"]
+
+
+def test_outputs_are_loaded_on_demand_and_only_the_reference_splits_stay(tmp_path):
+    from harness.evaluate import Outputs
+
+    paths = {}
+    for k, split in enumerate(["train", "id_test", "c1", "c2", "c3"]):
+        paths[split] = tmp_path / f"{split}.npz"
+        Outputs(
+            np.full((3, 2), k, np.float32), np.zeros((3, 4), np.float32), np.zeros(3), np.arange(3)
+        ).save(paths[split])
+    outputs = posthoc.LazyOutputs(paths, pinned={"train", "id_test"})
+    assert outputs.loaded() == [] and list(outputs) == list(paths) and len(outputs) == 5
+    assert outputs["train"].logits[0, 0] == 0 and outputs["id_test"].logits[0, 0] == 1
+    for k, split in enumerate(["c1", "c2", "c3"], start=2):
+        assert outputs[split].logits[0, 0] == k
+        assert outputs.loaded() == ["train", "id_test", split]  # one shifted split at a time
+    assert outputs["c1"].logits[0, 0] == 2  # evicted, read again
+    assert {s: o.logits[0, 0] for s, o in outputs.items()} == {
+        "train": 0,
+        "id_test": 1,
+        "c1": 2,
+        "c2": 3,
+        "c3": 4,
+    }
+    with pytest.raises(KeyError):
+        outputs["nope"]
+
+
+def test_a_run_whose_cached_outputs_are_gone_is_refused_by_name(finished_run, tmp_path):
+    run = fresh_copy(finished_run, tmp_path)
+    victim = next((run / "outputs").glob("wilson-*.npz"))
+    victim.unlink()
+    with pytest.raises(FileNotFoundError, match="cached outputs of split wilson are missing"):
+        posthoc.load_run_cache(run)
