@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -76,10 +77,12 @@ def child(args: argparse.Namespace) -> None:
 
     torch.manual_seed(0)
     torch.save(timm.create_model("test_resnet", num_classes=10).state_dict(), checkpoint)
+    results_dir = Path(args.workdir) / ("res-" + args.variant + "-no-release" * args.no_release)
+    shutil.rmtree(results_dir, ignore_errors=True)  # a run found finished would measure nothing
     overrides = [
         "dataset=cifar10_c",
         f"data_root={args.workdir}",
-        f"results_dir={Path(args.workdir) / ('res-' + args.variant + '-no-release' * args.no_release)}",
+        f"results_dir={results_dir}",
         "dataset.with_train=false",
         "trainer.epochs=0",
         "model.name=test_resnet",

@@ -61,7 +61,7 @@ GENERATOR = "imagecorruptions-imaug"
 GENERATED_MARKER = "GENERATED.json"
 GENERATED_PREFIX = "gen-"
 # Memory-mapped pages a reader may keep resident before it hands them back to the kernel.
-RELEASE_BYTES = 64 << 20
+RELEASE_BYTES = 16 << 20
 
 
 def resolve_corruptions(spec: str | Sequence[str] | None) -> list[str]:
