@@ -160,7 +160,7 @@ def main() -> None:
         record_file.unlink()
     _, t_regen_serial = timed(leaderboard.write_leaderboard, root, "method0", plot_workers=1)
     # warm: a rebuild after a sweep that added nothing reads no run again (collect_cached)
-    # and draws no plot again (cached_plots)
+    # and draws no plot again (CachedPlots)
     _, t_warm = timed(leaderboard.write_leaderboard, root, "method0")
     # one new run of one dataset: its rows read, that dataset's plots redrawn
     write_store(root, 1, seeds=5, first=args.runs)
