@@ -115,6 +115,12 @@ def test_paired_comparisons_against_the_baseline(tmp_path):
     )
     assert comp.loc["same", "verdict"] == "not distinguishable"
     assert "erm" not in comp.index
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "better1" / "posthoc" / "e" / "scores")  # pruned
+    pruned = paired_comparisons(pd.DataFrame(records), tmp_path).set_index("method")
+    assert pruned.loc["better", "seeds"] == 2 and pruned.loc["same", "seeds"] == 3
+    assert pruned.loc["better", "difference"] == pytest.approx(0.2, abs=0.05)
 
 
 def test_entries_not_distinguishable_from_the_best_share_its_rank():
