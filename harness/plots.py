@@ -374,10 +374,13 @@ def dataset_plots(
 _PENDING: list[tuple[Path, Callable[[], Figure | None]]] = []
 
 
-def _draw_one(k: int) -> list[Path] | None:
-    stem, build = _PENDING[k]
+def _draw(stem: Path, build: Callable[[], Figure | None]) -> list[Path] | None:
     fig = build()
     return None if fig is None else save(fig, stem)
+
+
+def _draw_one(k: int) -> list[Path] | None:  # in a forked worker
+    return _draw(*_PENDING[k])
 
 
 class Drawing:
@@ -404,18 +407,13 @@ class Drawing:
                 _PENDING = []
 
     def result(self) -> dict[Path, list[Path]]:
-        global _PENDING
         if self._pool is not None:
             try:
                 results = self._async.get()
             finally:
                 self.close()
         else:
-            _PENDING = list(self.builders.items())
-            try:
-                results = [_draw_one(k) for k in range(len(_PENDING))]
-            finally:
-                _PENDING = []
+            results = [_draw(stem, build) for stem, build in self.builders.items()]
         stems = list(self.builders)
         return {stem: paths for stem, paths in zip(stems, results, strict=True) if paths}
 

@@ -48,11 +48,10 @@ def eval_id(eval_cfg: dict[str, Any]) -> str:
     return content_hash({k: v for k, v in eval_cfg.items() if k != "name"})[:16]
 
 
-class LazyOutputs(Mapping[str, Any]):
+class LazySplits(Mapping[str, Any]):
     """A run's cached Outputs (or, with `load`, other per-split files) by split, each loaded
-    when first asked for. The `pinned`
-    splits (the ones scorers fit on and OOD metrics compare with) stay loaded; of the
-    others, only the `keep` most recently used do, so that a run with 95 corruption splits
+    when first asked for. The `pinned` splits (the ones scorers fit on and OOD metrics
+    compare with) stay loaded; of the others, only the `keep` most recently used do, so that a run with 95 corruption splits
     holds a few splits' logits and features at a time instead of all of them
     (benchmarks/many_splits_memory.py). An evicted split is read again when asked again."""
 
@@ -95,7 +94,7 @@ class RunCache:
     path: Path
     info: dict[str, Any]  # identity columns of the run's rows
     bench: dict[str, Any]  # name, classes, group_cols, splits: {name: {role, forward_key}}
-    outputs: Mapping[str, Outputs]  # LazyOutputs: loaded on access
+    outputs: Mapping[str, Outputs]  # LazySplits: loaded on access
     meta: Mapping[str, pd.DataFrame]  # likewise
     head: Head | None
     head_note: str
@@ -130,8 +129,8 @@ def load_run_cache(run_dir: str | Path) -> RunCache:
                 raise FileNotFoundError(f"{path}: the {what} of split {split} are missing")
     reference_roles = ("train", "val", "id_test")
     pinned = {s for s, spec in bench["splits"].items() if spec["role"] in reference_roles}
-    outputs = LazyOutputs(paths, pinned)
-    meta = LazyOutputs(meta_paths, set(), load=pd.read_parquet)  # read once per split
+    outputs = LazySplits(paths, pinned)
+    meta = LazySplits(meta_paths, set(), load=pd.read_parquet)  # read once per split
     head, note = _checked_head(path / "outputs" / "head.npz", outputs)
     return RunCache(path, info, bench, outputs, meta, head, note)
 

@@ -190,7 +190,7 @@ def test_outputs_are_loaded_on_demand_and_only_the_reference_splits_stay(tmp_pat
         Outputs(
             np.full((3, 2), k, np.float32), np.zeros((3, 4), np.float32), np.zeros(3), np.arange(3)
         ).save(paths[split])
-    outputs = posthoc.LazyOutputs(paths, pinned={"train", "id_test"})
+    outputs = posthoc.LazySplits(paths, pinned={"train", "id_test"})
     assert outputs.loaded() == [] and list(outputs) == list(paths) and len(outputs) == 5
     assert outputs["train"].logits[0, 0] == 0 and outputs["id_test"].logits[0, 0] == 1
     for k, split in enumerate(["c1", "c2", "c3"], start=2):
