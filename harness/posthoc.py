@@ -51,9 +51,10 @@ def eval_id(eval_cfg: dict[str, Any]) -> str:
 class LazySplits(Mapping[str, Any]):
     """A run's cached Outputs (or, with `load`, other per-split files) by split, each loaded
     when first asked for. The `pinned` splits (the ones scorers fit on and OOD metrics
-    compare with) stay loaded; of the others, only the `keep` most recently used do, so that a run with 95 corruption splits
-    holds a few splits' logits and features at a time instead of all of them
-    (benchmarks/many_splits_memory.py). An evicted split is read again when asked again."""
+    compare with) stay loaded; of the others, only the `keep` most recently used do, so
+    that a run with 95 corruption splits holds a few splits' logits and features at a time
+    instead of all of them (benchmarks/many_splits_memory.py). An evicted split is read
+    again when asked again."""
 
     def __init__(
         self,
