@@ -203,7 +203,7 @@ def workers_used(args: argparse.Namespace) -> int:
     """The loader workers the harness runs use (`auto` resolved as a run resolves it)."""
     if args.workers != "auto":
         return int(args.workers)
-    from harness.evaluate import auto_num_workers
+    from harness.forward import auto_num_workers
 
     return auto_num_workers(torch.device("cpu"))
 

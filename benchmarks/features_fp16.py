@@ -24,8 +24,8 @@ import numpy as np
 import yaml
 
 from harness import metrics, registry
-from harness.evaluate import Outputs
-from harness.scorer import FitData, Head
+from harness.outputs import Head, Outputs
+from harness.scorer import FitData
 
 ROOT = Path(__file__).resolve().parent.parent
 

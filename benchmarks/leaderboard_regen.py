@@ -24,9 +24,11 @@ import numpy as np
 import pandas as pd
 
 from harness import leaderboard
+from harness.keys import RESULTS_VERSION
 from harness.plots import dataset_plots
 from harness.selection import select_settings
-from harness.store import RESULTS_VERSION, atomic_write_parquet, collect
+from harness.store import atomic_write_parquet
+from harness.table import collect
 
 SPLITS = [
     ("val", "val"),

@@ -22,8 +22,8 @@ import torch
 import yaml
 
 from harness import metrics, registry
-from harness.evaluate import Outputs
-from harness.scorer import FitData, Head
+from harness.outputs import Head, Outputs
+from harness.scorer import FitData
 
 ROOT = Path(__file__).resolve().parent.parent
 

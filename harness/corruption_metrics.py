@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import argparse
     from pathlib import Path
 
-    from harness.store import collect
+    from harness.table import collect
 
     parser = argparse.ArgumentParser(prog="python -m harness.corruption_metrics")
     parser.add_argument("--results", default="results", help="results_dir to read")

@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from harness.leaderboard import LOWER_IS_BETTER, _split_order, aggregate
 from harness.registry import CONF_DIR
 from harness.selection import LABELS, apply_selection
-from harness.store import atomic_write_text, collect
+from harness.store import atomic_write_text
+from harness.table import collect
 
 FORMATS = ("latex", "markdown", "csv")
 AXES = ("dataset", "model", "method", "tta", "setting_id", "eval_id", "split", "metric", "scorer")

@@ -25,18 +25,14 @@ from scipy import stats
 
 from harness.corruption_metrics import corruption_errors, mce, summarize
 from harness.data import ROLES
+from harness.keys import content_hash
 from harness.page import write_page
 from harness.plots import PLOTS_VERSION, Drawing, plot_builders
 from harness.registry import CONF_DIR
+from harness.rundir import has_scores, scores_path
 from harness.selection import select_settings
-from harness.store import (
-    atomic_write_csv,
-    atomic_write_json,
-    atomic_write_text,
-    collect_cached,
-    collect_failures,
-    content_hash,
-)
+from harness.store import atomic_write_csv, atomic_write_json, atomic_write_text
+from harness.table import collect_cached, collect_failures
 
 log = logging.getLogger("harness.leaderboard")
 
@@ -100,7 +96,7 @@ def bootstrap_accuracy(
     resamples: int = BOOTSTRAP_RESAMPLES,
 ) -> tuple[float, float]:
     """95% percentile interval of accuracy, resampling the run's examples (fixed seed)."""
-    path = Path(results_dir) / "runs" / run_id / "posthoc" / eval_id / "scores" / f"{split}.parquet"
+    path = scores_path(results_dir, run_id, eval_id, split)
     if not path.is_file():
         return float("nan"), float("nan")
     try:
@@ -182,14 +178,14 @@ def with_scores(frame: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
     directory check per run, so that a store whose scores were pruned costs no file reads."""
     runs = frame[["run_id", "eval_id"]].drop_duplicates()
     has = [
-        os.path.isdir(os.path.join(results_dir, "runs", run_id, "posthoc", eval_id, "scores"))
+        has_scores(str(results_dir), run_id, eval_id)
         for run_id, eval_id in runs.itertuples(index=False, name=None)
     ]
     return frame.merge(runs[has], on=["run_id", "eval_id"]) if not all(has) else frame
 
 
 def _correct(results_dir: Path, run_id: str, eval_id: str, split: str) -> pd.Series | None:
-    path = results_dir / "runs" / run_id / "posthoc" / eval_id / "scores" / f"{split}.parquet"
+    path = scores_path(results_dir, run_id, eval_id, split)
     if not path.is_file():  # pruned or never written: a stat, not a raised error per run
         return None
     try:
@@ -381,13 +377,12 @@ def scorer_comparisons(
         }
         scores: dict[str, dict[str, pd.DataFrame]] = {}
         for run_id in sorted(rows["run_id"].unique()):
-            folder = root / "runs" / run_id / "posthoc" / eval_id / "scores"
-            if not folder.is_dir():
+            if not has_scores(str(root), run_id, eval_id):
                 continue
             frames = {}
             for split in needed:  # pooled rows have no per-example file: those tasks drop out
                 try:
-                    frames[split] = pd.read_parquet(folder / f"{split}.parquet")
+                    frames[split] = pd.read_parquet(scores_path(root, run_id, eval_id, split))
                 except (OSError, ValueError):
                     continue
             if frames:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from harness.data import Benchmark
-from harness.store import file_digest
+from harness.keys import file_digest
 
 
 def check_model_name(name: str) -> None:

@@ -20,6 +20,7 @@ from scipy import stats
 
 from harness.corruption_metrics import corruption_errors
 from harness.data import ROLES
+from harness.rundir import RunDir, runs_root
 
 PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
 EPS = 1e-3  # accuracies are clipped to [EPS, 1-EPS] before the probit
@@ -265,10 +266,10 @@ def risk_coverage(results_dir: str | Path, table: pd.DataFrame, setting_id: str)
     splits = _split_order(tests)
     curves = []
     for (run_id, eval_id), _ in rows.groupby(["run_id", "eval_id"]):
-        folder = Path(results_dir) / "runs" / run_id / "posthoc" / eval_id / "risk_coverage"
+        stage = RunDir.at(runs_root(results_dir) / run_id).posthoc(eval_id)
         for split in splits:
             try:
-                curves.append(pd.read_parquet(folder / f"{split}.parquet").assign(split=split))
+                curves.append(pd.read_parquet(stage.risk_coverage(split)).assign(split=split))
             except (OSError, ValueError):
                 continue  # a run without curves contributes none
     if not curves:

@@ -24,28 +24,17 @@ import pandas as pd
 
 from harness import metrics, registry
 from harness.data import LABELED_ROLES
-from harness.evaluate import Outputs
-from harness.scorer import FitData, Head, Scorer, check_finite
-from harness.store import (
-    DONE,
-    RESULTS_VERSION,
-    ROW_COLUMNS,
-    atomic_write_json,
-    atomic_write_parquet,
-    content_hash,
-    now_iso,
-    posthoc_key,
-    provenance,
-)
+from harness.keys import RESULTS_VERSION, eval_id, posthoc_key
+from harness.outputs import Head, Outputs
+from harness.rundir import RunDir, dataset_eval_path
+from harness.scorer import FitData, Scorer, check_finite
+from harness.store import atomic_write_json, atomic_write_parquet, now_iso, provenance
+from harness.table import ROW_COLUMNS
 
 log = logging.getLogger("harness.posthoc")
 
 # Relative tolerance for "head(features) reproduces the cached logits".
 HEAD_RTOL = 1e-3
-
-
-def eval_id(eval_cfg: dict[str, Any]) -> str:
-    return content_hash({k: v for k, v in eval_cfg.items() if k != "name"})[:16]
 
 
 class LazySplits(Mapping[str, Any]):
@@ -92,7 +81,7 @@ class LazySplits(Mapping[str, Any]):
 class RunCache:
     """What a finished forward stage left in a run directory."""
 
-    path: Path
+    rd: RunDir
     info: dict[str, Any]  # identity columns of the run's rows
     bench: dict[str, Any]  # name, classes, group_cols, splits: {name: {role, forward_key}}
     outputs: Mapping[str, Outputs]  # LazySplits: loaded on access
@@ -100,10 +89,12 @@ class RunCache:
     head: Head | None
     head_note: str
 
+    @property
+    def path(self) -> Path:
+        return self.rd.path
+
     def output_path(self, split: str) -> Path:
-        return (
-            self.path / "outputs" / f"{split}-{self.bench['splits'][split]['forward_key'][:16]}.npz"
-        )
+        return self.rd.output_path(split, self.bench["splits"][split]["forward_key"])
 
     def role(self, split: str) -> str:
         return self.bench["splits"][split]["role"]
@@ -113,27 +104,27 @@ class RunCache:
 
 
 def load_run_cache(run_dir: str | Path) -> RunCache:
-    path = Path(run_dir)
-    missing = [n for n in ("run_info.json", "benchmark.json") if not (path / n).is_file()]
+    rd = RunDir.at(run_dir)
+    missing = [p.name for p in (rd.run_info_json, rd.benchmark_json) if not p.is_file()]
     if missing:
         raise FileNotFoundError(
-            f"{path} is not a run directory with cached outputs (missing {', '.join(missing)})"
+            f"{rd.path} is not a run directory with cached outputs (missing {', '.join(missing)})"
         )
-    info = json.loads((path / "run_info.json").read_text())
-    bench = json.loads((path / "benchmark.json").read_text())
+    info = rd.read_run_info()
+    bench = rd.read_benchmark()
     paths, meta_paths = {}, {}
     for split, spec in bench["splits"].items():
-        paths[split] = path / "outputs" / f"{split}-{spec['forward_key'][:16]}.npz"
-        meta_paths[split] = path / "meta" / f"{split}.parquet"
+        paths[split] = rd.output_path(split, spec["forward_key"])
+        meta_paths[split] = rd.meta(split)
         for what, file in (("cached outputs", paths[split]), ("metadata", meta_paths[split])):
             if not file.is_file():
-                raise FileNotFoundError(f"{path}: the {what} of split {split} are missing")
+                raise FileNotFoundError(f"{rd.path}: the {what} of split {split} are missing")
     reference_roles = ("train", "val", "id_test")
     pinned = {s for s, spec in bench["splits"].items() if spec["role"] in reference_roles}
     outputs = LazySplits(paths, pinned)
     meta = LazySplits(meta_paths, set(), load=pd.read_parquet)  # read once per split
-    head, note = _checked_head(path / "outputs" / "head.npz", outputs)
-    return RunCache(path, info, bench, outputs, meta, head, note)
+    head, note = _checked_head(rd.head, outputs)
+    return RunCache(rd, info, bench, outputs, meta, head, note)
 
 
 def _checked_head(path: Path, outputs: Mapping[str, Outputs]) -> tuple[Head | None, str]:
@@ -162,23 +153,6 @@ def _checked_head(path: Path, outputs: Mapping[str, Outputs]) -> tuple[Head | No
                 f"(max abs difference {err:.3g}); scorers that need the head are skipped"
             )
     return head, "head(features) reproduces the cached logits"
-
-
-def model_score_path(
-    run_dir: str | Path, split: str, forward_key: str, name: str, scorer_cfg: dict[str, Any]
-) -> Path:
-    """Where a scorer that needs the model (e.g. ODIN) caches its scores of one split."""
-    return (
-        Path(run_dir)
-        / "outputs"
-        / f"{split}-{forward_key[:16]}-{name}-{content_hash(scorer_cfg)[:8]}.npy"
-    )
-
-
-def dataset_eval_path(outputs_path: str | Path) -> Path:
-    """Where the dataset's own evaluation of a split's cached predictions is stored."""
-    path = Path(outputs_path)
-    return path.with_name(f"{path.stem}.dataset_eval.json")
 
 
 def _dataset_eval_rows(path: Path, n_split: int) -> list[dict]:
@@ -255,7 +229,7 @@ def compute(
     notes: dict[str, Any] = {"head": cache.head_note, "skipped_scorers": {}}
     if not cache.splits("id_test") and cache.splits("val"):
         notes["id_reference"] = "no id_test split: OOD metrics use the val split as ID"
-    timings = cache.path / "outputs" / "model_scorers.json"
+    timings = cache.rd.model_scorer_timings
     if timings.is_file():  # seconds spent by scorers that ran their own passes (ODIN)
         notes["model_scorer_seconds"] = json.loads(timings.read_text())
     labeled = cache.splits(*LABELED_ROLES)
@@ -337,7 +311,7 @@ def compute(
             continue
         if "model" in needs:
             paths = {
-                split: model_score_path(cache.path, split, spec["forward_key"], name, scorer_cfg)
+                split: cache.rd.model_score_path(split, spec["forward_key"], name, scorer_cfg)
                 for split, spec in cache.bench["splits"].items()
             }
             if not all(p.is_file() for p in paths.values()):
@@ -463,15 +437,11 @@ def risk_coverage_points(frame: pd.DataFrame, scorers: list[str]) -> pd.DataFram
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def posthoc_dir(run_dir: str | Path, eid: str) -> Path:
-    return Path(run_dir) / "posthoc" / eid
-
-
 def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any]) -> tuple[str, bool]:
     """Runs the post-hoc stage of eval_cfg on a run directory; (eval_id, skipped)."""
     eid = eval_id(eval_cfg)
-    out_dir = posthoc_dir(run_dir, eid)
-    if (out_dir / DONE).is_file():
+    stage = RunDir.at(run_dir).posthoc(eid)
+    if stage.is_complete():
         log.info("skip: post-hoc %s of %s is already done", eid, run_dir)
         return eid, True
     cache = load_run_cache(run_dir)
@@ -494,14 +464,14 @@ def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any]) -> tuple[str, bo
         created_at=now_iso(),
     )[ROW_COLUMNS]
     for split, frame in scores.items():
-        atomic_write_parquet(frame, out_dir / "scores" / f"{split}.parquet")
+        atomic_write_parquet(frame, stage.scores(split))
         curves = risk_coverage_points(frame, list(eval_cfg.get("scorers") or {}))
         if not curves.empty:
-            atomic_write_parquet(curves, out_dir / "risk_coverage" / f"{split}.parquet")
-    atomic_write_json(out_dir / "eval.json", eval_cfg)
-    atomic_write_json(out_dir / "notes.json", notes)
-    atomic_write_parquet(table, out_dir / "rows.parquet")
-    atomic_write_json(out_dir / DONE, {"completed_at": now_iso(), "rows": len(table)})
+            atomic_write_parquet(curves, stage.risk_coverage(split))
+    atomic_write_json(stage.eval_json, eval_cfg)
+    atomic_write_json(stage.notes, notes)
+    atomic_write_parquet(table, stage.rows)
+    atomic_write_json(stage.done, {"completed_at": now_iso(), "rows": len(table)})
     return eid, False
 
 
@@ -511,16 +481,15 @@ def load_scores(run_dir: str | Path, split: str, eval_id: str | None = None) -> 
     eval_id=None takes the run's own post-hoc stage (the one its DONE marker names), else
     the only one present.
     """
-    root = Path(run_dir) / "posthoc"
+    rd = RunDir.at(run_dir)
     if eval_id is None:
-        done = Path(run_dir) / DONE
-        eval_id = json.loads(done.read_text()).get("eval_id") if done.is_file() else None
+        eval_id = rd.own_eval_id()
     if eval_id is None:
-        found = sorted(p.parent.name for p in root.glob(f"*/{DONE}"))
+        found = rd.posthoc_ids()
         if len(found) != 1:
             raise ValueError(f"{run_dir}: {len(found)} post-hoc results ({found}); pass eval_id")
         eval_id = found[0]
-    path = root / eval_id / "scores" / f"{split}.parquet"
+    path = rd.posthoc(eval_id).scores(split)
     if not path.is_file():
-        raise FileNotFoundError(f"no scores for split {split!r} under {root / eval_id}")
+        raise FileNotFoundError(f"no scores for split {split!r} under {path.parent.parent}")
     return pd.read_parquet(path)

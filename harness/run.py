@@ -10,10 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import random
 import time
-import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,18 +24,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from harness import registry
+from harness.config import check_writable, validate, validate_plugins
 from harness.data import LABELED_ROLES, Benchmark, WithOODSets, resolve_transform
-from harness.evaluate import (
-    FEATURE_DTYPES,
-    PRECISIONS,
+from harness.forward import (
     ForwardOptions,
-    Outputs,
     SplitLoader,
     auto_num_workers,
     batches,
     forward_split,
     prepare_forward,
 )
+from harness.keys import RunKeys, make_keys
 from harness.models import (
     checkpoint_digest,
     create_model,
@@ -47,21 +44,18 @@ from harness.models import (
     resolve_device,
     save_head,
 )
-from harness.posthoc import dataset_eval_path, evaluate_run, model_score_path, posthoc_dir
-from harness.samplers import check_group_sampler
+from harness.outputs import Outputs
+from harness.posthoc import evaluate_run
+from harness.rundir import LockHeld, RunDir, RunLock, dataset_eval_path
+from harness.search import apply_hparams_seed
 from harness.store import (
-    LockHeld,
-    RunDir,
-    RunKeys,
-    RunLock,
     atomic_save_npy,
     atomic_write_json,
     atomic_write_parquet,
     atomic_write_text,
-    make_keys,
     provenance,
 )
-from harness.train import SELECTION_RULES, train
+from harness.train import train
 
 log = logging.getLogger("harness.run")
 
@@ -70,144 +64,6 @@ NON_SEMANTIC_TRAINER_KEYS = ("num_workers", "progress")
 # Options of how outputs are made that change the numbers, with their defaults: in the run
 # key only when not at the default, so that the keys of existing runs stay as they were.
 OUTPUT_KEY_DEFAULTS = {"precision": "fp32", "features_dtype": "float32"}
-
-
-def validate(cfg: dict[str, Any]) -> None:
-    """Clear errors for values Hydra's typing does not catch, naming the key."""
-    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
-        raise ValueError(f"seed must be an integer, got {cfg.get('seed')!r}")
-    t = cfg["trainer"]
-    if not isinstance(t["epochs"], int) or t["epochs"] < 0:
-        raise ValueError(f"trainer.epochs must be an integer >= 0, got {t['epochs']!r}")
-    if t["max_steps"] is not None and (not isinstance(t["max_steps"], int) or t["max_steps"] < 1):
-        raise ValueError(
-            f"trainer.max_steps must be a positive integer or null, got {t['max_steps']!r}"
-        )
-    precision = cfg.get("precision", "fp32")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: must be one of {list(PRECISIONS)}")
-    if precision != "fp32" and t["epochs"] > 0:
-        raise ValueError(
-            f"precision={precision!r} applies to evaluation-only runs (trainer.epochs=0); "
-            "training runs in fp32"
-        )
-    fwd = cfg.get("forward") or {}
-    if fwd.get("features_dtype", "float32") not in FEATURE_DTYPES:
-        raise ValueError(
-            f"forward.features_dtype must be one of {FEATURE_DTYPES}, got {fwd['features_dtype']!r}"
-        )
-    for k in ("channels_last", "persistent_workers"):
-        if not isinstance(fwd.get(k, False), bool):
-            raise ValueError(f"forward.{k} must be true or false, got {fwd[k]!r}")
-    if not isinstance(fwd.get("compile", False), bool | str):
-        raise ValueError(
-            f"forward.compile must be true, false or a backend name, got {fwd['compile']!r}"
-        )
-    if fwd.get("pin_memory", "auto") not in ("auto", True, False):
-        raise ValueError(
-            f"forward.pin_memory must be auto, true or false, got {fwd['pin_memory']!r}"
-        )
-    workers = t.get("num_workers", 0)
-    if workers != "auto" and (
-        not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
-    ):
-        raise ValueError(f"trainer.num_workers must be an integer >= 0 or auto, got {workers!r}")
-    if t["schedule"] not in ("cosine", "constant"):
-        raise ValueError(f"trainer.schedule must be 'cosine' or 'constant', got {t['schedule']!r}")
-    if cfg["selection_rule"] not in SELECTION_RULES:
-        raise ValueError(
-            f"selection_rule must be one of {SELECTION_RULES}, got {cfg['selection_rule']!r}"
-        )
-    for k in ("batch_size", "eval_batch_size"):
-        if not isinstance(t[k], int) or t[k] < 1:
-            raise ValueError(f"trainer.{k} must be a positive integer, got {t[k]!r}")
-    if t.get("group_sampler") is not None:
-        check_group_sampler(t["group_sampler"], t["batch_size"])
-
-
-def validate_plugins(cfg: dict[str, Any]) -> None:
-    """Every plugin the run will need resolves and accepts its hyperparameters, and the eval
-    settings are valid, before anything is written."""
-    from harness.models import check_model_name
-
-    check_model_name(cfg["model"]["name"])
-    ev = cfg["eval"]
-    if not isinstance(ev.get("ece_bins"), int) or ev["ece_bins"] < 1:
-        raise ValueError(f"eval.ece_bins must be a positive integer, got {ev.get('ece_bins')!r}")
-    coverages = ev.get("coverages")
-    if not isinstance(coverages, list) or not all(
-        isinstance(c, int | float) and 0 < c <= 1 for c in coverages
-    ):
-        raise ValueError(f"eval.coverages must be a list of numbers in (0, 1], got {coverages!r}")
-    fit_size = ev.get("fit_size")
-    if fit_size is not None and (not isinstance(fit_size, int) or fit_size < 1):
-        raise ValueError(f"eval.fit_size must be a positive integer or null, got {fit_size!r}")
-    for group in ("scorers", "calibrators"):
-        for name, plugin in (ev.get(group) or {}).items():
-            if not isinstance(plugin, dict) or "_target_" not in plugin:
-                raise ValueError(f"eval.{group}.{name} needs a _target_, got {plugin!r}")
-            cls = registry.resolve_target(group[:-1], {"name": name, **plugin})
-            try:  # constructing is cheap and checks the hyperparameters before any work
-                registry.construct(cls, plugin)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"eval.{group}.{name}: {exc}") from exc
-
-
-def check_writable(results_dir: str | Path) -> None:
-    runs = Path(results_dir) / "runs"
-    try:
-        runs.mkdir(parents=True, exist_ok=True)
-        probe = runs / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise ValueError(f"results_dir={results_dir} is not writable: {exc}") from exc
-
-
-def draw(spec: dict[str, Any], rng: np.random.Generator) -> Any:
-    """One value from a search-space entry: uniform, log_uniform, int_uniform or choice."""
-    dist = spec.get("dist")
-    if dist == "uniform":
-        return float(rng.uniform(spec["low"], spec["high"]))
-    if dist == "log_uniform":
-        return float(np.exp(rng.uniform(np.log(spec["low"]), np.log(spec["high"]))))
-    if dist == "int_uniform":
-        return int(rng.integers(spec["low"], spec["high"] + 1))
-    if dist == "choice":
-        return spec["values"][int(rng.integers(len(spec["values"])))]
-    raise ValueError(
-        f"search_space entry {spec}: dist must be uniform, log_uniform, int_uniform or choice"
-    )
-
-
-def apply_hparams_seed(cfg: dict[str, Any]) -> dict[str, Any]:
-    """hparams_seed=K > 0 replaces the method's defaults by draw K from its search_space
-    (method keys, or trainer.* keys); 0 keeps the defaults. Deterministic in (K, method)."""
-    k = cfg.get("hparams_seed", 0)
-    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-        raise ValueError(f"hparams_seed must be an integer >= 0, got {k!r}")
-    space = cfg["method"].get("search_space") or {}
-    if k == 0 or not space:
-        return cfg
-    rng = np.random.default_rng([k, zlib.crc32(cfg["method"]["name"].encode())])
-    for key in sorted(space):
-        value = draw(space[key], rng)
-        if key.startswith("trainer."):
-            node = cfg["trainer"]
-            *parents, leaf = key.split(".")[1:]
-            for part in parents:
-                node = node[part]
-            if leaf not in node:
-                raise ValueError(f"search_space key {key!r} is not a trainer setting")
-            node[leaf] = value
-        else:
-            if key not in cfg["method"]:
-                raise ValueError(
-                    f"search_space key {key!r} is not a hyperparameter of "
-                    f"method {cfg['method']['name']!r}"
-                )
-            cfg["method"][key] = value
-    return cfg
 
 
 def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
@@ -314,7 +170,6 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     validate(c)
     c = apply_hparams_seed(c)
     validate_plugins(c)
-    validate_tta(c)
     check_writable(c["results_dir"])
     if c.get("threads"):
         torch.set_num_threads(int(c["threads"]))
@@ -343,12 +198,12 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         if rd.is_complete():  # finished by another process between the check and the lock
             log.info("skip: run %s was just finished by another process", keys.run_id)
             return {**summary, "status": "finished"}
-        atomic_write_text(rd / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(c)))
+        atomic_write_text(rd.config_yaml, OmegaConf.to_yaml(OmegaConf.create(c)))
         atomic_write_json(
-            rd / "key.json",
+            rd.key_json,
             {"run_id": keys.run_id, "setting_id": keys.setting_id, "payload": keys.payload},
         )
-        with run_log(rd / "run.log"):
+        with run_log(rd.log):
             try:
                 execute = _execute_tta if tta_config(c) else _execute
                 return {**execute(c, adapter, keys, rd, lock), "status": "finished"}
@@ -376,7 +231,7 @@ def _execute(
     training = c["trainer"]["epochs"] > 0
     model = create_model(c["model"], bench, train=training)
     transform, transform_desc = resolve_transform(transform_mode(c["model"]), model, bench)
-    atomic_write_json(rd / "transform.json", transform_desc)
+    atomic_write_json(rd.transform_json, transform_desc)
     device = resolve_device(c.get("device", "auto"))
 
     selected_epoch, predict, index_map = -1, None, None
@@ -427,13 +282,13 @@ def _execute(
                 loader=loaders.loader(split.name),
             ).save(path, features_dtype)
         record_dataset_eval(bench, split, path)
-        atomic_write_parquet(split.meta, rd / "meta" / f"{split.name}.parquet")
+        atomic_write_parquet(split.meta, rd.meta(split.name))
     loaders = None  # its persistent workers end here, not after the post-hoc stage
-    save_head(model, index_map, rd / "outputs" / "head.npz")
+    save_head(model, index_map, rd.head)
     run_model_scorers(c, bench, rd, forward_keys, transform, model, predict, index_map, device)
     write_benchmark_json(rd, bench, forward_keys)
     atomic_write_json(
-        rd / "run_info.json",
+        rd.run_info_json,
         {
             "run_id": keys.run_id,
             "setting_id": keys.setting_id,
@@ -464,7 +319,7 @@ def record_dataset_eval(bench: Benchmark, split: Any, outputs_path: Path) -> Non
 def run_model_scorers(c, bench, rd, forward_keys, transform, model, predict, index_map, device):
     """Scorers that need the model (ODIN) run their own passes here, once per split; their
     scores are cached beside the outputs for the post-hoc stage, with their timing."""
-    timings_path = rd / "outputs" / "model_scorers.json"
+    timings_path = rd.model_scorer_timings
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     forward = predict or (lambda x: forward_outputs(model, x))
 
@@ -478,7 +333,7 @@ def run_model_scorers(c, bench, rd, forward_keys, transform, model, predict, ind
             continue
         scorer = registry.construct(cls, scorer_cfg)
         for split in bench.splits.values():
-            path = model_score_path(rd.path, split.name, forward_keys[split.name], name, scorer_cfg)
+            path = rd.model_score_path(split.name, forward_keys[split.name], name, scorer_cfg)
             if path.is_file():
                 continue
             loader = DataLoader(
@@ -512,22 +367,6 @@ def tta_config(c: dict[str, Any]) -> dict[str, Any] | None:
     if t.get("name", "none") == "none":
         return None
     return {k: v for k, v in t.items() if k != "search_space"}
-
-
-def validate_tta(c: dict[str, Any]) -> None:
-    """The TTA plugin resolves and accepts its hyperparameters, before anything is written."""
-    t = tta_config(c)
-    if t is None:
-        return
-    if c.get("precision", "fp32") != "fp32":
-        raise ValueError(
-            f"tta={t['name']}: test-time adaptation runs in fp32, not {c['precision']}"
-        )
-    cls = registry.resolve_target("tta", t)
-    try:
-        registry.construct(cls, {k: v for k, v in t.items() if k != "name"})
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"tta={t['name']}: {exc}") from exc
 
 
 def run_payload(c: dict[str, Any], adapter: Any) -> dict[str, Any]:
@@ -569,18 +408,12 @@ def stage_outputs(c: dict[str, Any], stages: dict[str, dict[str, Any]]) -> dict[
     """Runs (or finds) each earlier stage a method declares, and returns the Outputs of its
     training split, by stage name. A stage is this run's config with the stage's overrides,
     the hyperparameters already drawn (hparams_seed=0) and no TTA."""
-    from harness.evaluate import Outputs
-
     outputs = {}
     for name, overrides in stages.items():
         stage_cfg = _deep_merge(c, overrides)
         stage_cfg.update(hparams_seed=0, tta={"name": "none"})
         summary = finished_run(stage_cfg, f"stage {name!r} of method {c['method']['name']!r}")
-        stage_dir = Path(summary["run_dir"])
-        splits = json.loads((stage_dir / "benchmark.json").read_text())["splits"]
-        train_split = next(s for s, v in splits.items() if v["role"] == "train")
-        fkey = splits[train_split]["forward_key"]
-        outputs[name] = Outputs.load(stage_dir / "outputs" / f"{train_split}-{fkey[:16]}.npz")
+        outputs[name] = Outputs.load(RunDir.at(summary["run_dir"]).split_output("train"))
         log.info("stage %s: run %s", name, summary["run_id"])
     return outputs
 
@@ -603,25 +436,24 @@ def _execute_tta(
     """A TTA run: the trained run (same config, tta=none) is found or run first; its selected
     weights are adapted on every split separately, from inputs alone (harness/tta.py), and the
     adapted Outputs go through the same post-hoc stage."""
-    from harness.evaluate import Outputs
     from harness.tta import Predictor, adapt_split
 
     started = time.time()
     t = tta_config(c)
     trained = finished_run({**c, "hparams_seed": 0, "tta": {"name": "none"}}, "trained run")
-    train_dir = Path(trained["run_dir"])
+    train_dir = RunDir.at(trained["run_dir"])
     log.info("tta %s on run %s -> %s", t["name"], trained["run_id"], rd.path)
     bench: Benchmark = adapter.load(Path(c["cache_dir"])).limited(c["dataset"].get("limit"))
     seed_everything(c["seed"])
     training = c["trainer"]["epochs"] > 0
     model = create_model(c["model"], bench, train=training)
     transform, transform_desc = resolve_transform(transform_mode(c["model"]), model, bench)
-    atomic_write_json(rd / "transform.json", transform_desc)
+    atomic_write_json(rd.transform_json, transform_desc)
     device = resolve_device(c.get("device", "auto"))
     index_map = None
     if training:
         net = build_method(c, model, bench)
-        load_trained_model(model, train_dir / "checkpoints" / "best.pt")
+        load_trained_model(model, train_dir.best_checkpoint)
     else:
         index_map = label_index(c["model"], bench, model)
         net = Predictor(model, index_map)
@@ -646,16 +478,16 @@ def _execute_tta(
             Outputs(logits, features, labels, np.arange(len(split), dtype=np.int64)).save(
                 path, output_settings(c)["features_dtype"]
             )
-        atomic_write_parquet(split.meta, rd / "meta" / f"{split.name}.parquet")
+        atomic_write_parquet(split.meta, rd.meta(split.name))
         forward_keys[split.name] = fkey
-    save_head(model, index_map, rd / "outputs" / "head.npz")
+    save_head(model, index_map, rd.head)
     write_benchmark_json(rd, bench, forward_keys)
-    train_info = json.loads((train_dir / "run_info.json").read_text())
+    train_info = train_dir.read_run_info()
     atomic_write_json(
-        rd / "run_info.json",
+        rd.run_info_json,
         {**train_info, "run_id": keys.run_id, "setting_id": keys.setting_id, "tta": t["name"]},
     )
-    atomic_write_json(rd / "tta.json", {"train_run_id": trained["run_id"], "tta": t})
+    atomic_write_json(rd.tta_json, {"train_run_id": trained["run_id"], "tta": t})
     return finish_run(c, keys, rd, lock, started, str(device), {"train_run_id": trained["run_id"]})
 
 
@@ -674,7 +506,7 @@ def build_method(c: dict[str, Any], model: Any, bench: Benchmark) -> Any:
 def write_benchmark_json(rd: RunDir, bench: Benchmark, forward_keys: dict[str, str]) -> None:
     """What the post-hoc stage needs to know of the benchmark, beside the Outputs cache."""
     atomic_write_json(
-        rd / "benchmark.json",
+        rd.benchmark_json,
         {
             "name": bench.name,
             "classes": bench.classes,
@@ -705,7 +537,7 @@ def finish_run(
     if lock is not None and not lock.owned():
         raise LockHeld(f"run {keys.run_id}: another process took over its lock; not finishing it")
     eid, _ = evaluate_run(rd.path, c["eval"])
-    table = pd.read_parquet(posthoc_dir(rd.path, eid) / "rows.parquet")
+    table = pd.read_parquet(rd.posthoc(eid).rows)
     headline = _headline(table)
     rd.mark_complete(
         {
@@ -772,9 +604,8 @@ def sweep_objective(cfg: DictConfig, status: dict[str, Any]) -> float | None:
         return None
     from harness.search import objective_value
 
-    results_dir = Path(cfg.results_dir)
     eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
-    return objective_value(results_dir / "runs" / status["run_id"], eval_cfg, objective)
+    return objective_value(RunDir(cfg.results_dir, status["run_id"]).path, eval_cfg, objective)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.evaluate import Outputs
-
-
-@dataclass
-class Head:
-    """The linear classifier that maps cached features to cached logits: logits = f W^T + b."""
-
-    weight: np.ndarray  # C × D
-    bias: np.ndarray  # C
-
-    def __call__(self, features: np.ndarray) -> np.ndarray:
-        return features @ self.weight.T + self.bias
+from harness.outputs import Head, Outputs
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""Hyperparameter search spaces for Hydra's Optuna sweeper: the same `search_space` entries
-that `hparams_seed=K` draws from (harness/run.py: apply_hparams_seed), written in the
-sweeper's override grammar, and the number a run reports back to it.
+"""Hyperparameter search spaces in both directions: draws for `hparams_seed=K`, and Hydra's
+Optuna sweeper overrides from the same `search_space` entries
+that `hparams_seed=K` draws from (apply_hparams_seed), written in the sweeper's override
+grammar, and the number a run reports back to it.
 
     python -m harness.search method=jtt          # prints the sweep overrides
     python -m harness.run -m hydra/sweeper=optuna hydra.sweeper.n_trials=20 \
@@ -12,10 +13,17 @@ from __future__ import annotations
 
 import shlex
 import sys
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from harness.keys import eval_id
+from harness.rundir import RunDir
+from harness.table import overall
 
 
 def _number(x: Any) -> str:
@@ -23,21 +31,79 @@ def _number(x: Any) -> str:
     return repr(float(x))
 
 
+# One entry per distribution of a `search_space` entry, in both directions: a draw for
+# hparams_seed=K, and the Optuna sweeper's override grammar.
+DISTRIBUTIONS: dict[
+    str, tuple[Callable[[dict, np.random.Generator], Any], Callable[[dict], str]]
+] = {
+    "uniform": (
+        lambda s, rng: float(rng.uniform(s["low"], s["high"])),
+        lambda s: f"interval({_number(s['low'])},{_number(s['high'])})",
+    ),
+    "log_uniform": (
+        lambda s, rng: float(np.exp(rng.uniform(np.log(s["low"]), np.log(s["high"])))),
+        lambda s: f"tag(log,interval({_number(s['low'])},{_number(s['high'])}))",
+    ),
+    # the sweeper turns range(a,b) into Optuna's IntUniform(a, b), both ends included
+    # (tested), unlike Hydra's own range
+    "int_uniform": (
+        lambda s, rng: int(rng.integers(s["low"], s["high"] + 1)),
+        lambda s: f"range({int(s['low'])},{int(s['high'])})",
+    ),
+    "choice": (
+        lambda s, rng: s["values"][int(rng.integers(len(s["values"])))],
+        lambda s: "choice(" + ",".join(str(v) for v in s["values"]) + ")",
+    ),
+}
+
+
+def _distribution(spec: dict[str, Any]) -> tuple[Callable, Callable]:
+    try:
+        return DISTRIBUTIONS[spec.get("dist")]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"search_space entry {spec}: dist must be uniform, log_uniform, int_uniform or choice"
+        ) from None
+
+
+def draw(spec: dict[str, Any], rng: np.random.Generator) -> Any:
+    """One value from a search-space entry."""
+    return _distribution(spec)[0](spec, rng)
+
+
 def sweeper_value(spec: dict[str, Any]) -> str:
     """One search-space entry in the Optuna sweeper's grammar."""
-    dist = spec.get("dist")
-    if dist == "uniform":
-        return f"interval({_number(spec['low'])},{_number(spec['high'])})"
-    if dist == "log_uniform":
-        return f"tag(log,interval({_number(spec['low'])},{_number(spec['high'])}))"
-    if dist == "int_uniform":  # the sweeper turns range(a,b) into Optuna's IntUniform(a, b),
-        # both ends included (tested), unlike Hydra's own range
-        return f"range({int(spec['low'])},{int(spec['high'])})"
-    if dist == "choice":
-        return "choice(" + ",".join(str(v) for v in spec["values"]) + ")"
-    raise ValueError(
-        f"search_space entry {spec}: dist must be uniform, log_uniform, int_uniform or choice"
-    )
+    return _distribution(spec)[1](spec)
+
+
+def apply_hparams_seed(cfg: dict[str, Any]) -> dict[str, Any]:
+    """hparams_seed=K > 0 replaces the method's defaults by draw K from its search_space
+    (method keys, or trainer.* keys); 0 keeps the defaults. Deterministic in (K, method)."""
+    k = cfg.get("hparams_seed", 0)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"hparams_seed must be an integer >= 0, got {k!r}")
+    space = cfg["method"].get("search_space") or {}
+    if k == 0 or not space:
+        return cfg
+    rng = np.random.default_rng([k, zlib.crc32(cfg["method"]["name"].encode())])
+    for key in sorted(space):
+        value = draw(space[key], rng)
+        if key.startswith("trainer."):
+            node = cfg["trainer"]
+            *parents, leaf = key.split(".")[1:]
+            for part in parents:
+                node = node[part]
+            if leaf not in node:
+                raise ValueError(f"search_space key {key!r} is not a trainer setting")
+            node[leaf] = value
+        else:
+            if key not in cfg["method"]:
+                raise ValueError(
+                    f"search_space key {key!r} is not a hyperparameter of "
+                    f"method {cfg['method']['name']!r}"
+                )
+            cfg["method"][key] = value
+    return cfg
 
 
 def sweeper_params(cfg: dict[str, Any]) -> dict[str, str]:
@@ -55,24 +121,12 @@ def objective_value(run_dir: str | Path, eval_cfg: dict[str, Any], objective: st
     """The number `<split>/<metric>` (e.g. val/accuracy, val/worst_group_accuracy) of a
     finished run's post-hoc rows for `eval_cfg`: the overall value, not a group's or a
     scorer's."""
-    from harness.posthoc import eval_id, posthoc_dir
-
     split, _, metric = objective.partition("/")
-    rows = pd.read_parquet(posthoc_dir(Path(run_dir), eval_id(eval_cfg)) / "rows.parquet")
-    hit = rows[
-        (rows["split"] == split)
-        & (rows["metric"] == metric)
-        & (rows["scorer"] == "")
-        & (rows["group_value"] == "")
-    ]
+    rows = pd.read_parquet(RunDir.at(run_dir).posthoc(eval_id(eval_cfg)).rows)
+    plain = rows[overall(rows)]
+    hit = plain[(plain["split"] == split) & (plain["metric"] == metric)]
     if len(hit) != 1:
-        available = sorted(
-            set(
-                rows.loc[(rows["scorer"] == "") & (rows["group_value"] == ""), "split"]
-                + "/"
-                + rows.loc[(rows["scorer"] == "") & (rows["group_value"] == ""), "metric"]
-            )
-        )
+        available = sorted(set(plain["split"] + "/" + plain["metric"]))
         raise ValueError(
             f"sweep_objective={objective!r}: not one overall value in {run_dir}; "
             f"available: {', '.join(available)}"

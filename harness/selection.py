@@ -1,41 +1,107 @@
-"""Model selection across hyperparameter settings, DomainBed-style, from completed runs only.
+"""Selection, at two levels, from numbers runs already recorded (nothing is retrained):
 
-A *search* is every setting that shares the dataset (options and data fingerprint), the model,
-the method's name, the TTA config and the eval config, and differs only in hyperparameters
-(the method's options, the trainer's settings) and seeds. Within a search, a declared rule
-picks one setting from numbers the runs already recorded; nothing is retrained:
+1. the epoch inside a run (`selection_rule`, in the run key): which epoch's weights a run
+   evaluates, from its per-epoch validation records (epochs.parquet):
+   - `id_val_accuracy` (default): the highest mean accuracy over the ID validation split(s)
+     (the last epoch when there is none);
+   - `last_epoch`: the last one.
+2. the setting across a search (`model_selection` of the leaderboard and export),
+   DomainBed-style, from completed runs only. A *search* is every setting that shares the
+   dataset (options and data fingerprint), the model, the method's name, the TTA config and
+   the eval config, and differs only in hyperparameters (the method's options, the trainer's
+   settings) and seeds. A rule picks one setting by the mean over seeds of one overall metric
+   on splits of some roles:
+   - `id_val` (default): accuracy on the ID validation split(s);
+   - `worst_group_val`: worst-group accuracy on the validation split(s);
+   - `oracle`: accuracy on the shifted test splits (the ID test split when there are none).
+     It looks at test data, so every table that uses it says "oracle".
 
-- `id_val` (default): the highest mean (over seeds) accuracy on the ID validation split(s);
-- `worst_group_val`: the highest mean worst-group accuracy on the validation split(s);
-- `oracle`: the highest mean accuracy on the shifted test splits (the ID test split when
-  there are none). It looks at test data, so every table that uses it says "oracle".
-
-Which epoch's weights a run evaluates is chosen during training from its per-epoch
-validation records (`selection_rule`, epochs.parquet); this module chooses among runs.
+New rules are one decorated function (`epoch_rule`) or one `setting_rule(...)` call, e.g. a
+dataset's own validation metric such as WILDS' `acc_wg`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from harness.store import content_hash
+from harness.keys import content_hash
+from harness.rundir import RunDir, runs_root
 
 log = logging.getLogger("harness.selection")
 
-RULES = {
-    "id_val": ("accuracy", ("val",)),
-    "worst_group_val": ("worst_group_accuracy", ("val",)),
-    "oracle": ("accuracy", ("shift_test",)),
-}
-LABELS = {
-    "id_val": "ID validation accuracy",
-    "worst_group_val": "worst-group validation accuracy",
-    "oracle": "oracle (test-set selection)",
-}
+# ---------------------------------------------------------------- level 1: the epoch
+
+EpochScore = Callable[[list[dict[str, Any]], int], float]
+EPOCH_RULES: dict[str, EpochScore] = {}
+
+
+def epoch_rule(name: str) -> Callable[[EpochScore], EpochScore]:
+    """Registers a selection_rule: (epoch records so far, epoch) -> score; the highest wins
+    (ties: the earlier epoch)."""
+
+    def register(fn: EpochScore) -> EpochScore:
+        EPOCH_RULES[name] = fn
+        return fn
+
+    return register
+
+
+@epoch_rule("id_val_accuracy")
+def _id_val_accuracy(records: list[dict[str, Any]], epoch: int) -> float:
+    accs = [
+        r["value"]
+        for r in records
+        if r["epoch"] == epoch and r["split_role"] == "val" and r["metric"] == "accuracy"
+    ]
+    if not accs:  # no validation split: fall back to the last epoch
+        return float(epoch)
+    return float(np.mean(accs))
+
+
+@epoch_rule("last_epoch")
+def _last_epoch(records: list[dict[str, Any]], epoch: int) -> float:
+    return float(epoch)
+
+
+def epoch_score(records: list[dict[str, Any]], epoch: int, rule: str) -> float:
+    if rule not in EPOCH_RULES:
+        raise ValueError(f"selection_rule must be one of {tuple(EPOCH_RULES)}, got {rule!r}")
+    return EPOCH_RULES[rule](records, epoch)
+
+
+# ---------------------------------------------------------------- level 2: the setting
+
+
+@dataclass(frozen=True)
+class SettingRule:
+    metric: str  # an overall metric of the tidy table
+    roles: tuple[str, ...]  # split roles whose mean is the criterion
+    label: str  # how tables name the rule
+    fallback_role: str | None = None  # for settings without splits of `roles`
+
+
+SETTING_RULES: dict[str, SettingRule] = {}
+
+
+def setting_rule(name: str, metric: str, roles: tuple[str, ...], label: str, **kw: Any) -> None:
+    """Registers a model_selection rule."""
+    SETTING_RULES[name] = SettingRule(metric, roles, label, **kw)
+
+
+setting_rule("id_val", "accuracy", ("val",), "ID validation accuracy")
+setting_rule("worst_group_val", "worst_group_accuracy", ("val",), "worst-group validation accuracy")
+setting_rule(
+    "oracle", "accuracy", ("shift_test",), "oracle (test-set selection)", fallback_role="id_test"
+)
+LABELS = {name: rule.label for name, rule in SETTING_RULES.items()}
+
 SEARCH_COLUMNS = ["dataset", "search_id", "model", "method", "tta", "eval_id"]
 
 
@@ -49,8 +115,7 @@ def search_ids(table: pd.DataFrame, results_dir: str | Path | None) -> pd.Series
         payload = None
         if results_dir is not None:
             try:
-                key = json.loads((Path(results_dir) / "runs" / run_id / "key.json").read_text())
-                payload = key["payload"]
+                payload = RunDir.at(runs_root(results_dir) / run_id).read_key()["payload"]
             except (OSError, ValueError, KeyError):
                 payload = None
         if payload is None:
@@ -69,8 +134,10 @@ def select_settings(
 ) -> pd.DataFrame:
     """One row per search: the chosen setting_id, its criterion (mean over seeds), the number
     of settings searched and the rule. Settings without the rule's numbers are not eligible."""
-    if rule not in RULES:
-        raise ValueError(f"model selection rule must be one of {sorted(RULES)}, got {rule!r}")
+    if rule not in SETTING_RULES:
+        raise ValueError(
+            f"model selection rule must be one of {sorted(SETTING_RULES)}, got {rule!r}"
+        )
     columns = [*SEARCH_COLUMNS, "setting_id", "criterion", "settings", "selection"]
     if table.empty:
         return pd.DataFrame(columns=columns)
@@ -81,15 +148,18 @@ def select_settings(
     settings = settings.assign(
         search_id=settings["setting_id"].map(search_ids(settings, results_dir))
     )[[*SEARCH_COLUMNS, "setting_id"]]
-    metric, roles = RULES[rule]
+    spec = SETTING_RULES[rule]
+    metric, roles = spec.metric, spec.roles
     plain = (table["scorer"] == "") & (table["metric"] == metric)
     if metric == "accuracy":
         plain &= table["group_key"] == ""
     crit = table[plain & table["split_role"].isin(roles)]
-    if rule == "oracle":  # benchmarks without shifted splits: their ID test split
+    if spec.fallback_role:  # e.g. oracle on benchmarks without shifted splits: ID test
         has_shift = crit["setting_id"].unique()
         fallback = table[
-            plain & (table["split_role"] == "id_test") & ~table["setting_id"].isin(has_shift)
+            plain
+            & (table["split_role"] == spec.fallback_role)
+            & ~table["setting_id"].isin(has_shift)
         ]
         crit = pd.concat([crit, fallback])
     crit = crit[["setting_id", "eval_id", "run_id", "value"]].merge(
@@ -113,7 +183,7 @@ def select_settings(
         per_setting.sort_values(["criterion", "setting_id"], ascending=[False, True])
         .drop_duplicates(SEARCH_COLUMNS)
         .join(searched, on=SEARCH_COLUMNS)
-        .assign(selection=LABELS[rule])
+        .assign(selection=spec.label)
     )
     return best[columns].reset_index(drop=True)
 

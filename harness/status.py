@@ -12,21 +12,21 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from harness.registry import CONF_DIR
-from harness.store import RunDir
+from harness.rundir import RunDir, run_dirs
 
 
 def run_statuses(results_dir: str | Path, stale_after: float = 180.0) -> pd.DataFrame:
     rows = []
-    for path in sorted(p for p in (Path(results_dir) / "runs").glob("*") if p.is_dir()):
+    for found in run_dirs(results_dir):
         try:
-            rd = RunDir(results_dir, path.name)
+            rd = RunDir(results_dir, found.run_id)
         except ValueError:
             continue  # not a run directory
         status = rd.status(stale_after)
         payload = {}
-        if (path / "key.json").is_file():
+        if rd.key_json.is_file():
             try:
-                payload = json.loads((path / "key.json").read_text()).get("payload", {})
+                payload = rd.read_key().get("payload", {})
             except json.JSONDecodeError:
                 pass
         reason = ""
@@ -34,7 +34,7 @@ def run_statuses(results_dir: str | Path, stale_after: float = 180.0) -> pd.Data
             reason = json.loads(rd.failed.read_text()).get("reason", "")
         rows.append(
             {
-                "run_id": path.name,
+                "run_id": rd.run_id,
                 "status": status,
                 "dataset": (payload.get("dataset") or {}).get("name", ""),
                 "model": (payload.get("model") or {}).get("name", ""),

@@ -18,21 +18,19 @@ from tqdm.auto import tqdm
 
 from harness import metrics
 from harness.data import Benchmark, Split
-from harness.evaluate import batches, forward_split
+from harness.forward import batches, forward_split
 from harness.method import Method
+from harness.rundir import RunDir
 from harness.samplers import GroupBalancedBatchSampler
-from harness.store import RunDir, atomic_torch_save, atomic_write_parquet
+from harness.selection import epoch_score
+from harness.store import atomic_torch_save, atomic_write_parquet
 
 log = logging.getLogger(__name__)
-
-SELECTION_RULES = ("id_val_accuracy", "last_epoch")
 
 
 @dataclass
 class TrainResult:
-    selected_epoch: int
-    epochs: pd.DataFrame  # tidy per-epoch records: epoch, step, split, metric, value, n
-    steps: int
+    selected_epoch: int  # whose weights are loaded (selection_rule); records in epochs.parquet
 
 
 class GroupedSplit(torch.utils.data.Dataset):
@@ -115,8 +113,7 @@ def train(
     selection_rule: str,
 ) -> TrainResult:
     """Trains `method` in place; leaves the selected epoch's weights loaded."""
-    if selection_rule not in SELECTION_RULES:
-        raise ValueError(f"selection_rule must be one of {SELECTION_RULES}, got {selection_rule!r}")
+    epoch_score([], 0, selection_rule)  # an unknown rule fails before any work
     train_split = bench.train_split()
     groups = bench.group_ids(train_split)
     dataset = GroupedSplit(train_split, groups, transform)
@@ -135,10 +132,9 @@ def train(
     scheduler = make_scheduler(cfg["schedule"], optimizer, total)
     val_splits = bench.by_role("val")
 
-    ckpt_dir = run_dir / "checkpoints"
     records: list[dict[str, Any]] = []
     start_epoch, step, best = 0, 0, (-math.inf, -1)
-    last = ckpt_dir / "last.pt"
+    last = run_dir.last_checkpoint
     if last.is_file():  # an interrupted run: continue where its last epoch ended
         state = torch.load(last, map_location="cpu", weights_only=True)
         method.load_state_dict(state["method"])
@@ -150,7 +146,7 @@ def train(
         # writes): keep only what last.pt vouches for
         records = [
             r
-            for r in pd.read_parquet(run_dir / "epochs.parquet").to_dict("records")
+            for r in pd.read_parquet(run_dir.epochs).to_dict("records")
             if r["epoch"] < start_epoch
         ]
         log.info("resuming %s from epoch %d (step %d)", run_dir.run_id, start_epoch, step)
@@ -215,11 +211,11 @@ def train(
         records += validation_records(
             method, bench, val_splits, transform, cfg, device, epoch, step
         )
-        score = _selection_score(records, epoch, selection_rule)
+        score = epoch_score(records, epoch, selection_rule)
         if score > best[0]:
             best = (score, epoch)
-            atomic_torch_save(method.state_dict(), ckpt_dir / "best.pt")
-        atomic_write_parquet(pd.DataFrame(records), run_dir / "epochs.parquet")
+            atomic_torch_save(method.state_dict(), run_dir.best_checkpoint)
+        atomic_write_parquet(pd.DataFrame(records), run_dir.epochs)
         atomic_torch_save(
             {
                 "method": method.state_dict(),
@@ -233,21 +229,10 @@ def train(
             last,
         )
         log.info("epoch %d: %s", epoch, _summary(records, epoch))
-    method.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=True))
-    return TrainResult(selected_epoch=best[1], epochs=pd.DataFrame(records), steps=step)
-
-
-def _selection_score(records: list[dict[str, Any]], epoch: int, rule: str) -> float:
-    if rule == "last_epoch":
-        return float(epoch)
-    accs = [
-        r["value"]
-        for r in records
-        if r["epoch"] == epoch and r["split_role"] == "val" and r["metric"] == "accuracy"
-    ]
-    if not accs:  # no validation split: fall back to the last epoch
-        return float(epoch)
-    return float(np.mean(accs))
+    method.load_state_dict(
+        torch.load(run_dir.best_checkpoint, map_location="cpu", weights_only=True)
+    )
+    return TrainResult(selected_epoch=best[1])
 
 
 def _summary(records: list[dict[str, Any]], epoch: int) -> str:

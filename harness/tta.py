@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from harness.data import Split
-from harness.evaluate import batches as loader_batches
+from harness.forward import batches as loader_batches
 from harness.models import forward_outputs, map_logits
 
 Batches = Callable[[], Iterator[torch.Tensor]]

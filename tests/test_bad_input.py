@@ -15,7 +15,9 @@ from hydra.core.global_hydra import GlobalHydra
 from harness import posthoc
 from harness import run as run_mod
 from harness.data import DatasetAdapter
-from harness.store import RunDir, atomic_write_text, collect
+from harness.rundir import RunDir
+from harness.store import atomic_write_text
+from harness.table import collect
 
 from .conftest import TINY, compose_config, run_cli
 

@@ -1,4 +1,4 @@
-"""Speed options of evaluation forward passes (harness/evaluate.py): loading with one thread,
+"""Speed options of evaluation forward passes (harness/forward.py): loading with one thread,
 loader workers shared by every split, the batch-size fallback on out-of-memory errors,
 autocast precision, channels_last, torch.compile, float16 features in the Outputs cache."""
 
@@ -16,7 +16,7 @@ import torch
 
 from harness import run as run_mod
 from harness.data import BenchmarkTransform, array_split
-from harness.evaluate import (
+from harness.forward import (
     ForwardOptions,
     Outputs,
     SplitLoader,
@@ -25,7 +25,7 @@ from harness.evaluate import (
     prepare_forward,
 )
 from harness.models import forward_outputs
-from harness.store import RunDir
+from harness.rundir import RunDir
 
 from .conftest import TINY, compose_config, run_rows
 
@@ -87,7 +87,7 @@ def test_out_of_memory_halves_the_batch_and_gives_the_outputs_of_an_unfailed_pas
         return forward_outputs(model, x)
 
     split = tiny_split("a", n=19)
-    with caplog.at_level(logging.WARNING, logger="harness.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="harness.forward"):
         got = forward_split(model, split, 8, torch.device("cpu"), predict=small_memory)
     want = forward_split(model, split, 8, torch.device("cpu"))
     np.testing.assert_allclose(got.logits, want.logits, rtol=1e-5, atol=1e-6)
@@ -121,7 +121,7 @@ def test_out_of_memory_in_a_run_is_in_its_log_and_its_rows_equal_an_unfailed_run
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
         return forward_outputs(model, x)
 
-    monkeypatch.setattr("harness.evaluate.forward_outputs", small_memory)
+    monkeypatch.setattr("harness.forward.forward_outputs", small_memory)
     failed = eval_run(tmp_path / "oom")
     assert failed["run_id"] == clean["run_id"]
     log = (tmp_path / "oom" / "runs" / failed["run_id"] / "run.log").read_text()

@@ -17,7 +17,7 @@ from shiftbench_datasets.imagenet import FIXTURE_CLASSES, write_fixture
 from harness import registry
 from harness import run as run_mod
 from harness.data import BenchmarkTransform
-from harness.evaluate import Outputs
+from harness.outputs import Outputs
 
 from .conftest import TINY, compose_config, run_rows
 

@@ -348,7 +348,8 @@ def test_after_a_search_each_method_is_compared_through_its_chosen_setting(tmp_p
     import numpy as np
 
     from harness.leaderboard import write_leaderboard
-    from harness.store import RunDir, atomic_write_parquet, atomic_write_text
+    from harness.rundir import RunDir
+    from harness.store import atomic_write_parquet, atomic_write_text
 
     rng = np.random.default_rng(0)
     # two ERM settings (a hyperparameter search; the second is better on validation) + mixup

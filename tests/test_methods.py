@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from harness import run as run_mod
+from harness.search import apply_hparams_seed
 from methods.group_dro import GroupDRO
 from methods.rebalance import Upsample, Upweight, unit_weights
 
@@ -99,7 +100,7 @@ def test_hparams_seed_draws_distinct_reproducible_settings(tmp_path):
         c = run_mod.OmegaConf.to_container(
             compose_config([*TINY, "method=label_smoothing", *extra]), resolve=True
         )
-        return run_mod.apply_hparams_seed(c)
+        return apply_hparams_seed(c)
 
     default = setting()
     assert default["method"]["smoothing"] == 0.1 and default["trainer"]["optimizer"]["lr"] == 0.003
@@ -173,7 +174,7 @@ def test_jtt_stage_one_is_one_run_shared_by_stage_two_settings(tmp_path):
 def test_jtt_stage_two_draws_exactly_the_stage_one_errors(tmp_path):
     import pandas as pd
 
-    from harness.evaluate import Outputs
+    from harness.outputs import Outputs
     from methods.jtt import JTT
 
     run_mod.run(compose_config([*TINY, f"results_dir={tmp_path}", "eval=minimal", "method=jtt"]))

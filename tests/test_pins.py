@@ -110,9 +110,8 @@ def _default_keys() -> dict:
     """Keys of full-size default configs, computed without running (no data is loaded)."""
     from omegaconf import OmegaConf
 
-    from harness.posthoc import eval_id
+    from harness.keys import eval_id, make_keys
     from harness.run import build_dataset, run_payload
-    from harness.store import make_keys
 
     out = {}
     for name, overrides in {
@@ -151,7 +150,7 @@ def test_keys_of_every_kind_of_run_are_pinned(store):
 
 
 def _golden_rows(results: Path) -> pd.DataFrame:
-    from harness.store import collect
+    from harness.table import collect
 
     table, skipped = collect(results)
     assert not skipped

@@ -15,8 +15,9 @@ import yaml
 from harness import posthoc
 from harness import run as run_mod
 from harness.models import save_head
-from harness.posthoc import evaluate_run, load_scores, posthoc_dir
-from harness.store import collect
+from harness.posthoc import evaluate_run, load_scores
+from harness.rundir import RunDir
+from harness.table import collect
 
 from .conftest import CONF, TINY, compose_config, run_cli, run_rows
 
@@ -80,7 +81,7 @@ def test_a_new_eval_config_uses_the_cache_alone_and_adds_rows(finished_run, tmp_
         raise AssertionError("the post-hoc stage touched the model or the data")
 
     monkeypatch.setattr(timm, "create_model", forbidden)
-    monkeypatch.setattr("harness.evaluate.forward_split", forbidden)
+    monkeypatch.setattr("harness.forward.forward_split", forbidden)
     monkeypatch.setattr("shiftbench_datasets.maze.generate_mazes", forbidden)
     cfg = {
         **eval_config("minimal"),
@@ -89,12 +90,12 @@ def test_a_new_eval_config_uses_the_cache_alone_and_adds_rows(finished_run, tmp_
     eid, skipped = evaluate_run(run_dir, cfg)
     assert not skipped
     assert {p: p.stat().st_mtime_ns for p in first} == first  # nothing rewritten
-    new_rows = pd.read_parquet(posthoc_dir(run_dir, eid) / "rows.parquet")
+    new_rows = pd.read_parquet(RunDir.at(run_dir).posthoc(eid).rows)
     assert set(new_rows["eval_id"]) == {eid} and "knn5" in set(new_rows["scorer"])
     # same config again: a no-op
-    stamp = (posthoc_dir(run_dir, eid) / "DONE").stat().st_mtime_ns
+    stamp = (RunDir.at(run_dir).posthoc(eid).done).stat().st_mtime_ns
     assert evaluate_run(run_dir, cfg) == (eid, True)
-    assert (posthoc_dir(run_dir, eid) / "DONE").stat().st_mtime_ns == stamp
+    assert (RunDir.at(run_dir).posthoc(eid).done).stat().st_mtime_ns == stamp
     table, _ = collect(tmp_path)
     assert table["eval_id"].nunique() == 2
     per_eval = table.groupby("eval_id").size()
@@ -107,10 +108,10 @@ def test_a_head_that_does_not_reproduce_the_logits_is_refused_with_a_reason(fini
         weight, bias = z["weight"], z["bias"]
     np.savez(run_dir / "outputs" / "head.npz", weight=weight * 2, bias=bias)
     eid, _ = evaluate_run(run_dir, {**eval_config("default"), "fit_size": 20})
-    notes = json.loads((posthoc_dir(run_dir, eid) / "notes.json").read_text())
+    notes = json.loads((RunDir.at(run_dir).posthoc(eid).notes).read_text())
     assert "does not reproduce the cached logits" in notes["head"]
     assert set(notes["skipped_scorers"]) == {"vim", "react", "ash", "scale"}
-    rows = pd.read_parquet(posthoc_dir(run_dir, eid) / "rows.parquet")
+    rows = pd.read_parquet(RunDir.at(run_dir).posthoc(eid).rows)
     assert not {"vim", "react", "ash", "scale"} & set(rows["scorer"])
     assert {"msp", "knn", "mahalanobis"} <= set(rows["scorer"])
 
@@ -177,12 +178,12 @@ def test_odin_is_skipped_with_a_reason_by_the_cache_only_stage(finished_run, tmp
         },
     }
     eid, _ = evaluate_run(run_dir, cfg)
-    notes = json.loads((posthoc_dir(run_dir, eid) / "notes.json").read_text())
+    notes = json.loads((RunDir.at(run_dir).posthoc(eid).notes).read_text())
     assert "needs the model" in notes["skipped_scorers"]["odin"]
 
 
 def test_outputs_are_loaded_on_demand_and_only_the_reference_splits_stay(tmp_path):
-    from harness.evaluate import Outputs
+    from harness.outputs import Outputs
 
     paths = {}
     for k, split in enumerate(["train", "id_test", "c1", "c2", "c3"]):

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from harness import run as run_mod
+from harness.rundir import LOCK, LockHeld, RunDir, RunLock
 from harness.status import run_statuses
-from harness.store import LOCK, LockHeld, RunDir, RunLock, collect
+from harness.table import collect
 
 from .conftest import TINY, compose_config, run_cli, run_rows
 

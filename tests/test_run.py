@@ -12,9 +12,10 @@ import torch
 
 from harness import run as run_mod
 from harness import train as train_mod
-from harness.evaluate import Outputs
+from harness.outputs import Outputs
 from harness.posthoc import load_scores
-from harness.store import ROW_COLUMNS, RunDir
+from harness.rundir import RunDir
+from harness.table import ROW_COLUMNS
 
 from .conftest import TINY, compose_config, run_rows
 

@@ -11,8 +11,8 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from harness import metrics
-from harness.evaluate import Outputs
-from harness.scorer import FitData, Head
+from harness.outputs import Head, Outputs
+from harness.scorer import FitData
 from methods.scorers.ash import ASH
 from methods.scorers.energy import Energy
 from methods.scorers.entropy import Entropy

@@ -7,13 +7,17 @@ import warnings
 import pandas as pd
 import pytest
 
-from harness import store
-from harness.store import RunDir, atomic_write_parquet, atomic_write_text, collect, make_keys
+from harness import keys, store
+from harness import table as tidy
+from harness.keys import make_keys
+from harness.rundir import RunDir
+from harness.store import atomic_write_parquet, atomic_write_text
+from harness.table import collect
 
 
 def test_content_hash_ignores_key_order_and_sees_values():
-    assert store.content_hash({"a": 1, "b": [1, 2]}) == store.content_hash({"b": [1, 2], "a": 1})
-    assert store.content_hash({"a": 1}) != store.content_hash({"a": 2})
+    assert keys.content_hash({"a": 1, "b": [1, 2]}) == keys.content_hash({"b": [1, 2], "a": 1})
+    assert keys.content_hash({"a": 1}) != keys.content_hash({"a": 2})
 
 
 def test_seed_changes_run_id_but_not_setting_id():
@@ -22,23 +26,23 @@ def test_seed_changes_run_id_but_not_setting_id():
     c = make_keys({"model": "other", "seed": 0})
     assert a.run_id != b.run_id and a.setting_id == b.setting_id
     assert a.setting_id != c.setting_id
-    assert a.payload["results_version"] == store.RESULTS_VERSION
+    assert a.payload["results_version"] == keys.RESULTS_VERSION
 
 
 def test_results_version_is_part_of_the_key(monkeypatch):
     before = make_keys({"seed": 0})
-    monkeypatch.setattr(store, "RESULTS_VERSION", store.RESULTS_VERSION + 1)
+    monkeypatch.setattr(keys, "RESULTS_VERSION", keys.RESULTS_VERSION + 1)
     assert make_keys({"seed": 0}).run_id != before.run_id
 
 
 def test_file_digest_follows_content(tmp_path):
     p = tmp_path / "w.bin"
     p.write_bytes(b"one")
-    first = store.file_digest(p)
+    first = keys.file_digest(p)
     p.write_bytes(b"two")
-    assert store.file_digest(p) != first
+    assert keys.file_digest(p) != first
     with pytest.raises(FileNotFoundError, match="missing.bin"):
-        store.file_digest(tmp_path / "missing.bin")
+        keys.file_digest(tmp_path / "missing.bin")
 
 
 def test_failed_atomic_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
@@ -110,7 +114,7 @@ def test_collect_reads_completed_runs_and_skips_bad_ones_with_a_warning(tmp_path
 
 def test_collect_of_an_empty_root_is_an_empty_table(tmp_path):
     table, skipped = collect(tmp_path / "nothing")
-    assert table.empty and list(table.columns) == store.ROW_COLUMNS and skipped == []
+    assert table.empty and list(table.columns) == tidy.ROW_COLUMNS and skipped == []
 
 
 def test_atomic_writes_get_ordinary_file_modes(tmp_path):
@@ -128,7 +132,7 @@ def test_collect_cached_reads_only_new_stages_and_drops_deleted_runs(tmp_path):
     import os
     import shutil
 
-    from harness.store import collect_cached
+    from harness.table import collect_cached
 
     row = {
         "split": "s",

@@ -29,8 +29,9 @@ from shiftbench_datasets.wilds_fixtures import write_fixture
 
 from harness import run as run_mod
 from harness.data import DataError
-from harness.evaluate import Outputs
-from harness.posthoc import evaluate_run, posthoc_dir
+from harness.outputs import Outputs
+from harness.posthoc import evaluate_run
+from harness.rundir import RunDir
 
 from .conftest import ROOT, TINY, compose_config, run_cli, run_rows
 
@@ -463,7 +464,7 @@ def test_tiny_waterbirds_run_records_the_official_metrics(fixtures, tmp_path, mo
     eval_cfg = OmegaConf.to_container(compose_config(overrides).eval, resolve=True)
     eid, skipped = evaluate_run(run_dir, {**eval_cfg, "ece_bins": 5})
     assert not skipped
-    again = pd.read_parquet(posthoc_dir(run_dir, eid) / "rows.parquet")
+    again = pd.read_parquet(RunDir.at(run_dir).posthoc(eid).rows)
     official = rows[rows["metric"].str.startswith(("acc_", "adj_"))]
     recomputed = again[again["metric"].str.startswith(("acc_", "adj_"))]
     pd.testing.assert_frame_equal(

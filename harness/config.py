@@ -1,0 +1,129 @@
+"""Validation of the values Hydra's typing does not check, beside what builds from them: every
+command validates its config here before it writes anything, with an error that names the
+key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from harness import registry
+from harness.forward import PRECISIONS
+from harness.outputs import FEATURE_DTYPES
+from harness.samplers import check_group_sampler
+from harness.selection import EPOCH_RULES
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    """Clear errors for values Hydra's typing does not catch, naming the key."""
+    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
+        raise ValueError(f"seed must be an integer, got {cfg.get('seed')!r}")
+    t = cfg["trainer"]
+    if not isinstance(t["epochs"], int) or t["epochs"] < 0:
+        raise ValueError(f"trainer.epochs must be an integer >= 0, got {t['epochs']!r}")
+    if t["max_steps"] is not None and (not isinstance(t["max_steps"], int) or t["max_steps"] < 1):
+        raise ValueError(
+            f"trainer.max_steps must be a positive integer or null, got {t['max_steps']!r}"
+        )
+    precision = cfg.get("precision", "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: must be one of {list(PRECISIONS)}")
+    if precision != "fp32" and t["epochs"] > 0:
+        raise ValueError(
+            f"precision={precision!r} applies to evaluation-only runs (trainer.epochs=0); "
+            "training runs in fp32"
+        )
+    fwd = cfg.get("forward") or {}
+    if fwd.get("features_dtype", "float32") not in FEATURE_DTYPES:
+        raise ValueError(
+            f"forward.features_dtype must be one of {FEATURE_DTYPES}, got {fwd['features_dtype']!r}"
+        )
+    for k in ("channels_last", "persistent_workers"):
+        if not isinstance(fwd.get(k, False), bool):
+            raise ValueError(f"forward.{k} must be true or false, got {fwd[k]!r}")
+    if not isinstance(fwd.get("compile", False), bool | str):
+        raise ValueError(
+            f"forward.compile must be true, false or a backend name, got {fwd['compile']!r}"
+        )
+    if fwd.get("pin_memory", "auto") not in ("auto", True, False):
+        raise ValueError(
+            f"forward.pin_memory must be auto, true or false, got {fwd['pin_memory']!r}"
+        )
+    workers = t.get("num_workers", 0)
+    if workers != "auto" and (
+        not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
+    ):
+        raise ValueError(f"trainer.num_workers must be an integer >= 0 or auto, got {workers!r}")
+    if t["schedule"] not in ("cosine", "constant"):
+        raise ValueError(f"trainer.schedule must be 'cosine' or 'constant', got {t['schedule']!r}")
+    if cfg["selection_rule"] not in EPOCH_RULES:
+        raise ValueError(
+            f"selection_rule must be one of {EPOCH_RULES}, got {cfg['selection_rule']!r}"
+        )
+    for k in ("batch_size", "eval_batch_size"):
+        if not isinstance(t[k], int) or t[k] < 1:
+            raise ValueError(f"trainer.{k} must be a positive integer, got {t[k]!r}")
+    if t.get("group_sampler") is not None:
+        check_group_sampler(t["group_sampler"], t["batch_size"])
+
+
+def validate_plugins(cfg: dict[str, Any]) -> None:
+    """Every plugin the run will need resolves and accepts its hyperparameters, and the eval
+    settings are valid, before anything is written."""
+    from harness.models import check_model_name
+
+    check_model_name(cfg["model"]["name"])
+    validate_eval(cfg["eval"])
+    validate_tta(cfg)
+
+
+def validate_eval(ev: dict[str, Any]) -> None:
+    """An eval config (conf/eval/): its settings, and every scorer and calibrator resolves and
+    accepts its hyperparameters. Used by harness.run and harness.evaluate alike."""
+    if not isinstance(ev.get("ece_bins"), int) or ev["ece_bins"] < 1:
+        raise ValueError(f"eval.ece_bins must be a positive integer, got {ev.get('ece_bins')!r}")
+    coverages = ev.get("coverages")
+    if not isinstance(coverages, list) or not all(
+        isinstance(c, int | float) and 0 < c <= 1 for c in coverages
+    ):
+        raise ValueError(f"eval.coverages must be a list of numbers in (0, 1], got {coverages!r}")
+    fit_size = ev.get("fit_size")
+    if fit_size is not None and (not isinstance(fit_size, int) or fit_size < 1):
+        raise ValueError(f"eval.fit_size must be a positive integer or null, got {fit_size!r}")
+    for group in ("scorers", "calibrators"):
+        for name, plugin in (ev.get(group) or {}).items():
+            if not isinstance(plugin, dict) or "_target_" not in plugin:
+                raise ValueError(f"eval.{group}.{name} needs a _target_, got {plugin!r}")
+            cls = registry.resolve_target(group[:-1], {"name": name, **plugin})
+            try:  # constructing is cheap and checks the hyperparameters before any work
+                registry.construct(cls, plugin)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"eval.{group}.{name}: {exc}") from exc
+
+
+def validate_tta(c: dict[str, Any]) -> None:
+    """The TTA plugin resolves and accepts its hyperparameters, before anything is written."""
+    t = c.get("tta") or {}
+    if t.get("name", "none") == "none":
+        return
+    if c.get("precision", "fp32") != "fp32":
+        raise ValueError(
+            f"tta={t['name']}: test-time adaptation runs in fp32, not {c['precision']}"
+        )
+    cls = registry.resolve_target("tta", t)
+    try:
+        registry.construct(cls, {k: v for k, v in t.items() if k not in ("name", "search_space")})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"tta={t['name']}: {exc}") from exc
+
+
+def check_writable(results_dir: str | Path) -> None:
+    runs = Path(results_dir) / "runs"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        probe = runs / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(f"results_dir={results_dir} is not writable: {exc}") from exc

@@ -1,0 +1,58 @@
+"""The cache type every stage shares: Outputs (one forward pass over a split) and Head (the
+linear classifier that maps cached features to cached logits). A leaf: it imports nothing of
+the engine but the atomic writer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.store import atomic_save_npz
+
+FEATURE_DTYPES = ("float32", "float16")
+
+
+@dataclass
+class Outputs:
+    """What one forward pass over a split produced: everything post-hoc work needs."""
+
+    logits: np.ndarray  # N × C (benchmark classes, after any label map), float32
+    features: np.ndarray  # N × D penultimate features, float32
+    labels: np.ndarray  # N, int64 (-1 where unknown)
+    index: np.ndarray  # N, row of the split's metadata
+
+    def save(self, path: str | Path, features_dtype: str = "float32") -> None:
+        """features_dtype=float16 halves the cache of wide features (logits stay float32)."""
+        if features_dtype not in FEATURE_DTYPES:
+            raise ValueError(
+                f"features dtype must be one of {FEATURE_DTYPES}, got {features_dtype!r}"
+            )
+        atomic_save_npz(
+            path,
+            logits=self.logits,
+            features=self.features.astype(features_dtype, copy=False),
+            labels=self.labels,
+            index=self.index,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Outputs:
+        """Features come back as float32 whatever they were stored as."""
+        with np.load(path) as z:
+            features = z["features"]
+            return cls(
+                z["logits"], features.astype(np.float32, copy=False), z["labels"], z["index"]
+            )
+
+
+@dataclass
+class Head:
+    """The linear classifier that maps cached features to cached logits: logits = f W^T + b."""
+
+    weight: np.ndarray  # C × D
+    bias: np.ndarray  # C
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return features @ self.weight.T + self.bias
