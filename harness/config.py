@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import registry
+from harness.data import Benchmark, WithOODSets
 from harness.forward import PRECISIONS
 from harness.outputs import FEATURE_DTYPES
 from harness.samplers import check_group_sampler
@@ -127,3 +128,34 @@ def check_writable(results_dir: str | Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise ValueError(f"results_dir={results_dir} is not writable: {exc}") from exc
+
+
+# ---------------------------------------------------------------- builders
+
+
+def build_dataset(c: dict[str, Any]) -> Any:
+    """The dataset adapter, with the top-level `ood_sets` (paths, or {name, root} dicts, built
+    with the `ood_folder` plugin) attached as extra OOD splits when there are any."""
+    adapter = registry.build("dataset", c["dataset"])
+    entries = c.get("ood_sets") or []
+    if not entries:
+        return adapter
+    extras = []
+    for entry in entries:
+        spec = {"root": entry} if isinstance(entry, str) else dict(entry)
+        if "root" not in spec:
+            raise ValueError(f"ood_sets entry {entry!r}: a path or {{name, root}}")
+        extras.append(registry.build("dataset", {**c["ood_folder"], **spec}))
+    return WithOODSets(adapter, extras)
+
+
+def build_method(c: dict[str, Any], model: Any, bench: Benchmark) -> Any:
+    """The method plugin around the model, with the benchmark's class and group counts."""
+    options = {k: v for k, v in c["method"].items() if k not in ("name", "search_space")}
+    return registry.build(
+        "method",
+        options,
+        model=model,
+        num_classes=bench.num_classes,
+        num_groups=int(bench.group_ids(bench.train_split()).max()) + 1,
+    )

@@ -4,11 +4,14 @@ only the cache (harness/posthoc.py)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,9 +19,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from harness.data import Split
+from harness import registry
+from harness.data import LABELED_ROLES, Benchmark, Split
+from harness.keys import RunKeys, output_settings, tta_config
 from harness.models import forward_outputs, map_logits
 from harness.outputs import Outputs
+from harness.rundir import RunDir, dataset_eval_path
+from harness.store import atomic_save_npy, atomic_write_json, atomic_write_parquet
 
 log = logging.getLogger("harness.forward")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -237,3 +244,179 @@ def forward_split(
         torch.cat(labels).numpy().astype(np.int64),
         torch.cat(index).numpy().astype(np.int64),
     )
+
+
+# ---------------------------------------------------------------- a run's forward stage
+
+Predict = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class RunModel:
+    """What a run's forward stage starts from: the benchmark, the model, its evaluation
+    transform (and the description that enters the forward keys), the device."""
+
+    bench: Benchmark
+    model: torch.nn.Module
+    transform: Any
+    transform_desc: dict[str, Any]
+    device: torch.device
+    training: bool
+
+
+def forward_options(c: dict[str, Any], device: torch.device) -> ForwardOptions:
+    fwd = c.get("forward") or {}
+    pin = fwd.get("pin_memory", "auto")
+    return ForwardOptions(
+        precision=c.get("precision", "fp32"),
+        channels_last=bool(fwd.get("channels_last", False)),
+        compile=fwd.get("compile", False),
+        pin_memory=device.type == "cuda" if pin == "auto" else bool(pin),
+    )
+
+
+def forward_run(
+    c: dict[str, Any],
+    x: RunModel,
+    rd: RunDir,
+    keys: RunKeys,
+    predict: Predict | None,
+    index_map: list[int] | None,
+) -> dict[str, str]:
+    """One forward pass per split into the run's Outputs cache (a split already cached by an
+    interrupted attempt of this very run is kept), each split's metadata and the dataset's
+    own evaluation beside it, then the model scorers' passes. Returns the forward keys."""
+    x.model.to(x.device)
+    options = forward_options(c, x.device)
+    features_dtype = output_settings(c)["features_dtype"]
+    forward_keys = {
+        s.name: keys.forward_key(
+            s.name, x.transform_desc, None, c["precision"], features_dtype=features_dtype
+        )
+        for s in x.bench.splits.values()
+    }
+    paths = {name: rd.output_path(name, fkey) for name, fkey in forward_keys.items()}
+    todo = [
+        s.with_transform(x.transform)
+        for s in x.bench.splits.values()
+        if not paths[s.name].is_file()
+    ]
+    if todo:
+        forward = prepare_forward(x.model, predict, options)
+        loaders = SplitLoader(
+            todo,
+            c["trainer"]["eval_batch_size"],
+            num_workers=c["trainer"]["num_workers"],
+            pin_memory=options.pin_memory,
+            persistent=(c.get("forward") or {}).get("persistent_workers", True),
+        )
+    for split in x.bench.splits.values():
+        path = paths[split.name]
+        if not path.is_file():
+            forward_split(
+                x.model,
+                split,
+                c["trainer"]["eval_batch_size"],
+                x.device,
+                label_index=index_map,
+                progress=c["trainer"]["progress"],
+                predict=forward,
+                options=options,
+                loader=loaders.loader(split.name),
+            ).save(path, features_dtype)
+        record_dataset_eval(x.bench, split, path)
+        atomic_write_parquet(split.meta, rd.meta(split.name))
+    loaders = None  # its persistent workers end here, not after the post-hoc stage
+    run_model_scorers(c, x, rd, forward_keys, predict, index_map)
+    return forward_keys
+
+
+def adapt_run(
+    c: dict[str, Any], x: RunModel, rd: RunDir, trained: RunKeys, plugin: Any, net: Any
+) -> dict[str, str]:
+    """A TTA run's forward stage: each split adapted from a fresh copy of `net`, on its
+    inputs alone (harness/tta.py), into the Outputs cache; labels attached afterwards, for
+    the metrics only. Forward keys: the trained run's key + split + transform + TTA config."""
+    from harness.tta import adapt_split
+
+    features_dtype = output_settings(c)["features_dtype"]
+    forward_keys: dict[str, str] = {}
+    for split in x.bench.splits.values():
+        fkey = trained.forward_key(
+            split.name,
+            x.transform_desc,
+            tta=tta_config(c),
+            precision=c["precision"],
+            features_dtype=features_dtype,
+        )
+        path = rd.output_path(split.name, fkey)
+        if not path.is_file():
+            logits, features = adapt_split(
+                plugin, net, split, x.transform, x.device, c["trainer"]["num_workers"]
+            )
+            labels = split.labels.copy()
+            Outputs(logits, features, labels, np.arange(len(split), dtype=np.int64)).save(
+                path, features_dtype
+            )
+        atomic_write_parquet(split.meta, rd.meta(split.name))
+        forward_keys[split.name] = fkey
+    return forward_keys
+
+
+def record_dataset_eval(bench: Benchmark, split: Any, outputs_path: Path) -> None:
+    """The dataset's own evaluation of a labelled split (when the benchmark has one), from
+    the predictions in its Outputs cache, stored beside it: the post-hoc stage turns it into
+    rows without the dataset (the evaluation may need what only the loaded dataset holds)."""
+    target = dataset_eval_path(outputs_path)
+    if bench.dataset_eval is None or split.role not in LABELED_ROLES or target.is_file():
+        return
+    out = Outputs.load(outputs_path)
+    results = bench.dataset_eval(split, out.index, out.logits.argmax(axis=1))
+    atomic_write_json(target, {k: float(v) for k, v in results.items()})
+
+
+def run_model_scorers(
+    c: dict[str, Any],
+    x: RunModel,
+    rd: RunDir,
+    forward_keys: dict[str, str],
+    predict: Predict | None,
+    index_map: list[int] | None,
+) -> None:
+    """Scorers that need the model (ODIN) run their own passes here, once per split; their
+    scores are cached beside the outputs for the post-hoc stage, with their timing."""
+    timings_path = rd.model_scorer_timings
+    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    forward = predict or (lambda inputs: forward_outputs(x.model, inputs))
+
+    def logits_fn(inputs: torch.Tensor) -> torch.Tensor:
+        return map_logits(forward(inputs)[0], index_map)
+
+    x.model.eval()
+    for name, scorer_cfg in (c["eval"].get("scorers") or {}).items():
+        cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
+        if "model" not in getattr(cls, "needs", ()):
+            continue
+        scorer = registry.construct(cls, scorer_cfg)
+        for split in x.bench.splits.values():
+            path = rd.model_score_path(split.name, forward_keys[split.name], name, scorer_cfg)
+            if path.is_file():
+                continue
+            loader = DataLoader(
+                split.with_transform(x.transform),
+                batch_size=c["trainer"]["eval_batch_size"],
+                num_workers=c["trainer"]["num_workers"],
+            )
+            started = time.time()
+            scores = scorer.score_batches(
+                logits_fn, (inputs.to(x.device) for inputs, _, _ in batches(loader))
+            )
+            timings[f"{name}/{split.name}"] = round(time.time() - started, 3)
+            atomic_save_npy(path, scores)
+        log.info(
+            "model scorer %s: %.1fs (it runs its own passes)",
+            name,
+            sum(v for k, v in timings.items() if k.startswith(f"{name}/")),
+        )
+    if timings:
+        atomic_write_json(timings_path, timings)

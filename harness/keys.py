@@ -86,3 +86,84 @@ def eval_id(eval_cfg: dict[str, Any]) -> str:
 
 def posthoc_key(forward_key: str, config: dict[str, Any]) -> str:
     return content_hash({"forward": forward_key, "posthoc": config})[:20]
+
+
+# ---------------------------------------------------------------- the run key's contents
+
+# Trainer options that do not change the numbers (kept out of the key).
+NON_SEMANTIC_TRAINER_KEYS = ("num_workers", "progress")
+# Options of how outputs are made that change the numbers, with their defaults: in the run
+# key only when not at the default, so that the keys of existing runs stay as they were.
+OUTPUT_KEY_DEFAULTS = {"precision": "fp32", "features_dtype": "float32"}
+
+
+def checkpoint_digest(path: str | None) -> str | None:
+    """A checkpoint path enters a key as the sha256 of the file it points to."""
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model.checkpoint={path}: no such file")
+    return file_digest(path)
+
+
+def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
+    """What determines a trained (or evaluation-only) run's numbers: paths are replaced by
+    content hashes."""
+    m = cfg["model"]
+    training = cfg["trainer"]["epochs"] > 0
+    model = {
+        "name": m["name"],
+        "pretrained": bool(m.get("pretrained")),
+        "kwargs": m.get("kwargs") or {},
+        "checkpoint_sha256": checkpoint_digest(m.get("checkpoint")),
+        "transform": m.get("transform", "auto"),
+        "label_map": m.get("label_map"),
+    }
+    trainer = {k: v for k, v in cfg["trainer"].items() if k not in NON_SEMANTIC_TRAINER_KEYS}
+    if trainer.get("group_sampler") is None:  # an option added later: at its default it
+        trainer.pop("group_sampler", None)  # must leave the keys of existing runs unchanged
+    outputs = {k: v for k, v in output_settings(cfg).items() if v != OUTPUT_KEY_DEFAULTS[k]}
+    return {
+        **({"outputs": outputs} if outputs else {}),
+        "dataset": {**adapter.key_config(), "fingerprint": adapter.fingerprint()},
+        "model": model,
+        # An evaluation-only run uses no method and no trainer: they must not split its key.
+        # The search space is not a setting: the values drawn from it are.
+        "method": {k: v for k, v in cfg["method"].items() if k != "search_space"}
+        if training
+        else None,
+        "trainer": trainer if training else {"epochs": 0},
+        "selection_rule": cfg["selection_rule"] if training else None,
+        "seed": cfg["seed"],
+    }
+
+
+def output_settings(c: dict[str, Any]) -> dict[str, str]:
+    return {
+        "precision": c.get("precision", "fp32"),
+        "features_dtype": (c.get("forward") or {}).get("features_dtype", "float32"),
+    }
+
+
+def tta_config(c: dict[str, Any]) -> dict[str, Any] | None:
+    """The selected TTA plugin's config as it enters keys; None for tta=none."""
+    t = c.get("tta") or {}
+    if t.get("name", "none") == "none":
+        return None
+    return {k: v for k, v in t.items() if k != "search_space"}
+
+
+def run_payload(
+    c: dict[str, Any], adapter: Any, parents: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The key payload: the trained run's (key_payload), plus the TTA config when a TTA
+    plugin is selected, so that a TTA run has its own run_id and setting_id while the run it
+    adapts keeps its key (tta=none adds nothing); plus, for a derived run, the run_ids of the
+    parent runs that are declared part of its key ({name: run_id})."""
+    payload = key_payload(c, adapter)
+    t = tta_config(c)
+    if t is not None:
+        payload["tta"] = t
+    if parents:
+        payload["parents"] = dict(sorted(parents.items()))
+    return payload

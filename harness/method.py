@@ -5,13 +5,28 @@ runner owns the loop, the optimiser, checkpoints and logging (DomainBed's split 
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from harness.models import forward_outputs
+
+if TYPE_CHECKING:
+    from harness.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class Prerequisite:
+    """A run this run derives from (harness/derived.py): the overrides that turn this run's
+    config into the parent's. `in_key`: the parent's run_id enters this run's key; leave it
+    True unless the overrides are a function of options already in this run's key (then the
+    run_id adds nothing, and leaving it out keeps keys as they were)."""
+
+    overrides: dict[str, Any]
+    in_key: bool = True
 
 
 class Method(nn.Module):
@@ -51,16 +66,18 @@ class Method(nn.Module):
         """Called once before training with the training split's group ids and labels
         (e.g. to count groups for loss weights). Default: nothing."""
 
-    def stages(self) -> dict[str, dict[str, Any]]:
-        """Earlier runs this method builds on (two-stage methods such as JTT), by name: the
-        overrides that turn this run's config into the stage's (e.g. a short ERM run). Each
-        stage is its own run, found by its key, so it is shared by every setting that needs
-        the same one. Default: none."""
+    @classmethod
+    def prerequisites(cls, options: dict[str, Any]) -> dict[str, Prerequisite]:
+        """Runs this method derives from (two-stage methods such as JTT), by name, from its
+        options alone (the method's YAML, hyperparameters drawn): each is its own run, found
+        by its key or run before this one, so it is shared by every setting that needs the
+        same one. Default: none."""
         return {}
 
-    def use_stages(self, outputs: dict[str, Any]) -> None:
-        """Called before training with the Outputs (harness/evaluate.py) of each stage's
-        training split, by stage name (the same split and row order as this run's)."""
+    def use_prerequisites(self, runs: dict[str, RunDir]) -> None:
+        """Called before training with each prerequisite's finished run directory, by name
+        (e.g. `Outputs.load(runs["stage1"].split_output("train"))`: the same training split,
+        in the same row order, as this run's)."""
 
     def train_sampler(
         self,

@@ -14,6 +14,7 @@ import pytest
 import timm
 import torch
 
+from harness import forward as forward_mod
 from harness import run as run_mod
 from harness.data import BenchmarkTransform, array_split
 from harness.forward import (
@@ -242,10 +243,10 @@ def test_a_run_with_float16_features_is_its_own_run(tmp_path):
 
 def test_pinned_memory_follows_the_device_unless_set():
     c = {"precision": "fp32", "forward": {"pin_memory": "auto"}}
-    assert run_mod.forward_options(c, torch.device("cuda")).pin_memory
-    assert not run_mod.forward_options(c, torch.device("cpu")).pin_memory
+    assert forward_mod.forward_options(c, torch.device("cuda")).pin_memory
+    assert not forward_mod.forward_options(c, torch.device("cpu")).pin_memory
     c["forward"]["pin_memory"] = False
-    assert not run_mod.forward_options(c, torch.device("cuda")).pin_memory
+    assert not forward_mod.forward_options(c, torch.device("cuda")).pin_memory
 
 
 def test_training_batches_are_made_with_one_thread_and_the_update_keeps_the_others(

@@ -174,7 +174,7 @@ def test_jtt_stage_one_is_one_run_shared_by_stage_two_settings(tmp_path):
 def test_jtt_stage_two_draws_exactly_the_stage_one_errors(tmp_path):
     import pandas as pd
 
-    from harness.outputs import Outputs
+    from harness.rundir import RunDir
     from methods.jtt import JTT
 
     run_mod.run(compose_config([*TINY, f"results_dir={tmp_path}", "eval=minimal", "method=jtt"]))
@@ -187,10 +187,8 @@ def test_jtt_stage_two_draws_exactly_the_stage_one_errors(tmp_path):
     scores = pd.read_parquet(stage_dir / "posthoc" / eval_id / "scores" / "train.parquet")
     errors = set(scores.loc[~scores["correct"], "index"])
     assert 0 < len(errors) < len(scores)
-    fkey = json.loads((stage_dir / "benchmark.json").read_text())["splits"]["train"]["forward_key"]
-    outputs = Outputs.load(stage_dir / "outputs" / f"train-{fkey[:16]}.npz")
     method = JTT(linear_model(), 4, upweight=7)
-    method.use_stages({"identification": outputs})
+    method.use_prerequisites({"identification": RunDir.at(stage_dir)})
     n = len(scores)
     sampler = method.train_sampler(np.zeros(n, int), np.zeros(n, int), 0, 1, torch.Generator())
     counts = np.bincount(list(sampler), minlength=n)

@@ -13,6 +13,7 @@ import time
 import pandas as pd
 import pytest
 
+from harness import keys as keys_mod
 from harness import run as run_mod
 from harness.rundir import LOCK, LockHeld, RunDir, RunLock
 from harness.status import run_statuses
@@ -106,15 +107,15 @@ def test_a_dead_or_silent_holder_cannot_keep_a_run(tmp_path):
 
 def test_a_run_held_by_a_live_process_is_skipped_not_recomputed(tmp_path, monkeypatch):
     cfg = compose_config([*TINY, f"results_dir={tmp_path}"])
-    key = run_mod.make_keys(
-        run_mod.key_payload(
+    key = keys_mod.make_keys(
+        keys_mod.key_payload(
             run_mod.OmegaConf.to_container(cfg, resolve=True),
             run_mod.registry.build("dataset", run_mod.OmegaConf.to_container(cfg.dataset)),
         )
     )
     rd = RunDir(tmp_path, key.run_id)
     with RunLock(rd, stale_after=60):
-        monkeypatch.setattr(run_mod, "_execute", lambda *a: pytest.fail("computed twice"))
+        monkeypatch.setattr(run_mod, "execute_training", lambda *a: pytest.fail("computed twice"))
         assert run_mod.run(cfg)["status"] == "running"
 
 

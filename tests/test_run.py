@@ -96,7 +96,9 @@ def test_repeating_a_run_skips_it_without_training(tmp_path, monkeypatch):
     first = do_run(tmp_path)
     rd = RunDir(tmp_path, first["run_id"])
     stamp = (rd / "DONE").stat().st_mtime_ns
-    monkeypatch.setattr(run_mod, "_execute", lambda *a: pytest.fail("a finished run was redone"))
+    monkeypatch.setattr(
+        run_mod, "execute_training", lambda *a: pytest.fail("a finished run was redone")
+    )
     again = do_run(tmp_path)
     assert again == {
         "run_id": first["run_id"],

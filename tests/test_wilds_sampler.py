@@ -10,6 +10,7 @@ import pytest
 import torch
 from shiftbench_datasets.wilds_fixtures import write_fixture
 
+from harness import keys as keys_mod
 from harness import run as run_mod
 from harness.samplers import GroupBalancedBatchSampler, check_group_sampler
 from methods.erm import ERM
@@ -107,7 +108,7 @@ def test_a_run_trains_on_group_balanced_batches_and_default_keys_are_unchanged(
 
     cfg = run_mod.OmegaConf.to_container(compose_config(base), resolve=True)
     adapter = run_mod.registry.build("dataset", cfg["dataset"])
-    assert "group_sampler" not in run_mod.key_payload(cfg, adapter)["trainer"]
+    assert "group_sampler" not in keys_mod.key_payload(cfg, adapter)["trainer"]
 
     with pytest.raises(ValueError, match="brings its own sampler"):
         run_mod.run(
