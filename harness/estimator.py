@@ -38,5 +38,5 @@ def configured(eval_cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """The estimators an eval config asks for: its `estimators:` entry (null or {} = none),
     the built-in default where it has none."""
     if "estimators" not in eval_cfg:
-        return DEFAULT_ESTIMATORS
+        return dict(DEFAULT_ESTIMATORS)
     return dict(eval_cfg["estimators"] or {})

@@ -377,7 +377,7 @@ def _estimator_rows(add, cache: RunCache, labeled: list[str], cfg: dict, notes: 
         out = cache.outputs[split]
         true, n = metrics.accuracy(out.logits, out.labels), len(out.labels)
         for name, est in fitted.items():
-            estimate = est.estimate(out)
+            estimate = float(est.estimate(out))
             add(split, scorer=name, metric="estimated_accuracy", value=estimate, n=n)
             add(split, scorer=name, metric="accuracy", value=true, n=n)
             add(split, scorer=name, metric="abs_error", value=abs(estimate - true), n=n)
