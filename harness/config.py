@@ -80,8 +80,8 @@ def validate_plugins(cfg: dict[str, Any]) -> None:
 
 
 def validate_eval(ev: dict[str, Any]) -> None:
-    """An eval config (conf/eval/): its settings, and every scorer and calibrator resolves and
-    accepts its hyperparameters. Used by harness.run and harness.evaluate alike."""
+    """An eval config (conf/eval/): its settings, and every scorer, calibrator and estimator
+    resolves and accepts its hyperparameters. Used by harness.run and harness.evaluate alike."""
     if not isinstance(ev.get("ece_bins"), int) or ev["ece_bins"] < 1:
         raise ValueError(f"eval.ece_bins must be a positive integer, got {ev.get('ece_bins')!r}")
     coverages = ev.get("coverages")
@@ -92,12 +92,15 @@ def validate_eval(ev: dict[str, Any]) -> None:
     fit_size = ev.get("fit_size")
     if fit_size is not None and (not isinstance(fit_size, int) or fit_size < 1):
         raise ValueError(f"eval.fit_size must be a positive integer or null, got {fit_size!r}")
-    for group in ("scorers", "calibrators"):
-        for name, plugin in (ev.get(group) or {}).items():
+    for group in ("scorers", "calibrators", "estimators"):
+        entries = ev.get(group) or {}
+        if not isinstance(entries, dict):
+            raise ValueError(f"eval.{group} must be a mapping of name -> plugin, got {entries!r}")
+        for name, plugin in entries.items():
             if not isinstance(plugin, dict) or "_target_" not in plugin:
                 raise ValueError(f"eval.{group}.{name} needs a _target_, got {plugin!r}")
-            cls = registry.resolve_target(group[:-1], {"name": name, **plugin})
             try:  # constructing is cheap and checks the hyperparameters before any work
+                cls = registry.resolve_target(group[:-1], {"name": name, **plugin})
                 registry.construct(cls, plugin)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"eval.{group}.{name}: {exc}") from exc

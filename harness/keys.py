@@ -3,8 +3,9 @@
     run_id      = hash(RESULTS_VERSION + what determines the run's numbers) (the train key)
     setting_id  = the same without the seed: seeds of one setting are aggregated
     forward key = run_id + split + resolved transform + TTA config + precision
-    eval_id     = hash of the eval config (its name left out)
-    posthoc_key = forward key + eval config
+    eval_id     = hash of the eval config (its name, and entries equal to their built-in
+                  default, left out: eval_identity)
+    posthoc_key = forward key + eval config (as eval_identity gives it)
 
 A path is replaced by the hash of what it points to, never just dropped (docs/results.md).
 A change here moves keys: tests/test_pins.py says which.
@@ -17,6 +18,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness.estimator import DEFAULT_ESTIMATORS
 
 # Bump whenever a change alters the numbers a run produces: old runs then stop matching.
 RESULTS_VERSION = 3
@@ -79,9 +82,24 @@ def make_keys(payload: dict[str, Any]) -> RunKeys:
     )
 
 
+# Eval config entries whose absence means a built-in default (docs/results.md, "eval_id").
+EVAL_BUILTIN_DEFAULTS: dict[str, Any] = {"estimators": DEFAULT_ESTIMATORS}
+
+
+def eval_identity(eval_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The eval config as it enters keys: an entry equal to its built-in default is left out,
+    so a config that spells the default out and one that omits it are the same stage, and
+    eval=default keeps its eval_id when a default becomes configurable."""
+    return {
+        k: v
+        for k, v in eval_cfg.items()
+        if not (k in EVAL_BUILTIN_DEFAULTS and v == EVAL_BUILTIN_DEFAULTS[k])
+    }
+
+
 def eval_id(eval_cfg: dict[str, Any]) -> str:
-    """The post-hoc stage's identity: the eval config without its name."""
-    return content_hash({k: v for k, v in eval_cfg.items() if k != "name"})[:16]
+    """The post-hoc stage's identity: eval_identity(eval_cfg) without its name."""
+    return content_hash({k: v for k, v in eval_identity(eval_cfg).items() if k != "name"})[:16]
 
 
 def posthoc_key(forward_key: str, config: dict[str, Any]) -> str:

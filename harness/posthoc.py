@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import metrics, registry
+from harness import estimator, metrics, registry
 from harness.data import LABELED_ROLES
-from harness.keys import RESULTS_VERSION, eval_id, posthoc_key
+from harness.keys import RESULTS_VERSION, eval_id, eval_identity, posthoc_key
 from harness.outputs import Head, Outputs
 from harness.rundir import RunDir, dataset_eval_path
 from harness.scorer import FitData, Scorer, check_finite
@@ -271,26 +271,14 @@ def compute(
             add(vals[0], scorer=name, metric=param, value=float(value), n=len(val.labels))
         for split in labeled:
             out = cache.outputs[split]
-            calibrated = calibrator.transform(out.logits)
-            n = len(out.labels)
-            add(
-                split,
-                scorer=name,
-                metric="accuracy",
-                value=metrics.accuracy(calibrated, out.labels),
-                n=n,
-            )
-            add(split, scorer=name, metric="nll", value=metrics.nll(calibrated, out.labels), n=n)
-            add(
-                split, scorer=name, metric="brier", value=metrics.brier(calibrated, out.labels), n=n
-            )
-            add(
-                split,
-                scorer=name,
-                metric="ece",
-                value=metrics.ece(calibrated, out.labels, cfg["ece_bins"]),
-                n=n,
-            )
+            calibrated, n = calibrator.transform(out.logits), len(out.labels)
+            for metric, value in (
+                ("accuracy", metrics.accuracy(calibrated, out.labels)),
+                ("nll", metrics.nll(calibrated, out.labels)),
+                ("brier", metrics.brier(calibrated, out.labels)),
+                ("ece", metrics.ece(calibrated, out.labels, cfg["ece_bins"])),
+            ):
+                add(split, scorer=name, metric=metric, value=value, n=n)
 
     trains = cache.splits("train") or vals
     fit = FitData(
@@ -334,7 +322,7 @@ def compute(
             scores[split][name] = s
         _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, cfg["coverages"])
 
-    _estimator_rows(add, cache, labeled)
+    _estimator_rows(add, cache, labeled, cfg, notes)
     return rows, scores, notes
 
 
@@ -349,13 +337,8 @@ def _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, coverag
         add(split, scorer=name, metric="aurc", value=metrics.aurc(s, correct), n=n)
         add(split, scorer=name, metric="e_aurc", value=metrics.e_aurc(s, correct), n=n)
         for c in coverages:
-            add(
-                split,
-                scorer=name,
-                metric=f"accuracy@{c:g}",
-                value=metrics.accuracy_at_coverage(s, correct, c),
-                n=n,
-            )
+            value = metrics.accuracy_at_coverage(s, correct, c)
+            add(split, scorer=name, metric=f"accuracy@{c:g}", value=value, n=n)
     for id_split in id_tests:
         for split in others:
             result = metrics.ood_metrics(per_split[id_split], per_split[split])
@@ -365,51 +348,36 @@ def _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, coverag
     # Out-of-model-scope detection: wrong predictions among ID and shifted test data pooled.
     pooled = [s for s in (*id_tests, *others) if s in labeled]
     if pooled:
-        correct = np.concatenate(
-            [
-                metrics.predictions(cache.outputs[p].logits) == cache.outputs[p].labels
-                for p in pooled
-            ]
-        )
+        outs = [cache.outputs[p] for p in pooled]
+        correct = np.concatenate([metrics.predictions(o.logits) == o.labels for o in outs])
         s = np.concatenate([per_split[p] for p in pooled])
         value = metrics.auroc(s[correct], s[~correct])
         if value is not None:
-            add(
-                "pooled_test",
-                role="pooled",
-                scorer=name,
-                metric="auroc_error",
-                value=value,
-                n=len(s),
-            )
+            add("pooled_test", "pooled", scorer=name, metric="auroc_error", value=value, n=len(s))
 
 
-def _estimator_rows(add, cache: RunCache, labeled: list[str]) -> None:
-    """Accuracy without labels on each labelled test split: AC, DoC, ATC-MC, ATC-NE, each
-    fitted on the ID validation split; rows give the estimate and its absolute error."""
-    vals = cache.splits("val")
-    if not vals:
+def _estimator_rows(add, cache: RunCache, labeled: list[str], cfg: dict, notes: dict) -> None:
+    """Accuracy without labels on each labelled test split: every estimator of the eval
+    config (methods/estimators/; the built-in default where it names none), fitted on the
+    ID validation split; rows give the estimate, the true accuracy and the absolute error."""
+    specs, vals = estimator.configured(cfg), cache.splits("val")
+    if specs and not vals:
+        notes["skipped_estimators"] = dict.fromkeys(specs, "no val split to fit on")
+    if not specs or not vals:
         return
     val = cache.outputs[vals[0]]
-    val_correct = metrics.predictions(val.logits) == val.labels
-    val_acc = float(val_correct.mean())
-    val_msp, val_ne = metrics.msp(val.logits), metrics.negative_entropy(val.logits)
-    t_mc = metrics.atc_threshold(val_msp, val_correct)
-    t_ne = metrics.atc_threshold(val_ne, val_correct)
+    fitted = {}
+    for name, spec in specs.items():
+        cls = registry.resolve_target("estimator", {"name": name, **spec})
+        fitted[name] = registry.construct(cls, spec)
+        fitted[name].fit(val)
     for split in labeled:
         if cache.role(split) not in ("id_test", "shift_test"):
             continue
         out = cache.outputs[split]
-        true = metrics.accuracy(out.logits, out.labels)
-        msp = metrics.msp(out.logits)
-        estimates = {
-            "ac": float(msp.mean()),
-            "doc": val_acc - (float(val_msp.mean()) - float(msp.mean())),
-            "atc_mc": metrics.atc_estimate(t_mc, msp),
-            "atc_ne": metrics.atc_estimate(t_ne, metrics.negative_entropy(out.logits)),
-        }
-        n = len(out.labels)
-        for name, estimate in estimates.items():
+        true, n = metrics.accuracy(out.logits, out.labels), len(out.labels)
+        for name, est in fitted.items():
+            estimate = float(est.estimate(out))
             add(split, scorer=name, metric="estimated_accuracy", value=estimate, n=n)
             add(split, scorer=name, metric="accuracy", value=true, n=n)
             add(split, scorer=name, metric="abs_error", value=abs(estimate - true), n=n)
@@ -451,11 +419,12 @@ def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any]) -> tuple[str, bo
     for col in ("group_key", "group_value", "scorer"):
         table[col] = table[col].fillna("") if col in table else ""
     fkeys = {s: v["forward_key"] for s, v in cache.bench["splits"].items()}
+    key_cfg = eval_identity(eval_cfg)  # a built-in default spelled out moves no key
     table = table.assign(
         **cache.info,
         eval_id=eid,
         forward_key=table["split"].map(fkeys).fillna(""),
-        posthoc_key=[posthoc_key(fkeys.get(s, s), eval_cfg) for s in table["split"]],
+        posthoc_key=[posthoc_key(fkeys.get(s, s), key_cfg) for s in table["split"]],
         results_version=RESULTS_VERSION,
         git_sha=prov["git_sha"],
         git_dirty=prov["git_dirty"],

@@ -13,9 +13,10 @@ GROUPS = ("dataset", "model", "method", "tta")
 
 
 def available(group: str) -> list[str]:
-    """Names of the plugins of a config group (the YAML files in conf/<group>/); scorers are
-    configured inside conf/eval/, so for them (and calibrators) the modules are listed."""
-    if group in ("scorer", "calibrator"):
+    """Names of the plugins of a config group (the YAML files in conf/<group>/); scorers,
+    calibrators and estimators are configured inside conf/eval/, so for them the modules
+    (methods/<group>s/) are listed."""
+    if group in ("scorer", "calibrator", "estimator"):
         folder = CONF_DIR.parent / "methods" / f"{group}s"
         return sorted(p.stem for p in folder.glob("[!_]*.py"))
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))

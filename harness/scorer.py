@@ -29,7 +29,8 @@ class Scorer:
     needs: ClassVar[tuple[str, ...]] = ("logits",)  # any of: logits, features, head, model
 
     def __init__(self, **hparams: Any) -> None:
-        self.hparams = hparams
+        """Subclasses pass their hyperparameters up (methods/scorers/); nothing reads them,
+        so none are kept."""
 
     def fit(self, data: FitData) -> None:
         """Fit on ID outputs; the default needs nothing."""
@@ -43,20 +44,3 @@ def check_finite(name: str, scores: np.ndarray) -> np.ndarray:
         bad = int((~np.isfinite(scores)).sum())
         raise ValueError(f"scorer {name!r} produced {bad} non-finite scores")
     return scores
-
-
-class Calibrator:
-    """Base class of methods/calibrators/: fitted on ID validation logits and labels,
-    maps logits to calibrated logits. `params()` are recorded as rows (e.g. temperature)."""
-
-    def __init__(self, **hparams: Any) -> None:
-        self.hparams = hparams
-
-    def fit(self, logits: np.ndarray, labels: np.ndarray) -> None:
-        raise NotImplementedError
-
-    def transform(self, logits: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def params(self) -> dict[str, float]:
-        return {}

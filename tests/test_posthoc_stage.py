@@ -128,6 +128,30 @@ def test_distilled_two_token_heads_are_not_stored(tmp_path):
     assert head is None and why == note
 
 
+def test_the_eval_config_chooses_the_estimators(finished_run, tmp_path):
+    run_dir = fresh_copy(finished_run, tmp_path)
+    estimators = ["ac", "doc", "atc_mc", "atc_ne"]
+    default = run_rows(run_dir)
+    default = default[default["scorer"] == "doc"].set_index(["split", "metric"])["value"]
+    minimal = eval_config("minimal")
+    none_id, _ = evaluate_run(run_dir, {**minimal, "estimators": {}})
+    none = pd.read_parquet(RunDir.at(run_dir).posthoc(none_id).rows)
+    assert not set(none["scorer"]) & set(estimators) and "msp" in set(none["scorer"])
+    doc = {"doc": minimal["estimators"]["doc"]}
+    doc_id, _ = evaluate_run(run_dir, {**minimal, "estimators": doc})
+    only = pd.read_parquet(RunDir.at(run_dir).posthoc(doc_id).rows)
+    only = only[only["scorer"].isin(estimators)]
+    assert set(only["scorer"]) == {"doc"}
+    assert set(only["metric"]) == {"estimated_accuracy", "accuracy", "abs_error"}
+    assert set(only["split"]) == {"id_test", "wilson", "percolation", "grid8"}
+    for row in only.itertuples():  # the same numbers as the default stage's, bit for bit
+        assert row.value == default[(row.split, row.metric)]
+    # a config without the entry means the built-in default: the same stage as minimal
+    legacy = {k: v for k, v in minimal.items() if k != "estimators"}
+    assert evaluate_run(run_dir, legacy)[0] == evaluate_run(run_dir, minimal)[0]
+    assert len({none_id, doc_id, evaluate_run(run_dir, minimal)[0]}) == 3
+
+
 def test_evaluate_cli_over_a_results_dir(finished_run, tmp_path):
     run_dir = fresh_copy(finished_run, tmp_path)
     proc = run_cli([f"run={tmp_path}", "eval=minimal"], cwd=tmp_path, module="harness.evaluate")

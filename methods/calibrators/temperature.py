@@ -1,8 +1,8 @@
 """Temperature scaling (Guo et al., 2017): one T > 0 fitted by NLL on ID validation data;
 calibrated logits are logits / T (predictions unchanged)."""
 
+from harness.calibrator import Calibrator
 from harness.metrics import fit_temperature
-from harness.scorer import Calibrator
 
 
 class TemperatureScaling(Calibrator):

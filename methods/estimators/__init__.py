@@ -1,0 +1,1 @@
+"""Accuracy estimators: one file each, configured under `estimators:` in conf/eval/."""
