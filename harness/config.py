@@ -12,6 +12,7 @@ from harness import registry
 from harness.data import Benchmark, WithOODSets
 from harness.forward import PRECISIONS
 from harness.outputs import FEATURE_DTYPES
+from harness.rundir import runs_root
 from harness.samplers import check_group_sampler
 from harness.selection import EPOCH_RULES
 
@@ -123,7 +124,7 @@ def validate_tta(c: dict[str, Any]) -> None:
 
 
 def check_writable(results_dir: str | Path) -> None:
-    runs = Path(results_dir) / "runs"
+    runs = runs_root(results_dir)
     try:
         runs.mkdir(parents=True, exist_ok=True)
         probe = runs / f".write-probe-{os.getpid()}"

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from harness import registry
 from harness.data import LABELED_ROLES, Benchmark, Split
-from harness.keys import RunKeys, output_settings, tta_config
+from harness.keys import RunKeys, output_settings
 from harness.models import forward_outputs, map_logits
 from harness.outputs import Outputs
 from harness.rundir import RunDir, dataset_eval_path
@@ -328,38 +328,6 @@ def forward_run(
         atomic_write_parquet(split.meta, rd.meta(split.name))
     loaders = None  # its persistent workers end here, not after the post-hoc stage
     run_model_scorers(c, x, rd, forward_keys, predict, index_map)
-    return forward_keys
-
-
-def adapt_run(
-    c: dict[str, Any], x: RunModel, rd: RunDir, trained: RunKeys, plugin: Any, net: Any
-) -> dict[str, str]:
-    """A TTA run's forward stage: each split adapted from a fresh copy of `net`, on its
-    inputs alone (harness/tta.py), into the Outputs cache; labels attached afterwards, for
-    the metrics only. Forward keys: the trained run's key + split + transform + TTA config."""
-    from harness.tta import adapt_split
-
-    features_dtype = output_settings(c)["features_dtype"]
-    forward_keys: dict[str, str] = {}
-    for split in x.bench.splits.values():
-        fkey = trained.forward_key(
-            split.name,
-            x.transform_desc,
-            tta=tta_config(c),
-            precision=c["precision"],
-            features_dtype=features_dtype,
-        )
-        path = rd.output_path(split.name, fkey)
-        if not path.is_file():
-            logits, features = adapt_split(
-                plugin, net, split, x.transform, x.device, c["trainer"]["num_workers"]
-            )
-            labels = split.labels.copy()
-            Outputs(logits, features, labels, np.arange(len(split), dtype=np.int64)).save(
-                path, features_dtype
-            )
-        atomic_write_parquet(split.meta, rd.meta(split.name))
-        forward_keys[split.name] = fkey
     return forward_keys
 
 

@@ -42,7 +42,6 @@ class Method(nn.Module):
         self.model = model
         self.num_classes = num_classes
         self.num_groups = num_groups
-        self.hparams = hparams
         self.optimizer: torch.optim.Optimizer | None = None
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:

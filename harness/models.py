@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from harness.data import Benchmark
-from harness.keys import file_digest
 
 
 def check_model_name(name: str) -> None:
@@ -28,14 +27,6 @@ def check_model_name(name: str) -> None:
             f"model.name={name!r} is not a timm model.{hint} "
             "All names: python -c 'import timm; print(timm.list_models())'"
         )
-
-
-def checkpoint_digest(path: str | None) -> str | None:
-    if path is None:
-        return None
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"model.checkpoint={path}: no such file")
-    return file_digest(path)
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -159,10 +150,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return int(sum(np.prod(p.shape) for p in model.parameters()))
 
 
 def save_head(model: nn.Module, index: list[int] | None, path: Path) -> None:

@@ -10,6 +10,7 @@ The corruptions come from imagecorruptions-imaug (ImageNet-C severities), seeded
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,8 @@ def split_arrays(split: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prepare_corruptions(c: dict[str, Any]) -> Path:
-    from shiftbench_datasets import corruptions as C
-
+    # the generator is a plugin module named in conf/prepare.yaml: harness/ imports none
+    C = importlib.import_module(c["generator"])
     out = Path(c["out"])
     if out.exists() and any(out.iterdir()) and not c.get("overwrite"):
         raise FileExistsError(

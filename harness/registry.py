@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-GROUPS = ("dataset", "model", "method", "tta")
 
 
 def available(group: str) -> list[str]:

@@ -228,9 +228,8 @@ def execute_tta(
 ) -> dict[str, Any]:
     """A TTA run: the trained run's selected weights, adapted on every split separately from
     inputs alone (harness/tta.py); the adapted Outputs go through the same post-hoc stage."""
-    from harness.forward import adapt_run
     from harness.models import label_index
-    from harness.tta import Predictor
+    from harness.tta import Predictor, adapt_run
 
     trained = parents["trained"]
     t = tta_config(c)

@@ -6,7 +6,7 @@ it never runs the model (scorers that must, such as ODIN, say so with needs = ("
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -27,10 +27,6 @@ class Scorer:
     """Base class of methods/scorers/. Hyperparameters arrive as keyword arguments."""
 
     needs: ClassVar[tuple[str, ...]] = ("logits",)  # any of: logits, features, head, model
-
-    def __init__(self, **hparams: Any) -> None:
-        """Subclasses pass their hyperparameters up (methods/scorers/); nothing reads them,
-        so none are kept."""
 
     def fit(self, data: FitData) -> None:
         """Fit on ID outputs; the default needs nothing."""

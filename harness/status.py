@@ -12,7 +12,7 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from harness.registry import CONF_DIR
-from harness.rundir import RunDir, run_dirs
+from harness.rundir import RunDir, run_dirs, runs_root
 
 
 def run_statuses(results_dir: str | Path, stale_after: float = 180.0) -> pd.DataFrame:
@@ -52,7 +52,7 @@ def run_statuses(results_dir: str | Path, stale_after: float = 180.0) -> pd.Data
 def main(cfg: DictConfig) -> None:
     table = run_statuses(cfg.results_dir, cfg.stale_after)
     if table.empty:
-        print(f"no runs under {Path(cfg.results_dir) / 'runs'}")
+        print(f"no runs under {runs_root(cfg.results_dir)}")
         return
     print(table.to_markdown(index=False))
     counts = table["status"].value_counts()

@@ -19,8 +19,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from harness.data import Split
+from harness.forward import RunModel
 from harness.forward import batches as loader_batches
+from harness.keys import RunKeys, output_settings, tta_config
 from harness.models import forward_outputs, map_logits
+from harness.outputs import Outputs
+from harness.rundir import RunDir
+from harness.store import atomic_write_parquet
 
 Batches = Callable[[], Iterator[torch.Tensor]]
 
@@ -110,3 +115,33 @@ def predict_all(net: nn.Module, batches: Batches) -> tuple[torch.Tensor, torch.T
     with torch.no_grad():
         outs = [net.predict(x) for x in batches()]
     return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+
+def adapt_run(
+    c: dict[str, Any], x: RunModel, rd: RunDir, trained: RunKeys, plugin: Any, net: Any
+) -> dict[str, str]:
+    """A TTA run's forward stage: each split adapted from a fresh copy of `net`, on its
+    inputs alone (harness/tta.py), into the Outputs cache; labels attached afterwards, for
+    the metrics only. Forward keys: the trained run's key + split + transform + TTA config."""
+    features_dtype = output_settings(c)["features_dtype"]
+    forward_keys: dict[str, str] = {}
+    for split in x.bench.splits.values():
+        fkey = trained.forward_key(
+            split.name,
+            x.transform_desc,
+            tta=tta_config(c),
+            precision=c["precision"],
+            features_dtype=features_dtype,
+        )
+        path = rd.output_path(split.name, fkey)
+        if not path.is_file():
+            logits, features = adapt_split(
+                plugin, net, split, x.transform, x.device, c["trainer"]["num_workers"]
+            )
+            labels = split.labels.copy()
+            Outputs(logits, features, labels, np.arange(len(split), dtype=np.int64)).save(
+                path, features_dtype
+            )
+        atomic_write_parquet(split.meta, rd.meta(split.name))
+        forward_keys[split.name] = fkey
+    return forward_keys

@@ -23,7 +23,6 @@ class ASH(Scorer):
     needs = ("features", "head")
 
     def __init__(self, percentile: float = 90.0):
-        super().__init__(percentile=percentile)
         if not 0 < percentile < 100:
             raise ValueError(f"ash percentile must be in (0, 100), got {percentile}")
         self.percentile = percentile

@@ -11,7 +11,6 @@ def energy(logits, temperature: float = 1.0):
 
 class Energy(Scorer):
     def __init__(self, temperature: float = 1.0):
-        super().__init__(temperature=temperature)
         if temperature <= 0:
             raise ValueError(f"energy temperature must be > 0, got {temperature}")
         self.temperature = temperature

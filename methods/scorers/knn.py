@@ -17,7 +17,6 @@ class KNN(Scorer):
     needs = ("features",)
 
     def __init__(self, k: int = 50):
-        super().__init__(k=k)
         if k < 1:
             raise ValueError(f"knn k must be >= 1, got {k}")
         self.k = k

@@ -18,7 +18,6 @@ class ODIN(Scorer):
     needs = ("model",)
 
     def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014):
-        super().__init__(temperature=temperature, epsilon=epsilon)
         if temperature <= 0 or epsilon < 0:
             raise ValueError(
                 f"odin needs temperature > 0 and epsilon >= 0, got {temperature}, {epsilon}"

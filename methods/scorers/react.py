@@ -12,7 +12,6 @@ class ReAct(Scorer):
     needs = ("features", "head")
 
     def __init__(self, percentile: float = 90.0):
-        super().__init__(percentile=percentile)
         if not 0 < percentile <= 100:
             raise ValueError(f"react percentile must be in (0, 100], got {percentile}")
         self.percentile = percentile

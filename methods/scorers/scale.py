@@ -11,7 +11,6 @@ class SCALE(Scorer):
     needs = ("features", "head")
 
     def __init__(self, percentile: float = 85.0):
-        super().__init__(percentile=percentile)
         if not 0 < percentile < 100:
             raise ValueError(f"scale percentile must be in (0, 100), got {percentile}")
         self.percentile = percentile

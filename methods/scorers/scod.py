@@ -20,7 +20,6 @@ from harness.scorer import Scorer
 
 class SCOD(Scorer):
     def __init__(self, ood_scorer: dict, c_in: float = 0.1, c_out: float = 0.5, scale: float = 1.0):
-        super().__init__(ood_scorer=ood_scorer, c_in=c_in, c_out=c_out, scale=scale)
         if not (0 <= c_in and 0 <= c_out and c_in + c_out < 1):
             raise ValueError(
                 f"scod needs c_in, c_out >= 0 and c_in + c_out < 1, got {c_in}, {c_out}"

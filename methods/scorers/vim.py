@@ -12,7 +12,6 @@ class ViM(Scorer):
     needs = ("logits", "features", "head")
 
     def __init__(self, dim: int | None = None):
-        super().__init__(dim=dim)
         self.dim = dim
 
     def fit(self, data):
