@@ -14,9 +14,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 from omegaconf import OmegaConf
 
 from harness import registry
+from harness.data import DatasetAdapter, hash_arrays
 from harness.run import build_dataset
 from tests.conftest import CONF, compose_config
 
@@ -91,3 +93,59 @@ def test_every_adapter_key_config_is_pinned():
         if json.dumps(observed[name]) != json.dumps(pinned[name])
     }
     assert not moved, f"key_config moved (observed, pinned): {moved}"
+
+
+# ------------------------------------------------------------ options enter the key by themselves
+
+
+class Toy(DatasetAdapter):
+    """A new adapter: its constructor never repeats an option into the base class."""
+
+    path_options = ("root",)
+    key_exclude = ("hint",)  # declared: not data
+
+    def __init__(
+        self,
+        name: str = "toy",
+        limit: int | None = None,
+        root: str = "data/toy",
+        brightness: float = 0.5,
+        hint: str = "",
+    ) -> None:
+        self.brightness = brightness
+
+    def fingerprint(self) -> str:
+        return hash_arrays(self.key_config())
+
+
+class ToyWithContrast(Toy):
+    """A later option added in a subclass: in the key, also without repeating it."""
+
+    def __init__(self, contrast: int = 3, **options: Any) -> None:
+        super().__init__(**options)
+        self.contrast = contrast
+
+
+def test_a_new_constructor_option_is_in_the_key_without_repetition():
+    toy = Toy(brightness=0.7, root="/somewhere", hint="ask")
+    assert toy.key_config() == {"name": "toy", "limit": None, "brightness": 0.7}
+    assert toy.options["root"] == "/somewhere"  # recorded, checked by verify(), not keyed
+    assert Toy().key_config() == {"name": "toy", "limit": None, "brightness": 0.5}  # defaults
+    assert Toy(limit=5).fingerprint() != Toy().fingerprint()
+
+    sub = ToyWithContrast(contrast=4, brightness=0.1, name="toy2")
+    assert sub.key_config() == {"name": "toy2", "limit": None, "contrast": 4, "brightness": 0.1}
+    # What the subclass forwards is bound to Toy's signature: Toy's defaults are recorded too.
+    assert ToyWithContrast().key_config() == {
+        "name": "toy",
+        "limit": None,
+        "contrast": 3,
+        "brightness": 0.5,
+    }
+    assert ToyWithContrast().options["root"] == "data/toy"
+    assert sub.brightness == 0.1 and sub.contrast == 4
+
+
+def test_a_bad_limit_is_refused_by_every_adapter():
+    with pytest.raises(ValueError, match="dataset.limit"):
+        Toy(limit=0)
