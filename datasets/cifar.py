@@ -88,6 +88,24 @@ def read_batches(folder: Path, files: list[str], label_key: str) -> tuple[np.nda
 class Cifar(DatasetAdapter):
     path_options = ("root", "corruptions_root", "cifar10_1_root")
 
+    @classmethod
+    def normalise_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """Corruptions and severities as lists of names and numbers; the path options the
+        existence check is not to see set to None: corruptions_root without corruptions, and
+        a CIFAR-10.1 folder that is not there (it is optional, so it is skipped)."""
+        variant = options["variant"]
+        if variant not in LAYOUTS:
+            raise ValueError(f"dataset.variant must be one of {sorted(LAYOUTS)}, got {variant!r}")
+        corruptions = C.resolve_corruptions(options["corruptions"])
+        c10_1 = options["cifar10_1_root"]
+        return {
+            **options,
+            "corruptions_root": options["corruptions_root"] if corruptions else None,
+            "corruptions": corruptions,
+            "severities": C.resolve_severities(options["severities"]),
+            "cifar10_1_root": c10_1 if c10_1 and Path(c10_1).exists() else None,
+        }
+
     def __init__(
         self,
         name: str = "cifar10",
@@ -104,28 +122,9 @@ class Cifar(DatasetAdapter):
         seed: int = 0,
         group_cols: list[str] | None = None,
     ) -> None:
-        if variant not in LAYOUTS:
-            raise ValueError(f"dataset.variant must be one of {sorted(LAYOUTS)}, got {variant!r}")
-        self.corruption_names = C.resolve_corruptions(corruptions)
-        self.severities = C.resolve_severities(severities)
-        # A CIFAR-10.1 folder that is not there is skipped (it is optional), so it is no
-        # path option of the base class's existence check.
-        c10_1 = cifar10_1_root if cifar10_1_root and Path(cifar10_1_root).exists() else None
-        super().__init__(
-            name,
-            limit,
-            variant=variant,
-            root=root,
-            corruptions_root=corruptions_root if self.corruption_names else None,
-            corruptions=self.corruption_names,
-            severities=self.severities,
-            cifar10_1_root=c10_1,
-            cifar10_1_version=cifar10_1_version,
-            val_size=val_size,
-            with_train=with_train,
-            seed=seed,
-            group_cols=group_cols,
-        )
+        self.corruption_names = self.options["corruptions"]
+        self.severities = self.options["severities"]
+        c10_1 = self.options["cifar10_1_root"]
         self.layout = LAYOUTS[variant]
         self.variant, self.root = variant, Path(root)
         self.folder = self.root / self.layout["folder"]

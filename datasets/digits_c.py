@@ -57,6 +57,17 @@ def photo_patches(n: int, size: int, seed: int) -> np.ndarray:
 class DigitsC(DatasetAdapter):
     path_options = ()
 
+    @classmethod
+    def normalise_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        families, ood_sets = options["families"], options["ood_sets"]
+        return {
+            **options,
+            "sizes": dict(options["sizes"] or {"train": 1000, "val": 300, "id_test": 497}),
+            "families": list(families if families is not None else DEFAULT_FAMILIES),
+            "severities": C.resolve_severities(options["severities"]),
+            "ood_sets": dict(ood_sets if ood_sets is not None else {"photos": 500, "noise": 500}),
+        }
+
     def __init__(
         self,
         name: str = "digits_c",
@@ -69,21 +80,9 @@ class DigitsC(DatasetAdapter):
         seed: int = 0,
         group_cols: list[str] | None = None,
     ) -> None:
-        sizes = dict(sizes or {"train": 1000, "val": 300, "id_test": 497})
-        families = list(families if families is not None else DEFAULT_FAMILIES)
-        severities = C.resolve_severities(severities)
-        ood_sets = dict(ood_sets if ood_sets is not None else {"photos": 500, "noise": 500})
-        super().__init__(
-            name,
-            limit,
-            sizes=sizes,
-            image_size=image_size,
-            families=families,
-            severities=severities,
-            ood_sets=ood_sets,
-            seed=seed,
-            group_cols=group_cols,
-        )
+        opts = self.options
+        sizes, families = opts["sizes"], opts["families"]
+        severities, ood_sets = opts["severities"], opts["ood_sets"]
         if set(sizes) != {"train", "val", "id_test"}:
             raise ValueError(f"dataset.sizes needs train, val, id_test; got {sorted(sizes)}")
         if sum(sizes.values()) > 1797:

@@ -146,6 +146,7 @@ def image_split(name: str, role: str, meta: pd.DataFrame, info: dict | None = No
 
 class ImageFolders(DatasetAdapter):
     path_options = ("root",)
+    key_exclude = ("how",)  # a hint for the error message (where to get the data), not data
 
     def __init__(
         self,
@@ -164,21 +165,6 @@ class ImageFolders(DatasetAdapter):
         how: str = "",
         group_cols: list[str] | None = None,
     ) -> None:
-        super().__init__(
-            name,
-            limit,
-            root=root,
-            splits=splits,
-            class_map=class_map,
-            num_classes=num_classes,
-            head=head,
-            corruptions=corruptions,
-            severities=severities,
-            image_size=image_size,
-            mean=mean,
-            std=std,
-            group_cols=group_cols,
-        )
         if not splits:
             raise ValueError("dataset.splits is empty: name at least one {path, role} folder")
         self.root, self.split_specs = Path(root), {}
@@ -356,8 +342,7 @@ class OODFolder(DatasetAdapter):
     path_options = ("root",)
 
     def __init__(self, name: str | None = None, limit: int | None = None, root: str = "") -> None:
-        name = name or Path(root).name
-        super().__init__(name, limit, root=root)
+        self.name = name or Path(root).name
         self.root = Path(root)
 
     def verify(self) -> list[str]:

@@ -143,16 +143,6 @@ class MazeShift(DatasetAdapter):
         draw_solution: bool = False,
         group_cols: list[str] | None = None,
     ) -> None:
-        super().__init__(
-            name,
-            limit,
-            splits=splits,
-            target=target,
-            thresholds=thresholds,
-            scale=scale,
-            draw_solution=draw_solution,
-            group_cols=group_cols,
-        )
         if not splits:
             raise ValueError("dataset.splits is empty: the maze benchmark needs split specs")
         if target not in TARGETS:

@@ -97,6 +97,9 @@ def _row(folder: str, path: Path, label: int, class_name: str, subset: str) -> d
 
 class MetaShift(DatasetAdapter):
     path_options = ("root", "candidate_subsets")
+    # min_subset_size only prunes the meta-graph behind the shift distances (split info),
+    # not the examples; it has never been in the key, and adding it would move every key.
+    key_exclude = ("min_subset_size",)
 
     def __init__(
         self,
@@ -114,20 +117,6 @@ class MetaShift(DatasetAdapter):
         min_subset_size: int = 25,
         group_cols: list[str] | None = None,
     ) -> None:
-        super().__init__(
-            name,
-            limit,
-            root=root,
-            layout=layout,
-            num_minority=num_minority,
-            val_fraction=val_fraction,
-            image_size=image_size,
-            seed=seed,
-            candidate_subsets=candidate_subsets,
-            communities=communities,
-            edge_threshold=edge_threshold,
-            group_cols=group_cols,
-        )
         if layout not in LAYOUTS:
             raise ValueError(f"dataset.layout must be one of {LAYOUTS}, got {layout!r}")
         if not 0 < val_fraction < 1:

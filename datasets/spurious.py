@@ -37,6 +37,16 @@ def colour_digits(images: np.ndarray, colour_ids: np.ndarray, scale: int) -> np.
 class ColouredDigits(DatasetAdapter):
     path_options = ()
 
+    @classmethod
+    def normalise_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        sizes = options["sizes"] or {
+            "train": 1000,
+            "val": 200,
+            "test_balanced": 300,
+            "test_reversed": 297,
+        }
+        return {**options, "sizes": dict(sizes)}
+
     def __init__(
         self,
         name: str = "coloured_digits",
@@ -48,19 +58,7 @@ class ColouredDigits(DatasetAdapter):
         seed: int = 0,
         group_cols: list[str] | None = None,
     ) -> None:
-        sizes = dict(
-            sizes or {"train": 1000, "val": 200, "test_balanced": 300, "test_reversed": 297}
-        )
-        super().__init__(
-            name,
-            limit,
-            correlation=correlation,
-            label_noise=label_noise,
-            sizes=sizes,
-            scale=scale,
-            seed=seed,
-            group_cols=group_cols,
-        )
+        sizes = self.options["sizes"]
         if not 0.0 <= correlation <= 1.0:
             raise ValueError(f"dataset.correlation must be in [0, 1], got {correlation}")
         if not 0.0 <= label_noise < 0.5:

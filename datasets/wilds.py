@@ -288,16 +288,6 @@ class Wilds(DatasetAdapter):
         image_size: int | None = None,
         group_cols: list[str] | None = None,
     ) -> None:
-        super().__init__(
-            name,
-            limit,
-            root=root,
-            split_scheme=split_scheme,
-            unlabeled=unlabeled,
-            download=download,
-            image_size=image_size,
-            group_cols=group_cols,
-        )
         if name not in SPECS:
             raise ValueError(f"dataset.name={name!r}: WILDS datasets here are {sorted(SPECS)}")
         self.spec = SPECS[name]

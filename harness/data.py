@@ -7,7 +7,9 @@ benchmark's defaults otherwise) and recorded, because it is part of what a resul
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -277,18 +279,49 @@ class DatasetAdapter:
     `fingerprint()` says what determines the data without loading it, so a finished run
     is recognised before any data is read; `load()` builds the Benchmark.
 
-    Options that are paths (where the data lives) are listed in `path_options`: they are
-    left out of the run key, and the fingerprint stands for what they point to.
+    The options are the arguments the constructor was called with: every subclass's
+    `__init__` is wrapped (`__init_subclass__`) so that, before its body runs, its arguments
+    are bound to its signature, defaults applied, and stored as `name`, `limit` and
+    `options`. `key_config()` is derived from them, so a new constructor option is in the
+    run key without being repeated anywhere. Left out of the key, by declaration only:
+
+    - `path_options`: options that are paths (where the data lives, not what it is). They
+      must exist (`verify()`), and the fingerprint stands for what they point to.
+    - `key_exclude`: other options that do not determine the data (hints, cache folders...).
+
+    `normalise_options()` turns the bound arguments into the recorded ones where a value
+    has a canonical form (a default filled in, "all" resolved to names), so that equal data
+    gets equal keys. A subclass's `__init__` does not call `super().__init__`.
     """
 
     path_options: tuple[str, ...] = ("root",)
+    key_exclude: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, record: bool = True, **kwargs: Any) -> None:
+        """record=False: the subclass sets name, limit and options itself (WithOODSets)."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if record and init is not None:
+            cls.__init__ = _recording_init(cls, init)  # type: ignore[method-assign]
 
     def __init__(self, name: str, limit: int | None = None, **options: Any) -> None:
+        # Only for subclasses without their own __init__ (options as keyword arguments);
+        # a wrapped constructor has recorded them already.
+        if "options" not in self.__dict__:
+            self._record(name, limit, options)
+
+    def _record(self, name: str, limit: int | None, options: dict[str, Any]) -> None:
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise ValueError(f"dataset.limit must be a positive integer or null, got {limit!r}")
         self.name = name
         self.limit = limit
         self.options = options
+
+    @classmethod
+    def normalise_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The options to record (and key) from the bound constructor arguments (defaults
+        applied, name and limit included); the identity unless a subclass canonicalises."""
+        return options
 
     def verify(self) -> list[str]:
         """Problems with the data on disk, each naming the path, what was expected there and how
@@ -311,12 +344,11 @@ class DatasetAdapter:
         if problems:
             raise DataError(f"dataset {self.name!r} is not usable:\n  - " + "\n  - ".join(problems))
 
-    def check_paths(self) -> None:  # kept for callers of the first API
-        self.check()
-
     def key_config(self) -> dict[str, Any]:
-        """The options that determine the data, without paths."""
-        opts = {k: v for k, v in self.options.items() if k not in self.path_options}
+        """The options that determine the data: name, limit and the constructor's options in
+        its signature's order, without paths and declared exclusions."""
+        left_out = (*self.path_options, *self.key_exclude)
+        opts = {k: v for k, v in self.options.items() if k not in left_out}
         return {"name": self.name, "limit": self.limit, **opts}
 
     def fingerprint(self) -> str:
@@ -326,13 +358,14 @@ class DatasetAdapter:
         raise NotImplementedError
 
 
-class WithOODSets(DatasetAdapter):
+class WithOODSets(DatasetAdapter, record=False):
     """A dataset adapter plus adapters that each contribute OOD splits (the top-level
-    `ood_sets`, e.g. folders of images): checks, key, fingerprint and splits of all of them."""
+    `ood_sets`, e.g. folders of images): checks, key, fingerprint and splits of all of them.
+    Its constructor's arguments are adapters, not options: it takes the base's (record=False)."""
 
     def __init__(self, base: DatasetAdapter, extras: Sequence[DatasetAdapter]) -> None:
-        super().__init__(base.name, base.limit, **base.options)
-        self.path_options = base.path_options
+        self._record(base.name, base.limit, dict(base.options))
+        self.path_options, self.key_exclude = base.path_options, base.key_exclude
         self.base, self.extras = base, list(extras)
 
     def verify(self) -> list[str]:
@@ -358,3 +391,43 @@ class WithOODSets(DatasetAdapter):
                     raise ValueError(f"ood_sets: split {name!r} has role {split.role!r}, not ood")
                 splits[name] = split
         return replace(bench, splits=splits)
+
+
+def _recording_init(cls: type[DatasetAdapter], init: Callable[..., None]) -> Callable[..., None]:
+    """`init` that first records its arguments (bound to its signature, defaults applied,
+    normalised by the class) as the adapter's name, limit and options. Only the outermost
+    constructor of an instance records: a subclass's signature is the one that counts, and
+    what it forwards with **kwargs to its parent's constructor is bound to that one's."""
+    if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(init).parameters.values()):
+        raise TypeError(f"{init.__qualname__}: adapter options must be named (no *args)")
+
+    @functools.wraps(init)
+    def wrapper(self: DatasetAdapter, *args: Any, **kwargs: Any) -> None:
+        if "options" not in self.__dict__:
+            options = type(self).normalise_options(_bound_options(cls, init, self, args, kwargs))
+            self._record(options.pop("name", None), options.pop("limit", None), options)
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _bound_options(
+    owner: type, init: Callable[..., None], adapter: Any, args: tuple, kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """The arguments of `init` (defined by class `owner`) by name, defaults applied; those it
+    takes as **kwargs bound in turn to the parent constructor's signature."""
+    signature = inspect.signature(init)
+    bound = signature.bind(adapter, *args, **kwargs)
+    bound.apply_defaults()
+    options = dict(bound.arguments)
+    del options[next(iter(signature.parameters))]  # self
+    for param in signature.parameters.values():
+        if param.kind is param.VAR_KEYWORD:
+            forwarded = options.pop(param.name)
+            parent = next(c for c in owner.__mro__[1:] if "__init__" in c.__dict__)
+            if parent is DatasetAdapter:
+                options.update(forwarded)
+            else:
+                parent_init = inspect.unwrap(parent.__dict__["__init__"])
+                options.update(_bound_options(parent, parent_init, adapter, (), forwarded))
+    return options
