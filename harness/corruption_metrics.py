@@ -53,7 +53,13 @@ FLAGS = {"--results": "results_dir", "--reference": "reference"}
 def _quoted(text: str) -> str:
     """A value that Hydra's override grammar reads back as this string (never a number: a
     setting_id may look like one)."""
-    return "'" + re.sub(r"(\\*)('|$)", lambda m: m.group(1) * 2 + "\\" * len(m.group(2)) + m.group(2), text) + "'"
+    return (
+        "'"
+        + re.sub(
+            r"(\\*)('|$)", lambda m: m.group(1) * 2 + "\\" * len(m.group(2)) + m.group(2), text
+        )
+        + "'"
+    )
 
 
 def overrides(argv: Sequence[str]) -> list[str]:
