@@ -23,9 +23,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import leaderboard
 from harness.keys import RESULTS_VERSION
-from harness.plots import dataset_plots
+from harness.report.aggregate import aggregate
+from harness.report.build import write_leaderboard
+from harness.report.compare import paired_comparisons, scorer_comparisons
+from harness.report.drawing import resolve_plot_workers
+from harness.report.plots import dataset_plots
 from harness.selection import select_settings
 from harness.store import atomic_write_parquet
 from harness.table import collect
@@ -133,9 +136,9 @@ def main() -> None:
         print(f"wrote {args.runs} runs in {t_write:.1f} s ({root})")
     table, t_collect = timed(collect, root)
     table = table[0]
-    agg, t_agg = timed(leaderboard.aggregate, table, root)
-    _, t_comp = timed(leaderboard.paired_comparisons, table, root, "method0")
-    _, t_scorers = timed(leaderboard.scorer_comparisons, table, root)
+    agg, t_agg = timed(aggregate, table, root)
+    _, t_comp = timed(paired_comparisons, table, root, "method0")
+    _, t_scorers = timed(scorer_comparisons, table, root)
     _, t_select = timed(select_settings, table, "id_val", root)
     t_plots = 0.0  # in this process, one figure after another (write_leaderboard forks workers)
     for dataset in sorted(table["dataset"].unique()):
@@ -151,22 +154,22 @@ def main() -> None:
         (root / cache).unlink(missing_ok=True)
     for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
         record_file.unlink()  # cold: draw every plot
-    _, t_all = timed(leaderboard.write_leaderboard, root, "method0")
+    _, t_all = timed(write_leaderboard, root, "method0")
     # regenerate: every table and plot made again from the collected table that the last
     # sweep's rebuild left (results/table.parquet), as after a change of options or code
     for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
         record_file.unlink()
-    _, t_regen = timed(leaderboard.write_leaderboard, root, "method0")
+    _, t_regen = timed(write_leaderboard, root, "method0")
     # the same with the plots drawn in this process, one after another (plot_workers=1)
     for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
         record_file.unlink()
-    _, t_regen_serial = timed(leaderboard.write_leaderboard, root, "method0", plot_workers=1)
+    _, t_regen_serial = timed(write_leaderboard, root, "method0", plot_workers=1)
     # warm: a rebuild after a sweep that added nothing reads no run again (collect_cached)
     # and draws no plot again (CachedPlots)
-    _, t_warm = timed(leaderboard.write_leaderboard, root, "method0")
+    _, t_warm = timed(write_leaderboard, root, "method0")
     # one new run of one dataset: its rows read, that dataset's plots redrawn
     write_store(root, 1, seeds=5, first=args.runs)
-    _, t_one = timed(leaderboard.write_leaderboard, root, "method0")
+    _, t_one = timed(write_leaderboard, root, "method0")
     record = {
         "runs": int(table["run_id"].nunique()),
         "rows": len(table),
@@ -183,7 +186,7 @@ def main() -> None:
             "write_leaderboard_warm": t_warm,
             "write_leaderboard_one_new_run": t_one,
         },
-        "plot_workers": leaderboard.resolve_plot_workers("auto"),
+        "plot_workers": resolve_plot_workers("auto"),
         "load_average_1min": os.getloadavg()[0],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }

@@ -1,251 +1,120 @@
-"""Corruption robustness numbers over the tidy results table: error per corruption and
-severity, the mean over corruptions, and the corruption error (CE), mCE and relative mCE
-of Hendrycks & Dietterich (ICLR 2019) against a reference.
+"""Corruption errors and mCE of every finished run below a results root (the computation:
+harness/report/corruption.py).
 
-A corruption split is recognised by its name (`<corruption>-<severity>`, generated sets
-`gen-<corruption>-<severity>`, as the CIFAR-10-C / ImageNet-C / digits_c adapters name them)
-or by `corruption` and `severity` columns when the table has them. Error = 1 − accuracy of
-the label metric row (scorer empty, no group). Runs of one setting (seeds) are averaged
-before anything is compared.
+    python -m harness.corruption_metrics results_dir=results reference=alexnet
+    python -m harness.corruption_metrics --results results --reference alexnet   # the same
 
-    CE_c      = Σ_s E_{s,c} / Σ_s E^ref_{s,c}
-    relCE_c   = Σ_s (E_{s,c} − E_clean) / Σ_s (E^ref_{s,c} − E^ref_clean)
-    mCE       = mean over corruptions c of CE_c (the 15 standard ones unless told otherwise)
-
-The reference is another model's rows in the same table (same dataset and corruption
-source), or `alexnet`: AlexNet's published ImageNet-C errors (below), valid only for the
-released ImageNet-C files, never for generated sets (their severities are not ImageNet-C's
-files).
+Prints the errors per corruption, per severity and overall (and, with a reference, mCE) and
+writes them to <results_dir>/corruptions/{errors,per_corruption,per_severity,mean,mce}.csv.
+Options: conf/corruption_metrics.yaml.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-import pandas as pd
+import hydra
+from omegaconf import DictConfig, OmegaConf
 
-# AlexNet's top-1 error on ImageNet-C per corruption, averaged over severities 1..5
-# (fractions). Source: Hendrycks & Dietterich, "Benchmarking Neural Network Robustness to
-# Common Corruptions and Perturbations", ICLR 2019; the values published with the ImageNet-C
-# code (github.com/hendrycks/robustness) and used to normalise mCE by e.g.
-# google-research/augmix (ALEXNET_ERR).
-ALEXNET_IMAGENET_C_ERRORS = {
-    "gaussian_noise": 0.886428,
-    "shot_noise": 0.894468,
-    "impulse_noise": 0.922640,
-    "defocus_blur": 0.819880,
-    "glass_blur": 0.826268,
-    "motion_blur": 0.785948,
-    "zoom_blur": 0.798360,
-    "snow": 0.866816,
-    "frost": 0.826572,
-    "fog": 0.819324,
-    "brightness": 0.564592,
-    "contrast": 0.853204,
-    "elastic_transform": 0.646056,
-    "pixelate": 0.717840,
-    "jpeg_compression": 0.606500,
-}
-# AlexNet's clean ImageNet val error as printed in the paper's table (43.5%, rounded there);
-# the denominator of relative mCE.
-ALEXNET_IMAGENET_CLEAN_ERROR = 0.435
-ALEXNET_SOURCE = (
-    "Hendrycks & Dietterich, ICLR 2019 (arXiv:1903.12261); per-corruption errors as published "
-    "with github.com/hendrycks/robustness"
+from harness.registry import CONF_DIR
+from harness.report.corruption import (
+    ALEXNET_IMAGENET_C_ERRORS,
+    ALEXNET_IMAGENET_CLEAN_ERROR,
+    ALEXNET_SOURCE,
+    SPLIT_PATTERN,
+    STANDARD_CORRUPTIONS,
+    corruption_errors,
+    mce,
+    summarize,
 )
-STANDARD_CORRUPTIONS = tuple(ALEXNET_IMAGENET_C_ERRORS)
-SPLIT_PATTERN = re.compile(r"^(?P<generated>gen-)?(?P<corruption>[a-z_]+)-(?P<severity>[1-5])$")
-SETTING_COLUMNS = ("dataset", "setting_id", "model", "method")
+from harness.store import atomic_write_csv
+from harness.table import collect
+
+__all__ = [
+    "ALEXNET_IMAGENET_CLEAN_ERROR",
+    "ALEXNET_IMAGENET_C_ERRORS",
+    "ALEXNET_SOURCE",
+    "SPLIT_PATTERN",
+    "STANDARD_CORRUPTIONS",
+    "corruption_errors",
+    "main",
+    "mce",
+    "overrides",
+    "summarize",
+]
+
+# the flags documented before the command became a Hydra app -> their config keys
+FLAGS = {"--results": "results_dir", "--reference": "reference"}
 
 
-def _label_rows(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    rows = table[(table["metric"] == metric) & (table["scorer"].fillna("") == "")]
-    rows = rows[rows["group_key"].fillna("") == ""]
-    # one row per run and split: label metrics repeat in each post-hoc stage (eval_id)
-    return rows.drop_duplicates(["run_id", "split"])
-
-
-def corruption_errors(
-    table: pd.DataFrame, metric: str = "accuracy", by: Sequence[str] = SETTING_COLUMNS
-) -> pd.DataFrame:
-    """Error per setting, corruption and severity, averaged over the setting's runs: columns
-    *by, corruption, severity, generated, error, n_runs."""
-    rows = _label_rows(table, metric)
-    if {"corruption", "severity"} <= set(rows.columns):
-        parsed = rows.assign(
-            generated=rows.get("corruption_source", pd.Series("", index=rows.index)).eq("generated")
-        )
-    else:
-        match = rows["split"].str.extract(SPLIT_PATTERN)
-        parsed = rows.assign(
-            corruption=match["corruption"],
-            severity=pd.to_numeric(match["severity"]),
-            generated=match["generated"].notna(),
-        )
-    parsed = parsed.dropna(subset=["corruption", "severity"])
-    parsed = parsed.assign(error=1.0 - parsed["value"].astype(float))
-    keys = [*by, "corruption", "severity", "generated"]
-    out = parsed.groupby(keys, as_index=False).agg(
-        error=("error", "mean"), n_runs=("run_id", "nunique")
-    )
-    return out.astype({"severity": int})
-
-
-def clean_errors(
-    table: pd.DataFrame, metric: str = "accuracy", by: Sequence[str] = SETTING_COLUMNS
-) -> pd.DataFrame:
-    """Error on the ID test split(s) per setting (mean over runs): columns *by, clean_error."""
-    rows = _label_rows(table, metric)
-    rows = rows[rows["split_role"] == "id_test"]
+def _quoted(text: str) -> str:
+    """A value that Hydra's override grammar reads back as this string (never a number: a
+    setting_id may look like one)."""
     return (
-        rows.assign(clean_error=1.0 - rows["value"].astype(float))
-        .groupby(list(by), as_index=False)["clean_error"]
-        .mean()
+        "'"
+        + re.sub(
+            r"(\\*)('|$)", lambda m: m.group(1) * 2 + "\\" * len(m.group(2)) + m.group(2), text
+        )
+        + "'"
     )
 
 
-def summarize(errors: pd.DataFrame, by: Sequence[str] = SETTING_COLUMNS) -> dict[str, pd.DataFrame]:
-    """Means of corruption_errors(): per corruption (over severities), per severity (over
-    corruptions), and overall (over both)."""
-    keys = [*by, "generated"]
-    return {
-        "per_corruption": errors.groupby([*keys, "corruption"], as_index=False)["error"].mean(),
-        "per_severity": errors.groupby([*keys, "severity"], as_index=False)["error"].mean(),
-        "mean": errors.groupby(keys, as_index=False).agg(
-            error=("error", "mean"), corruptions=("corruption", "nunique")
-        ),
-    }
+def overrides(argv: Sequence[str]) -> list[str]:
+    """argv with `--results DIR` / `--reference NAME` (also `--flag=value`) as the Hydra
+    overrides results_dir=DIR / reference=NAME; everything else as it was."""
+    out, args = [], list(argv)
+    while args:
+        arg = args.pop(0)
+        flag, eq, value = arg.partition("=")
+        if flag not in FLAGS:
+            out.append(arg)
+            continue
+        if not eq:
+            if not args:
+                raise SystemExit(f"corruption_metrics: {flag} needs a value")
+            value = args.pop(0)
+        out.append(f"{FLAGS[flag]}={_quoted(value)}")
+    return out
 
 
-def _reference_rows(
-    errors: pd.DataFrame, clean: pd.DataFrame, reference: str, dataset: str
-) -> tuple[pd.DataFrame, float]:
-    """(error per corruption, severity and source; clean error) of the reference: a model
-    name or setting_id whose rows are in the table, on the same dataset."""
-    mine = errors[errors["dataset"] == dataset]
-    hits = mine[(mine["model"] == reference) | (mine["setting_id"] == reference)]
-    settings = hits["setting_id"].unique()
-    if len(settings) == 0:
-        raise ValueError(
-            f"reference {reference!r}: no corruption rows of that model or setting on dataset "
-            f"{dataset!r}; models there: {sorted(mine['model'].unique())}"
-        )
-    if len(settings) > 1:
-        raise ValueError(
-            f"reference {reference!r} names {len(settings)} settings on {dataset!r} "
-            f"({sorted(settings)}); name one setting_id"
-        )
-    ref = hits[["corruption", "severity", "generated", "error"]]
-    ref_clean = clean.loc[clean["setting_id"] == settings[0], "clean_error"]
-    return ref.rename(columns={"error": "reference_error"}), (
-        float(ref_clean.mean()) if len(ref_clean) else float("nan")
-    )
+def report(results_dir: str | Path, reference: str | None, metric: str = "accuracy") -> Path:
+    """Computes, prints and writes the corruption tables; returns their folder."""
+    table, _ = collect(results_dir)
+    if table.empty:
+        raise SystemExit(f"{results_dir}: no finished runs")
+    errors = corruption_errors(table, metric)
+    if errors.empty:
+        raise SystemExit(f"{results_dir}: no corruption splits (<corruption>-<severity>)")
+    out = Path(results_dir) / "corruptions"
+    parts = {"errors": errors, **summarize(errors)}
+    if reference:
+        parts["mce"] = mce(table, reference, metric)
+    for name, frame in parts.items():
+        atomic_write_csv(frame, out / f"{name}.csv")
+        print(f"## {name}\n{frame.to_string(index=False)}\n")
+    print(f"written to {out}")
+    return out
 
 
-def _alexnet_rows(part: pd.DataFrame, dataset: str) -> tuple[pd.DataFrame, float]:
-    """AlexNet's published errors are means over the 5 severities: a corruption enters only
-    with all 5 severities, each compared with that mean (so Σ_s over 5 matches)."""
-    if part["generated"].any():
-        raise ValueError(
-            "reference alexnet: its errors are on the released ImageNet-C files; dataset "
-            f"{dataset!r} has generated corruption splits (gen-...), which must be compared "
-            "with a reference model evaluated on the same sets"
-        )
-    severities = part.groupby("corruption")["severity"].apply(lambda s: sorted(set(s)))
-    partial = sorted(c for c, sev in severities.items() if sev != [1, 2, 3, 4, 5])
-    if partial:
-        raise ValueError(
-            f"reference alexnet: corruptions {partial} of {dataset!r} lack some of severities "
-            "1..5; AlexNet's published errors are means over all five"
-        )
-    ref = pd.DataFrame(
-        [
-            {"corruption": c, "severity": s, "generated": False, "reference_error": e}
-            for c, e in ALEXNET_IMAGENET_C_ERRORS.items()
-            for s in range(1, 6)
-        ]
-    )
-    return ref, ALEXNET_IMAGENET_CLEAN_ERROR
-
-
-def mce(
-    table: pd.DataFrame,
-    reference: str,
-    metric: str = "accuracy",
-    corruptions: Sequence[str] = STANDARD_CORRUPTIONS,
-    by: Sequence[str] = SETTING_COLUMNS,
-) -> pd.DataFrame:
-    """mCE and relative mCE of every setting against a reference, per corruption source:
-    columns *by, generated, reference, mce, relative_mce, corruptions (how many entered),
-    complete (every one of `corruptions` entered), and CE_<corruption> for each.
-
-    reference: 'alexnet' (the published ImageNet-C errors; released files only) or a model
-    name / setting_id present in the table on the same dataset. Only (corruption, severity)
-    pairs both have enter the sums."""
-    errors = corruption_errors(table, metric, by)
-    errors = errors[errors["corruption"].isin(list(corruptions))]
-    clean = clean_errors(table, metric, by)
-    results = []
-    for dataset, part in errors.groupby("dataset"):
-        if reference == "alexnet":
-            ref, ref_clean = _alexnet_rows(part, dataset)
-        else:
-            ref, ref_clean = _reference_rows(errors, clean, reference, dataset)
-        joined = part.merge(ref, on=["corruption", "severity", "generated"], how="inner")
-        joined = joined.merge(clean, on=list(by), how="left")
-        for keys, setting in joined.groupby([*by, "generated"]):
-            sums = setting.groupby("corruption").agg(
-                error=("error", "sum"),
-                reference_error=("reference_error", "sum"),
-                severities=("severity", "count"),
-                clean_error=("clean_error", "first"),
-            )
-            ce = sums["error"] / sums["reference_error"]
-            relative = (sums["error"] - sums["severities"] * sums["clean_error"]) / (
-                sums["reference_error"] - sums["severities"] * ref_clean
-            )
-            row = dict(zip([*by, "generated"], keys, strict=True))
-            row.update(
-                reference=reference,
-                mce=float(ce.mean()),
-                relative_mce=float(relative.mean()),
-                corruptions=len(ce),
-                complete=set(corruptions) <= set(ce.index),
-            )
-            row.update({f"CE_{c}": float(v) for c, v in ce.items()})
-            results.append(row)
-    return pd.DataFrame(results)
+@hydra.main(config_path=str(CONF_DIR), config_name="corruption_metrics", version_base="1.3")
+def _app(cfg: DictConfig) -> None:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    report(c["results_dir"], c["reference"], c["metric"])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """python -m harness.corruption_metrics [--results DIR] [--reference NAME]: the
-    corruption errors of every finished run below DIR (per corruption, per severity, mean)
-    and, with a reference, mCE; printed and written to DIR/corruptions/*.csv."""
-    import argparse
-    from pathlib import Path
-
-    from harness.table import collect
-
-    parser = argparse.ArgumentParser(prog="python -m harness.corruption_metrics")
-    parser.add_argument("--results", default="results", help="results_dir to read")
-    parser.add_argument("--reference", default=None, help="alexnet, a model name or setting_id")
-    args = parser.parse_args(argv)
-    table, _ = collect(args.results)
-    if table.empty:
-        raise SystemExit(f"{args.results}: no finished runs")
-    errors = corruption_errors(table)
-    if errors.empty:
-        raise SystemExit(f"{args.results}: no corruption splits (<corruption>-<severity>)")
-    out = Path(args.results) / "corruptions"
-    out.mkdir(parents=True, exist_ok=True)
-    parts = {"errors": errors, **summarize(errors)}
-    if args.reference:
-        parts["mce"] = mce(table, args.reference)
-    for name, frame in parts.items():
-        frame.to_csv(out / f"{name}.csv", index=False)
-        print(f"## {name}\n{frame.to_string(index=False)}\n")
-    print(f"written to {out}")
+    """python -m harness.corruption_metrics [results_dir=DIR] [reference=NAME], or with the
+    flags --results DIR --reference NAME: they become overrides before Hydra reads argv."""
+    args = sys.argv[1:] if argv is None else argv
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "harness.corruption_metrics", *overrides(args)]
+    try:
+        _app()
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.export import export
+from harness.report.export import export
 from tests.conftest import run_cli
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from harness.corruption_metrics import (
+from harness.report.corruption import (
     ALEXNET_IMAGENET_C_ERRORS,
     ALEXNET_IMAGENET_CLEAN_ERROR,
     STANDARD_CORRUPTIONS,
@@ -144,10 +144,50 @@ def test_rows_of_a_real_cifar10_c_run(tmp_path):
     assert not errors["generated"].any()
     from harness.corruption_metrics import main
 
-    main(["--results", str(tmp_path / "res"), "--reference", "test_resnet"])
-    written = pd.read_csv(tmp_path / "res" / "corruptions" / "mce.csv")
+    from .conftest import run_cli
+
+    # the documented flags, as a user types them (a shim in front of Hydra)
+    out = tmp_path / "res" / "corruptions"
+    proc = run_cli(
+        ["--results", str(tmp_path / "res"), "--reference", "test_resnet"],
+        tmp_path,
+        module="harness.corruption_metrics",
+    )
+    assert "## mce" in proc.stdout and f"written to {out}" in proc.stdout
+    written = pd.read_csv(out / "mce.csv")
     assert written["mce"].item() == pytest.approx(1.0)  # the only model against itself
-    per_severity = pd.read_csv(tmp_path / "res" / "corruptions" / "per_severity.csv")
+    per_severity = pd.read_csv(out / "per_severity.csv")
     assert per_severity.set_index("severity").loc[4, "error"] == pytest.approx(
         errors.loc[4, "error"]
     )
+    # Hydra overrides: the same files, byte for byte
+    flagged = {p.name: p.read_bytes() for p in out.glob("*.csv")}
+    assert sorted(flagged) == [f"{n}.csv" for n in sorted(EXPECTED_FILES)]
+    for p in out.glob("*.csv"):
+        p.unlink()
+    main([f"results_dir={tmp_path / 'res'}", "reference=test_resnet"])
+    assert {p.name: p.read_bytes() for p in out.glob("*.csv")} == flagged
+    assert not list(out.glob(".*"))  # written atomically: no temporary file left behind
+
+
+EXPECTED_FILES = ("errors", "per_corruption", "per_severity", "mean", "mce")
+
+
+def test_documented_flags_become_hydra_overrides():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from harness.corruption_metrics import overrides
+
+    assert overrides(["--results", "runs/exp1", "--reference=alexnet", "metric=accuracy"]) == [
+        "results_dir='runs/exp1'",
+        "reference='alexnet'",
+        "metric=accuracy",
+    ]
+    assert overrides(["results_dir=r", "reference=m"]) == ["results_dir=r", "reference=m"]
+    odd = ["/tmp/a b/res", "1e5", "it's\\", "x\\y", "0123"]  # never numbers, never mangled
+    parsed = OverridesParser.create().parse_overrides(
+        overrides([a for value in odd for a in ("--reference", value)])
+    )
+    assert [o.value() for o in parsed] == odd
+    with pytest.raises(SystemExit, match="needs a value"):
+        overrides(["--results"])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.leaderboard import aggregate, metric_table
+from harness.report.aggregate import aggregate, metric_table
 
 
 def rows(metric, values, group_value=""):
@@ -78,7 +78,7 @@ def test_intervals_t_over_seeds_and_bootstrap_for_one_seed(tmp_path):
 def test_paired_comparisons_against_the_baseline(tmp_path):
     import numpy as np
 
-    from harness.leaderboard import paired_comparisons
+    from harness.report.compare import paired_comparisons
     from harness.store import atomic_write_parquet
 
     rng = np.random.default_rng(0)
@@ -124,7 +124,7 @@ def test_paired_comparisons_against_the_baseline(tmp_path):
 
 
 def test_entries_not_distinguishable_from_the_best_share_its_rank():
-    from harness.leaderboard import uncertain_ranks
+    from harness.report.aggregate import uncertain_ranks
 
     bounds = pd.DataFrame(
         {
@@ -141,7 +141,7 @@ def test_weighted_auroc_agrees_with_scikit_learn_on_bootstrap_counts():
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from harness.leaderboard import bootstrap_counts, weighted_auroc
+    from harness.report.compare import bootstrap_counts, weighted_auroc
 
     rng = np.random.default_rng(1)
     pos = np.round(rng.normal(0.5, 1, 60), 1)  # rounded: ties, counted half
@@ -158,7 +158,7 @@ def test_weighted_auroc_agrees_with_scikit_learn_on_bootstrap_counts():
 def test_scorer_comparisons_pair_runs_and_examples(tmp_path):
     import numpy as np
 
-    from harness.leaderboard import scorer_comparisons
+    from harness.report.compare import scorer_comparisons
     from harness.store import atomic_write_parquet
 
     rng = np.random.default_rng(0)
@@ -219,7 +219,7 @@ def test_leaderboard_options_choose_outputs_and_refuse_unknown_ones(tmp_path):
 
 
 def test_the_primary_metric_comes_first_with_intervals_even_a_datasets_own_metric():
-    from harness.leaderboard import dataset_markdown
+    from harness.report.markdown import dataset_markdown
 
     t = pd.concat([rows("accuracy", [0.8, 0.9, 0.85]), rows("acc_wg", [0.5, 0.6, 0.55])])
     t.loc[t["metric"] == "acc_wg", "group_key"] = ""
@@ -231,7 +231,8 @@ def test_the_primary_metric_comes_first_with_intervals_even_a_datasets_own_metri
 
 
 def test_corruption_section_means_over_corruptions_per_severity_with_mce(tmp_path):
-    from harness.leaderboard import corruption_tables, dataset_markdown
+    from harness.report.corruption import corruption_tables
+    from harness.report.markdown import dataset_markdown
 
     records = []
     for model, drop in (("ref", 0.2), ("robust", 0.1)):
@@ -275,7 +276,7 @@ def test_corruption_section_means_over_corruptions_per_severity_with_mce(tmp_pat
 def test_a_tta_run_of_the_baseline_is_compared_with_it_not_mistaken_for_it(tmp_path):
     import numpy as np
 
-    from harness.leaderboard import paired_comparisons
+    from harness.report.compare import paired_comparisons
     from harness.store import atomic_write_parquet
 
     rng = np.random.default_rng(0)
@@ -308,23 +309,23 @@ def test_a_tta_run_of_the_baseline_is_compared_with_it_not_mistaken_for_it(tmp_p
 
 
 def test_plots_are_redrawn_only_when_their_rows_or_options_change(tmp_path, monkeypatch):
-    from harness import leaderboard
+    from harness.report import plotcache
     from tests.test_export import table as golden_table
 
     t = golden_table()
     out = tmp_path / "plots" / "toy"
 
     def plots(rows, primary="accuracy"):
-        return leaderboard.cached_plots({out: (rows, aggregate(rows), primary, "erm")}, tmp_path)[
-            out
-        ]
+        jobs = {out: (rows, aggregate(rows), primary, "erm")}
+        with plotcache.CachedPlots(jobs, tmp_path) as cached:
+            return cached.result()[out]
 
     first = plots(t)
     assert first and all(p.is_file() for ps in first.values() for p in ps)
     drawn = []
-    real = leaderboard.Drawing
+    real = plotcache.Drawing
     monkeypatch.setattr(
-        leaderboard,
+        plotcache,
         "Drawing",
         lambda builders, *a: drawn.append(len(builders)) or real(builders, *a),
     )

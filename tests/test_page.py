@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.leaderboard import aggregate
-from harness.page import COLUMNS, write_page
-from harness.plots import dataset_plots
+from harness.report.aggregate import aggregate
+from harness.report.page import COLUMNS, write_page
+from harness.report.plots import dataset_plots
 from tests.test_export import table as golden_table
 
 ARTIFACTS = Path(os.environ.get("SHIFTBENCH_ARTIFACTS", Path(__file__).parent / "artifacts"))

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import plots
-from harness.leaderboard import aggregate
+from harness.report import drawing, plots
+from harness.report.aggregate import aggregate
 
 BASE = {
     "dataset": "d",
@@ -177,8 +177,8 @@ def test_risk_coverage_averages_each_scorer_over_the_settings_seeds(tmp_path):
 
 def test_saved_files_are_the_same_for_the_same_data(tmp_path):
     t = line_table()
-    first = plots.save(plots.accuracy_on_the_line(t), tmp_path / "a")
-    second = plots.save(plots.accuracy_on_the_line(t), tmp_path / "b")
+    first = drawing.save(plots.accuracy_on_the_line(t), tmp_path / "a")
+    second = drawing.save(plots.accuracy_on_the_line(t), tmp_path / "b")
     for p, q in zip(first, second, strict=True):
         assert p.read_bytes() == q.read_bytes()
     assert [p.suffix for p in first] == [".png", ".pdf"]
@@ -232,4 +232,4 @@ def test_a_failing_plot_in_a_worker_is_raised_here(tmp_path):
         raise ValueError("bad plot data")
 
     with pytest.raises(ValueError, match="bad plot data"):
-        plots.draw({tmp_path / "a": broken, tmp_path / "b": broken}, workers=2)
+        drawing.draw({tmp_path / "a": broken, tmp_path / "b": broken}, workers=2)

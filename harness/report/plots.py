@@ -7,7 +7,6 @@ no timestamps, so the files are the same for the same data.
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -18,8 +17,9 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from scipy import stats
 
-from harness.corruption_metrics import corruption_errors
-from harness.data import ROLES
+from harness.report.aggregate import metric_rows, split_order
+from harness.report.corruption import corruption_errors
+from harness.report.drawing import draw
 from harness.rundir import RunDir, runs_root
 
 PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
@@ -45,25 +45,13 @@ def _entries(frame: pd.DataFrame) -> pd.Series:
 def _best_entries(frame: pd.DataFrame, value: str) -> tuple[list[str], int]:
     """The MAX_ENTRIES entries with the highest mean `value` on the ID test split (else the
     first split), and how many entries there were."""
-    order = _split_order(frame)
+    order = split_order(frame)
     roles = frame.drop_duplicates("split").set_index("split")["split_role"]
     split = next((s for s in order if roles[s] == "id_test"), order[0])
     per = frame.groupby("entry")[value].mean()
     on_split = frame[frame["split"] == split].groupby("entry")[value].mean()
     ranked = on_split.reindex(per.index).fillna(-np.inf).sort_values(ascending=False)
     return sorted(ranked.index[:MAX_ENTRIES]), len(per)
-
-
-def _plain(table: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
-    keep = (table["metric"] == metric) & (table["scorer"] == "") & (table["group_key"] == "")
-    return table[keep]
-
-
-def _split_order(frame: pd.DataFrame) -> list[str]:
-    roles = {r: i for i, r in enumerate(ROLES)}
-    splits = frame[["split", "split_role"]].drop_duplicates("split")
-    splits = splits.assign(rank=splits["split_role"].map(roles).fillna(len(roles)))
-    return list(splits.sort_values("rank", kind="stable")["split"])
 
 
 def _grid(
@@ -84,11 +72,11 @@ def probit(p: np.ndarray | float) -> np.ndarray:
 
 def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figure | None:
     """Mean per setting and split with its 95% interval as error bars (one dataset's agg)."""
-    sel = agg[(agg["metric"] == metric) & (agg["scorer"] == scorer) & (agg["group_key"] == "")]
+    sel = metric_rows(agg, metric, scorer)
     if sel.empty:
         return None
     sel = sel.assign(entry=_entries(sel))
-    splits = _split_order(sel)
+    splits = split_order(sel)
     entries, total = _best_entries(sel, "mean")
     # about 0.12 inch per bar, at most 16 inches wide (20 entries × 5 splits: 13 inches)
     bars_wide = 0.12 * len(splits) * max(1, len(entries))
@@ -119,12 +107,12 @@ def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figur
 def accuracy_on_the_line(table: pd.DataFrame) -> Figure | None:
     """ID test accuracy vs each shifted split's accuracy, one point per run, probit axes,
     with the least-squares line through the probit values and its R² (one dataset)."""
-    acc = _plain(table)
+    acc = metric_rows(table, "accuracy")
     id_acc = acc[acc["split_role"] == "id_test"].groupby("run_id")["value"].mean()
     shifted = acc[acc["split_role"] == "shift_test"]
     if id_acc.empty or shifted.empty:
         return None
-    splits = _split_order(shifted)
+    splits = split_order(shifted)
     fig, axes = _grid(len(splits))
     methods = sorted(acc["method"].unique())
     for ax, split in zip(axes, splits, strict=True):
@@ -213,7 +201,7 @@ def accuracy_on_the_curve(table: pd.DataFrame) -> Figure | None:
     )
     per = tests.groupby(["split", "run_id", "method", "side"])[["correct", "n"]].sum()
     per = (per["correct"] / per["n"]).unstack("side").dropna().reset_index()
-    splits = [s for s in _split_order(tests) if s in set(per["split"])]
+    splits = [s for s in split_order(tests) if s in set(per["split"])]
     fig, axes = _grid(len(splits))
     methods = sorted(per["method"].unique())
     for ax, split in zip(axes, splits, strict=True):
@@ -263,7 +251,7 @@ def risk_coverage(results_dir: str | Path, table: pd.DataFrame, setting_id: str)
     if rows.empty:
         return None
     tests = rows[rows["split_role"].isin(["id_test", "shift_test"])]
-    splits = _split_order(tests)
+    splits = split_order(tests)
     curves = []
     for (run_id, eval_id), _ in rows.groupby(["run_id", "eval_id"]):
         stage = RunDir.at(runs_root(results_dir) / run_id).posthoc(eval_id)
@@ -292,11 +280,11 @@ def risk_coverage(results_dir: str | Path, table: pd.DataFrame, setting_id: str)
 def seed_spread(table: pd.DataFrame, metric: str = "accuracy") -> Figure | None:
     """Every seed's value per setting (points) and their mean (a black tick), one panel per
     split, settings on the y axis: the variance between runs is itself a result."""
-    sel = _plain(table, metric)
+    sel = metric_rows(table, metric)
     if sel.empty:
         return None
     sel = sel.assign(entry=_entries(sel))
-    splits = _split_order(sel)
+    splits = split_order(sel)
     entries, total = _best_entries(sel, "value")
     sel = sel[sel["entry"].isin(entries)]
     row_of = {entry: k for k, entry in enumerate(entries)}
@@ -315,20 +303,6 @@ def seed_spread(table: pd.DataFrame, metric: str = "accuracy") -> Figure | None:
     shown = f", best {len(entries)} of {total} settings" if total > len(entries) else ""
     fig.suptitle(f"{metric} per seed{shown}")
     return fig
-
-
-def save(fig: Figure, stem: str | Path) -> list[Path]:
-    """PNG and PDF, without timestamps, so that the same data gives the same files."""
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None})):
-        path = stem.with_suffix(f".{ext}")
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format=ext, metadata=metadata, dpi=100)
-        tmp.replace(path)
-        paths.append(path)
-    return paths
 
 
 def plot_builders(
@@ -370,70 +344,3 @@ def dataset_plots(
     builders = plot_builders(table, agg, results_dir, primary_metric, baseline)
     drawn = draw({Path(out_dir) / name: build for name, build in builders.items()}, workers)
     return {stem.name: paths for stem, paths in drawn.items()}
-
-
-_PENDING: list[tuple[Path, Callable[[], Figure | None]]] = []
-
-
-def _draw(stem: Path, build: Callable[[], Figure | None]) -> list[Path] | None:
-    fig = build()
-    return None if fig is None else save(fig, stem)
-
-
-def _draw_one(k: int) -> list[Path] | None:  # in a forked worker
-    return _draw(*_PENDING[k])
-
-
-class Drawing:
-    """Figures (file stem -> builder) being drawn; `result()` waits for them and returns
-    stem -> [png, pdf], leaving out stems whose builder has nothing to show.
-
-    With workers > 1 the figures are drawn by that many forked processes, started here, so
-    the caller can go on with other work meanwhile: matplotlib holds the GIL, a figure
-    costs ~0.5 s to lay out and save twice, and a leaderboard has a dozen. Forked workers
-    inherit the builders and their data (nothing is pickled but the paths coming back).
-    Otherwise (one worker, or no fork on this platform) `result()` draws them here."""
-
-    def __init__(self, builders: dict[Path, Callable[[], Figure | None]], workers: int = 1):
-        global _PENDING
-        self.builders = builders
-        self._pool = None
-        fork = "fork" in multiprocessing.get_all_start_methods()
-        if workers > 1 and len(builders) > 1 and fork:
-            _PENDING = list(builders.items())
-            try:  # the workers are forked now, with _PENDING as it is
-                self._pool = multiprocessing.get_context("fork").Pool(min(workers, len(builders)))
-                self._async = self._pool.map_async(_draw_one, range(len(builders)), chunksize=1)
-            finally:
-                _PENDING = []
-
-    def result(self) -> dict[Path, list[Path]]:
-        if self._pool is not None:
-            try:
-                results = self._async.get()
-            finally:
-                self.close()
-        else:
-            results = [_draw(stem, build) for stem, build in self.builders.items()]
-        stems = list(self.builders)
-        return {stem: paths for stem, paths in zip(stems, results, strict=True) if paths}
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
-
-    def __enter__(self) -> Drawing:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def draw(
-    builders: dict[Path, Callable[[], Figure | None]], workers: int = 1
-) -> dict[Path, list[Path]]:
-    """Builds and saves each figure (file stem -> builder) and waits for them (see Drawing)."""
-    with Drawing(builders, workers) as drawing:
-        return drawing.result()

@@ -1,0 +1,165 @@
+"""Aggregation within a setting and the per-metric tables built on it.
+
+A setting (setting_id) is the same everything but the seed: numbers are aggregated over its
+seeds, never across hyperparameters or data limits: mean, sample standard deviation
+(ddof=1), n seeds and a 95% interval.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from harness.data import ROLES
+from harness.rundir import scores_path
+from harness.table import overall
+
+# the columns that name one aggregated entry (a setting under one eval config)
+SETTING_COLUMNS = ["dataset", "setting_id", "eval_id", "model", "method", "tta", "selection_rule"]
+INDEX = ["model", "method", "setting_id", "eval_id"]
+LOWER_IS_BETTER = {"ece", "nll", "brier", "aurc", "e_aurc", "abs_error"}
+ROW_KEY = ["split", "split_role", "scorer", "metric", "group_key", "group_value"]
+BOOTSTRAP_RESAMPLES = 1000
+
+
+def metric_rows(frame: pd.DataFrame, metric: str | list[str], scorer: str = "") -> pd.DataFrame:
+    """The rows of `metric` (a name or a list) that are not per group, of `scorer`: "" = the
+    model's own numbers, i.e. harness.table.overall's rows."""
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    if scorer:  # not per group (overall's other half), of that scorer
+        keep = overall(frame.assign(scorer="")) & (frame["scorer"] == scorer)
+    else:
+        keep = overall(frame)
+    return frame[frame["metric"].isin(metrics) & keep]
+
+
+def split_order(frame: pd.DataFrame) -> list[str]:
+    """The splits of a frame (its split and split_role columns) by role, in ROLES' order;
+    splits of another role last, in the order they came."""
+    roles = {r: i for i, r in enumerate(ROLES)}
+    splits = frame[["split", "split_role"]].drop_duplicates("split")
+    splits = splits.assign(rank=splits["split_role"].map(roles).fillna(len(roles)))
+    return list(splits.sort_values("rank", kind="stable")["split"])
+
+
+def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.DataFrame:
+    """Per setting and number: mean, std (ddof=1; NaN for one seed), n seeds, and a 95%
+    interval: Student's t over seeds when there are several; with one seed (e.g. an
+    off-the-shelf model), a bootstrap over the run's per-example scores for plain accuracy
+    (needs results_dir), else none. `interval` says which."""
+    columns = [
+        *SETTING_COLUMNS,
+        *ROW_KEY,
+        "mean",
+        "std",
+        "n_seeds",
+        "ci_low",
+        "ci_high",
+        "interval",
+    ]
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    keys = [*SETTING_COLUMNS, *ROW_KEY]
+    grouped = table.groupby(keys, dropna=False, sort=False)
+    agg = grouped["value"].agg(mean="mean", std="std", n_seeds="size")  # pandas: ddof=1
+    agg = agg.reset_index()
+    half = stats.t.ppf(0.975, agg["n_seeds"] - 1) * agg["std"] / np.sqrt(agg["n_seeds"])
+    several = agg["n_seeds"] > 1
+    agg["ci_low"] = np.where(several, agg["mean"] - half, np.nan)
+    agg["ci_high"] = np.where(several, agg["mean"] + half, np.nan)
+    agg["interval"] = np.where(several, "t over seeds", "")
+    if results_dir is not None:
+        runs = grouped["run_id"].first().reset_index(drop=True)
+        plain = (agg["metric"] == "accuracy") & overall(agg)
+        for i in np.flatnonzero(~several.to_numpy() & plain.to_numpy()):
+            row = agg.iloc[i]
+            low, high = bootstrap_accuracy(results_dir, runs.iat[i], row["eval_id"], row["split"])
+            if np.isfinite(low):
+                agg.loc[agg.index[i], ["ci_low", "ci_high", "interval"]] = [
+                    low,
+                    high,
+                    "bootstrap over examples",
+                ]
+    return agg[columns]
+
+
+def bootstrap_accuracy(
+    results_dir: str | Path,
+    run_id: str,
+    eval_id: str,
+    split: str,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+) -> tuple[float, float]:
+    """95% percentile interval of accuracy, resampling the run's examples (fixed seed)."""
+    path = scores_path(results_dir, run_id, eval_id, split)
+    if not path.is_file():
+        return float("nan"), float("nan")
+    try:
+        correct = pd.read_parquet(path, columns=["correct"])["correct"].to_numpy(dtype=float)
+    except Exception:  # no per-example scores: no interval, never a crash
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(0)
+    means = correct[rng.integers(0, len(correct), (resamples, len(correct)))].mean(axis=1)
+    return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+
+
+def _cell(mean: float, std: float, n: int, low: float = np.nan, high: float = np.nan) -> str:
+    cell = f"{mean:.3f} ± {std:.3f}" if n > 1 and np.isfinite(std) else f"{mean:.3f}"
+    if np.isfinite(low) and np.isfinite(high):
+        cell += f" [{low:.3f}, {high:.3f}]"
+    return cell
+
+
+def metric_table(
+    agg: pd.DataFrame, metric: str, scorer: str = "", with_interval: bool = False
+) -> pd.DataFrame:
+    """One row per setting, one column per split: 'mean ± std' of `metric`."""
+    sel = agg[(agg["metric"] == metric) & (agg["scorer"] == scorer)]
+    if metric == "accuracy":
+        sel = sel[sel["group_key"] == ""]
+    if sel.empty:
+        return pd.DataFrame()
+    sel = sel.assign(
+        cell=[
+            _cell(m, s, n, lo, hi) if with_interval else _cell(m, s, n)
+            for m, s, n, lo, hi in zip(
+                sel["mean"], sel["std"], sel["n_seeds"], sel["ci_low"], sel["ci_high"], strict=True
+            )
+        ]
+    )
+    wide = sel.pivot_table(index=INDEX, columns="split", values="cell", aggfunc="first")
+    seeds = sel.groupby(INDEX)["n_seeds"].max().rename("seeds")
+    order = [s for s in split_order(sel) if s in wide.columns]
+    means = sel.pivot_table(index=INDEX, columns="split", values="mean")
+    sort_col = next(
+        (
+            s
+            for s in order
+            if s in means and sel.loc[sel["split"] == s, "split_role"].iat[0] == "id_test"
+        ),
+        order[0],
+    )
+    lower_is_better = metric in LOWER_IS_BETTER
+    wide = wide[order].join(seeds).loc[means[sort_col].sort_values(ascending=lower_is_better).index]
+    rank_col = []
+    if with_interval and not lower_is_better:
+        bounds = sel[sel["split"] == sort_col].set_index(INDEX)[["mean", "ci_low", "ci_high"]]
+        rank_col = [f"rank ({sort_col})"]
+        wide[rank_col[0]] = uncertain_ranks(bounds).reindex(wide.index)
+    wide = wide.reset_index()
+    wide["setting_id"] = wide["setting_id"].str[:8]
+    wide["eval_id"] = wide["eval_id"].str[:8]
+    return wide[[*INDEX, "seeds", *rank_col, *order]]
+
+
+def uncertain_ranks(bounds: pd.DataFrame) -> pd.Series:
+    """Rank = 1 + the number of entries whose 95% interval lies wholly above this one's, so
+    entries not distinguishable from the best share rank 1. Entries without an interval
+    count as a point at their mean."""
+    low = bounds["ci_low"].fillna(bounds["mean"]).to_numpy()
+    high = bounds["ci_high"].fillna(bounds["mean"]).to_numpy()
+    above = np.sort(low)  # for each entry: how many lows lie above its high
+    return pd.Series(1 + len(low) - np.searchsorted(above, high, side="right"), index=bounds.index)

@@ -1,0 +1,128 @@
+"""write_leaderboard: collects a results root into the tidy table and writes below it the
+summary and comparison CSVs, the Markdown leaderboards, the plots and the page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.report.aggregate import aggregate
+from harness.report.compare import paired_comparisons, scorer_comparisons
+from harness.report.corruption import corruption_tables
+from harness.report.drawing import resolve_plot_workers
+from harness.report.markdown import dataset_markdown, index_markdown, plots_section
+from harness.report.page import write_page
+from harness.report.plotcache import CachedPlots
+from harness.selection import select_settings
+from harness.store import atomic_write_csv, atomic_write_text
+from harness.table import collect_cached, collect_failures
+
+OUTPUTS = ("markdown", "plots", "html")
+
+
+def write_leaderboard(
+    results_dir: str | Path,
+    baseline: str = "erm",
+    scorer_baseline: str | None = "msp",
+    scorer_resamples: int = 200,
+    model_selection: str | None = "id_val",
+    primary_metric: dict[str, str] | str = "accuracy",
+    outputs: tuple[str, ...] | list[str] = OUTPUTS,
+    corruption_reference: str | None = None,
+    plot_workers: int | str = "auto",
+) -> dict[str, Path]:
+    """Collects results_dir into table.parquet/.csv, summary and comparison CSVs, and the
+    outputs asked for: leaderboard/*.md, plots (PNG + PDF), index.html. Returns the paths."""
+    root = Path(results_dir)
+    unknown = set(outputs) - set(OUTPUTS)
+    if unknown:
+        raise ValueError(f"leaderboard outputs must be among markdown, plots, html: {unknown}")
+    primaries = primary_metric if isinstance(primary_metric, dict) else {}
+    default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
+    table, skipped, changed = collect_cached(root)
+    agg = aggregate(table, root)
+    board = root / "leaderboard"
+    datasets = sorted(agg["dataset"].unique())
+
+    def primary_of(dataset: str) -> str:
+        return primaries.get(dataset, default_primary) if primaries else default_primary
+
+    jobs = {
+        board / "plots" / dataset: (
+            table[table["dataset"] == dataset],
+            agg[agg["dataset"] == dataset],
+            primary_of(dataset),
+            baseline,
+        )
+        for dataset in (datasets if "plots" in outputs else [])
+    }
+    # the plots are drawn (in worker processes) while the tables are made here
+    with CachedPlots(jobs, root, resolve_plot_workers(plot_workers)) as plots:
+        if changed or not (root / "table.csv").is_file():
+            atomic_write_csv(table, root / "table.csv")
+        atomic_write_csv(agg, board / "summary.csv")
+        selected = None
+        if model_selection:
+            selected = select_settings(table, model_selection, root)
+            atomic_write_csv(selected, board / "selection.csv")
+        # after a hyperparameter search, the chosen setting of each method is what is
+        # compared (with several baseline settings and no selection, there is no single
+        # baseline)
+        chosen = (
+            table if selected is None else table[table["setting_id"].isin(selected["setting_id"])]
+        )
+        comparisons = paired_comparisons(chosen, root, baseline)
+        atomic_write_csv(comparisons, board / "comparisons.csv")
+        scorer_comp = None
+        if scorer_baseline:
+            scorer_comp = scorer_comparisons(table, root, scorer_baseline, scorer_resamples)
+            atomic_write_csv(scorer_comp, board / "scorer_comparisons.csv")
+        corruptions = corruption_tables(table, corruption_reference)
+        for name, frame in corruptions.items():
+            atomic_write_csv(frame, board / f"corruptions_{name}.csv")
+        # the Markdown too, while the plots are drawn; their links are added after
+        texts = {
+            dataset: dataset_markdown(
+                agg,
+                dataset,
+                comparisons,
+                primary_of(dataset),
+                selected,
+                scorer_comp,
+                None,
+                corruptions,
+            )
+            for dataset in (datasets if "markdown" in outputs else [])
+        }
+        failures = collect_failures(root)
+        all_plots = {out_dir.name: files for out_dir, files in plots.result().items()}
+    paths = {
+        "table": root / "table.parquet",
+        "csv": root / "table.csv",
+        "index": board / "README.md",
+    }
+    for dataset, text in texts.items():
+        path = board / f"{dataset}.md"
+        links = plots_section(dataset, all_plots.get(dataset))
+        atomic_write_text(path, text + "".join(f"{line}\n" for line in links))
+        paths[dataset] = path
+    if "html" in outputs:
+        paths["html"] = write_page(agg, all_plots, board / "index.html")
+    index = index_markdown(table, len(skipped), datasets, "html" in outputs, failures)
+    atomic_write_text(board / "README.md", index)
+    return paths
+
+
+def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """write_leaderboard's keyword arguments from a leaderboard config (conf/leaderboard.yaml)."""
+    names = (
+        "baseline",
+        "scorer_baseline",
+        "scorer_resamples",
+        "model_selection",
+        "primary_metric",
+        "outputs",
+        "corruption_reference",
+        "plot_workers",
+    )
+    return {k: cfg[k] for k in names if k in cfg}
