@@ -29,6 +29,7 @@ from harness.report.build import write_leaderboard
 from harness.report.compare import paired_comparisons, scorer_comparisons
 from harness.report.drawing import resolve_plot_workers
 from harness.report.plots import dataset_plots
+from harness.rundir import RunDir, runs_root
 from harness.selection import select_settings
 from harness.store import atomic_write_parquet
 from harness.table import collect
@@ -60,8 +61,8 @@ def write_store(root: Path, runs: int, seeds: int = 5, first: int = 0) -> None:
         method = f"method{(setting // 8) % 25}"
         hparams = setting // 200
         run_id = hashlib.sha256(f"run{r}".encode()).hexdigest()[:20]
-        run = root / "runs" / run_id
-        stage = run / "posthoc" / "evalid0000000000"
+        run = RunDir(root, run_id)
+        stage = run.posthoc("evalid0000000000")
         base = float(rng.uniform(0.5, 0.95))
         records = []
         for split, role in SPLITS:
@@ -106,8 +107,8 @@ def write_store(root: Path, runs: int, seeds: int = 5, first: int = 0) -> None:
             versions="",
             created_at="",
         )
-        atomic_write_parquet(frame, stage / "rows.parquet")
-        (stage / "DONE").write_text("{}")
+        atomic_write_parquet(frame, stage.rows)
+        stage.done.write_text("{}")
         payload = {
             "dataset": {"name": dataset},
             "model": {"name": model},
@@ -115,8 +116,8 @@ def write_store(root: Path, runs: int, seeds: int = 5, first: int = 0) -> None:
             "trainer": {},
             "seed": r % seeds,
         }
-        (run / "key.json").write_text(json.dumps({"payload": payload}))
-        (run / "DONE").write_text("{}")
+        run.key_json.write_text(json.dumps({"payload": payload}))
+        run.done.write_text("{}")
 
 
 def timed(fn, *args, **kwargs):
@@ -131,7 +132,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="reuse/keep the store here")
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="shiftbench-regen-"))
-    if not (root / "runs").is_dir():
+    if not runs_root(root).is_dir():
         _, t_write = timed(write_store, root, args.runs)
         print(f"wrote {args.runs} runs in {t_write:.1f} s ({root})")
     table, t_collect = timed(collect, root)

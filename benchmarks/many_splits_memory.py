@@ -96,6 +96,8 @@ def child(args: argparse.Namespace) -> None:
         overrides += ["dataset.corruptions=[gaussian_noise]", "dataset.severities=[3]"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
+    from harness.rundir import RunDir
+
     marks = {}
     evaluate_run = run_mod.evaluate_run
 
@@ -108,9 +110,9 @@ def child(args: argparse.Namespace) -> None:
     run_mod.evaluate_run = instrumented
     started = time.perf_counter()
     summary = run_mod.run(OmegaConf.to_container(cfg, resolve=True))
-    run_dir = Path(summary["run_dir"])
-    bench = json.loads((run_dir / "benchmark.json").read_text())
-    cache_bytes = sum(p.stat().st_size for p in (run_dir / "outputs").glob("*.npz"))
+    rd = RunDir.at(summary["run_dir"])
+    bench = rd.read_benchmark()
+    cache_bytes = sum(p.stat().st_size for p in rd.outputs_dir.glob("*.npz"))
     print(
         json.dumps(
             {

@@ -66,7 +66,7 @@ def _distribution(spec: dict[str, Any]) -> tuple[Callable, Callable]:
         ) from None
 
 
-def draw(spec: dict[str, Any], rng: np.random.Generator) -> Any:
+def sample(spec: dict[str, Any], rng: np.random.Generator) -> Any:
     """One value from a search-space entry."""
     return _distribution(spec)[0](spec, rng)
 
@@ -87,7 +87,7 @@ def apply_hparams_seed(cfg: dict[str, Any]) -> dict[str, Any]:
         return cfg
     rng = np.random.default_rng([k, zlib.crc32(cfg["method"]["name"].encode())])
     for key in sorted(space):
-        value = draw(space[key], rng)
+        value = sample(space[key], rng)
         if key.startswith("trainer."):
             node = cfg["trainer"]
             *parents, leaf = key.split(".")[1:]

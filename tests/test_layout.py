@@ -98,9 +98,7 @@ def test_run_directory_paths_are_spelled_only_by_their_owner():
         for no, line in enumerate(path.read_text().splitlines(), 1):
             if any(p.search(line) for p in PATTERNS):
                 offenders.append(f"{path.relative_to(ROOT)}:{no}: {line.strip()}")
-    assert not offenders, "run-directory paths outside harness/rundir.py:\n" + "\n".join(
-        offenders
-    )
+    assert not offenders, "run-directory paths outside harness/rundir.py:\n" + "\n".join(offenders)
     assert any(p.search('rd / "key.json"') for p in PATTERNS)  # the patterns can match
 
 
