@@ -73,6 +73,7 @@ def test_any_benchmark_split_and_clear_errors(tmp_path):
         "severities": [2],
         "seed": 0,
         "limit": 3,
+        "generator": "shiftbench_datasets.corruptions",
     }
     out = prepare_corruptions({**base, "split": "val", "out": str(tmp_path / "d")})
     assert sorted(p.name for p in out.glob("*.npy")) == [
