@@ -1,7 +1,7 @@
-"""Corruption robustness numbers (the computation; `python -m harness.corruption_metrics`
-is the command) over the tidy results table: error per corruption and
+"""Corruption robustness numbers over the tidy results table: error per corruption and
 severity, the mean over corruptions, and the corruption error (CE), mCE and relative mCE
-of Hendrycks & Dietterich (ICLR 2019) against a reference.
+of Hendrycks & Dietterich (ICLR 2019) against a reference. The command that prints and
+writes them: `python -m harness.corruption_metrics` (harness/corruption_metrics.py).
 
 A corruption split is recognised by its name (`<corruption>-<severity>`, generated sets
 `gen-<corruption>-<severity>`, as the CIFAR-10-C / ImageNet-C / digits_c adapters name them)
