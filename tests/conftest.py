@@ -10,6 +10,16 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OUTDATED_IGNORE", "1")
+# The golden numbers (tests/test_pins.py) are bit-exact, and float kernels differ between
+# instruction sets (an AVX-512 machine sums in another order than an AVX2 one). Pin every
+# library that dispatches on the CPU to its AVX2 code path, before torch loads, so any x86-64
+# machine with AVX2 reproduces them; subprocesses of the tests inherit the same settings.
+for _name, _value in {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "AVX2",
+}.items():
+    os.environ.setdefault(_name, _value)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

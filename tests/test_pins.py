@@ -6,7 +6,8 @@ prove that nothing changed (every `value` and `n` of a tiny fixed set of runs, b
 and the leaderboard's summary.csv and comparisons.csv). A change that moves a key must
 extend KEYS on purpose; a change that moves a number bumps RESULTS_VERSION, regenerates the
 golden files (`SHIFTBENCH_UPDATE_GOLDEN=1 pytest tests/test_pins.py`) and says why in
-its note.
+its note. The golden numbers are made on the AVX2 code path (tests/conftest.py pins it), so
+they hold on any x86-64 machine with AVX2, not only the one that wrote them.
 
 Everything is read from the run directories' files (key.json, benchmark.json, DONE,
 rows.parquet): the layout of results/ is itself part of what is pinned.
