@@ -359,7 +359,7 @@ def test_after_a_search_each_method_is_compared_through_its_chosen_setting(tmp_p
         ("erm", "eb", 0.90, 0.6),
         ("mixup", "cc", 0.80, 0.8),
     ):
-        for seed in (0, 1):
+        for seed in (0, 1, 2):  # 2 seeds give the test 1 df: too few to call anything
             run_id = f"{setting}{seed}"  # hex, as run ids are
             rd = RunDir(tmp_path, run_id)
             stage = rd / "posthoc" / "e"

@@ -25,6 +25,7 @@ def write_leaderboard(
     baseline: str = "erm",
     scorer_baseline: str | None = "msp",
     scorer_resamples: int = 200,
+    multiple_comparisons: str = "holm",
     model_selection: str | None = "id_val",
     primary_metric: dict[str, str] | str = "accuracy",
     outputs: tuple[str, ...] | list[str] = OUTPUTS,
@@ -37,6 +38,8 @@ def write_leaderboard(
     unknown = set(outputs) - set(OUTPUTS)
     if unknown:
         raise ValueError(f"leaderboard outputs must be among markdown, plots, html: {unknown}")
+    if multiple_comparisons not in ("holm", "bh", "none"):
+        raise ValueError(f"multiple_comparisons={multiple_comparisons!r}: use holm, bh or none")
     primaries = primary_metric if isinstance(primary_metric, dict) else {}
     default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
     table, skipped, changed = collect_cached(root)
@@ -71,7 +74,7 @@ def write_leaderboard(
         chosen = (
             table if selected is None else table[table["setting_id"].isin(selected["setting_id"])]
         )
-        comparisons = paired_comparisons(chosen, root, baseline)
+        comparisons = paired_comparisons(chosen, root, baseline, multiple_comparisons)
         atomic_write_csv(comparisons, board / "comparisons.csv")
         scorer_comp = None
         if scorer_baseline:
@@ -119,6 +122,7 @@ def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
         "baseline",
         "scorer_baseline",
         "scorer_resamples",
+        "multiple_comparisons",
         "model_selection",
         "primary_metric",
         "outputs",

@@ -65,13 +65,15 @@ def dataset_markdown(
                     comp["difference"], comp["ci_low"], comp["ci_high"], strict=True
                 )
             ],
-        )[["model", "method", "setting_id", "split", "seeds", "difference", "verdict"]]
+        )[["model", "method", "setting_id", "split", "seeds", "difference", "verdict", "level"]]
         parts += [
             "",
             f"## Accuracy compared with {comp['baseline'].iat[0]}",
             "",
-            "Paired: the same seeds and the same examples; 95% interval from a bootstrap "
-            f"over examples within seeds ({BOOTSTRAP_RESAMPLES} resamples). Few seeds "
+            "Paired: the same seeds and the same examples. Intervals are unadjusted 95% "
+            "(seeds × examples as crossed random effects, Satterthwaite t; one seed: a "
+            "model-level paired t over examples); verdicts come from p-values adjusted "
+            f"over this table ({comp['adjustment'].iat[0]}), test splits only. Few seeds "
             "rarely separate methods: 'not distinguishable' is the honest default.",
             "",
             shown.to_markdown(index=False, disable_numparse=True),
