@@ -21,6 +21,18 @@ def validate(cfg: dict[str, Any]) -> None:
     """Clear errors for values Hydra's typing does not catch, naming the key."""
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise ValueError(f"seed must be an integer, got {cfg.get('seed')!r}")
+    if not 0 <= cfg["seed"] < 2**32:  # numpy's seed range; refused before anything is written
+        raise ValueError(f"seed must be in [0, 2**32), got {cfg['seed']}")
+    lock = cfg.get("lock") or {}
+    for k in ("heartbeat", "stale_after"):
+        v = lock.get(k, 1)
+        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+            raise ValueError(f"lock.{k} must be a positive number of seconds, got {v!r}")
+    if lock and lock.get("stale_after", 180) <= lock.get("heartbeat", 30):
+        raise ValueError(
+            f"lock.stale_after ({lock['stale_after']}) must be longer than lock.heartbeat "
+            f"({lock['heartbeat']}): a live run would be taken over"
+        )
     t = cfg["trainer"]
     if not isinstance(t["epochs"], int) or t["epochs"] < 0:
         raise ValueError(f"trainer.epochs must be an integer >= 0, got {t['epochs']!r}")

@@ -57,6 +57,13 @@ CASES = {
     ),
     "negative epochs": (["trainer.epochs=-1"], ["trainer.epochs must be an integer >= 0", "-1"]),
     "seed not an int": (["seed=abc"], ["seed must be an integer", "abc"]),
+    "negative seed": (["seed=-1"], ["seed must be in [0, 2**32)", "-1"]),
+    "seed too large": (["seed=4294967296"], ["seed must be in [0, 2**32)", "4294967296"]),
+    "zero heartbeat": (["lock.heartbeat=0"], ["lock.heartbeat must be a positive", "0"]),
+    "stale before a heartbeat": (
+        ["lock.stale_after=10", "lock.heartbeat=30"],
+        ["lock.stale_after (10) must be longer than lock.heartbeat (30)"],
+    ),
     "batch size not an int": (
         ["trainer.batch_size=big"],
         ["trainer.batch_size must be a positive integer"],
@@ -240,3 +247,25 @@ def test_disk_full_while_writing_rows_leaves_no_half_written_file(tmp_path, monk
     assert collect(tmp_path)[0].empty
     [failed] = list(tmp_path.glob("runs/*/FAILED"))
     assert "No space left on device" in failed.read_text()
+
+
+def test_leaderboard_typos_are_named(tmp_path):
+    from harness.report.build import write_leaderboard
+
+    with pytest.raises(FileNotFoundError, match="results_dir=.*typo.*no such directory"):
+        write_leaderboard(tmp_path / "typo", outputs=["markdown"])
+    assert not (tmp_path / "typo").exists()  # nothing created for a misspelt root
+    with pytest.raises(ValueError, match="scorer_resamples must be a positive integer, got 0"):
+        write_leaderboard(tmp_path, outputs=["markdown"], scorer_resamples=0)
+    with pytest.raises(ValueError, match="multiple_comparisons='holmes'"):
+        write_leaderboard(tmp_path, outputs=["markdown"], multiple_comparisons="holmes")
+
+
+def test_a_baseline_that_names_no_method_is_warned_about(tmp_path, monkeypatch, capsys):
+    from harness.report.build import write_leaderboard
+
+    root = tmp_path / "results"
+    code, out = cli(monkeypatch, capsys, [*TINY, f"results_dir={root}", "eval=minimal"])
+    assert code == 0, out
+    with pytest.warns(UserWarning, match=r"baseline='nope' names no method.*'erm'"):
+        write_leaderboard(root, baseline="nope", outputs=["markdown"])

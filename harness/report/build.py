@@ -3,6 +3,7 @@ summary and comparison CSVs, the Markdown leaderboards, the plots and the page."
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,18 @@ def write_leaderboard(
         raise ValueError(f"leaderboard outputs must be among markdown, plots, html: {unknown}")
     if multiple_comparisons not in ("holm", "bh", "none"):
         raise ValueError(f"multiple_comparisons={multiple_comparisons!r}: use holm, bh or none")
+    if not root.is_dir():  # a typo would otherwise write an empty leaderboard and exit 0
+        raise FileNotFoundError(f"results_dir={str(results_dir)!r}: no such directory")
+    if (
+        not isinstance(scorer_resamples, int)
+        or isinstance(scorer_resamples, bool)
+        or (scorer_resamples < 1)
+    ):
+        raise ValueError(f"scorer_resamples must be a positive integer, got {scorer_resamples!r}")
     primaries = primary_metric if isinstance(primary_metric, dict) else {}
     default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
     table, skipped, changed = collect_cached(root)
+    _warn_unknown_baselines(table, baseline, scorer_baseline)
     agg = aggregate(table, root)
     board = root / "leaderboard"
     datasets = sorted(agg["dataset"].unique())
@@ -114,6 +124,28 @@ def write_leaderboard(
     index = index_markdown(table, len(skipped), datasets, "html" in outputs, failures)
     atomic_write_text(board / "README.md", index)
     return paths
+
+
+def _warn_unknown_baselines(table: Any, baseline: str, scorer_baseline: str | None) -> None:
+    """A baseline that names nothing in the table drops its comparisons: say so, with the
+    names there are (a warning, not an error: a sweep's end-of-sweep rebuild may run before
+    the baseline's runs exist)."""
+    if table.empty:
+        return
+    methods = sorted(set(table["method"].dropna()))
+    if baseline not in methods:
+        warnings.warn(
+            f"baseline={baseline!r} names no method in the results (methods: {methods}); "
+            "comparisons.csv is empty",
+            stacklevel=3,
+        )
+    scorers = sorted(set(table["scorer"].dropna()) - {""})
+    if scorer_baseline and scorers and scorer_baseline not in scorers:
+        warnings.warn(
+            f"scorer_baseline={scorer_baseline!r} names no scorer in the results (scorers: "
+            f"{scorers}); scorer_comparisons.csv is empty",
+            stacklevel=3,
+        )
 
 
 def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
