@@ -27,11 +27,15 @@ def run_statuses(results_dir: str | Path, stale_after: float = 180.0) -> pd.Data
         if rd.key_json.is_file():
             try:
                 payload = rd.read_key().get("payload", {})
-            except json.JSONDecodeError:
-                pass
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                pass  # a damaged key.json: the run is still listed, without its names
         reason = ""
         if status == "failed":
-            reason = json.loads(rd.failed.read_text()).get("reason", "")
+            try:
+                reason = str(json.loads(rd.failed.read_text()).get("reason", ""))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+                # one damaged record must not hide every other run's status
+                reason = f"unreadable FAILED file {rd.failed}: {exc.__class__.__name__}"
         rows.append(
             {
                 "run_id": rd.run_id,

@@ -255,3 +255,19 @@ def test_a_holder_whose_lock_was_taken_over_does_not_remove_the_new_one(tmp_path
     assert (rd.path / LOCK).exists() and new.owned()
     new.release()
     assert not (rd.path / LOCK).exists()
+
+
+def test_status_names_a_corrupt_failed_record_and_lists_every_other_run(tmp_path):
+    good, bad, keyless = (RunDir(tmp_path, rid) for rid in ("aa01", "bb02", "cc03"))
+    for rd in (good, bad, keyless):
+        rd.path.mkdir(parents=True)
+    good.mark_failed(RuntimeError("out of memory"))
+    bad.failed.write_bytes(b"\xff\x00 not json")
+    keyless.mark_failed(RuntimeError("disk full"))
+    keyless.key_json.write_text("{ truncated")
+    statuses = run_statuses(tmp_path).set_index("run_id")
+    assert list(statuses["status"]) == ["failed"] * 3
+    assert statuses.loc["aa01", "reason"] == "RuntimeError: out of memory"
+    assert "unreadable FAILED file" in statuses.loc["bb02", "reason"]
+    assert str(bad.failed) in statuses.loc["bb02", "reason"]
+    assert statuses.loc["cc03", "reason"] == "RuntimeError: disk full"
