@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -112,11 +113,27 @@ def _collect(
     return table.drop_duplicates(subset=_identity_columns(table)), skipped, seen
 
 
+# What a stage's rows.parquet must hold for the table to mean anything; a file without
+# them is skipped with a warning naming it, not merged with nulls.
+STAGE_COLUMNS = ("run_id", "eval_id", "split", "scorer", "metric", "value")
+
+
 def _read_one(stage: Path) -> pa.Table | Exception:
     try:
+        path = stage_rows_path(stage)
+        # opening a FIFO (or a device) would block forever: regular files only
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ValueError("not a regular file")
         # one thread per file (the pool below is the parallelism); ParquetFile.read costs a
         # third of read_table's per-file overhead on files of 50 rows
-        return pq.ParquetFile(stage_rows_path(stage)).read(use_threads=False)
+        rows = pq.ParquetFile(path).read(use_threads=False)
+        missing = [c for c in STAGE_COLUMNS if c not in rows.column_names]
+        if missing:
+            raise ValueError(f"wrong schema: no column {', '.join(missing)}")
+        value_type = rows.schema.field("value").type
+        if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
+            raise ValueError(f"wrong schema: column value is {value_type}, not a number")
+        return rows
     except Exception as exc:
         return exc
 

@@ -8,6 +8,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pandas as pd
@@ -271,3 +272,58 @@ def test_status_names_a_corrupt_failed_record_and_lists_every_other_run(tmp_path
     assert "unreadable FAILED file" in statuses.loc["bb02", "reason"]
     assert str(bad.failed) in statuses.loc["bb02", "reason"]
     assert statuses.loc["cc03", "reason"] == "RuntimeError: disk full"
+
+
+def _stage(root, run_id, rows):
+    """A finished run with one finished post-hoc stage whose rows.parquet is `rows` (a
+    frame, or a callable that makes the file itself)."""
+    from harness.store import atomic_write_parquet, atomic_write_text
+
+    rd = RunDir(root, run_id)
+    stage = rd / "posthoc" / "e"
+    stage.mkdir(parents=True)
+    if callable(rows):
+        rows(stage / "rows.parquet")
+    else:
+        atomic_write_parquet(rows, stage / "rows.parquet")
+    atomic_write_text(stage / "DONE", "{}")
+    rd.mark_complete({"run_id": run_id})
+    return stage
+
+
+def test_stage_files_of_the_wrong_schema_or_kind_are_skipped_and_named(tmp_path):
+    def rows(run_id, **change):
+        frame = pd.DataFrame(
+            {
+                "run_id": [run_id] * 2,
+                "eval_id": "e",
+                "split": ["id_test", "val"],
+                "group_key": "",
+                "group_value": "",
+                "scorer": "",
+                "metric": "accuracy",
+                "value": [0.5, 0.75],
+                "n": 4,
+            }
+        )
+        return frame.assign(**change)
+
+    _stage(tmp_path, "aa01", rows("aa01"))
+    strings = _stage(tmp_path, "bb02", rows("bb02", value=["high", "low"]))
+    no_metric = _stage(tmp_path, "cc03", rows("cc03").drop(columns="metric"))
+    fifo = _stage(tmp_path, "dd04", os.mkfifo)  # reading it would block forever
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(out=collect(tmp_path)), daemon=True)
+    with pytest.warns(UserWarning) as caught:
+        worker.start()
+        worker.join(timeout=60)
+    assert not worker.is_alive(), "collect hung on a FIFO"
+    table = result["out"][0]
+    assert sorted(table["run_id"].unique()) == ["aa01"] and len(table) == 2
+    messages = " ".join(str(w.message) for w in caught)
+    for stage, why in (
+        (strings, "not a number"),
+        (no_metric, "no column metric"),
+        (fifo, "not a regular file"),
+    ):
+        assert str(stage) in messages and why in messages
