@@ -269,3 +269,28 @@ def test_a_baseline_that_names_no_method_is_warned_about(tmp_path, monkeypatch, 
     assert code == 0, out
     with pytest.warns(UserWarning, match=r"baseline='nope' names no method.*'erm'"):
         write_leaderboard(root, baseline="nope", outputs=["markdown"])
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("eval.coverages=[1.5,-0.5]", "eval.coverages must be a list of numbers in (0, 1]"),
+        ("eval.ece_bins=0", "eval.ece_bins must be a positive integer"),
+        ("eval.fit_size=-3", "eval.fit_size must be a positive integer or null"),
+    ],
+)
+def test_evaluate_validates_the_eval_config_like_run(
+    override, message, tmp_path, monkeypatch, capsys
+):
+    # harness.evaluate once skipped these checks: accuracy@-0.5 rows reached the leaderboard
+    from harness import evaluate
+
+    monkeypatch.setattr(sys, "argv", ["harness.evaluate", f"run={tmp_path}", override])
+    with pytest.raises(SystemExit) as exc:
+        try:
+            evaluate.main()
+        finally:
+            GlobalHydra.instance().clear()
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err and "neither a finished run" not in err
