@@ -239,3 +239,28 @@ def test_a_run_whose_cached_outputs_are_gone_is_refused_by_name(finished_run, tm
     victim.unlink()
     with pytest.raises(FileNotFoundError, match="cached outputs of split wilson are missing"):
         posthoc.load_run_cache(run)
+
+
+def test_a_truncated_outputs_cache_is_refused_naming_the_file(finished_run, tmp_path):
+    from harness.outputs import Outputs
+
+    run_dir = fresh_copy(finished_run, tmp_path)
+    bench = RunDir.at(run_dir).read_benchmark()
+    split, spec = next(iter(bench["splits"].items()))
+    path = RunDir.at(run_dir).output_path(split, spec["forward_key"])
+    out = Outputs.load(path)
+    keep = len(out.labels) - 3
+    np.savez(
+        path,
+        logits=out.logits[:keep],
+        features=out.features[:keep],
+        labels=out.labels[:keep],
+        index=out.index[:keep],
+    )
+    before = sorted(p.name for p in (run_dir / "posthoc").iterdir())
+    with pytest.raises(ValueError, match=rf"{keep} examples, but benchmark.json records"):
+        evaluate_run(run_dir, {**eval_config("default"), "fit_size": 7})
+    after = sorted(
+        p.name for p in (run_dir / "posthoc").iterdir() if (p / "rows.parquet").is_file()
+    )
+    assert after == [n for n in before if (run_dir / "posthoc" / n / "rows.parquet").is_file()]
