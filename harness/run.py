@@ -123,6 +123,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         if rd.is_complete():  # finished by another process between the check and the lock
             log.info("skip: run %s was just finished by another process", keys.run_id)
             return {**summary, "status": "finished"}
+        for tmp in rd.remove_temporaries():  # a killed attempt's half-written files
+            log.info("removed %s (left by an interrupted attempt)", tmp)
         atomic_write_text(rd.config_yaml, OmegaConf.to_yaml(OmegaConf.create(c)))
         atomic_write_json(
             rd.key_json,

@@ -158,6 +158,17 @@ class RunDir:
     def is_complete(self) -> bool:
         return self.done.is_file()
 
+    def remove_temporaries(self) -> list[Path]:
+        """Delete the temporary files (harness.store's `.<name>.*.tmp`) that a killed attempt
+        left: SIGTERM/SIGKILL skip the writer's own cleanup. Call only while holding the
+        run's lock, when no writer of this run can be alive. Returns what was removed."""
+        removed = []
+        for tmp in self.path.rglob(".*.tmp"):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        return removed
+
     def mark_complete(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.done, {"completed_at": now_iso(), **summary})
         self.failed.unlink(missing_ok=True)

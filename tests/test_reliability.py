@@ -148,12 +148,17 @@ def test_sigkill_during_training_leaves_nothing_readable_and_resumes_to_the_same
     assert not rd.is_complete(), "the run finished before it could be killed"
     assert collect(killed_root)[0].empty  # nothing a reader would take
     assert rd.status() == "incomplete"  # its lock's process is gone
+    # what a SIGTERM mid-write leaves (the writer's cleanup never ran): gone after the rerun
+    strays = [rd / "checkpoints" / ".last.pt.k1ll3d.tmp", rd / ".config.yaml.x9.tmp"]
+    for stray in strays:
+        stray.write_bytes(b"half")
     resumed = run_mod.run(compose_config([*extra, f"results_dir={killed_root}"]))
     assert resumed["run_id"] == clean["run_id"] and not resumed["skipped"]
     assert "resuming" in (rd / "run.log").read_text()
+    assert not any(s.exists() for s in strays) and not list(rd.path.rglob(".*.tmp"))
     a = run_rows(RunDir(tmp_path / "clean", clean["run_id"]).path)
     b = run_rows(rd.path)
-    pd.testing.assert_series_equal(a["value"], b["value"])
+    pd.testing.assert_series_equal(a["value"], b["value"], check_exact=True)
 
 
 def test_two_overlapping_sweeps_at_once_compute_each_run_once(tmp_path):
