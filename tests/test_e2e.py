@@ -115,7 +115,7 @@ def test_joblib_launcher_gives_the_same_numbers(tmp_path):
     assert len(joblib_runs) == 2 and basic.name in joblib_runs
     a = run_rows(basic)["value"]
     b = run_rows(joblib_runs[basic.name])["value"]
-    pd.testing.assert_series_equal(a, b)
+    pd.testing.assert_series_equal(a, b, check_exact=True)
 
 
 # One real command line; tests/test_bad_input.py covers the other unknown names in process.

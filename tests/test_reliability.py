@@ -243,7 +243,7 @@ def test_launchers_give_the_same_numbers(tmp_path, launcher):
     assert other.name == basic["run_id"]
     a = run_rows(RunDir(tmp_path / "basic", basic["run_id"]).path)
     b = run_rows(other)
-    pd.testing.assert_series_equal(a["value"], b["value"])
+    pd.testing.assert_series_equal(a["value"], b["value"], check_exact=True)
 
 
 def test_a_holder_whose_lock_was_taken_over_does_not_remove_the_new_one(tmp_path):
