@@ -161,6 +161,7 @@ def test_a_run_with_workers_gives_the_rows_of_a_run_without(tmp_path):
     pd.testing.assert_series_equal(
         values(tmp_path / "w1" / "runs" / without["run_id"]),
         values(tmp_path / "w0" / "runs" / without["run_id"]),
+        check_exact=True,
     )
 
 
