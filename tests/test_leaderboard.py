@@ -431,3 +431,35 @@ def test_a_rebuild_with_plot_workers_links_every_plot_it_drew(tmp_path):
         assert (tmp_path / "leaderboard" / "plots" / dataset / ".plots.json").is_file()
     html = paths["html"].read_text()
     assert "plots/synth_b/accuracy_on_the_line.png" in html
+
+
+def _save_many(stem):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from harness.report.drawing import save
+
+    for _ in range(40):
+        fig = Figure()
+        fig.add_subplot().plot([1, 2, 3])
+        save(fig, stem)
+
+
+def test_two_processes_saving_one_plot_both_succeed(tmp_path):
+    # overlapping leaderboard rebuilds on one root draw the same files
+    import multiprocessing
+
+    stem = tmp_path / "plots" / "p"
+    procs = [
+        multiprocessing.get_context("spawn").Process(target=_save_many, args=(stem,))
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert sorted(x.name for x in stem.parent.iterdir()) == ["p.pdf", "p.png"]  # no leftovers
+    assert (stem.parent / "p.png").read_bytes().startswith(b"\x89PNG")

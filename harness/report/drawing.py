@@ -4,12 +4,15 @@ processes while the caller goes on (`Drawing`), and how many workers (`resolve_p
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from harness.store import atomic_write_bytes
 
 
 def save(fig: Figure, stem: str | Path) -> list[Path]:
@@ -19,9 +22,11 @@ def save(fig: Figure, stem: str | Path) -> list[Path]:
     paths = []
     for ext, metadata in (("png", {"Software": None}), ("pdf", {"CreationDate": None})):
         path = stem.with_suffix(f".{ext}")
-        tmp = path.with_name(f".{path.name}.tmp")
-        fig.savefig(tmp, format=ext, metadata=metadata, dpi=100)
-        tmp.replace(path)
+        # drawn into memory, then written under a unique temporary name: two leaderboard
+        # processes on one root once shared `.<name>.tmp` and both failed
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=ext, metadata=metadata, dpi=100)
+        atomic_write_bytes(path, buffer.getvalue())
         paths.append(path)
     return paths
 
