@@ -117,6 +117,12 @@ def validate_eval(ev: dict[str, Any]) -> None:
                 registry.construct(cls, plugin)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"eval.{group}.{name}: {exc}") from exc
+            least = getattr(cls, "min_fit_size", 1)
+            if fit_size is not None and fit_size < least:
+                raise ValueError(
+                    f"eval.fit_size={fit_size}: scorer {name!r} needs at least {least} "
+                    "training examples to fit"
+                )
 
 
 def validate_tta(c: dict[str, Any]) -> None:

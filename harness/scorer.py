@@ -27,6 +27,10 @@ class Scorer:
     """Base class of methods/scorers/. Hyperparameters arrive as keyword arguments."""
 
     needs: ClassVar[tuple[str, ...]] = ("logits",)  # any of: logits, features, head, model
+    # the fewest training examples (eval.fit_size) its fit is defined for; fewer is refused
+    # by the eval config's validation, naming the key (a covariance of one example gave a
+    # Mahalanobis AUROC of exactly 0.5 without a word)
+    min_fit_size: ClassVar[int] = 1
 
     def fit(self, data: FitData) -> None:
         """Fit on ID outputs; the default needs nothing."""

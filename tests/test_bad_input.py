@@ -294,3 +294,10 @@ def test_evaluate_validates_the_eval_config_like_run(
     assert exc.value.code != 0
     err = capsys.readouterr().err
     assert message in err and "neither a finished run" not in err
+
+
+def test_a_fit_size_below_a_scorers_minimum_is_refused_naming_both(tmp_path, monkeypatch, capsys):
+    code, out = cli(monkeypatch, capsys, [*TINY, f"results_dir={tmp_path}", "eval.fit_size=1"])
+    assert code != 0
+    assert "eval.fit_size=1: scorer 'mahalanobis' needs at least 2 training examples" in out
+    assert no_results(tmp_path)

@@ -34,6 +34,7 @@ def min_sq_distance(features, means, precision, chunk: int = 4096):
 
 
 class Mahalanobis(Scorer):
+    min_fit_size = 2  # a covariance needs two examples
     needs = ("features",)
 
     def fit(self, data):

@@ -9,6 +9,7 @@ from harness.scorer import Scorer
 
 
 class ViM(Scorer):
+    min_fit_size = 2  # a principal subspace needs two examples
     needs = ("logits", "features", "head")
 
     def __init__(self, dim: int | None = None):
