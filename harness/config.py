@@ -12,6 +12,7 @@ from harness import registry
 from harness.data import Benchmark, WithOODSets
 from harness.forward import PRECISIONS
 from harness.outputs import FEATURE_DTYPES
+from harness.retention import check_policy
 from harness.rundir import runs_root
 from harness.samplers import check_group_sampler
 from harness.selection import EPOCH_RULES
@@ -33,6 +34,7 @@ def validate(cfg: dict[str, Any]) -> None:
             f"lock.stale_after ({lock['stale_after']}) must be longer than lock.heartbeat "
             f"({lock['heartbeat']}): a live run would be taken over"
         )
+    check_policy(cfg.get("checkpoints", "best"))
     t = cfg["trainer"]
     if not isinstance(t["epochs"], int) or t["epochs"] < 0:
         raise ValueError(f"trainer.epochs must be an integer >= 0, got {t['epochs']!r}")

@@ -37,6 +37,7 @@ from harness.forward import RunModel, auto_num_workers
 from harness.keys import RunKeys, make_keys, run_payload, tta_config
 from harness.models import create_model, resolve_device, save_head
 from harness.posthoc import evaluate_run
+from harness.retention import apply_policy, require_best
 from harness.rundir import LockHeld, RunDir, RunLock
 from harness.search import apply_hparams_seed
 from harness.store import atomic_write_json, atomic_write_text, provenance
@@ -113,6 +114,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
         return {**summary, "status": "failed"}
     # parents first, each under its own lock, never while this run holds its lock
     found = {name: finished_run(parent) for name, parent in parents.items()}
+    if "trained" in found and c["trainer"]["epochs"] > 0:  # refused before anything is written
+        require_best(found["trained"], f"tta={tta_config(c)['name']}")
     lock = RunLock(rd, stale_after=c["lock"]["stale_after"], heartbeat=c["lock"]["heartbeat"])
     try:
         lock.acquire()
@@ -338,8 +341,13 @@ def finish(
             "host": provenance()["host"],
             "device": device,
             "headline": headline,
+            "checkpoints": c.get("checkpoints", "best"),
         }
     )
+    # last.pt exists only while the run can resume: once DONE, the retention policy applies
+    freed = apply_policy(rd, c.get("checkpoints", "best"))
+    if freed:
+        log.info("checkpoints=%s: freed %.1f MiB", c.get("checkpoints", "best"), freed / 2**20)
     log.info(
         "done %s in %.1fs: %s",
         keys.run_id,

@@ -49,9 +49,10 @@ def test_a_run_writes_its_directory_and_tidy_rows(tmp_path, monkeypatch):
         "run.log",
         "DONE",
         "checkpoints/best.pt",
-        "checkpoints/last.pt",
     ]:
         assert (rd / name).is_file(), name
+    # checkpoints=best (the default): last.pt exists only while the run can resume
+    assert not (rd / "checkpoints" / "last.pt").exists()
     rows = run_rows(rd.path)
     assert list(rows.columns) == ROW_COLUMNS
     assert set(rows["split"]) == {*SPLITS, "pooled_test"}
