@@ -408,18 +408,9 @@ def corruption_splits(
 
 
 def folder_digest(root: Path, names: Sequence[str]) -> list[Any]:
-    """What identifies a corruption folder cheaply: each file's name, size and header, and a
-    hash of its first and last MiB (reading 2.9 GB for a key is too slow), and the marker."""
-    import hashlib
+    """What identifies a folder of arrays: the marker, and each file's name, size and sha256
+    of all its bytes (harness.digests: read once per file, then remembered by path, size and
+    mtime, so a skipped run does not read 2.9 GB again; any changed byte changes the key)."""
+    from harness.digests import files_digest
 
-    parts: list[Any] = [read_marker(root)]
-    for name in sorted(names):
-        path = root / name
-        size = path.stat().st_size
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            h.update(f.read(1 << 20))
-            f.seek(max(0, size - (1 << 20)))
-            h.update(f.read(1 << 20))
-        parts.append([name, size, h.hexdigest()])
-    return parts
+    return [read_marker(root), *files_digest(root, names)]

@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from harness.data import Benchmark, DatasetAdapter, Split, hash_arrays, listing_digest
+from harness.data import Benchmark, DatasetAdapter, Split, hash_arrays
+from harness.digests import tree_digest
 
 LAYOUTS = ("subpopulation", "domain_generalization")
 SPECTRAL_DIM = 5
@@ -154,9 +155,9 @@ class MetaShift(DatasetAdapter):
         extra = []
         if self.candidate_subsets:
             extra.append(hashlib.sha256(Path(self.candidate_subsets).read_bytes()).hexdigest())
-        return hash_arrays(
-            self.key_config(), listing_digest(self.root, contents_of=(".pkl",)), *extra
-        )
+        # every file's content (harness.digests: each read once, then remembered by path,
+        # size and mtime): an image re-encoded at the same size changes the key
+        return hash_arrays(self.key_config(), tree_digest(self.root), *extra)
 
     # ------------------------------------------------------------ layouts
 

@@ -31,6 +31,9 @@ CONF = ROOT / "conf"
 # Generated mazes are shared by every test of the session (writes are atomic, so
 # concurrent test processes can share it too).
 CACHE = tempfile.mkdtemp(prefix="shiftbench-test-cache-")
+# File digests of the data fixtures (harness.digests) go there too, never to ~/.cache;
+# subprocesses of the tests inherit it.
+os.environ.setdefault("SHIFTBENCH_DIGEST_CACHE", os.path.join(CACHE, "digests.sqlite"))
 
 # A run small enough for a unit test: tiny maze splits, a tiny timm model, two steps.
 TINY = [
