@@ -2,7 +2,8 @@
 running (a live lock), failed (a FAILED record) or incomplete (none of these: killed, or
 not started), with counts; then the disk used per dataset and method, with what
 `checkpoints=best` would free (`python -m harness.prune` frees it). Reads files only: an
-unreadable FAILED or key.json is named in the run's `reason`, never a crash."""
+unreadable FAILED file is named in the run's `reason` (a damaged key.json in a warning),
+never a crash."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ MiB = 2**20
 
 
 def run_statuses(results_dir: str | Path, stale_after: float = 180.0) -> pd.DataFrame:
-    """One row per run: status, identity, `reason` (why it failed, or which of its files
+    """One row per run: status, identity, `reason` (why it failed, or that its FAILED file
     cannot be read), bytes on disk, of which checkpoints, and what checkpoints=best frees."""
     rows = []
     for found in run_dirs(results_dir):
@@ -34,12 +35,13 @@ def run_statuses(results_dir: str | Path, stale_after: float = 180.0) -> pd.Data
         except ValueError:
             continue  # not a run directory
         status = rd.status(stale_after)
-        payload, problems = {}, []
+        payload = {}
         if rd.key_json.is_file():
             try:
                 payload = rd.read_key().get("payload", {})
             except (OSError, ValueError, AttributeError) as exc:
-                problems.append(f"unreadable {rd.key_json}: {exc}")
+                # a damaged key.json: the run is still listed, without its names
+                log.warning("unreadable %s: %s", rd.key_json, exc)
         reason = ""
         if status == "failed":
             reason = failure_reason(rd.failed)
@@ -52,7 +54,7 @@ def run_statuses(results_dir: str | Path, stale_after: float = 180.0) -> pd.Data
                 "model": (payload.get("model") or {}).get("name", ""),
                 "method": (payload.get("method") or {}).get("name", "none"),
                 "seed": payload.get("seed"),
-                "reason": "; ".join([reason, *problems] if reason else problems),
+                "reason": reason,
                 "bytes": tree_size(rd.path),
                 "checkpoint_bytes": checkpoints,
                 # only a finished run's checkpoints are subject to the policy
@@ -84,8 +86,9 @@ def failure_reason(path: Path) -> str:
         record = json.loads(path.read_text())
         return str(record.get("reason", "")) if isinstance(record, dict) else repr(record)
     except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError too
-        log.warning("unreadable FAILED record %s: %s", path, exc)
-        return f"unreadable FAILED record {path}: {type(exc).__name__}: {exc}"
+        # one damaged record must not hide every other run's status
+        log.warning("unreadable FAILED file %s: %s", path, exc)
+        return f"unreadable FAILED file {path}: {type(exc).__name__}: {exc}"
 
 
 def tree_size(path: Path) -> int:
