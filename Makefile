@@ -47,6 +47,7 @@ bench: venv
 	$(PY) benchmarks/sweep_overhead.py
 	$(PY) benchmarks/leaderboard_regen.py
 	$(PY) benchmarks/many_splits_memory.py
+	$(PY) benchmarks/digest_overhead.py
 
 clean:
 	rm -rf results/runs results/cache results/multirun results/table.* results/leaderboard
