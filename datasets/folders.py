@@ -141,7 +141,7 @@ def image_split(name: str, role: str, meta: pd.DataFrame, info: dict | None = No
         with Image.open(paths[i]) as image:
             return image.convert("RGB")
 
-    return Split(name, role, meta, load_image, info=info)
+    return Split(name, role, meta, load_image, info=info, files=paths)
 
 
 class ImageFolders(DatasetAdapter):

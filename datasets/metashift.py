@@ -284,7 +284,7 @@ class MetaShift(DatasetAdapter):
             with Image.open(paths[i]) as image:
                 return image.convert("RGB")
 
-        return Split(name, role, rows, load_image)
+        return Split(name, role, rows, load_image, files=paths)
 
 
 def write_fixture(

@@ -11,6 +11,7 @@ from typing import Any
 from harness import registry
 from harness.data import Benchmark, WithOODSets
 from harness.forward import PRECISIONS
+from harness.gpudecode import check_decode
 from harness.outputs import FEATURE_DTYPES
 from harness.retention import check_policy
 from harness.rundir import runs_root
@@ -62,6 +63,7 @@ def validate(cfg: dict[str, Any]) -> None:
         raise ValueError(
             f"forward.compile must be true, false or a backend name, got {fwd['compile']!r}"
         )
+    check_decode(fwd.get("decode", "auto"))
     if fwd.get("pin_memory", "auto") not in ("auto", True, False):
         raise ValueError(
             f"forward.pin_memory must be auto, true or false, got {fwd['pin_memory']!r}"

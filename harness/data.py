@@ -33,7 +33,9 @@ class Split(Dataset):
 
     `meta` has at least the column `label` (NO_LABEL where unknown); adapters add whatever
     describes the example (group fields, domain, generator, severity...). `load_image(i)`
-    returns the raw image of row i.
+    returns the raw image of row i. `files`, when an adapter gives it, is the image file of
+    each row (what load_image opens): evaluation may then read and decode the files itself,
+    e.g. on the GPU (harness/gpudecode.py).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class Split(Dataset):
         load_image: Callable[[int], Any],
         transform: Callable[[Any], torch.Tensor] | None = None,
         info: dict[str, Any] | None = None,
+        files: Sequence[str] | None = None,
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"split {name!r}: unknown role {role!r}; roles are {ROLES}")
@@ -56,6 +59,9 @@ class Split(Dataset):
         self.transform = transform
         self.info = dict(info or {})  # split-level facts, e.g. the shift factor it changes
         self._labels = self.meta["label"].to_numpy(dtype=np.int64)
+        if files is not None and len(files) != len(self.meta):
+            raise ValueError(f"split {name!r}: {len(files)} files but {len(self.meta)} rows")
+        self.files = list(files) if files is not None else None
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -71,7 +77,9 @@ class Split(Dataset):
         return self._labels
 
     def with_transform(self, transform: Callable[[Any], torch.Tensor] | None) -> Split:
-        return Split(self.name, self.role, self.meta, self.load_image, transform, self.info)
+        return Split(
+            self.name, self.role, self.meta, self.load_image, transform, self.info, self.files
+        )
 
     def subset(self, indices: Sequence[int]) -> Split:
         """A split of the given rows; indices are re-numbered 0..len-1."""
@@ -84,6 +92,7 @@ class Split(Dataset):
             lambda i: parent(int(idx[i])),
             self.transform,
             self.info,
+            [self.files[i] for i in idx] if self.files is not None else None,
         )
 
     def limited(self, limit: int | None, seed: int = 0) -> Split:

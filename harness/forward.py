@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from harness import registry
 from harness.data import LABELED_ROLES, Benchmark, Split
+from harness.gpudecode import decode_loader, resolve_decode
 from harness.keys import RunKeys, output_settings
 from harness.models import forward_outputs, map_logits
 from harness.outputs import Outputs
@@ -301,7 +302,22 @@ def forward_run(
         for s in x.bench.splits.values()
         if not paths[s.name].is_file()
     ]
-    if todo:
+    decoded = {}  # splits of JPEG files decoded on the GPU (harness/gpudecode.py)
+    if todo and resolve_decode((c.get("forward") or {}).get("decode", "auto"), x.device) == "gpu":
+        for split in todo:
+            loader = decode_loader(
+                split,
+                x.transform,
+                c["trainer"]["eval_batch_size"],
+                x.device,
+                num_workers=c["trainer"]["num_workers"],
+            )
+            if loader is not None:
+                decoded[split.name] = loader
+        if decoded:
+            log.info("decoding JPEG on %s: %s", x.device, ", ".join(decoded))
+        todo = [s for s in todo if s.name not in decoded]
+    if todo or decoded:
         forward = prepare_forward(x.model, predict, options)
         loaders = SplitLoader(
             todo,
@@ -322,7 +338,7 @@ def forward_run(
                 progress=c["trainer"]["progress"],
                 predict=forward,
                 options=options,
-                loader=loaders.loader(split.name),
+                loader=decoded[split.name] if split.name in decoded else loaders.loader(split.name),
             ).save(path, features_dtype)
         record_dataset_eval(x.bench, split, path)
         atomic_write_parquet(split.meta, rd.meta(split.name))

@@ -34,6 +34,7 @@ from harness.config import build_dataset, build_method, check_writable, validate
 from harness.data import Benchmark, resolve_transform
 from harness.derived import Parent, plan
 from harness.forward import RunModel, auto_num_workers
+from harness.gpudecode import resolve_decode
 from harness.keys import RunKeys, make_keys, run_payload, tta_config
 from harness.models import create_model, resolve_device, save_head
 from harness.posthoc import evaluate_run
@@ -59,8 +60,10 @@ def compose(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     check_writable(c["results_dir"])
     if c.get("threads"):
         torch.set_num_threads(int(c["threads"]))
+    device = resolve_device(c.get("device", "auto"))
+    resolve_decode((c.get("forward") or {}).get("decode", "auto"), device)  # gpu needs CUDA
     if c["trainer"].get("num_workers") == "auto":  # not in the key: any value gives the same
-        c["trainer"]["num_workers"] = auto_num_workers(resolve_device(c.get("device", "auto")))
+        c["trainer"]["num_workers"] = auto_num_workers(device)
     return c
 
 

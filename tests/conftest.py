@@ -35,8 +35,10 @@ CACHE = tempfile.mkdtemp(prefix="shiftbench-test-cache-")
 # subprocesses of the tests inherit it.
 os.environ.setdefault("SHIFTBENCH_DIGEST_CACHE", os.path.join(CACHE, "digests.sqlite"))
 
-# A run small enough for a unit test: tiny maze splits, a tiny timm model, two steps.
+# A run small enough for a unit test: tiny maze splits, a tiny timm model, two steps; on
+# the CPU even where a GPU is present (tests of worker counts and batch spies assume it).
 TINY = [
+    "device=cpu",
     f"cache_dir={CACHE}",
     "dataset.limit=24",
     "model.name=test_resnet",

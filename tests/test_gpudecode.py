@@ -1,0 +1,149 @@
+"""The GPU decoding path (harness/gpudecode.py), run on the CPU: the same code with
+device=cpu. Batched decode_jpeg plus the run's own transform replayed on tensors must give
+the inputs the PIL path gives (up to decoder and resize rounding), the same labels and
+order; what it cannot take falls back to the CPU path; forward.decode=gpu needs CUDA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from harness import forward as forward_mod
+from harness import run as run_mod
+from harness.data import BenchmarkTransform, PILThen, Split
+from harness.gpudecode import decode_loader, resolve_decode, tensor_transform
+
+from .conftest import TINY, compose_config, run_rows
+
+SIZES = [(40, 30), (64, 48), (30, 52), (48, 48), (35, 61)]
+
+
+def smooth_jpegs(folder, n=10, fmt="JPEG", suffix=".jpg"):
+    """JPEGs of several sizes and aspect ratios with smooth content (what photos are like;
+    noise would measure only the decoders' rounding)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k in range(n):
+        w, h = SIZES[k % len(SIZES)]
+        yy, xx = np.mgrid[0:h, 0:w]
+        pixels = np.stack(
+            [(xx * 255 // w + 20 * k) % 256, yy * 255 // h, (xx + yy) * 127 // (w + h) + 60], -1
+        ).astype(np.uint8)
+        path = folder / f"{k}{suffix}"
+        Image.fromarray(pixels).save(path, format=fmt, quality=95)
+        paths.append(str(path))
+    return paths
+
+
+def file_split(paths):
+    meta = pd.DataFrame({"label": np.arange(len(paths)) % 3})
+
+    def load(i):
+        with Image.open(paths[i]) as image:
+            return image.convert("RGB")
+
+    return Split("test", "id_test", meta, load, files=paths)
+
+
+def cpu_inputs(split, transform):
+    loader = DataLoader(split.with_transform(transform), batch_size=4)
+    xs, ys, idx = zip(*loader, strict=True)
+    return torch.cat(xs), torch.cat(ys), torch.cat(idx)
+
+
+@pytest.mark.parametrize("kind", ["timm", "benchmark"])
+def test_decoded_batches_match_the_pil_path(tmp_path, kind):
+    split = file_split(smooth_jpegs(tmp_path / "img"))
+    if kind == "timm":
+        model = timm.create_model("test_resnet", num_classes=3)
+        transform = PILThen(
+            timm.data.create_transform(
+                **timm.data.resolve_model_data_config(model), is_training=False
+            )
+        )
+    else:
+        transform = BenchmarkTransform((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (32, 32))
+    loader = decode_loader(split, transform, 4, torch.device("cpu"))
+    assert loader is not None and len(loader) == 3
+    got = [batch for batch in loader]
+    x = torch.cat([b[0] for b in got])
+    ref_x, ref_y, ref_i = cpu_inputs(split, transform)
+    assert x.shape == ref_x.shape and x.dtype == torch.float32
+    assert torch.equal(torch.cat([b[1] for b in got]), ref_y)
+    assert torch.equal(torch.cat([b[2] for b in got]), ref_i)
+    # on the CPU both decode with libjpeg-turbo: only the resize rounds differently (PIL's
+    # vs torch's antialiased filter), by a level of 255 here and there (measured: max 1,
+    # mean 0.15-0.17); nvJPEG on a GPU may differ by a few levels more
+    scale = 255 * (0.5 if kind == "timm" else 0.229)  # levels per normalised unit
+    diff = (x - ref_x).abs() * scale
+    assert diff.mean() < 0.5 and diff.max() < 2.5, (diff.mean(), diff.max())
+
+
+def test_what_it_cannot_take_stays_on_the_cpu(tmp_path):
+    from torchvision import transforms as T
+
+    paths = smooth_jpegs(tmp_path / "img", n=2)
+    bench_t = BenchmarkTransform((0.5,) * 3, (0.5,) * 3, (16, 16))
+    cpu = torch.device("cpu")
+    assert decode_loader(file_split(paths), bench_t, 2, cpu) is not None
+    # a PNG among the files, an array split (no files), a transform step not replayable
+    png = smooth_jpegs(tmp_path / "png", n=1, fmt="PNG", suffix=".png")
+    assert decode_loader(file_split([*paths, *png]), bench_t, 2, cpu) is None
+    arrays = Split("a", "id_test", pd.DataFrame({"label": [0]}), lambda i: np.zeros((4, 4, 3)))
+    assert decode_loader(arrays, bench_t, 2, cpu) is None
+    odd = PILThen(T.Compose([T.Grayscale(3), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)]))
+    assert tensor_transform(odd) is None
+    assert decode_loader(file_split(paths), odd, 2, cpu) is None
+    # a subset keeps each row's file
+    sub = file_split(paths + paths).subset([3, 0])
+    assert sub.files == [paths[1], paths[0]]
+
+
+def test_decode_modes():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_decode("auto", cpu) == "cpu" and resolve_decode("auto", cuda) == "gpu"
+    assert resolve_decode("cpu", cuda) == "cpu" and resolve_decode("gpu", cuda) == "gpu"
+    with pytest.raises(ValueError, match="forward.decode=gpu needs a CUDA device"):
+        resolve_decode("gpu", cpu)
+    with pytest.raises(ValueError, match=r"forward.decode must be one of \['auto', 'cpu', 'gpu'\]"):
+        run_mod.compose(compose_config([*TINY, "forward.decode=nvidia"]))
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        run_mod.compose(compose_config([*TINY, "forward.decode=gpu"]))
+
+
+def test_a_run_on_image_folders_through_the_decode_path(tmp_path, monkeypatch, caplog):
+    """The forward stage's wiring, with the decode path forced on the CPU: the same rows as
+    the PIL path up to rounding, and the same keys (the decoder is not in any key)."""
+    for split in ("train", "val", "test"):
+        for cls in ("b", "a"):
+            smooth_jpegs(tmp_path / "folders" / split / cls, n=3)
+    base = [
+        *TINY,
+        "dataset=folders",
+        "dataset.class_map=[b,a]",
+        "dataset.image_size=16",
+        f"data_root={tmp_path}",
+        "eval=minimal",
+        "trainer.epochs=0",
+        "model.label_map=[0,1]",
+        "model.transform=timm",
+    ]
+    plain = run_mod.run(compose_config([*base, f"results_dir={tmp_path / 'cpu'}"]))
+    monkeypatch.setattr(forward_mod, "resolve_decode", lambda mode, device: "gpu")
+    caplog.set_level("INFO", logger="harness.forward")
+    decoded = run_mod.run(compose_config([*base, f"results_dir={tmp_path / 'gpu'}"]))
+    assert "decoding JPEG on cpu: train, val, test" in caplog.text
+    assert decoded["run_id"] == plain["run_id"]
+    a = run_rows(tmp_path / "cpu" / "runs" / plain["run_id"]).set_index(["split", "metric"])
+    b = run_rows(tmp_path / "gpu" / "runs" / decoded["run_id"]).set_index(["split", "metric"])
+    assert list(a.index) == list(b.index) and (a["n"] == b["n"]).all()
+    assert (a["forward_key"] == b["forward_key"]).all()
+    out_a = np.load(next((tmp_path / "cpu" / "runs").glob("*/outputs/test-*.npz")))
+    out_b = np.load(next((tmp_path / "gpu" / "runs").glob("*/outputs/test-*.npz")))
+    assert np.array_equal(out_a["index"], out_b["index"])
+    assert np.allclose(out_a["logits"], out_b["logits"], atol=0.05)
