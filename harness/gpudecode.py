@@ -25,7 +25,10 @@ machine without a GPU (tests/test_gpudecode.py).
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -151,7 +154,12 @@ def collate_bytes(items: list[tuple[torch.Tensor, int, int]]) -> tuple[list, tor
 class DecodeLoader:
     """Batches (inputs on `device`, labels, index) of a split of JPEG files: workers read
     bytes, the batch is decoded on `device` and transformed there. Iterated like the
-    DataLoader it replaces (harness.forward.forward_split takes either)."""
+    DataLoader it replaces (harness.forward.forward_split takes either).
+
+    Decoding runs `prefetch` batches ahead in a thread (on CUDA, on a stream of its own,
+    the consumer's stream waiting for each batch's event), so the next batch is decoded
+    while the model runs on this one: otherwise decode and forward would add up, and the
+    forward stage could not reach the slower of the two (docs/benchmarks.md)."""
 
     def __init__(
         self,
@@ -160,10 +168,11 @@ class DecodeLoader:
         batch_size: int,
         device: torch.device,
         num_workers: int = 0,
+        prefetch: int = 2,
     ) -> None:
         self.split, self.transform, self.device = split, transform, device
         self.files = list(split.files)
-        self.num_workers = num_workers
+        self.num_workers, self.prefetch = num_workers, prefetch
         self.loader = DataLoader(
             FileBytes(split),
             batch_size=batch_size,
@@ -175,10 +184,58 @@ class DecodeLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for data, labels, index in self.loader:
-            images = self.decode(data, index)
-            yield self.transform(images), labels, index
+            yield self.transform(self.decode(data, index)), labels, index
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        if self.prefetch < 1:
+            yield from self._batches()
+            return
+        cuda = self.device.type == "cuda"
+        stream = torch.cuda.Stream(self.device) if cuda else None
+        ready: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    ready.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                with torch.cuda.stream(stream) if cuda else nullcontext():
+                    for batch in self._batches():
+                        event = torch.cuda.Event() if cuda else None
+                        if event is not None:
+                            event.record(stream)
+                        if not put((batch, event)):
+                            return
+                put((None, None))
+            except BaseException as exc:  # handed to the consumer, raised there
+                put((exc, None))
+
+        thread = threading.Thread(target=produce, name="gpudecode", daemon=True)
+        thread.start()
+        try:
+            while True:
+                batch, event = ready.get()
+                if batch is None:
+                    return
+                if isinstance(batch, BaseException):
+                    raise batch
+                if event is not None:
+                    current = torch.cuda.current_stream(self.device)
+                    current.wait_event(event)
+                    batch[0].record_stream(current)  # made on the side stream, used here
+                yield batch
+        finally:
+            stop.set()
+            thread.join()
 
     def decode(self, data: list[torch.Tensor], index: torch.Tensor) -> list[torch.Tensor]:
         """RGB uint8 CHW tensors on the device: one batched decode; if the batch fails

@@ -5,6 +5,8 @@ order; what it cannot take falls back to the CPU path; forward.decode=gpu needs 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -147,3 +149,30 @@ def test_a_run_on_image_folders_through_the_decode_path(tmp_path, monkeypatch, c
     out_b = np.load(next((tmp_path / "gpu" / "runs").glob("*/outputs/test-*.npz")))
     assert np.array_equal(out_a["index"], out_b["index"])
     assert np.allclose(out_a["logits"], out_b["logits"], atol=0.05)
+
+
+def test_a_file_nothing_decodes_is_named_from_the_prefetch_thread(tmp_path):
+    paths = smooth_jpegs(tmp_path / "img", n=3)
+    Path(paths[1]).write_bytes(b"\xff\xd8 not a jpeg")
+    bench_t = BenchmarkTransform((0.5,) * 3, (0.5,) * 3, (16, 16))
+    loader = decode_loader(file_split(paths), bench_t, 2, torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"cannot decode .*1\.jpg"):
+        list(loader)
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA: benchmarks/gpu_check.sh runs it on a GPU"
+)
+def test_nvjpeg_on_cuda_matches_the_pil_path(tmp_path):
+    split = file_split(smooth_jpegs(tmp_path / "img", n=20))
+    model = timm.create_model("test_resnet", num_classes=3)
+    config = timm.data.resolve_model_data_config(model)
+    transform = PILThen(timm.data.create_transform(**config, is_training=False))
+    loader = decode_loader(split, transform, 8, torch.device("cuda"))
+    got = list(loader)
+    x = torch.cat([b[0] for b in got]).cpu()
+    ref_x, ref_y, _ = cpu_inputs(split, transform)
+    assert got[0][0].device.type == "cuda"
+    assert torch.equal(torch.cat([b[1] for b in got]), ref_y)
+    diff = (x - ref_x).abs() * 255 * 0.5  # levels of 255
+    assert diff.mean() < 1.5 and diff.max() < 24, (diff.mean(), diff.max())
