@@ -6,12 +6,15 @@ far), so it lands in the named stage whatever the machine's speed."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 
 import pandas as pd
@@ -119,4 +122,62 @@ def test_a_sweep_killed_at_seeded_moments_and_rerun_loses_and_duplicates_nothing
         a.sort_values(key)["value"].reset_index(drop=True),
         b.sort_values(key)["value"].reset_index(drop=True),
         check_exact=True,
+    )
+
+
+@pytest.mark.slow
+def test_submitit_timeout_requeues_and_the_job_resumes_from_its_checkpoint(tmp_path):
+    """submitit's local executor with a short time limit: before the limit it sends the job
+    USR2, Hydra's submitit launcher checkpoints (a DelayedSubmission of the same job) and
+    the job exits to be requeued; the requeued job takes the run's lock (released by the
+    exiting one: its SystemExit passes through harness.run's `finally`) and resumes from
+    last.pt, to the numbers of an uninterrupted run."""
+    from harness import run as run_mod
+
+    from .conftest import compose_config
+
+    base = [
+        *TINY,
+        "dataset.limit=300",
+        "trainer.max_steps=null",
+        "trainer.batch_size=4",
+        "eval=minimal",
+    ]
+    # Enough epochs that training outlasts an attempt's 30 s before the signal on this
+    # machine, whatever its speed: seconds per epoch measured on a 3-epoch run first.
+    probe = run_mod.run(
+        compose_config([*base, "trainer.epochs=3", f"results_dir={tmp_path / 'probe'}"])
+    )
+    stamps = [
+        datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+        for line in RunDir(tmp_path / "probe", probe["run_id"]).log.read_text().splitlines()
+        if "harness.train" in line and "] epoch " in line
+    ]
+    per_epoch = min((b - a).total_seconds() for a, b in pairwise(stamps))
+    epochs = min(200, max(10, math.ceil(40 / max(per_epoch, 0.05))))
+    extra = [*base, f"trainer.epochs={epochs}"]
+    clean = run_mod.run(compose_config([*extra, f"results_dir={tmp_path / 'clean'}"]))
+    root, sweep = tmp_path / "timed", tmp_path / "sweep"
+    run_cli(
+        [
+            "-m",
+            *extra,
+            f"results_dir={root}",
+            f"hydra.sweep.dir={sweep}",
+            "hydra/launcher=local",
+            # 1 minute per attempt (the launcher's least); submitit's local executor sends
+            # USR2 30 s before the limit (its signal_delay_s) and requeues up to 3 times
+            "hydra.launcher.timeout_min=1",
+            "sweep_end.leaderboard=false",
+        ],
+        tmp_path,
+    )
+    rd = RunDir(root, clean["run_id"])
+    logs = "".join(p.read_text(errors="replace") for p in sweep.rglob("*.err"))
+    logs += "".join(p.read_text(errors="replace") for p in sweep.rglob("*.out"))
+    assert "Requeued job" in logs, logs[-3000:]  # submitit requeued it after the signal
+    assert rd.is_complete() and not rd.failed.exists() and not (rd.path / "LOCK").exists()
+    assert "resuming" in rd.log.read_text()
+    pd.testing.assert_frame_equal(
+        own_rows(tmp_path / "clean", clean["run_id"]), own_rows(root, rd.run_id), check_exact=True
     )
