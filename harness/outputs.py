@@ -38,13 +38,19 @@ class Outputs:
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> Outputs:
-        """Features come back as float32 whatever they were stored as."""
+    def load(cls, path: str | Path, rows: int | None = None) -> Outputs:
+        """Features come back as float32 whatever they were stored as. With `rows` (what the
+        run recorded for the split), a file of another size is refused, naming it: a
+        truncated or foreign cache would otherwise give numbers over the wrong examples."""
         with np.load(path) as z:
             features = z["features"]
-            return cls(
-                z["logits"], features.astype(np.float32, copy=False), z["labels"], z["index"]
+            out = cls(z["logits"], features.astype(np.float32, copy=False), z["labels"], z["index"])
+        if rows is not None and len(out.labels) != rows:
+            raise ValueError(
+                f"{path}: {len(out.labels)} examples, but benchmark.json records {rows}; "
+                "delete the file and rerun the run to recompute it"
             )
+        return out
 
 
 @dataclass

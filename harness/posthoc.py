@@ -121,26 +121,11 @@ def load_run_cache(run_dir: str | Path) -> RunCache:
                 raise FileNotFoundError(f"{rd.path}: the {what} of split {split} are missing")
     reference_roles = ("train", "val", "id_test")
     pinned = {s for s, spec in bench["splits"].items() if spec["role"] in reference_roles}
-    sizes = {split: spec.get("n") for split, spec in bench["splits"].items()}
-    outputs = LazySplits(paths, pinned, load=lambda path: _sized_outputs(path, sizes))
+    rows = {paths[split]: spec.get("n") for split, spec in bench["splits"].items()}
+    outputs = LazySplits(paths, pinned, load=lambda path: Outputs.load(path, rows[path]))
     meta = LazySplits(meta_paths, set(), load=pd.read_parquet)  # read once per split
     head, note = _checked_head(rd.head, outputs)
     return RunCache(rd, info, bench, outputs, meta, head, note)
-
-
-def _sized_outputs(path: Path, sizes: dict[str, int | None]) -> Outputs:
-    """An Outputs cache, refused when it holds another number of examples than
-    benchmark.json records for its split (a truncated or foreign file would otherwise give
-    numbers over the wrong examples without a word)."""
-    out = Outputs.load(path)
-    split = path.name.rsplit("-", 1)[0]
-    expected = sizes.get(split)
-    if expected is not None and len(out.labels) != expected:
-        raise ValueError(
-            f"{path}: {len(out.labels)} examples, but benchmark.json records {expected} for "
-            f"split {split}; delete the file and rerun the run to recompute it"
-        )
-    return out
 
 
 def _checked_head(path: Path, outputs: Mapping[str, Outputs]) -> tuple[Head | None, str]:

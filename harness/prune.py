@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from harness.registry import CONF_DIR
 from harness.retention import apply_policy, check_policy, doomed, file_size
-from harness.rundir import LockHeld, RunDir, RunLock, run_dirs, runs_root
+from harness.rundir import LockHeld, RunLock, named_run_dirs, runs_root
 
 log = logging.getLogger("harness.prune")
 
@@ -34,11 +34,7 @@ def prune(
             f"results_dir={results_dir}: no run directories in {runs_root(results_dir)}"
         )
     rows = []
-    for found in run_dirs(results_dir):
-        try:
-            rd = RunDir(results_dir, found.run_id)
-        except ValueError:
-            continue  # not a run directory
+    for rd in named_run_dirs(results_dir):
         if not rd.is_complete():
             continue  # it may still resume: its checkpoints stay
         files = doomed(rd, policy)

@@ -216,6 +216,17 @@ def run_dirs(results_dir: str | Path) -> list[RunDir]:
     ]
 
 
+def named_run_dirs(results_dir: str | Path) -> list[RunDir]:
+    """run_dirs, less the folders whose name is not a run id (stray or hand-made folders)."""
+    found = []
+    for name in _subdirs(str(runs_root(results_dir))):
+        try:
+            found.append(RunDir(results_dir, name))
+        except ValueError:
+            continue  # not a run directory
+    return found
+
+
 def _subdirs(path: str) -> list[str]:
     try:
         with os.scandir(path) as entries:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from harness.registry import CONF_DIR
 from harness.retention import doomed, file_size
-from harness.rundir import RunDir, run_dirs, runs_root
+from harness.rundir import named_run_dirs, runs_root
 
 log = logging.getLogger("harness.status")
 MiB = 2**20
@@ -29,11 +29,7 @@ def run_statuses(results_dir: str | Path, stale_after: float = 180.0) -> pd.Data
     """One row per run: status, identity, `reason` (why it failed, or that its FAILED file
     cannot be read), bytes on disk, of which checkpoints, and what checkpoints=best frees."""
     rows = []
-    for found in run_dirs(results_dir):
-        try:
-            rd = RunDir(results_dir, found.run_id)
-        except ValueError:
-            continue  # not a run directory
+    for rd in named_run_dirs(results_dir):
         status = rd.status(stale_after)
         payload = {}
         if rd.key_json.is_file():
