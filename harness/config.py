@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness import registry
+from harness import augment, registry
 from harness.data import Benchmark, WithOODSets
 from harness.forward import PRECISIONS
 from harness.outputs import FEATURE_DTYPES
@@ -80,6 +80,12 @@ def validate(cfg: dict[str, Any]) -> None:
             raise ValueError(f"trainer.{k} must be a positive integer, got {t[k]!r}")
     if t.get("group_sampler") is not None:
         check_group_sampler(t["group_sampler"], t["batch_size"])
+    augment.validate(cfg.get("augment"))
+    if augment.augment_name(cfg.get("augment")) != "none" and t["epochs"] == 0:
+        raise ValueError(
+            f"augment={augment.augment_name(cfg['augment'])} augments training, and "
+            "trainer.epochs=0 trains nothing: use augment=none for evaluation-only runs"
+        )
 
 
 def validate_plugins(cfg: dict[str, Any]) -> None:

@@ -141,8 +141,11 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
     if trainer.get("group_sampler") is None:  # an option added later: at its default it
         trainer.pop("group_sampler", None)  # must leave the keys of existing runs unchanged
     outputs = {k: v for k, v in output_settings(cfg).items() if v != OUTPUT_KEY_DEFAULTS[k]}
+    # augment=none (the default) adds nothing: the keys of existing runs stay as they were
+    augment = augment_key(cfg.get("augment")) if training else None
     return {
         **({"outputs": outputs} if outputs else {}),
+        **({"augment": augment} if augment is not None else {}),
         "dataset": {**adapter.key_config(), "fingerprint": adapter.fingerprint()},
         "model": model,
         # An evaluation-only run uses no method and no trainer: they must not split its key.
@@ -154,6 +157,13 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
         "selection_rule": cfg["selection_rule"] if training else None,
         "seed": cfg["seed"],
     }
+
+
+def augment_key(a: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The training augmentation (conf/augment/) as it enters the run key: None for `none`."""
+    if (a or {}).get("name", "none") == "none":
+        return None
+    return dict(a)  # type: ignore[arg-type]
 
 
 def output_settings(c: dict[str, Any]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 
 from harness import metrics
+from harness.augment import SeededTransform
 from harness.data import Benchmark, Split
 from harness.forward import batches, forward_split
 from harness.method import Method
@@ -34,7 +35,8 @@ class TrainResult:
 
 
 class GroupedSplit(torch.utils.data.Dataset):
-    """Adds the group id to each example, for methods that need groups."""
+    """Adds the group id to each example, for methods that need groups. A SeededTransform
+    (training augmentation) is called with the example's index: seeded per example."""
 
     def __init__(self, split: Split, groups: np.ndarray, transform: Any) -> None:
         self.split, self.groups, self.transform = split, groups, transform
@@ -44,8 +46,9 @@ class GroupedSplit(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image, label, index = self.split[i]
+        seeded = isinstance(self.transform, SeededTransform)
         return {
-            "x": self.transform(image),
+            "x": self.transform(image, index) if seeded else self.transform(image),
             "y": label,
             "index": index,
             "group": int(self.groups[i]),
@@ -111,12 +114,15 @@ def train(
     seed: int,
     device: torch.device,
     selection_rule: str,
+    train_transform: Any = None,
 ) -> TrainResult:
-    """Trains `method` in place; leaves the selected epoch's weights loaded."""
+    """Trains `method` in place; leaves the selected epoch's weights loaded. `transform` is
+    the evaluation transform (validation splits); `train_transform` the training split's
+    (harness.augment; default: the evaluation transform)."""
     epoch_score([], 0, selection_rule)  # an unknown rule fails before any work
     train_split = bench.train_split()
     groups = bench.group_ids(train_split)
-    dataset = GroupedSplit(train_split, groups, transform)
+    dataset = GroupedSplit(train_split, groups, train_transform or transform)
     epochs, max_steps = int(cfg["epochs"]), cfg.get("max_steps")
     steps_per_epoch = math.ceil(len(dataset) / cfg["batch_size"])
     total = (
@@ -154,6 +160,8 @@ def train(
     for epoch in range(start_epoch, epochs):
         # The shuffle order depends only on (seed, epoch): a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        if isinstance(dataset.transform, SeededTransform):  # augmentation: per (seed, epoch)
+            dataset.transform.epoch = epoch  # set before the loader copies it to workers
         sampler = method.train_sampler(groups, train_split.labels, epoch, epochs, generator)
         if cfg.get("group_sampler"):
             if sampler is not None:
