@@ -188,3 +188,23 @@ def test_flips_reach_the_method_and_evaluation_is_never_augmented(tmp_path, monk
     assert len(seen) == len(first) and all(
         torch.equal(a, b) for a, b in zip(seen, first, strict=True)
     )
+
+
+def test_leaderboard_tables_show_the_augmentation_only_when_a_setting_has_one():
+    from harness.report.aggregate import aggregate, metric_table
+
+    base = {
+        "dataset": "d", "eval_id": "e" * 16, "model": "m", "method": "erm", "tta": "",
+        "selection_rule": "id_val_accuracy", "split": "id_test", "split_role": "id_test",
+        "scorer": "", "metric": "accuracy", "group_key": "", "group_value": "", "run_id": "r",
+    }  # fmt: skip
+    rows = pd.DataFrame(
+        [
+            {**base, "setting_id": "a" * 20, "augment": "", "seed": 0, "value": 0.5},
+            {**base, "setting_id": "b" * 20, "augment": "flip_crop", "seed": 0, "value": 0.7},
+        ]
+    )
+    table = metric_table(aggregate(rows), "accuracy")
+    assert list(table["augment"]) == ["flip_crop", ""]  # best first
+    old = metric_table(aggregate(rows.drop(columns="augment").iloc[:1]), "accuracy")
+    assert "augment" not in old.columns
