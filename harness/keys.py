@@ -136,6 +136,8 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
         "checkpoint_sha256": checkpoint_digest(m.get("checkpoint")),
         "transform": m.get("transform", "auto"),
         "label_map": m.get("label_map"),
+        # options added later: in the key only when set, so existing keys stay as they were
+        **({"stem": m["stem"]} if m.get("stem") is not None else {}),
     }
     trainer = {k: v for k, v in cfg["trainer"].items() if k not in NON_SEMANTIC_TRAINER_KEYS}
     if trainer.get("group_sampler") is None:  # an option added later: at its default it
