@@ -79,10 +79,7 @@ def check_pretrained_weights(name: str) -> None:
                 return
         where = f"Hugging Face repository {hub_id}"
     elif getattr(pcfg, "url", None):
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(pcfg.url).name
-        if cached.is_file():
-            return
-        where = f"{pcfg.url} (torch hub cache {cached.parent})"
+        return  # torch hub's own cache (no retries offline: torch.hub fails at once)
     else:
         raise ValueError(f"model.pretrained=true: timm has no pretrained weights for {name!r}")
     raise FileNotFoundError(
