@@ -145,6 +145,7 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
         "label_map": m.get("label_map"),
         # options added later: in the key only when set, so existing keys stay as they were
         **({"stem": m["stem"]} if m.get("stem") is not None else {}),
+        **({"freeze_bn": True} if m.get("freeze_bn") else {}),
     }
     trainer = {
         k: v

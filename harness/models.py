@@ -36,6 +36,8 @@ STEMS = (None, "cifar")
 def check_model_config(cfg: dict[str, Any]) -> None:
     """model.stem is known and fits the model; model.pretrained=true can be met offline."""
     check_model_name(cfg["name"])
+    if not isinstance(cfg.get("freeze_bn", False), bool):
+        raise ValueError(f"model.freeze_bn must be true or false, got {cfg['freeze_bn']!r}")
     stem = cfg.get("stem")
     if stem not in STEMS:
         raise ValueError(f"model.stem must be one of {STEMS}, got {stem!r}")
@@ -109,6 +111,22 @@ def apply_stem(model: nn.Module, stem: str | None) -> nn.Module:
     return model
 
 
+class EvalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that stays in evaluation mode (running statistics, never updated) while its
+    affine weights train: DomainBed's frozen BatchNorm (`model.freeze_bn=true`)."""
+
+    def train(self, mode: bool = True) -> EvalBatchNorm2d:
+        return super().train(False)
+
+
+def freeze_batch_norm(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            module.__class__ = EvalBatchNorm2d
+            module.eval()
+    return model
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Weights from a .safetensors file or a torch file, never unpickling arbitrary objects."""
     p = Path(path)
@@ -154,6 +172,8 @@ def create_model(cfg: dict[str, Any], bench: Benchmark, train: bool) -> nn.Modul
     model = apply_stem(
         timm.create_model(cfg["name"], pretrained=pretrained, **kwargs), cfg.get("stem")
     )
+    if cfg.get("freeze_bn"):
+        freeze_batch_norm(model)
     if cfg.get("checkpoint"):
         state = load_state_dict(cfg["checkpoint"])
         n_ckpt = checkpoint_num_classes(model, state)
