@@ -102,18 +102,19 @@ def effects(cfg: dict[str, Any] | None) -> set[str]:
             k: p.default for k, p in inspect.signature(_timm_create_transform()).parameters.items()
         }
         o = {**defaults, **(cfg.get("options") or {})}
-        found = set() if o.get("no_aug") else {"crop"}
+        if o.get("no_aug"):  # timm's resize and centre crop only
+            return set()
+        found = {"crop"}  # timm's RandomResizedCrop
         found |= {"hflip"} if (o.get("hflip") or 0) > 0 else set()
         found |= {"vflip"} if (o.get("vflip") or 0) > 0 else set()
         found |= {"erase"} if (o.get("re_prob") or 0) > 0 else set()
         jitter = o.get("color_jitter") or 0
+        jitter = max(jitter) if isinstance(jitter, list | tuple) else jitter
         if o.get("auto_augment"):
             found |= {"colour", "geometric"}
-        elif (max(jitter) if isinstance(jitter, list | tuple) else jitter) > 0 or (
-            o.get("grayscale_prob") or 0
-        ) > 0:
+        elif jitter > 0 or (o.get("grayscale_prob") or 0) > 0:
             found.add("colour")
-        return found - ({"crop", "hflip", "vflip", "colour"} if o.get("no_aug") else set())
+        return found
     found = {"crop"} if cfg.get("crop") else set()
     found |= {"hflip"} if cfg.get("flip") else set()
     if name in POLICY_EFFECTS:

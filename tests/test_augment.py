@@ -97,6 +97,7 @@ def test_timm_replaces_the_whole_training_transform():
     assert x.shape == (3, 10, 10) and torch.equal(x, train_tf(images[0], 0))
     assert augment.effects({"name": "timm", "options": {}}) >= {"crop", "hflip", "colour"}
     assert "hflip" not in augment.effects({"name": "timm", "options": {"hflip": 0}})
+    assert augment.effects({"name": "timm", "options": {"no_aug": True}}) == set()
     with pytest.raises(ValueError, match="not options of timm.data.create_transform"):
         augment.validate({"name": "timm", "options": {"flip": 0.5}})
 
