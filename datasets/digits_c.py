@@ -102,6 +102,9 @@ class DigitsC(DatasetAdapter):
         self.ood_sets, self.seed = ood_sets, int(seed)
         self.group_cols = list(group_cols or [])
 
+    def augmentation_refusals(self) -> dict[str, str]:
+        return {"hflip": "a mirrored digit is not a digit (2 and 5 swap shapes)"}
+
     def fingerprint(self) -> str:
         import sklearn
 

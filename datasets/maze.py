@@ -166,6 +166,13 @@ class MazeShift(DatasetAdapter):
         self.group_cols = list(group_cols if group_cols is not None else ["label"])
         self.canvas = 2 * max(int(s["grid_n"]) for s in self.splits.values()) + 1
 
+    def augmentation_refusals(self) -> dict[str, str]:
+        refused = {"crop": "a crop cuts walls, the start or the goal out of the maze"}
+        if self.target == "first_step":
+            turn = "the first step's direction is the label: it would no longer match the image"
+            refused.update(hflip=turn, vflip=turn, geometric=turn)
+        return refused
+
     def fingerprint(self) -> str:
         # Generation is deterministic given the specs and the package version.
         return hash_arrays(

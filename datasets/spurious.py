@@ -73,6 +73,12 @@ class ColouredDigits(DatasetAdapter):
         self.sizes, self.scale, self.seed = sizes, int(scale), int(seed)
         self.group_cols = list(group_cols if group_cols is not None else ["label", "colour"])
 
+    def augmentation_refusals(self) -> dict[str, str]:
+        return {
+            "hflip": "a mirrored digit is not a digit (2 and 5 swap shapes)",
+            "colour": "the background colour is the spurious attribute the benchmark measures",
+        }
+
     def fingerprint(self) -> str:
         import sklearn
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness import registry
+from harness import augment, registry
 from harness.data import Benchmark, WithOODSets
 from harness.forward import PRECISIONS
 from harness.gpudecode import check_decode
@@ -16,7 +16,7 @@ from harness.outputs import FEATURE_DTYPES
 from harness.retention import check_policy
 from harness.rundir import runs_root
 from harness.samplers import check_group_sampler
-from harness.selection import EPOCH_RULES
+from harness.selection import EPOCH_RULES, is_epoch_rule
 
 
 def validate(cfg: dict[str, Any]) -> None:
@@ -73,25 +73,58 @@ def validate(cfg: dict[str, Any]) -> None:
         not isinstance(workers, int) or isinstance(workers, bool) or workers < 0
     ):
         raise ValueError(f"trainer.num_workers must be an integer >= 0 or auto, got {workers!r}")
-    if t["schedule"] not in ("cosine", "constant"):
-        raise ValueError(f"trainer.schedule must be 'cosine' or 'constant', got {t['schedule']!r}")
-    if cfg["selection_rule"] not in EPOCH_RULES:
+    check_schedule(t["schedule"])
+    if t.get("precision", "fp32") not in PRECISIONS:
+        raise ValueError(f"trainer.precision={t['precision']!r}: must be one of {list(PRECISIONS)}")
+    k = t.get("accumulate_steps", 1)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"trainer.accumulate_steps must be a positive integer, got {k!r}")
+    if not isinstance(t.get("channels_last", False), bool):
+        raise ValueError(f"trainer.channels_last must be true or false, got {t['channels_last']!r}")
+    if not is_epoch_rule(cfg["selection_rule"]):
         raise ValueError(
-            f"selection_rule must be one of {EPOCH_RULES}, got {cfg['selection_rule']!r}"
+            f"selection_rule must be one of {tuple(EPOCH_RULES)} or val/<metric>, got "
+            f"{cfg['selection_rule']!r}"
         )
     for k in ("batch_size", "eval_batch_size"):
         if not isinstance(t[k], int) or t[k] < 1:
             raise ValueError(f"trainer.{k} must be a positive integer, got {t[k]!r}")
     if t.get("group_sampler") is not None:
         check_group_sampler(t["group_sampler"], t["batch_size"])
+    augment.validate(cfg.get("augment"))
+    if augment.augment_name(cfg.get("augment")) != "none" and t["epochs"] == 0:
+        raise ValueError(
+            f"augment={augment.augment_name(cfg['augment'])} augments training, and "
+            "trainer.epochs=0 trains nothing: use augment=none for evaluation-only runs"
+        )
+
+
+def check_schedule(schedule: Any) -> None:
+    if schedule in ("cosine", "constant"):
+        return
+    if isinstance(schedule, dict) and schedule.get("name") == "step":
+        gamma, every = schedule.get("gamma"), schedule.get("step_size", 1)
+        unknown = sorted(set(schedule) - {"name", "gamma", "step_size"})
+        if (
+            not unknown
+            and isinstance(gamma, int | float)
+            and 0 < gamma <= 1
+            and isinstance(every, int)
+            and every >= 1
+        ):
+            return
+    raise ValueError(
+        "trainer.schedule must be cosine, constant or {name: step, gamma: (0, 1], "
+        f"step_size: epochs >= 1}}, got {schedule!r}"
+    )
 
 
 def validate_plugins(cfg: dict[str, Any]) -> None:
     """Every plugin the run will need resolves and accepts its hyperparameters, and the eval
     settings are valid, before anything is written."""
-    from harness.models import check_model_name
+    from harness.models import check_model_config
 
-    check_model_name(cfg["model"]["name"])
+    check_model_config(cfg["model"])
     validate_eval(cfg["eval"])
     validate_tta(cfg)
 

@@ -347,6 +347,13 @@ class DatasetAdapter:
                 )
         return problems
 
+    def augmentation_refusals(self) -> dict[str, str]:
+        """The training-augmentation effects this benchmark refuses, with why: {effect: reason}
+        (effects: hflip, vflip, crop, colour, geometric, erase; harness/augment.py). E.g. a
+        flip changes a digit; colour jitter destroys a colour cue the benchmark measures.
+        Depends on the adapter's own options; checked before anything is written."""
+        return {}
+
     def check(self) -> None:
         """Raises DataError listing every problem `verify()` finds."""
         problems = self.verify()
@@ -379,6 +386,9 @@ class WithOODSets(DatasetAdapter, record=False):
 
     def verify(self) -> list[str]:
         return [*self.base.verify(), *(p for extra in self.extras for p in extra.verify())]
+
+    def augmentation_refusals(self) -> dict[str, str]:
+        return self.base.augmentation_refusals()
 
     def key_config(self) -> dict[str, Any]:
         return {**self.base.key_config(), "ood_sets": [e.key_config() for e in self.extras]}

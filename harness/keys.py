@@ -110,6 +110,13 @@ def posthoc_key(forward_key: str, config: dict[str, Any]) -> str:
 
 # Trainer options that do not change the numbers (kept out of the key).
 NON_SEMANTIC_TRAINER_KEYS = ("num_workers", "progress")
+# Trainer options added after runs existed, with their defaults: in the key only when set.
+TRAINER_KEY_DEFAULTS: dict[str, Any] = {
+    "group_sampler": None,
+    "precision": "fp32",
+    "accumulate_steps": 1,
+    "channels_last": False,
+}
 # Options of how outputs are made that change the numbers, with their defaults: in the run
 # key only when not at the default, so that the keys of existing runs stay as they were.
 OUTPUT_KEY_DEFAULTS = {"precision": "fp32", "features_dtype": "float32"}
@@ -136,13 +143,23 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
         "checkpoint_sha256": checkpoint_digest(m.get("checkpoint")),
         "transform": m.get("transform", "auto"),
         "label_map": m.get("label_map"),
+        # options added later: in the key only when set, so existing keys stay as they were
+        **({"stem": m["stem"]} if m.get("stem") is not None else {}),
+        **({"freeze_bn": True} if m.get("freeze_bn") else {}),
     }
-    trainer = {k: v for k, v in cfg["trainer"].items() if k not in NON_SEMANTIC_TRAINER_KEYS}
-    if trainer.get("group_sampler") is None:  # an option added later: at its default it
-        trainer.pop("group_sampler", None)  # must leave the keys of existing runs unchanged
+    trainer = {
+        k: v
+        for k, v in cfg["trainer"].items()
+        if k not in NON_SEMANTIC_TRAINER_KEYS
+        # options added later: at their default they leave the keys of existing runs unchanged
+        and not (k in TRAINER_KEY_DEFAULTS and v == TRAINER_KEY_DEFAULTS[k])
+    }
     outputs = {k: v for k, v in output_settings(cfg).items() if v != OUTPUT_KEY_DEFAULTS[k]}
+    # augment=none (the default) adds nothing: the keys of existing runs stay as they were
+    augment = augment_key(cfg.get("augment")) if training else None
     return {
         **({"outputs": outputs} if outputs else {}),
+        **({"augment": augment} if augment is not None else {}),
         "dataset": {**adapter.key_config(), "fingerprint": adapter.fingerprint()},
         "model": model,
         # An evaluation-only run uses no method and no trainer: they must not split its key.
@@ -154,6 +171,13 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
         "selection_rule": cfg["selection_rule"] if training else None,
         "seed": cfg["seed"],
     }
+
+
+def augment_key(a: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The training augmentation (conf/augment/) as it enters the run key: None for `none`."""
+    if (a or {}).get("name", "none") == "none":
+        return None
+    return dict(a)  # type: ignore[arg-type]
 
 
 def output_settings(c: dict[str, Any]) -> dict[str, str]:

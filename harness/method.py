@@ -44,16 +44,40 @@ class Method(nn.Module):
         self.num_groups = num_groups
         self.optimizer: torch.optim.Optimizer | None = None
 
+    # set by the runner (trainer.accumulate_steps, trainer.precision=fp16)
+    accumulate_steps: int = 1
+    scaler: torch.amp.GradScaler | None = None
+    _pending: int = 0  # backward passes since the last optimiser step
+
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
 
     def step(self, loss: torch.Tensor) -> None:
-        """zero_grad, backward, step: the common end of update()."""
+        """zero_grad, backward, step: the common end of update(). With accumulate_steps=k
+        the gradients of k calls are averaged (loss / k each) before one optimiser step; with
+        a GradScaler (fp16) the loss is scaled and the step unscaled by it."""
         if self.optimizer is None:
             raise RuntimeError("the runner attaches an optimiser before training")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        k = self.accumulate_steps
+        if self._pending == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+        loss = loss / k if k > 1 else loss
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        self._pending += 1
+        if self._pending >= k:
+            self.flush_step()
+
+    def flush_step(self) -> None:
+        """The optimiser step of the gradients accumulated so far (the runner calls it at the
+        end of each epoch, so no gradient carries over into the next)."""
+        if self._pending == 0 or self.optimizer is None:
+            return
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self._pending = 0
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         raise NotImplementedError

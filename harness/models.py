@@ -7,6 +7,7 @@ and without pre_logits), so any timm model works without a wrapper.
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,103 @@ def check_model_name(name: str) -> None:
             f"model.name={name!r} is not a timm model.{hint} "
             "All names: python -c 'import timm; print(timm.list_models())'"
         )
+
+
+STEMS = (None, "cifar")
+
+
+def check_model_config(cfg: dict[str, Any]) -> None:
+    """model.stem is known and fits the model; model.pretrained=true can be met offline."""
+    check_model_name(cfg["name"])
+    if not isinstance(cfg.get("freeze_bn", False), bool):
+        raise ValueError(f"model.freeze_bn must be true or false, got {cfg['freeze_bn']!r}")
+    stem = cfg.get("stem")
+    if stem not in STEMS:
+        raise ValueError(f"model.stem must be one of {STEMS}, got {stem!r}")
+    if stem == "cifar" and cfg.get("pretrained"):
+        raise ValueError(
+            f"model.stem=cifar replaces the stem of {cfg['name']}: its pretrained weights would "
+            "not fit; train from scratch (model.pretrained=false)"
+        )
+    if cfg.get("pretrained") and not cfg.get("checkpoint"):
+        check_pretrained_weights(cfg["name"])
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or flag.upper() in ("1", "ON", "YES", "TRUE")
+
+
+def check_pretrained_weights(name: str) -> None:
+    """With the hub offline, the pretrained weights of `name` must be in the local cache:
+    otherwise a clear error now, naming the model, the cache and how to fill it, instead of
+    timm's retries (~47 s without network) and a generic message."""
+    if not hub_offline():
+        return
+    import huggingface_hub
+    from huggingface_hub import constants
+    from timm.models import get_pretrained_cfg
+
+    pcfg = get_pretrained_cfg(name)
+    hub_id = getattr(pcfg, "hf_hub_id", None)
+    if hub_id:
+        repo, _, revision = hub_id.partition("@")
+        names = [pcfg.hf_hub_filename] if pcfg.hf_hub_filename else []
+        names += ["model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"]
+        for filename in names:
+            found = huggingface_hub.try_to_load_from_cache(
+                repo, filename, revision=revision or None
+            )
+            if isinstance(found, str):
+                return
+        where = f"Hugging Face repository {hub_id}"
+    elif getattr(pcfg, "url", None):
+        return  # torch hub's own cache (no retries offline: torch.hub fails at once)
+    else:
+        raise ValueError(f"model.pretrained=true: timm has no pretrained weights for {name!r}")
+    raise FileNotFoundError(
+        f"model.pretrained=true: the weights of {name} ({where}) are not in the local cache "
+        f"({constants.HF_HUB_CACHE}) and the hub is offline (HF_HUB_OFFLINE=1). On a machine "
+        f'with network run `HF_HOME=/some/dir python -c "import timm; timm.create_model('
+        f"'{name}', pretrained=True)\"`, copy /some/dir here and set HF_HOME to it "
+        "(docs/experiments.md#pretrained-weights); or give the weights as "
+        "model.checkpoint=FILE; or set model.pretrained=false"
+    )
+
+
+def apply_stem(model: nn.Module, stem: str | None) -> nn.Module:
+    """stem=cifar: the CIFAR ResNet stem (He et al., 2016, section 4.2; the stem of the ~95%
+    CIFAR-10 ResNet-18 figures): a 3×3 stride-1 first convolution and no max-pool, for 32×32
+    inputs. Only for timm ResNets with a plain first convolution."""
+    if stem is None:
+        return model
+    conv, pool = getattr(model, "conv1", None), getattr(model, "maxpool", None)
+    if not isinstance(conv, nn.Conv2d) or pool is None:
+        raise ValueError(
+            f"model.stem=cifar needs a timm ResNet with one first convolution (conv1) and a "
+            f"max-pool, not {type(model).__name__} (conv1: {type(conv).__name__})"
+        )
+    model.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+class EvalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm that stays in evaluation mode (running statistics, never updated) while its
+    affine weights train: DomainBed's frozen BatchNorm (`model.freeze_bn=true`)."""
+
+    def train(self, mode: bool = True) -> EvalBatchNorm2d:
+        return super().train(False)
+
+
+def freeze_batch_norm(model: nn.Module) -> nn.Module:
+    for module in model.modules():
+        if type(module) is nn.BatchNorm2d:
+            module.__class__ = EvalBatchNorm2d
+            module.eval()
+    return model
 
 
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -62,14 +160,20 @@ def create_model(cfg: dict[str, Any], bench: Benchmark, train: bool) -> nn.Modul
     """
     import timm
 
-    check_model_name(cfg["name"])
+    check_model_config(cfg)
     kwargs = dict(cfg.get("kwargs") or {})
     train_classes = kwargs.get("num_classes", bench.num_classes)
     if train:
         kwargs.setdefault("in_chans", bench.in_chans)
         if not cfg.get("checkpoint"):
             kwargs.setdefault("num_classes", bench.num_classes)
-    model = timm.create_model(cfg["name"], pretrained=bool(cfg.get("pretrained")), **kwargs)
+    # with model.checkpoint, the pretrained weights would be overwritten: not fetched
+    pretrained = bool(cfg.get("pretrained")) and not cfg.get("checkpoint")
+    model = apply_stem(
+        timm.create_model(cfg["name"], pretrained=pretrained, **kwargs), cfg.get("stem")
+    )
+    if cfg.get("freeze_bn"):
+        freeze_batch_norm(model)
     if cfg.get("checkpoint"):
         state = load_state_dict(cfg["checkpoint"])
         n_ckpt = checkpoint_num_classes(model, state)

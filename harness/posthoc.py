@@ -422,7 +422,7 @@ def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any]) -> tuple[str, bo
     fkeys = {s: v["forward_key"] for s, v in cache.bench["splits"].items()}
     key_cfg = eval_identity(eval_cfg)  # a built-in default spelled out moves no key
     table = table.assign(
-        **cache.info,
+        **{"augment": "", **cache.info},  # runs made before augmentation: none
         eval_id=eid,
         forward_key=table["split"].map(fkeys).fillna(""),
         posthoc_key=[posthoc_key(fkeys.get(s, s), key_cfg) for s in table["split"]],

@@ -30,6 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import registry
+from harness.augment import augment_name, check_refusals
 from harness.config import build_dataset, build_method, check_writable, validate, validate_plugins
 from harness.data import Benchmark, resolve_transform
 from harness.derived import Parent, plan
@@ -102,6 +103,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     c = compose(cfg)
     adapter = build_dataset(c)
     adapter.check()
+    check_refusals(c.get("augment"), adapter)  # a refused augmentation fails before any write
     parents = plan(c)
     in_key = {name: p.keys.run_id for name, p in parents.items() if p.in_key}
     keys = make_keys(run_payload(c, adapter, in_key))
@@ -195,6 +197,7 @@ def execute_training(
     c: dict[str, Any], adapter: Any, keys: RunKeys, rd: RunDir, parents: dict[str, RunDir]
 ) -> dict[str, Any]:
     """Train (unless evaluation-only), then one forward pass per split into the cache."""
+    from harness.augment import training_transform
     from harness.forward import forward_run
     from harness.models import label_index
     from harness.train import train
@@ -204,8 +207,19 @@ def execute_training(
     if x.training:
         method = build_method(c, x.model, x.bench)
         method.use_prerequisites(parents)
+        augmented = training_transform(
+            c.get("augment"), x.transform, x.transform_desc, x.bench, c["seed"]
+        )
         result = train(
-            method, x.bench, x.transform, c["trainer"], rd, c["seed"], x.device, c["selection_rule"]
+            method,
+            x.bench,
+            x.transform,
+            c["trainer"],
+            rd,
+            c["seed"],
+            x.device,
+            c["selection_rule"],
+            train_transform=augmented,
         )
         selected_epoch, predict = result.selected_epoch, method.predict
     else:
@@ -223,6 +237,7 @@ def execute_training(
             "model": c["model"]["name"],
             "method": c["method"]["name"] if x.training else "none",
             "tta": "",
+            "augment": augment_label(c) if x.training else "",
             "seed": c["seed"],
             "selection_rule": c["selection_rule"] if x.training else "none (evaluation only)",
             "selected_epoch": selected_epoch,
@@ -306,6 +321,12 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def augment_label(c: dict[str, Any]) -> str:
+    """The augmentation's name as the tables show it ("" for none)."""
+    name = augment_name(c.get("augment"))
+    return "" if name == "none" else name
 
 
 def transform_mode(cfg_model: dict[str, Any]) -> str:

@@ -4,7 +4,10 @@
    evaluates, from its per-epoch validation records (epochs.parquet):
    - `id_val_accuracy` (default): the highest mean accuracy over the ID validation split(s)
      (the last epoch when there is none);
-   - `last_epoch`: the last one.
+   - `last_epoch`: the last one;
+   - `val/<metric>`: the highest mean <metric> over the validation split(s), e.g.
+     `val/worst_group_accuracy`, or the dataset's own metrics such as WILDS' `val/acc_wg`
+     and `val/F1-macro_all` (recorded per epoch when the benchmark has its own eval).
 2. the setting across a search (`model_selection` of the leaderboard and export),
    DomainBed-style, from completed runs only. A *search* is every setting that shares the
    dataset (options and data fingerprint), the model, the method's name, the TTA config and
@@ -70,9 +73,41 @@ def _last_epoch(records: list[dict[str, Any]], epoch: int) -> float:
     return float(epoch)
 
 
+# `val/<metric>`: the highest mean of <metric> over the validation split(s), any metric the
+# per-epoch records hold: accuracy, worst_group_accuracy, and the dataset's own evaluation
+# (WILDS: acc_wg, F1-macro_all, ...); metrics where lower is better are negated.
+VAL_METRIC = "val/"
+LOWER_IS_BETTER_EPOCH = ("nll",)
+
+
+def is_epoch_rule(rule: Any) -> bool:
+    return isinstance(rule, str) and (
+        rule in EPOCH_RULES or (rule.startswith(VAL_METRIC) and len(rule) > len(VAL_METRIC))
+    )
+
+
+def _val_metric(records: list[dict[str, Any]], epoch: int, metric: str) -> float:
+    val = [r for r in records if r["epoch"] == epoch and r["split_role"] == "val"]
+    if not val:  # no validation split (or nothing recorded yet): the last epoch
+        return float(epoch)
+    values = [r["value"] for r in val if r["metric"] == metric]
+    if not values:
+        raise ValueError(
+            f"selection_rule={VAL_METRIC}{metric}: the validation records have no metric "
+            f"{metric!r}; recorded: {sorted({r['metric'] for r in val})}"
+        )
+    score = float(np.mean(values))
+    return -score if metric in LOWER_IS_BETTER_EPOCH else score
+
+
 def epoch_score(records: list[dict[str, Any]], epoch: int, rule: str) -> float:
-    if rule not in EPOCH_RULES:
-        raise ValueError(f"selection_rule must be one of {tuple(EPOCH_RULES)}, got {rule!r}")
+    if not is_epoch_rule(rule):
+        raise ValueError(
+            f"selection_rule must be one of {tuple(EPOCH_RULES)} or {VAL_METRIC}<metric>, "
+            f"got {rule!r}"
+        )
+    if rule.startswith(VAL_METRIC) and rule not in EPOCH_RULES:
+        return _val_metric(records, epoch, rule.removeprefix(VAL_METRIC))
     return EPOCH_RULES[rule](records, epoch)
 
 

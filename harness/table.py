@@ -29,6 +29,7 @@ ROW_COLUMNS = [
     "model",
     "method",
     "tta",
+    "augment",
     "seed",
     "split",
     "split_role",
@@ -110,6 +111,8 @@ def _collect(
         return (pd.DataFrame(columns=ROW_COLUMNS) if table is None else table), skipped, seen
     fresh = pa.concat_tables(frames, promote_options="default").to_pandas()
     table = pd.concat(([cached] if cached is not None else []) + [fresh], ignore_index=True)
+    # rows written before a column existed: augment="" is no augmentation
+    table["augment"] = table["augment"].fillna("") if "augment" in table else ""
     return table.drop_duplicates(subset=_identity_columns(table)), skipped, seen
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,8 +18,9 @@ from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 
 from harness import metrics
+from harness.augment import SeededTransform
 from harness.data import Benchmark, Split
-from harness.forward import batches, forward_split
+from harness.forward import PRECISIONS, batches, forward_split
 from harness.method import Method
 from harness.rundir import RunDir
 from harness.samplers import GroupBalancedBatchSampler
@@ -34,7 +36,8 @@ class TrainResult:
 
 
 class GroupedSplit(torch.utils.data.Dataset):
-    """Adds the group id to each example, for methods that need groups."""
+    """Adds the group id to each example, for methods that need groups. A SeededTransform
+    (training augmentation) is called with the example's index: seeded per example."""
 
     def __init__(self, split: Split, groups: np.ndarray, transform: Any) -> None:
         self.split, self.groups, self.transform = split, groups, transform
@@ -44,20 +47,34 @@ class GroupedSplit(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         image, label, index = self.split[i]
+        seeded = isinstance(self.transform, SeededTransform)
         return {
-            "x": self.transform(image),
+            "x": self.transform(image, index) if seeded else self.transform(image),
             "y": label,
             "index": index,
             "group": int(self.groups[i]),
         }
 
 
-def make_scheduler(name: str, optimizer: torch.optim.Optimizer, total_steps: int):
+def make_scheduler(
+    name: str | dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    steps_per_epoch: int = 1,
+):
+    """Stepped once per batch. `name`: cosine | constant | {name: step, gamma, step_size}
+    (the learning rate times gamma every step_size epochs: torch's StepLR stepped per epoch,
+    as WILDS does)."""
+    if isinstance(name, dict) and name.get("name") == "step":
+        gamma, every = float(name["gamma"]), int(name.get("step_size", 1)) * steps_per_epoch
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: gamma ** (s // every))
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     if name == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    raise ValueError(f"trainer.schedule must be 'cosine' or 'constant', got {name!r}")
+    raise ValueError(
+        f"trainer.schedule must be cosine, constant or {{name: step, gamma, step_size}}, got {name!r}"
+    )
 
 
 def validation_records(
@@ -87,6 +104,9 @@ def validation_records(
         if bench.group_cols:
             groups = metrics.group_accuracy(correct, split.meta.iloc[out.index], bench.group_cols)
             values["worst_group_accuracy"] = float(groups["accuracy"].min())
+        if bench.dataset_eval is not None:  # the dataset's own metrics, e.g. WILDS' acc_wg
+            own = bench.dataset_eval(split, out.index, metrics.predictions(out.logits))
+            values.update({k: float(v) for k, v in own.items() if k not in values})
         for metric, value in values.items():
             records.append(
                 {
@@ -111,12 +131,15 @@ def train(
     seed: int,
     device: torch.device,
     selection_rule: str,
+    train_transform: Any = None,
 ) -> TrainResult:
-    """Trains `method` in place; leaves the selected epoch's weights loaded."""
+    """Trains `method` in place; leaves the selected epoch's weights loaded. `transform` is
+    the evaluation transform (validation splits); `train_transform` the training split's
+    (harness.augment; default: the evaluation transform)."""
     epoch_score([], 0, selection_rule)  # an unknown rule fails before any work
     train_split = bench.train_split()
     groups = bench.group_ids(train_split)
-    dataset = GroupedSplit(train_split, groups, transform)
+    dataset = GroupedSplit(train_split, groups, train_transform or transform)
     epochs, max_steps = int(cfg["epochs"]), cfg.get("max_steps")
     steps_per_epoch = math.ceil(len(dataset) / cfg["batch_size"])
     total = (
@@ -127,9 +150,17 @@ def train(
 
     method.prepare(groups, train_split.labels)
     method.to(device)
+    # GPU-scale training (docs/experiments.md#training-at-scale): autocast, fp16 loss scaling,
+    # gradient accumulation, NHWC memory format; at their defaults nothing changes
+    precision = cfg.get("precision", "fp32")
+    channels_last = bool(cfg.get("channels_last", False))
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
+    method.accumulate_steps = int(cfg.get("accumulate_steps", 1))
+    method.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     optimizer = instantiate(cfg["optimizer"], params=method.parameters())
     method.attach_optimizer(optimizer)
-    scheduler = make_scheduler(cfg["schedule"], optimizer, total)
+    scheduler = make_scheduler(cfg["schedule"], optimizer, total, steps_per_epoch)
     val_splits = bench.by_role("val")
 
     records: list[dict[str, Any]] = []
@@ -140,6 +171,8 @@ def train(
         method.load_state_dict(state["method"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if method.scaler is not None and "scaler" in state:
+            method.scaler.load_state_dict(state["scaler"])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
         best = (float(state["best_score"]), int(state["best_epoch"]))
         # epochs.parquet may already hold the epoch after last.pt (killed between the two
@@ -151,9 +184,15 @@ def train(
         ]
         log.info("resuming %s from epoch %d (step %d)", run_dir.run_id, start_epoch, step)
 
+    if method.accumulate_steps > 1 or method.scaler is not None:
+        # the schedule counts batches; the optimiser steps every k of them (or skips a step
+        # of non-finite fp16 gradients): torch's warning about the order does not apply
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
     for epoch in range(start_epoch, epochs):
         # The shuffle order depends only on (seed, epoch): a resumed run sees the same batches.
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        if isinstance(dataset.transform, SeededTransform):  # augmentation: per (seed, epoch)
+            dataset.transform.epoch = epoch  # set before the loader copies it to workers
         sampler = method.train_sampler(groups, train_split.labels, epoch, epochs, generator)
         if cfg.get("group_sampler"):
             if sampler is not None:
@@ -190,13 +229,17 @@ def train(
             if step >= total:
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            out = method.update(batch)
+            if channels_last:
+                batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, PRECISIONS[precision], enabled=precision != "fp32"):
+                out = method.update(batch)
             if not all(math.isfinite(v) for v in out.values()):
                 raise FloatingPointError(f"non-finite loss at epoch {epoch}, step {step}: {out}")
             scheduler.step()
             step += 1
             losses.append(out["loss"])
             bar.set_postfix(loss=f"{out['loss']:.3f}")
+        method.flush_step()  # accumulated gradients do not carry over into the next epoch
         records.append(
             {
                 "epoch": epoch,
@@ -225,6 +268,7 @@ def train(
                 "step": step,
                 "best_score": best[0],
                 "best_epoch": best[1],
+                **({"scaler": method.scaler.state_dict()} if method.scaler is not None else {}),
             },
             last,
         )

@@ -18,7 +18,16 @@ from harness.rundir import scores_path
 from harness.table import overall
 
 # the columns that name one aggregated entry (a setting under one eval config)
-SETTING_COLUMNS = ["dataset", "setting_id", "eval_id", "model", "method", "tta", "selection_rule"]
+SETTING_COLUMNS = [
+    "dataset",
+    "setting_id",
+    "eval_id",
+    "model",
+    "method",
+    "tta",
+    "augment",
+    "selection_rule",
+]
 INDEX = ["model", "method", "setting_id", "eval_id"]
 LOWER_IS_BETTER = {"ece", "nll", "brier", "aurc", "e_aurc", "abs_error"}
 ROW_KEY = ["split", "split_role", "scorer", "metric", "group_key", "group_value"]
@@ -62,6 +71,8 @@ def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.
     ]
     if table.empty:
         return pd.DataFrame(columns=columns)
+    # tables collected before the augment column existed: "" is no augmentation
+    table = table.assign(augment=table["augment"].fillna("") if "augment" in table else "")
     keys = [*SETTING_COLUMNS, *ROW_KEY]
     grouped = table.groupby(keys, dropna=False, sort=False)
     agg = grouped["value"].agg(mean="mean", std="std", n_seeds="size")  # pandas: ddof=1
@@ -122,6 +133,12 @@ def metric_table(
         sel = sel[sel["group_key"] == ""]
     if sel.empty:
         return pd.DataFrame()
+    # the training augmentation is shown beside the method when some setting has one
+    index = (
+        [*INDEX[:2], "augment", *INDEX[2:]]
+        if sel.get("augment", pd.Series()).ne("").any()
+        else INDEX
+    )
     sel = sel.assign(
         cell=[
             _cell(m, s, n, lo, hi) if with_interval else _cell(m, s, n)
@@ -130,10 +147,10 @@ def metric_table(
             )
         ]
     )
-    wide = sel.pivot_table(index=INDEX, columns="split", values="cell", aggfunc="first")
-    seeds = sel.groupby(INDEX)["n_seeds"].max().rename("seeds")
+    wide = sel.pivot_table(index=index, columns="split", values="cell", aggfunc="first")
+    seeds = sel.groupby(index)["n_seeds"].max().rename("seeds")
     order = [s for s in split_order(sel) if s in wide.columns]
-    means = sel.pivot_table(index=INDEX, columns="split", values="mean")
+    means = sel.pivot_table(index=index, columns="split", values="mean")
     sort_col = next(
         (
             s
@@ -146,13 +163,13 @@ def metric_table(
     wide = wide[order].join(seeds).loc[means[sort_col].sort_values(ascending=lower_is_better).index]
     rank_col = []
     if with_interval and not lower_is_better:
-        bounds = sel[sel["split"] == sort_col].set_index(INDEX)[["mean", "ci_low", "ci_high"]]
+        bounds = sel[sel["split"] == sort_col].set_index(index)[["mean", "ci_low", "ci_high"]]
         rank_col = [f"rank ({sort_col})"]
         wide[rank_col[0]] = uncertain_ranks(bounds).reindex(wide.index)
     wide = wide.reset_index()
     wide["setting_id"] = wide["setting_id"].str[:8]
     wide["eval_id"] = wide["eval_id"].str[:8]
-    return wide[[*INDEX, "seeds", *rank_col, *order]]
+    return wide[[*index, "seeds", *rank_col, *order]]
 
 
 def uncertain_ranks(bounds: pd.DataFrame) -> pd.Series:

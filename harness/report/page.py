@@ -21,6 +21,7 @@ COLUMNS = [
     "model",
     "method",
     "tta",
+    "augment",
     "setting",
     "scorer",
     "metric",
