@@ -85,9 +85,9 @@ def validate(cfg: dict[str, Any]) -> None:
 def validate_plugins(cfg: dict[str, Any]) -> None:
     """Every plugin the run will need resolves and accepts its hyperparameters, and the eval
     settings are valid, before anything is written."""
-    from harness.models import check_model_name
+    from harness.models import check_model
 
-    check_model_name(cfg["model"]["name"])
+    check_model(cfg["model"])
     validate_eval(cfg["eval"])
     validate_tta(cfg)
 

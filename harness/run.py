@@ -35,7 +35,7 @@ from harness.data import Benchmark, resolve_transform
 from harness.derived import Parent, plan
 from harness.forward import RunModel, auto_num_workers
 from harness.keys import RunKeys, make_keys, run_payload, tta_config
-from harness.models import create_model, resolve_device, save_head
+from harness.models import create_model, model_label, resolve_device, save_head
 from harness.posthoc import evaluate_run
 from harness.rundir import LockHeld, RunDir, RunLock
 from harness.search import apply_hparams_seed
@@ -214,7 +214,7 @@ def execute_training(
             "run_id": keys.run_id,
             "setting_id": keys.setting_id,
             "dataset": x.bench.name,
-            "model": c["model"]["name"],
+            "model": model_label(c["model"]),
             "method": c["method"]["name"] if x.training else "none",
             "tta": "",
             "seed": c["seed"],
