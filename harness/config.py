@@ -122,9 +122,9 @@ def check_schedule(schedule: Any) -> None:
 def validate_plugins(cfg: dict[str, Any]) -> None:
     """Every plugin the run will need resolves and accepts its hyperparameters, and the eval
     settings are valid, before anything is written."""
-    from harness.models import check_model_config
+    from harness.models import check_model
 
-    check_model_config(cfg["model"])
+    check_model(cfg["model"])
     validate_eval(cfg["eval"])
     validate_tta(cfg)
 

@@ -131,6 +131,40 @@ def checkpoint_digest(path: str | None) -> str | None:
     return file_digest(path)
 
 
+# The entries of a model config every family shares; a plugin family's other entries
+# (open_clip: weights, prompts, class_names, config) enter the key beside its _target_.
+TIMM_MODEL_ENTRIES = (
+    "name",
+    "pretrained",
+    "kwargs",
+    "checkpoint",
+    "transform",
+    "label_map",
+    "stem",
+    "freeze_bn",
+)
+
+
+def plugin_model_entries(m: dict[str, Any]) -> dict[str, Any]:
+    """A plugin model's own entries (none for a timm model, whose keys stay as they were);
+    `weights` naming a local file (a path, or a name with a weights suffix) enters as the
+    file's sha256."""
+    if not m.get("_target_"):
+        return {}
+    out = {k: v for k, v in m.items() if k not in TIMM_MODEL_ENTRIES}
+    weights = out.get("weights")
+    if isinstance(weights, str) and is_weights_path(weights):
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"model.weights={weights}: no such file")
+        out["weights"] = {"sha256": file_digest(weights)}
+    return out
+
+
+def is_weights_path(weights: str) -> bool:
+    """A local weights file rather than a named tag (open_clip's laion2b_s34b_b79k...)."""
+    return "/" in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
 def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
     """What determines a trained (or evaluation-only) run's numbers: paths are replaced by
     content hashes."""
@@ -143,6 +177,7 @@ def key_payload(cfg: dict[str, Any], adapter: Any) -> dict[str, Any]:
         "checkpoint_sha256": checkpoint_digest(m.get("checkpoint")),
         "transform": m.get("transform", "auto"),
         "label_map": m.get("label_map"),
+        **plugin_model_entries(m),
         # options added later: in the key only when set, so existing keys stay as they were
         **({"stem": m["stem"]} if m.get("stem") is not None else {}),
         **({"freeze_bn": True} if m.get("freeze_bn") else {}),

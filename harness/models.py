@@ -1,7 +1,15 @@
-"""timm models: creation, local checkpoints, label maps, logits and penultimate features.
+"""Models: creation, local checkpoints, label maps, logits and penultimate features.
 
 Logits and features come from timm's own API (forward_features, then forward_head with
 and without pre_logits), so any timm model works without a wrapper.
+
+Other model families are plugins: a model config with a `_target_` names a class (e.g.
+methods/models/clip.py's OpenCLIP, conf/model/open_clip.yaml) with the classmethods
+`check(cfg)` (refuses a bad config before anything is written) and `create(cfg, bench,
+train) -> nn.Module`; the module speaks timm's uniform API (forward_features,
+forward_head(pre_logits=...), get_classifier(), num_classes), so the forward pass, the
+stored head, the scorers and the training loop treat it as any timm model. The harness
+imports the plugin only when it is selected (harness.registry).
 """
 
 from __future__ import annotations
@@ -16,6 +24,31 @@ import torch
 from torch import nn
 
 from harness.data import Benchmark
+
+
+def model_family(cfg: dict[str, Any]) -> Any | None:
+    """The plugin class named by the model config's `_target_`, or None for timm."""
+    if not cfg.get("_target_"):
+        return None
+    from harness import registry
+
+    return registry.resolve_target("model", cfg)
+
+
+def check_model(cfg: dict[str, Any]) -> None:
+    """The model config names a model that can be built, before anything is written."""
+    family = model_family(cfg)
+    if family is None:
+        check_model_config(cfg)
+    elif hasattr(family, "check"):
+        family.check(cfg)
+
+
+def model_label(cfg: dict[str, Any]) -> str:
+    """The model column of the rows: the name, with a plugin model's weights tag (two open_clip
+    tags of one architecture are two models)."""
+    weights = cfg.get("weights") if cfg.get("_target_") else None
+    return f"{cfg['name']}:{Path(str(weights)).name}" if weights else str(cfg["name"])
 
 
 def check_model_name(name: str) -> None:
@@ -158,6 +191,9 @@ def create_model(cfg: dict[str, Any], bench: Benchmark, train: bool) -> nn.Modul
     the head is replaced (fine-tuning). Evaluation only: the model's own head is kept
     (pretrained weights or model.checkpoint), and labels are mapped onto it by `label_index`.
     """
+    family = model_family(cfg)
+    if family is not None:
+        return family.create(cfg, bench, train)
     import timm
 
     check_model_config(cfg)

@@ -27,7 +27,7 @@ from harness.data import LABELED_ROLES
 from harness.keys import RESULTS_VERSION, eval_id, eval_identity, posthoc_key
 from harness.outputs import Head, Outputs
 from harness.rundir import RunDir, dataset_eval_path
-from harness.scorer import FitData, Scorer, check_finite
+from harness.scorer import FitData, Scorer, check_finite, inapplicable
 from harness.store import atomic_write_json, atomic_write_parquet, now_iso, provenance
 from harness.table import ROW_COLUMNS
 
@@ -294,9 +294,9 @@ def compute(
         cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
         scorer = registry.construct(cls, scorer_cfg)
         needs = scorer.needs
-        if "head" in needs and cache.head is None:
-            notes["skipped_scorers"][name] = cache.head_note
-            log.warning("scorer %s skipped: %s", name, cache.head_note)
+        if note := inapplicable(scorer, fit, cache.head_note):
+            notes["skipped_scorers"][name] = note
+            log.warning("scorer %s skipped: %s", name, note)
             continue
         if "model" in needs:
             paths = {

@@ -37,7 +37,7 @@ from harness.derived import Parent, plan
 from harness.forward import RunModel, auto_num_workers
 from harness.gpudecode import resolve_decode
 from harness.keys import RunKeys, make_keys, run_payload, tta_config
-from harness.models import create_model, resolve_device, save_head
+from harness.models import create_model, model_label, resolve_device, save_head
 from harness.posthoc import evaluate_run
 from harness.retention import apply_policy, require_best
 from harness.rundir import LockHeld, RunDir, RunLock
@@ -234,7 +234,7 @@ def execute_training(
             "run_id": keys.run_id,
             "setting_id": keys.setting_id,
             "dataset": x.bench.name,
-            "model": c["model"]["name"],
+            "model": model_label(c["model"]),
             "method": c["method"]["name"] if x.training else "none",
             "tta": "",
             "augment": augment_label(c) if x.training else "",

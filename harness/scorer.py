@@ -26,7 +26,10 @@ class FitData:
 class Scorer:
     """Base class of methods/scorers/. Hyperparameters arrive as keyword arguments."""
 
-    needs: ClassVar[tuple[str, ...]] = ("logits",)  # any of: logits, features, head, model
+    # any of: logits, features, head, model; nonnegative_features: the method assumes
+    # post-ReLU features (ReAct, ASH, SCALE) and is skipped, with a note, where the ID
+    # features take negative values (CLIP's normalised embeddings, ViTs)
+    needs: ClassVar[tuple[str, ...]] = ("logits",)
     # the fewest training examples (eval.fit_size) its fit is defined for; fewer is refused
     # by the eval config's validation, naming the key (a covariance of one example gave a
     # Mahalanobis AUROC of exactly 0.5 without a word)
@@ -44,3 +47,17 @@ def check_finite(name: str, scores: np.ndarray) -> np.ndarray:
         bad = int((~np.isfinite(scores)).sum())
         raise ValueError(f"scorer {name!r} produced {bad} non-finite scores")
     return scores
+
+
+def inapplicable(scorer: Scorer, data: FitData, head_note: str) -> str | None:
+    """Why the scorer cannot run on this cache (a note), or None."""
+    if "head" in scorer.needs and data.head is None:
+        return head_note
+    if "nonnegative_features" in scorer.needs and data.train is not None:
+        low = float(data.train.features.min(initial=0.0))
+        if low < 0:
+            return (
+                "assumes non-negative (post-ReLU) features; this model's ID features go down "
+                f"to {low:.3g}"
+            )
+    return None

@@ -19,6 +19,7 @@ from methods.scorers.entropy import Entropy
 from methods.scorers.knn import KNN
 from methods.scorers.mahalanobis import Mahalanobis
 from methods.scorers.maxlogit import MaxLogit
+from methods.scorers.mcm import MCM
 from methods.scorers.msp import MSP
 from methods.scorers.react import ReAct
 from methods.scorers.rel_mahalanobis import RelativeMahalanobis
@@ -63,6 +64,7 @@ ALL = [
     ReAct(percentile=90),
     ASH(percentile=65),
     SCALE(percentile=65),
+    MCM(temperature=0.1),
 ]
 
 
@@ -191,6 +193,31 @@ def test_ash_and_scale_agree_with_pytorch_ood(cls, variant):
         ref = pood.SCALE(backbone=nn.Identity(), head=pooled_head, percentile=0.65)
     theirs = ref(torch.tensor(test.features).view(len(test.features), D, 1, 1)).detach().numpy()
     assert spearmanr(ours, theirs).statistic == pytest.approx(-1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.05])
+def test_mcm_agrees_with_pytorch_ood(temperature):
+    train, test, head = synthetic(seed=9)
+    signed = Outputs(test.logits, test.features - 1.0, test.labels, test.index)  # any sign
+    ours = fitted(MCM(temperature=temperature), train, head).score(signed)
+    ref = pood.MCM(None, torch.tensor(head.weight * 7.0), temperature=temperature)  # any scale
+    theirs = ref.predict_features(torch.tensor(signed.features)).numpy()
+    np.testing.assert_allclose(ours, -theirs, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        MCM(temperature=0)
+
+
+def test_scorers_that_assume_non_negative_features_are_inapplicable_on_signed_ones():
+    from harness.scorer import inapplicable
+
+    train, _, head = synthetic(seed=3)
+    signed = Outputs(train.logits, train.features - 0.5, train.labels, train.index)
+    for scorer in (ReAct(), ASH(), SCALE()):
+        assert inapplicable(scorer, FitData(train, None, head, C), "") is None
+        note = inapplicable(scorer, FitData(signed, None, head, C), "")
+        assert note and "non-negative" in note and "-0.5" in note
+    assert inapplicable(Energy(), FitData(signed, None, head, C), "") is None
+    assert inapplicable(ViM(), FitData(train, None, None, C), "no head stored") == "no head stored"
 
 
 def test_ash_prunes_and_scale_does_not():

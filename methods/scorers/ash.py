@@ -1,7 +1,8 @@
 """ASH-S (Djurisic et al., 2023): per example, zero the activations below the p-th
 percentile of that example's features and scale the rest by exp(sum all / sum kept);
 re-apply the head and take the energy. Designed for non-negative (post-ReLU) features:
-with negative features the sums can cancel, and the scale is then meaningless."""
+with negative features the sums can cancel, and the scale is then meaningless, so it is
+skipped with a note where the ID features go negative."""
 
 import numpy as np
 
@@ -20,7 +21,7 @@ def prune_and_scale(features: np.ndarray, percentile: float, prune: bool) -> np.
 
 
 class ASH(Scorer):
-    needs = ("features", "head")
+    needs = ("features", "head", "nonnegative_features")
 
     def __init__(self, percentile: float = 90.0):
         if not 0 < percentile < 100:

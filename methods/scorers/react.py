@@ -1,6 +1,7 @@
 """ReAct (Sun et al., 2021): clip penultimate features at the p-th percentile of ID
 activations, re-apply the head, take the energy. Assumes non-negative (post-ReLU)
-features: on models whose features go negative (ViTs) only the upper side is clipped."""
+features: where the ID features go negative (ViTs, CLIP's embeddings) it is skipped with a
+note (harness.scorer.inapplicable)."""
 
 import numpy as np
 
@@ -9,7 +10,7 @@ from methods.scorers.energy import energy
 
 
 class ReAct(Scorer):
-    needs = ("features", "head")
+    needs = ("features", "head", "nonnegative_features")
 
     def __init__(self, percentile: float = 90.0):
         if not 0 < percentile <= 100:

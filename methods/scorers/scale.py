@@ -8,7 +8,7 @@ from methods.scorers.energy import energy
 
 
 class SCALE(Scorer):
-    needs = ("features", "head")
+    needs = ("features", "head", "nonnegative_features")
 
     def __init__(self, percentile: float = 85.0):
         if not 0 < percentile < 100:
