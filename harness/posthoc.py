@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import estimator, metrics, registry
+from harness import estimator, metrics, ood_rows, registry
 from harness.data import LABELED_ROLES
 from harness.keys import RESULTS_VERSION, eval_id, eval_identity, posthoc_key
 from harness.outputs import Head, Outputs
@@ -324,7 +324,7 @@ def compute(
         _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, cfg["coverages"])
 
     _estimator_rows(add, cache, labeled, cfg, notes)
-    return rows, scores, notes
+    return rows + ood_rows.protocol_rows(rows, scores, cache, id_tests, cfg, notes), scores, notes
 
 
 def _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, coverages) -> None:
