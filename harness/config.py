@@ -127,6 +127,21 @@ def validate_plugins(cfg: dict[str, Any]) -> None:
     check_model(cfg["model"])
     validate_eval(cfg["eval"])
     validate_tta(cfg)
+    validate_probe(cfg)
+
+
+def validate_probe(c: dict[str, Any]) -> None:
+    """The probe plugin resolves and accepts its hyperparameters, before anything is written."""
+    p = c.get("probe") or {}
+    if p.get("name", "none") == "none":
+        return
+    if (c.get("tta") or {}).get("name", "none") != "none":
+        raise ValueError(f"probe={p['name']} with tta={c['tta']['name']}: choose one of them")
+    cls = registry.resolve_target("probe", p)
+    try:
+        registry.construct(cls, {k: v for k, v in p.items() if k != "name"})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"probe={p['name']}: {exc}") from exc
 
 
 def validate_eval(ev: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness import registry
 from harness.config import build_dataset
-from harness.keys import RunKeys, make_keys, run_payload, tta_config
+from harness.keys import RunKeys, make_keys, probe_config, run_payload, tta_config
 from harness.method import Prerequisite
 
 
@@ -47,6 +47,8 @@ def prerequisites(c: dict[str, Any]) -> dict[str, Prerequisite]:
         # the trained run's key holds everything a TTA run's key holds but the TTA config,
         # which its own key adds: the parent's run_id would add nothing (and keys stay put)
         return {"trained": Prerequisite({"tta": {"name": "none"}}, in_key=False)}
+    if probe_config(c) is not None:  # a linear probe on the cache of its backbone run
+        return {"backbone": Prerequisite({}, in_key=True)}
     if c["trainer"]["epochs"] == 0:
         return {}
     cls = registry.resolve_target("method", c["method"])
@@ -61,8 +63,12 @@ def plan(c: dict[str, Any]) -> dict[str, Parent]:
     parents = {}
     for name, pre in prerequisites(c).items():
         parent_cfg = _deep_merge(c, pre.overrides)
-        parent_cfg.update(hparams_seed=0, tta={"name": "none"})
+        parent_cfg.update(hparams_seed=0, tta={"name": "none"}, probe={"name": "none"})
         keys = make_keys(run_payload(parent_cfg, build_dataset(parent_cfg))) if pre.in_key else None
-        what = "trained run" if name == "trained" else f"stage {name!r} of method {method!r}"
+        what = (
+            f"{name} run"
+            if name in ("trained", "backbone")
+            else f"stage {name!r} of method {method!r}"
+        )
         parents[name] = Parent(what, parent_cfg, keys, pre.in_key)
     return parents

@@ -230,6 +230,14 @@ def tta_config(c: dict[str, Any]) -> dict[str, Any] | None:
     return {k: v for k, v in t.items() if k != "search_space"}
 
 
+def probe_config(c: dict[str, Any]) -> dict[str, Any] | None:
+    """The selected probe's config as it enters keys; None for probe=none (or no probe group)."""
+    p = c.get("probe") or {}
+    if p.get("name", "none") == "none":
+        return None
+    return dict(p)
+
+
 def run_payload(
     c: dict[str, Any], adapter: Any, parents: dict[str, str] | None = None
 ) -> dict[str, Any]:
@@ -241,6 +249,9 @@ def run_payload(
     t = tta_config(c)
     if t is not None:
         payload["tta"] = t
+    p = probe_config(c)
+    if p is not None:
+        payload["probe"] = p
     if parents:
         payload["parents"] = dict(sorted(parents.items()))
     return payload

@@ -36,9 +36,10 @@ from harness.data import Benchmark, resolve_transform
 from harness.derived import Parent, plan
 from harness.forward import RunModel, auto_num_workers
 from harness.gpudecode import resolve_decode
-from harness.keys import RunKeys, make_keys, run_payload, tta_config
+from harness.keys import RunKeys, make_keys, probe_config, run_payload, tta_config
 from harness.models import create_model, model_label, resolve_device, save_head
 from harness.posthoc import evaluate_run
+from harness.probe import execute_probe
 from harness.retention import apply_policy, require_best
 from harness.rundir import LockHeld, RunDir, RunLock
 from harness.search import apply_hparams_seed
@@ -142,7 +143,13 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
             try:
                 started = time.time()
                 log.info("run %s -> %s", keys.run_id, rd.path)
-                execute = execute_tta if tta_config(c) else execute_training
+                execute = (
+                    execute_probe
+                    if probe_config(c)
+                    else execute_tta
+                    if tta_config(c)
+                    else execute_training
+                )
                 extra = execute(c, adapter, keys, rd, found)
                 return {**finish(c, keys, rd, lock, started, extra), "status": "finished"}
             except Exception as exc:

@@ -95,6 +95,7 @@ class RunDir:
     benchmark_json = property(lambda self: self.path / "benchmark.json")
     run_info_json = property(lambda self: self.path / "run_info.json")
     tta_json = property(lambda self: self.path / "tta.json")
+    probe_json = property(lambda self: self.path / "probe.json")
     epochs = property(lambda self: self.path / "epochs.parquet")
     checkpoints = property(lambda self: self.path / "checkpoints")
     last_checkpoint = property(lambda self: self.checkpoints / "last.pt")
