@@ -14,6 +14,7 @@ from harness.report.drawing import resolve_plot_workers
 from harness.report.markdown import dataset_markdown, index_markdown, plots_section
 from harness.report.page import write_page
 from harness.report.plotcache import CachedPlots
+from harness.report.robustness import check_options, effective_robustness, robustness_section
 from harness.selection import select_settings
 from harness.store import atomic_write_csv, atomic_write_text
 from harness.table import collect_cached, collect_failures
@@ -32,6 +33,7 @@ def write_leaderboard(
     outputs: tuple[str, ...] | list[str] = OUTPUTS,
     corruption_reference: str | None = None,
     plot_workers: int | str = "auto",
+    effective_robustness_options: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Collects results_dir into table.parquet/.csv, summary and comparison CSVs, and the
     outputs asked for: leaderboard/*.md, plots (PNG + PDF), index.html. Returns the paths."""
@@ -49,6 +51,7 @@ def write_leaderboard(
         or (scorer_resamples < 1)
     ):
         raise ValueError(f"scorer_resamples must be a positive integer, got {scorer_resamples!r}")
+    robustness = check_options(effective_robustness_options)
     primaries = primary_metric if isinstance(primary_metric, dict) else {}
     default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
     table, skipped, changed = collect_cached(root)
@@ -93,6 +96,9 @@ def write_leaderboard(
         corruptions = corruption_tables(table, corruption_reference)
         for name, frame in corruptions.items():
             atomic_write_csv(frame, board / f"corruptions_{name}.csv")
+        eff = effective_robustness(agg, **robustness) if robustness else None
+        if eff is not None:
+            atomic_write_csv(eff, board / "effective_robustness.csv")
         # the Markdown too, while the plots are drawn; their links are added after
         texts = {
             dataset: dataset_markdown(
@@ -105,6 +111,7 @@ def write_leaderboard(
                 None,
                 corruptions,
             )
+            + ("\n".join(robustness_section(eff, dataset)) + "\n" if eff is not None else "")
             for dataset in (datasets if "markdown" in outputs else [])
         }
         failures = collect_failures(root)
@@ -161,4 +168,7 @@ def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
         "corruption_reference",
         "plot_workers",
     )
-    return {k: cfg[k] for k in names if k in cfg}
+    options = {k: cfg[k] for k in names if k in cfg}
+    if "effective_robustness" in cfg:  # a mapping in the config; write_leaderboard's name says so
+        options["effective_robustness_options"] = cfg["effective_robustness"]
+    return options
