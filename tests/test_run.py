@@ -193,7 +193,7 @@ def test_evaluation_only_run_from_a_checkpoint(tmp_path):
         ("trainer.batch_size=0", "trainer.batch_size must be a positive integer"),
         ("dataset.limit=-3", "dataset.limit must be a positive integer or null"),
         ("model.name=resnet18x", "not a timm model"),
-        ("trainer.schedule=linear", "trainer.schedule must be 'cosine' or 'constant'"),
+        ("trainer.schedule=linear", "trainer.schedule must be cosine, constant or"),
     ],
 )
 def test_bad_values_fail_clearly_and_leave_no_finished_run(tmp_path, override, message):
