@@ -115,6 +115,21 @@ def test_paired_comparisons_against_the_baseline(tmp_path):
     )
     assert comp.loc["same", "verdict"] == "not distinguishable"
     assert "erm" not in comp.index
+    assert "seeds_needed" not in comp  # only when a min_effect is asked for
+    from harness.stats import seeds_needed
+
+    planned = paired_comparisons(pd.DataFrame(records), tmp_path, min_effect=0.02)
+    for row in planned.itertuples():
+        diffs = [
+            pd.read_parquet(tmp_path / "runs" / f"{row.method}{s}/posthoc/e/scores/test.parquet")[
+                "correct"
+            ].mean()
+            - pd.read_parquet(tmp_path / "runs" / f"erm{s}/posthoc/e/scores/test.parquet")[
+                "correct"
+            ].mean()
+            for s in (0, 1, 2)
+        ]
+        assert row.seeds_needed == seeds_needed(np.array(diffs), 0.02).seeds
     import shutil
 
     shutil.rmtree(tmp_path / "runs" / "better1" / "posthoc" / "e" / "scores")  # pruned

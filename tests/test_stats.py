@@ -86,3 +86,82 @@ def test_holm_and_bh_adjustments():
     assert adjust_p_values(p, "none") == pytest.approx(p)
     with pytest.raises(ValueError, match="holm, bh or none"):
         adjust_p_values(p, "bonferoni")
+
+
+def test_intervals_of_bounded_metrics_stay_in_their_range_and_say_so():
+    import pandas as pd
+
+    from harness.report.aggregate import aggregate, metric_range, metric_table
+
+    values = {
+        "accuracy": [0.99, 1.0, 0.9],  # t interval above 1
+        "auroc_vs_id_test": [0.02, 0.0, 0.1],  # below 0
+        "nll": [0.01, 0.5, 0.02],  # below 0, no upper bound
+        "logit_gap": [-1.0, 0.0, 1.0],  # unbounded: left as computed
+        "worst_group_accuracy": [0.5, 0.52, 0.51],  # inside: untouched
+    }
+    rows = [
+        {
+            "dataset": "d",
+            "setting_id": "s",
+            "eval_id": "e",
+            "model": "m",
+            "method": "erm",
+            "tta": "none",
+            "augment": "",
+            "selection_rule": "x",
+            "split": "test",
+            "split_role": "id_test",
+            "scorer": "",
+            "metric": metric,
+            "group_key": "",
+            "group_value": "",
+            "value": v,
+            "run_id": f"r{k}",
+        }  # fmt: skip
+        for metric, vs in values.items()
+        for k, v in enumerate(vs)
+    ]
+    agg = aggregate(pd.DataFrame(rows)).set_index("metric")
+    t = stats.t.ppf(0.975, 2)
+    for metric, vs in values.items():
+        lo, hi = metric_range(metric)
+        half = t * np.std(vs, ddof=1) / np.sqrt(3)
+        raw = (np.mean(vs) - half, np.mean(vs) + half)
+        row = agg.loc[metric]
+        assert row["ci_low"] == pytest.approx(max(raw[0], lo))
+        assert row["ci_high"] == pytest.approx(min(raw[1], hi))
+        assert ("clipped" in row["interval"]) == (raw[0] < lo or raw[1] > hi)
+    assert metric_range("logit_gap") == (-np.inf, np.inf)
+    assert (
+        agg.loc["accuracy", "ci_high"] == 1.0
+        and "clipped to [0, 1]" in agg.loc["accuracy", "interval"]
+    )
+    cell = metric_table(agg.reset_index(), "accuracy", with_interval=True)["test"].iat[0]
+    assert cell.endswith("1.000]†")
+
+
+def test_seeds_for_power_matches_a_simulated_t_test():
+    from harness.stats import seeds_for_power, seeds_needed, t_test_power
+
+    sd, effect = 0.02, 0.025
+    n = seeds_for_power(sd, effect)
+    rng = np.random.default_rng(11)
+
+    def simulated_power(k: int) -> float:
+        d = rng.normal(effect, sd, (20_000, k))
+        return float(np.mean(stats.ttest_1samp(d, 0, axis=1).pvalue < 0.05))
+
+    assert simulated_power(n) >= 0.8 - 0.01  # Monte Carlo error ~0.003
+    assert simulated_power(n - 1) < 0.8 + 0.01 or n == 2
+    assert t_test_power(n, sd, effect) == pytest.approx(simulated_power(n), abs=0.015)
+    # the plan uses the sd's upper bound: more seeds than the point estimate would ask for
+    diffs = np.array([0.01, 0.03, 0.02])
+    plan = seeds_needed(diffs, effect)
+    assert plan.sd_upper > plan.sd_estimate == pytest.approx(np.std(diffs, ddof=1))
+    assert plan.seeds >= seeds_for_power(plan.sd_estimate, effect)
+    chi2_bound = np.sqrt(2 * plan.sd_estimate**2 / stats.chi2.ppf(0.05, 2))
+    assert plan.sd_upper == pytest.approx(chi2_bound)
+    assert seeds_needed(diffs[:1], effect).seeds is None
+    with pytest.raises(ValueError, match="min_effect must be > 0"):
+        seeds_for_power(sd, 0)

@@ -32,6 +32,24 @@ INDEX = ["model", "method", "setting_id", "eval_id"]
 LOWER_IS_BETTER = {"ece", "nll", "brier", "aurc", "e_aurc", "abs_error"}
 ROW_KEY = ["split", "split_role", "scorer", "metric", "group_key", "group_value"]
 BOOTSTRAP_RESAMPLES = 1000
+# Metrics that are proportions (or rates) in [0, 1], by name or prefix: a t interval over few
+# seeds can leave that range (ci_low -0.14, ci_high 1.002 were seen), so it is clipped to it
+# and `interval` says so. Others that cannot be negative are clipped at 0. A dataset's own
+# metric outside these names is left as computed.
+UNIT_METRICS = ("accuracy", "worst_group_accuracy", "ece", "aurc", "e_aurc", "estimated_accuracy",
+                "abs_error", "acc_", "F1-", "recall", "precision", "conformal_coverage")  # fmt: skip
+UNIT_PREFIXES = ("auroc", "aupr", "fpr95", "ccr@", "accuracy@", "acc_", "F1-")
+NON_NEGATIVE = ("nll", "brier", "temperature", "conformal_set_size")
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values `metric` can take: (0, 1) for proportions, (0, inf) for non-negative
+    metrics, else unbounded."""
+    if metric in UNIT_METRICS or metric.startswith(UNIT_PREFIXES):
+        return 0.0, 1.0
+    if metric in NON_NEGATIVE:
+        return 0.0, np.inf
+    return -np.inf, np.inf
 
 
 def metric_rows(frame: pd.DataFrame, metric: str | list[str], scorer: str = "") -> pd.DataFrame:
@@ -82,6 +100,7 @@ def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.
     agg["ci_low"] = np.where(several, agg["mean"] - half, np.nan)
     agg["ci_high"] = np.where(several, agg["mean"] + half, np.nan)
     agg["interval"] = np.where(several, "t over seeds", "")
+    _clip_to_range(agg)
     if results_dir is not None:
         runs = grouped["run_id"].first().reset_index(drop=True)
         plain = (agg["metric"] == "accuracy") & overall(agg)
@@ -95,6 +114,20 @@ def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.
                     "bootstrap over examples",
                 ]
     return agg[columns]
+
+
+def _clip_to_range(agg: pd.DataFrame) -> None:
+    """Intervals of bounded metrics clipped to the metric's range, in place, and marked."""
+    ranges = agg["metric"].map(metric_range)
+    low = np.array([r[0] for r in ranges])
+    high = np.array([r[1] for r in ranges])
+    outside = (agg["ci_low"] < low) | (agg["ci_high"] > high)
+    agg["ci_low"] = agg["ci_low"].where(~(agg["ci_low"] < low), low)
+    agg["ci_high"] = agg["ci_high"].where(~(agg["ci_high"] > high), high)
+    marks = [f", clipped to [{lo:g}, {hi:g}]" for lo, hi in zip(low, high, strict=True)]
+    agg["interval"] = np.where(
+        outside, agg["interval"] + pd.Series(marks, index=agg.index), agg["interval"]
+    )
 
 
 def bootstrap_accuracy(
@@ -139,11 +172,18 @@ def metric_table(
         if sel.get("augment", pd.Series()).ne("").any()
         else INDEX
     )
+    clipped = sel["interval"].astype(str).str.contains("clipped")
     sel = sel.assign(
         cell=[
-            _cell(m, s, n, lo, hi) if with_interval else _cell(m, s, n)
-            for m, s, n, lo, hi in zip(
-                sel["mean"], sel["std"], sel["n_seeds"], sel["ci_low"], sel["ci_high"], strict=True
+            _cell(m, s, n, lo, hi) + ("†" if c else "") if with_interval else _cell(m, s, n)
+            for m, s, n, lo, hi, c in zip(
+                sel["mean"],
+                sel["std"],
+                sel["n_seeds"],
+                sel["ci_low"],
+                sel["ci_high"],
+                clipped,
+                strict=True,
             )
         ]
     )

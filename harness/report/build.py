@@ -34,6 +34,7 @@ def write_leaderboard(
     corruption_reference: str | None = None,
     plot_workers: int | str = "auto",
     effective_robustness_options: dict[str, Any] | None = None,
+    min_effect: float | None = None,
 ) -> dict[str, Path]:
     """Collects results_dir into table.parquet/.csv, summary and comparison CSVs, and the
     outputs asked for: leaderboard/*.md, plots (PNG + PDF), index.html. Returns the paths."""
@@ -52,6 +53,10 @@ def write_leaderboard(
     ):
         raise ValueError(f"scorer_resamples must be a positive integer, got {scorer_resamples!r}")
     robustness = check_options(effective_robustness_options)
+    if min_effect is not None and (
+        isinstance(min_effect, bool) or not isinstance(min_effect, int | float) or min_effect <= 0
+    ):
+        raise ValueError(f"min_effect must be null or a positive number, got {min_effect!r}")
     primaries = primary_metric if isinstance(primary_metric, dict) else {}
     default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
     table, skipped, changed = collect_cached(root)
@@ -87,7 +92,7 @@ def write_leaderboard(
         chosen = (
             table if selected is None else table[table["setting_id"].isin(selected["setting_id"])]
         )
-        comparisons = paired_comparisons(chosen, root, baseline, multiple_comparisons)
+        comparisons = paired_comparisons(chosen, root, baseline, multiple_comparisons, min_effect)
         atomic_write_csv(comparisons, board / "comparisons.csv")
         scorer_comp = None
         if scorer_baseline:
@@ -167,6 +172,7 @@ def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
         "outputs",
         "corruption_reference",
         "plot_workers",
+        "min_effect",
     )
     options = {k: cfg[k] for k in names if k in cfg}
     if "effective_robustness" in cfg:  # a mapping in the config; write_leaderboard's name says so

@@ -16,7 +16,7 @@ import pandas as pd
 
 from harness.report.aggregate import metric_rows
 from harness.rundir import has_scores, scores_path
-from harness.stats import adjust_p_values, paired_difference
+from harness.stats import adjust_p_values, paired_difference, seeds_needed
 
 # Only test splits are compared (train and val numbers are not claims): the family of one
 # dataset × model × eval config whose p-values are adjusted together.
@@ -71,13 +71,16 @@ def paired_comparisons(
     results_dir: str | Path,
     baseline: str = "erm",
     multiple_comparisons: str = "holm",
+    min_effect: float | None = None,
 ) -> pd.DataFrame:
     """Accuracy of each method minus the baseline method's, per dataset, model, eval config
     and test split, on the seeds both have and on the same examples: harness.stats'
     paired_difference (unadjusted 95% interval, p-value). The verdict is better / worse
     when the p-value adjusted over the family (one dataset × model × eval config;
     `multiple_comparisons`: holm | bh | none) is below 0.05; a comparison whose own
-    interval excludes 0 but loses significance after adjustment says so in `note`."""
+    interval excludes 0 but loses significance after adjustment says so in `note`. With
+    `min_effect` (accuracy units), `seeds_needed`: the seeds for 80% power to detect it
+    (harness.stats.seeds_needed, from the per-seed differences; empty with one seed)."""
     root = Path(results_dir)
     plain = with_scores(metric_rows(table, "accuracy"), root)
     if "split_role" in plain:
@@ -123,9 +126,12 @@ def paired_comparisons(
                 pairs = [(a.to_numpy(), b.to_numpy()) for a, b in pairs if not b.isna().any()]
                 if not pairs or len({len(a) for a, _ in pairs}) != 1 or len(pairs[0][0]) < 2:
                     continue  # no shared examples, or seeds scored on different examples
-                result = paired_difference(
-                    np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
-                )
+                a_all, b_all = np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
+                result = paired_difference(a_all, b_all)
+                planned = {}
+                if min_effect is not None:
+                    need = seeds_needed((a_all - b_all).mean(axis=1), min_effect)
+                    planned = {"seeds_needed": need.seeds}
                 family.append(
                     {
                         "dataset": dataset,
@@ -143,6 +149,7 @@ def paired_comparisons(
                         "p_value": result.p_value,
                         "level": result.level,
                         "interval": result.interval,
+                        **planned,
                     }
                 )
         adjusted = adjust_p_values(np.array([r["p_value"] for r in family]), multiple_comparisons)
@@ -161,7 +168,11 @@ def paired_comparisons(
                 else ""
             )
         out.extend(family)
-    return pd.DataFrame(out, columns=COMPARISON_COLUMNS)
+    extra = ["seeds_needed"] if min_effect is not None else []
+    frame = pd.DataFrame(out, columns=COMPARISON_COLUMNS + extra)
+    if extra:
+        frame["seeds_needed"] = frame["seeds_needed"].astype("Int64")
+    return frame
 
 
 def _paired_interval(per_seed: np.ndarray, rng: np.random.Generator) -> tuple[float, float, str]:

@@ -31,7 +31,8 @@ def dataset_markdown(
         "Student's t over seeds when a setting has several; a bootstrap over examples "
         f"({BOOTSTRAP_RESAMPLES} resamples) when it has one (accuracy only); the rank counts "
         "the entries whose interval lies wholly above, so entries not distinguishable from "
-        f"the best share rank 1. Checkpoint selection within a run: {rule}. Every number, "
+        "the best share rank 1; † marks an interval clipped to the metric's range (a t "
+        f"interval over few seeds can leave [0, 1]). Checkpoint selection within a run: {rule}. Every number, "
         "with its interval: `summary.csv`.",
     ]
     sections = [
@@ -65,7 +66,10 @@ def dataset_markdown(
                     comp["difference"], comp["ci_low"], comp["ci_high"], strict=True
                 )
             ],
-        )[["model", "method", "setting_id", "split", "seeds", "difference", "verdict", "level"]]
+        )[
+            ["model", "method", "setting_id", "split", "seeds", "difference", "verdict", "level"]
+            + (["seeds_needed"] if "seeds_needed" in comp else [])
+        ]
         parts += [
             "",
             f"## Accuracy compared with {comp['baseline'].iat[0]}",
