@@ -1,8 +1,11 @@
-"""Base class of methods/calibrators/ (configured under `calibrators:` in conf/eval/)."""
+"""Base class of methods/calibrators/ (configured under `calibrators:` in conf/eval/), and
+the affine NLL fit that vector and matrix scaling share."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.optimize import minimize
+from scipy.special import log_softmax, softmax
 
 
 class Calibrator:
@@ -18,3 +21,36 @@ class Calibrator:
 
     def params(self) -> dict[str, float]:
         return {}
+
+
+def fit_affine(
+    logits: np.ndarray, labels: np.ndarray, diagonal: bool, max_iter: int = 2000
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(W, b, converged) minimising the mean NLL of softmax(logits @ W.T + b) (Guo et al.,
+    2017): W diagonal (returned as its diagonal, vector scaling) or full (matrix scaling).
+    The NLL is convex in (W, b), so L-BFGS from the identity finds the global minimum where
+    one exists; on separable data it does not (the NLL only approaches 0) and the fit stops
+    where its relative improvement falls below tolerance, with large weights. `converged` is
+    L-BFGS's own success flag (False: max_iter reached or the line search failed)."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels)
+    n, k = z.shape
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), y] = 1.0
+    w0 = np.ones(k) if diagonal else np.eye(k).ravel()
+    x0 = np.concatenate([w0, np.zeros(k)])
+
+    def nll_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = x[:-k], x[-k:]
+        out = z * w + b if diagonal else z @ w.reshape(k, k).T + b
+        logp = log_softmax(out, axis=1)
+        g = (softmax(out, axis=1) - onehot) / n  # d mean-NLL / d out
+        gw = (g * z).sum(axis=0) if diagonal else (g.T @ z).ravel()
+        return float(-(logp * onehot).sum() / n), np.concatenate([gw, g.sum(axis=0)])
+
+    res = minimize(
+        nll_and_grad, x0, jac=True, method="L-BFGS-B",
+        options={"maxiter": max_iter, "gtol": 1e-9, "ftol": 1e-14},
+    )  # fmt: skip
+    w = res.x[:-k] if diagonal else res.x[:-k].reshape(k, k)
+    return w, res.x[-k:], bool(res.success)
