@@ -24,7 +24,7 @@ from scipy.special import softmax
 
 from harness import registry
 
-SETTINGS = {"alpha", "calibration_fraction", "seed", "methods"}
+SETTINGS = {"alpha", "calibration_fraction", "seed", "calibrator", "methods"}
 
 
 class ConformalScore:
@@ -94,7 +94,7 @@ def check_settings(ev: Mapping[str, Any]) -> None:
         return
     if not isinstance(c, Mapping):
         raise ValueError(
-            f"eval.conformal must be a mapping (alpha, calibration_fraction, seed, methods), got {c!r}"
+            f"eval.conformal must be a mapping ({', '.join(sorted(SETTINGS))}), got {c!r}"
         )
     if unknown := set(c) - SETTINGS:
         raise ValueError(
@@ -106,6 +106,13 @@ def check_settings(ev: Mapping[str, Any]) -> None:
             raise ValueError(f"eval.conformal.{key} must be a number in (0, 1), got {v!r}")
     if isinstance(c.get("seed", 0), bool) or not isinstance(c.get("seed", 0), int):
         raise ValueError(f"eval.conformal.seed must be an integer, got {c['seed']!r}")
+    name = c.get("calibrator")
+    if name is not None and name not in (ev.get("calibrators") or {}):
+        known = sorted(ev.get("calibrators") or {})
+        raise ValueError(
+            f"eval.conformal.calibrator must be null or one of eval.calibrators {known}, "
+            f"got {name!r}"
+        )
     methods = c.get("methods")
     if not isinstance(methods, Mapping) or not methods:
         raise ValueError(
@@ -121,11 +128,18 @@ def check_settings(ev: Mapping[str, Any]) -> None:
             raise ValueError(f"eval.conformal.methods.{name}: {exc}") from exc
 
 
-def conformal_rows(cache: Any, c: Mapping[str, Any], labeled: list[str], notes: dict) -> list[dict]:
+def conformal_rows(
+    cache: Any,
+    c: Mapping[str, Any],
+    labeled: list[str],
+    calibrators: Mapping[str, Any],
+    notes: dict,
+) -> list[dict]:
     """Rows `conformal_coverage` and `conformal_set_size` (scorer = the method's name) on
     every labelled split, and `conformal_threshold` on the val split. Calibrated on a seeded
     `calibration_fraction` of the first val split; on that split only the held-out rest is
-    evaluated (its n says so). `cache` is the post-hoc stage's RunCache."""
+    evaluated (its n says so). `cache` is the post-hoc stage's RunCache; with `calibrator:
+    <name>`, the probabilities are those of that fitted calibrator (from `calibrators`)."""
     vals = cache.splits("val")
     if not vals:
         notes["skipped_conformal"] = "no val split to calibrate on"
@@ -138,30 +152,37 @@ def conformal_rows(cache: Any, c: Mapping[str, Any], labeled: list[str], notes: 
             f"calibration_fraction leaves no calibration example of {val_split}"
         )
         return []
-    notes["conformal"] = {
-        "val_split": val_split,
-        "calibration": len(cal),
-        "held_out": len(held_out),
-    }
-    u_val = uniforms(len(val.labels), seed, val_split)
-    rows: list[dict] = []
-    for name, spec in c["methods"].items():
-        method = registry.construct(
+    calibrator = calibrators[c["calibrator"]] if c.get("calibrator") else None
+
+    def logits_of(out: Any) -> np.ndarray:
+        return out.logits if calibrator is None else calibrator.transform(out.logits)
+
+    methods = {
+        name: registry.construct(
             registry.resolve_target("conformal", {"name": name, **spec}), dict(spec)
         )
-        q = threshold(
-            true_label_scores(method, val.logits[cal], val.labels[cal], u_val[cal]), alpha
-        )
-        rows.append({"split": val_split, "split_role": cache.role(val_split), "scorer": name,
-                     "metric": "conformal_threshold", "value": q, "n": len(cal)})  # fmt: skip
-        for split in labeled:
-            out = cache.outputs[split]
-            u = u_val if split == val_split else uniforms(len(out.labels), seed, split)
-            keep = held_out if split == val_split else np.arange(len(out.labels))
-            if len(keep) == 0:
-                continue
-            sets = prediction_sets(method, out.logits[keep], u[keep], q)
-            covered = sets[np.arange(len(keep)), out.labels[keep]]
+        for name, spec in c["methods"].items()
+    }
+    u_val, val_logits = uniforms(len(val.labels), seed, val_split), logits_of(val)
+    thresholds = {
+        name: threshold(true_label_scores(m, val_logits[cal], val.labels[cal], u_val[cal]), alpha)
+        for name, m in methods.items()
+    }
+    notes["conformal"] = {"val_split": val_split, "calibration": len(cal),
+                          "held_out": len(held_out), "thresholds": thresholds}  # fmt: skip
+    rows = [{"split": val_split, "split_role": cache.role(val_split), "scorer": name,
+             "metric": "conformal_threshold", "value": q, "n": len(cal)}
+            for name, q in thresholds.items()]  # fmt: skip
+    for split in labeled:  # splits outside, methods inside: each split is loaded once
+        out = cache.outputs[split]
+        u = u_val if split == val_split else uniforms(len(out.labels), seed, split)
+        keep = held_out if split == val_split else np.arange(len(out.labels))
+        if len(keep) == 0:
+            continue
+        logits, labels = logits_of(out)[keep], out.labels[keep]
+        for name, method in methods.items():
+            sets = prediction_sets(method, logits, u[keep], thresholds[name])
+            covered = sets[np.arange(len(keep)), labels]
             for metric, value in (
                 ("conformal_coverage", covered.mean()),
                 ("conformal_set_size", sets.sum(1).mean()),

@@ -5,8 +5,8 @@ other eval_id moves (docs/scorers.md):
 - `ece_adaptive_bins: B`: `ece_adaptive` (equal-mass bins, harness/metrics.py) on every
   labelled split, of the raw logits (scorer empty, beside `ece`) and of each calibrator's
   (scorer = its name, beside its `ece`).
-- `conformal: {alpha, calibration_fraction, seed, methods}`: split conformal prediction
-  sets (harness/conformal.py).
+- `conformal: {alpha, calibration_fraction, seed, calibrator, methods}`: split conformal
+  prediction sets (harness/conformal.py).
 """
 
 from __future__ import annotations
@@ -45,5 +45,5 @@ def rows(
                 out.append({"split": split, "split_role": role, "scorer": name,
                             "metric": "ece_adaptive", "value": value, "n": len(o.labels)})  # fmt: skip
     if ev.get("conformal"):
-        out += conformal.conformal_rows(cache, ev["conformal"], labeled, notes)
+        out += conformal.conformal_rows(cache, ev["conformal"], labeled, calibrators, notes)
     return out

@@ -196,6 +196,11 @@ GOOD = {"alpha": 0.1, "calibration_fraction": 0.5, "seed": 0,
         ),
         ("conformal", {**GOOD, "seed": "x"}, "conformal.seed must be an integer"),
         ("conformal", {**GOOD, "level": 0.9}, "unknown entries"),
+        (
+            "conformal",
+            {**GOOD, "calibrator": "platt"},
+            "conformal.calibrator must be null or one of",
+        ),
         ("conformal", {**GOOD, "methods": {}}, "conformal.methods must be a non-empty mapping"),
         (
             "conformal",

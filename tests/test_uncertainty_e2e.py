@@ -110,3 +110,20 @@ def test_uncertainty_eval_rows_match_a_recomputation_from_the_cache(tmp_path):
     plain = pd.read_parquet(RunDir.at(run_dir).posthoc(eid).rows)
     assert not plain["metric"].isin(["ece_adaptive", "conformal_coverage"]).any()
     assert not plain["scorer"].isin(["vector_scaling", "matrix_scaling", "lac"]).any()
+
+    # conformal.calibrator: the sets of temperature-scaled probabilities (T refitted here)
+    ev = OmegaConf.to_container(
+        compose_config(["eval=uncertainty", "eval.conformal.calibrator=temperature_scaling"]).eval,
+        resolve=True,
+    )
+    eid, _ = evaluate_run(run_dir, ev)
+    scaled = pd.read_parquet(RunDir.at(run_dir).posthoc(eid).rows)
+    t = metrics.fit_temperature(val.logits, val.labels)
+    p_val = softmax_rows(val.logits.astype(np.float64) / t)
+    q = brute_quantile([1 - p_val[i, val.labels[i]] for i in cal_idx], 0.1)
+    sel = scaled[(scaled["scorer"] == "lac") & (scaled["metric"] == "conformal_threshold")]
+    assert sel["value"].item() == pytest.approx(q)
+    o = cache.outputs["id_test"]
+    sizes = (1 - softmax_rows(o.logits.astype(np.float64) / t) <= q).sum(1)
+    sel = scaled[(scaled["split"] == "id_test") & (scaled["metric"] == "conformal_set_size")]
+    assert sel.set_index("scorer")["value"]["lac"] == pytest.approx(sizes.mean())
