@@ -168,8 +168,12 @@ def conformal_rows(
         name: threshold(true_label_scores(m, val_logits[cal], val.labels[cal], u_val[cal]), alpha)
         for name, m in methods.items()
     }
-    notes["conformal"] = {"val_split": val_split, "calibration": len(cal),
-                          "held_out": len(held_out), "thresholds": thresholds}  # fmt: skip
+    # (the thresholds are rows, not notes: +inf is no JSON number)
+    notes["conformal"] = {
+        "val_split": val_split,
+        "calibration": len(cal),
+        "held_out": len(held_out),
+    }
     rows = [{"split": val_split, "split_role": cache.role(val_split), "scorer": name,
              "metric": "conformal_threshold", "value": q, "n": len(cal)}
             for name, q in thresholds.items()]  # fmt: skip

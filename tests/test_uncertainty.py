@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from harness import conformal, metrics
+from harness import conformal, metrics, registry
 from harness.config import validate_eval
 from harness.keys import eval_id
 from methods.conformal.aps import APS
@@ -222,6 +222,10 @@ GOOD = {"alpha": 0.1, "calibration_fraction": 0.5, "seed": 0,
 def test_bad_uncertainty_entries_are_refused_naming_them(entry, value, message):
     with pytest.raises(ValueError, match=message):
         validate_eval({**BASE, entry: value})
+
+
+def test_the_conformal_methods_are_listed():
+    assert registry.available("conformal") == ["aps", "lac", "raps"]
 
 
 def test_good_entries_pass_and_null_entries_keep_the_eval_id():
