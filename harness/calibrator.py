@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import log_softmax, softmax
+from scipy.special import log_softmax
 
 
 class Calibrator:
@@ -33,10 +33,8 @@ def fit_affine(
     where its relative improvement falls below tolerance, with large weights. `converged` is
     L-BFGS's own success flag (False: max_iter reached or the line search failed)."""
     z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(labels)
+    rows, y = np.arange(len(z)), np.asarray(labels)
     n, k = z.shape
-    onehot = np.zeros((n, k))
-    onehot[np.arange(n), y] = 1.0
     w0 = np.ones(k) if diagonal else np.eye(k).ravel()
     x0 = np.concatenate([w0, np.zeros(k)])
 
@@ -44,13 +42,17 @@ def fit_affine(
         w, b = x[:-k], x[-k:]
         out = z * w + b if diagonal else z @ w.reshape(k, k).T + b
         logp = log_softmax(out, axis=1)
-        g = (softmax(out, axis=1) - onehot) / n  # d mean-NLL / d out
+        g = np.exp(logp)  # d mean-NLL / d out = (softmax - onehot) / n
+        g[rows, y] -= 1.0
+        g /= n
         gw = (g * z).sum(axis=0) if diagonal else (g.T @ z).ravel()
-        return float(-(logp * onehot).sum() / n), np.concatenate([gw, g.sum(axis=0)])
+        return float(-logp[rows, y].mean()), np.concatenate([gw, g.sum(axis=0)])
 
+    # tolerances: the NLL within ~1e-9 of its minimum (tests compare to 1e-4), in about
+    # half the iterations of scipy's tightest settings
     res = minimize(
         nll_and_grad, x0, jac=True, method="L-BFGS-B",
-        options={"maxiter": max_iter, "gtol": 1e-9, "ftol": 1e-14},
+        options={"maxiter": max_iter, "gtol": 1e-6, "ftol": 1e-11},
     )  # fmt: skip
     w = res.x[:-k] if diagonal else res.x[:-k].reshape(k, k)
     return w, res.x[-k:], bool(res.success)
