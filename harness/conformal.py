@@ -104,8 +104,9 @@ def check_settings(ev: Mapping[str, Any]) -> None:
         v = c.get(key)
         if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1:
             raise ValueError(f"eval.conformal.{key} must be a number in (0, 1), got {v!r}")
-    if isinstance(c.get("seed", 0), bool) or not isinstance(c.get("seed", 0), int):
-        raise ValueError(f"eval.conformal.seed must be an integer, got {c['seed']!r}")
+    seed = c.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"eval.conformal.seed must be a non-negative integer, got {seed!r}")
     name = c.get("calibrator")
     if name is not None and name not in (ev.get("calibrators") or {}):
         known = sorted(ev.get("calibrators") or {})
