@@ -83,7 +83,12 @@ def make_keys(payload: dict[str, Any]) -> RunKeys:
 
 
 # Eval config entries whose absence means a built-in default (docs/results.md, "eval_id").
-EVAL_BUILTIN_DEFAULTS: dict[str, Any] = {"estimators": DEFAULT_ESTIMATORS}
+# `ece_adaptive_bins` / `conformal` null = no rows, the same stage as leaving them out.
+EVAL_BUILTIN_DEFAULTS: dict[str, Any] = {
+    "estimators": DEFAULT_ESTIMATORS,
+    "ece_adaptive_bins": None,
+    "conformal": None,
+}
 
 
 def eval_identity(eval_cfg: dict[str, Any]) -> dict[str, Any]:

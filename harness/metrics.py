@@ -35,6 +35,20 @@ def ece(logits: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     return float(value)
 
 
+def ece_adaptive(logits: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
+    """ECE over equal-mass confidence bins (Nguyen & O'Connor, 2015; "adaptive" binning as in
+    Nixon et al., 2019, top-label): examples sorted by confidence (stable, so ties keep their
+    order), the one at rank r (0-based) of N in bin floor(r * n_bins / N); sum over bins of
+    n_b / N * |accuracy_b - mean confidence_b|. Fewer examples than bins: empty bins drop."""
+    probs = softmax(logits.astype(np.float64), axis=1)
+    confidence, correct = probs.max(axis=1), predictions(logits) == labels
+    n = len(labels)
+    order = np.argsort(confidence, kind="stable")
+    bins = np.arange(n) * n_bins // n
+    gap = np.bincount(bins, confidence[order] - correct[order], minlength=n_bins)
+    return float(np.abs(gap).sum() / n)  # |sum of gaps| = n_b * |mean gap| per bin
+
+
 def msp(logits: np.ndarray) -> np.ndarray:
     """Maximum softmax probability: higher = more confident / more in-distribution."""
     return softmax(logits.astype(np.float64), axis=1).max(axis=1)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import estimator, metrics, ood_rows, registry
+from harness import estimator, metrics, ood_rows, registry, uncertainty
 from harness.data import LABELED_ROLES
 from harness.keys import RESULTS_VERSION, eval_id, eval_identity, posthoc_key
 from harness.outputs import Head, Outputs
@@ -259,7 +259,7 @@ def compute(
                     add(split, **row)
         scores[split] = frame
 
-    vals = cache.splits("val")
+    vals, fitted_calibrators = cache.splits("val"), {}
     for name, cal_cfg in (cfg.get("calibrators") or {}).items():
         if not vals:
             notes["skipped_calibrators"] = {name: "no val split to fit on"}
@@ -268,6 +268,7 @@ def compute(
         calibrator = registry.construct(cls, cal_cfg)
         val = cache.outputs[vals[0]]
         calibrator.fit(val.logits, val.labels)
+        fitted_calibrators[name] = calibrator
         for param, value in calibrator.params().items():
             add(vals[0], scorer=name, metric=param, value=float(value), n=len(val.labels))
         for split in labeled:
@@ -324,6 +325,7 @@ def compute(
         _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, cfg["coverages"])
 
     _estimator_rows(add, cache, labeled, cfg, notes)
+    rows += uncertainty.rows(cache, cfg, labeled, fitted_calibrators, notes)  # opt-in entries
     return rows + ood_rows.protocol_rows(rows, scores, cache, id_tests, cfg, notes), scores, notes
 
 

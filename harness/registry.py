@@ -13,10 +13,12 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def available(group: str) -> list[str]:
     """Names of the plugins of a config group (the YAML files in conf/<group>/); scorers,
-    calibrators and estimators are configured inside conf/eval/, so for them the modules
-    (methods/<group>s/) are listed."""
-    if group in ("scorer", "calibrator", "estimator"):
-        folder = CONF_DIR.parent / "methods" / f"{group}s"
+    calibrators, estimators and conformal methods are configured inside conf/eval/, so for
+    them the modules (methods/<group>s/, methods/conformal/) are listed."""
+    folders = {"scorer": "scorers", "calibrator": "calibrators", "estimator": "estimators",
+               "conformal": "conformal"}  # fmt: skip
+    if group in folders:
+        folder = CONF_DIR.parent / "methods" / folders[group]
         return sorted(p.stem for p in folder.glob("[!_]*.py"))
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 

@@ -29,7 +29,16 @@ SETTING_COLUMNS = [
     "selection_rule",
 ]
 INDEX = ["model", "method", "setting_id", "eval_id"]
-LOWER_IS_BETTER = {"ece", "nll", "brier", "aurc", "e_aurc", "abs_error"}
+LOWER_IS_BETTER = {
+    "ece",
+    "ece_adaptive",
+    "nll",
+    "brier",
+    "aurc",
+    "e_aurc",
+    "abs_error",
+    "conformal_set_size",
+}
 ROW_KEY = ["split", "split_role", "scorer", "metric", "group_key", "group_value"]
 BOOTSTRAP_RESAMPLES = 1000
 # Metrics that are proportions (or rates) in [0, 1], by name or prefix: a t interval over few
