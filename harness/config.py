@@ -16,6 +16,7 @@ from harness.outputs import FEATURE_DTYPES
 from harness.retention import check_policy
 from harness.rundir import runs_root
 from harness.samplers import check_group_sampler
+from harness.search import check_objective_format
 from harness.selection import EPOCH_RULES, is_epoch_rule
 
 
@@ -92,6 +93,7 @@ def validate(cfg: dict[str, Any]) -> None:
     if t.get("group_sampler") is not None:
         check_group_sampler(t["group_sampler"], t["batch_size"])
     augment.validate(cfg.get("augment"))
+    check_objective_format(cfg.get("sweep_objective"))
     if augment.augment_name(cfg.get("augment")) != "none" and t["epochs"] == 0:
         raise ValueError(
             f"augment={augment.augment_name(cfg['augment'])} augments training, and "

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import registry
 from harness.augment import augment_name, check_refusals
+from harness.callbacks import job_status_path  # also registers ${process_token:}
 from harness.config import build_dataset, build_method, check_writable, validate, validate_plugins
 from harness.data import Benchmark, resolve_transform
 from harness.derived import Parent, plan
@@ -42,7 +43,7 @@ from harness.posthoc import evaluate_run
 from harness.probe import execute_probe
 from harness.retention import apply_policy, require_best
 from harness.rundir import LockHeld, RunDir, RunLock
-from harness.search import apply_hparams_seed
+from harness.search import apply_hparams_seed, check_objective
 from harness.store import atomic_write_json, atomic_write_text, provenance
 from harness.table import overall
 
@@ -191,6 +192,7 @@ def run_log(path: Path) -> Iterator[None]:
 def load(c: dict[str, Any], adapter: Any, rd: RunDir) -> RunModel:
     """The benchmark (limited), the seeded model and its evaluation transform."""
     bench: Benchmark = adapter.load(Path(c["cache_dir"])).limited(c["dataset"].get("limit"))
+    check_objective(c.get("sweep_objective"), bench)  # a typo refused before training
     seed_everything(c["seed"])
     training = c["trainer"]["epochs"] > 0
     model = create_model(c["model"], bench, train=training)
@@ -414,7 +416,7 @@ def main(cfg: DictConfig) -> float | None:
         log.exception("job failed; the sweep goes on")
     finally:
         if multirun:
-            atomic_write_json(Path(hc.runtime.output_dir) / "job_status.json", status)
+            atomic_write_json(job_status_path(hc.runtime.output_dir), status)
     return sweep_objective(cfg, status)
 
 
