@@ -267,6 +267,11 @@ def stage_rows_path(stage: Path) -> Path:
     return stage / "rows.parquet"
 
 
+def stage_done_path(stage: Path) -> Path:
+    """DONE of a stage folder listed by finished_stages."""
+    return stage / DONE
+
+
 def stage_identity(stage: Path) -> str:
     """ "<run folder>/<eval_id>" of a stage folder listed by finished_stages."""
     return f"{stage.parent.parent.name}/{stage.name}"

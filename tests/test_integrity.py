@@ -123,3 +123,41 @@ def pytest_approx(x):
     import pytest
 
     return pytest.approx(x, abs=1e-12)
+
+
+def test_a_damaged_posthoc_rows_file_is_computed_again_on_a_rerun(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+    from hydra.core.global_hydra import GlobalHydra
+
+    from harness import evaluate
+    from harness import run as run_mod
+    from harness.rundir import RunDir
+
+    from .conftest import compose_config, run_rows
+
+    overrides = [*TINY, f"results_dir={tmp_path}", "eval=minimal"]
+    first = run_mod.run(compose_config(overrides))
+    rd = RunDir(tmp_path, first["run_id"])
+    original = run_rows(rd.path)
+    [rows_file] = list(rd.path.glob("posthoc/*/rows.parquet"))
+    measured = ["split", "group_key", "group_value", "scorer", "metric", "value", "n"]
+
+    def same_as_original():
+        again = run_rows(rd.path)
+        pd.testing.assert_frame_equal(again[measured], original[measured], check_exact=True)
+
+    data = rows_file.read_bytes()
+    rows_file.write_bytes(data[: len(data) // 2])  # truncated: no footer
+    assert run_mod.run(compose_config(overrides))["skipped"]  # the run itself is finished
+    same_as_original()
+    # the same through harness.evaluate, and for a readable file with rows missing
+    original.head(3).to_parquet(rows_file)
+    eval_dir = rows_file.parent.name
+    monkeypatch.setattr(sys, "argv", ["harness.evaluate", f"run={tmp_path}", "eval=minimal"])
+    try:
+        evaluate.main()
+    finally:
+        GlobalHydra.instance().clear()
+    assert "1 run(s) evaluated, 0 already had it" in capsys.readouterr().out
+    assert rows_file.parent.name == eval_dir
+    same_as_original()
