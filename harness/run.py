@@ -42,7 +42,7 @@ from harness.models import create_model, model_label, resolve_device, save_head
 from harness.posthoc import evaluate_run
 from harness.probe import execute_probe
 from harness.retention import apply_policy, require_best
-from harness.rundir import LockHeld, RunDir, RunLock
+from harness.rundir import LockHeld, RunDir, RunLock, check_not_linked
 from harness.search import apply_hparams_seed, check_objective
 from harness.store import atomic_write_json, atomic_write_text, provenance
 from harness.table import overall
@@ -110,6 +110,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     in_key = {name: p.keys.run_id for name, p in parents.items() if p.in_key}
     keys = make_keys(run_payload(c, adapter, in_key))
     rd = RunDir(c["results_dir"], keys.run_id)
+    check_not_linked(rd.path)  # never written or skipped through a symbolic link
     summary = {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": True}
     if rd.is_complete():
         log.info("skip: run %s is already finished (%s)", keys.run_id, rd.path)

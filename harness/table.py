@@ -130,8 +130,9 @@ STAGE_COLUMNS = ("run_id", "eval_id", "split", "scorer", "metric", "value")
 def _read_one(stage: Path) -> pa.Table | Exception:
     try:
         path = stage_rows_path(stage)
-        # opening a FIFO (or a device) would block forever: regular files only
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        # opening a FIFO (or a device) would block forever: regular files only,
+        # and never through a symbolic link (lstat), like run folders (rundir._subdirs)
+        if not stat.S_ISREG(os.lstat(path).st_mode):
             raise ValueError("not a regular file")
         # one thread per file (the pool below is the parallelism); ParquetFile.read costs a
         # third of read_table's per-file overhead on files of 50 rows

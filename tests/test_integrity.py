@@ -5,9 +5,13 @@ two roots, symlinks under runs/, stored configs that are never instantiated."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
+
+import pandas as pd
+import pytest
 
 from .conftest import TINY, run_cli
 
@@ -161,3 +165,190 @@ def test_a_damaged_posthoc_rows_file_is_computed_again_on_a_rerun(tmp_path, monk
     assert "1 run(s) evaluated, 0 already had it" in capsys.readouterr().out
     assert rows_file.parent.name == eval_dir
     same_as_original()
+
+
+# ---------------------------------------------------------------- merge and symlinks
+
+DIGITS = [*TINY, "dataset=digits_c", "dataset.families=[noise]", "dataset.severities=[1]"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """Two finished tiny digits_c runs (seeds 0 and 1), each in a root of its own."""
+    from harness import run as run_mod
+
+    from .conftest import compose_config
+
+    base = tmp_path_factory.mktemp("finished")
+    out = {}
+    for seed in (0, 1):
+        root = base / f"seed{seed}"
+        summary = run_mod.run(
+            compose_config(
+                [
+                    *DIGITS,
+                    f"seed={seed}",
+                    f"results_dir={root}",
+                    f"cache_dir={base / 'cache'}",
+                    "eval=minimal",
+                ]
+            )
+        )
+        out[seed] = (root, summary["run_id"])
+    return out
+
+
+def copy_root(source, target):
+    shutil.copytree(source, target, symlinks=True)
+    return target
+
+
+def measured(root):
+    """The numbers of a root as the leaderboard collects them, in a fixed order."""
+    from harness.table import collect
+
+    table, _ = collect(root)
+    cols = ["run_id", "eval_id", "split", "group_key", "group_value", "scorer", "metric"]
+    return table[[*cols, "value", "n"]].sort_values(cols).reset_index(drop=True)
+
+
+def test_merge_copies_new_runs_reports_identical_ones_and_never_overwrites_a_conflict(
+    tmp_path, finished
+):
+    (a, run0), (b, run1) = finished[0], finished[1]
+    src, dst = copy_root(a, tmp_path / "src"), tmp_path / "dst"
+    proc = run_cli([str(src), str(dst)], cwd=tmp_path, module="harness.merge")
+    assert "1 copied" in proc.stdout
+    pd.testing.assert_frame_equal(measured(dst), measured(a), check_exact=True)
+    assert sorted(p.name for p in dst.iterdir()) == ["runs"]  # no staging folder left
+    again = run_cli([f"src={src}", f"dst={dst}"], cwd=tmp_path, module="harness.merge")
+    assert "1 present" in again.stdout
+
+    # the same run_id with other numbers (another machine), beside a run dst lacks
+    other = copy_root(a, tmp_path / "other")
+    [rows_file] = list(other.glob(f"runs/{run0}/posthoc/*/rows.parquet"))
+    rows = pd.read_parquet(rows_file)
+    changed = rows.index[(rows["metric"] == "accuracy") & (rows["split"] == "id_test")][0]
+    rows.loc[changed, "value"] += 0.25
+    rows.to_parquet(rows_file)
+    shutil.copytree(b / "runs" / run1, other / "runs" / run1)
+    before = measured(dst)
+    proc = run_cli([str(other), str(dst)], cwd=tmp_path, module="harness.merge", check=False)
+    assert proc.returncode == 1
+    assert "1 conflict" in proc.stdout and "1 copied" in proc.stdout
+    assert f"conflict {run0}: 1 numbers of post-hoc" in proc.stderr
+    assert str(other / "runs" / run0) in proc.stderr and str(dst / "runs" / run0) in proc.stderr
+    assert "id_test/accuracy" in proc.stderr
+    after = measured(dst)
+    pd.testing.assert_frame_equal(
+        after[after["run_id"] == run0].reset_index(drop=True), before, check_exact=True
+    )
+    pd.testing.assert_frame_equal(
+        after[after["run_id"] == run1].reset_index(drop=True),
+        measured(b),
+        check_exact=True,
+    )
+
+
+def test_merge_adds_a_stage_only_src_has_and_a_killed_copy_leaves_no_half_run(
+    tmp_path, finished, monkeypatch
+):
+    from harness import merge as merge_mod
+    from harness.posthoc import evaluate_run
+    from harness.rundir import RunDir, merge_staging
+    from harness.table import collect
+
+    a, run0 = finished[0]
+    dst = copy_root(a, tmp_path / "dst")
+    src = copy_root(a, tmp_path / "src")
+    from .conftest import compose_config
+
+    eval_cfg = dict(
+        run_mod_container(compose_config([*DIGITS, "eval=minimal", "eval.ece_bins=7"]).eval)
+    )
+    new_id, _ = evaluate_run(RunDir(src, run0).path, eval_cfg)
+    table = merge_mod.merge(src, dst)
+    assert table.set_index("run_id").loc[run0, "action"] == "present"
+    assert new_id in table.set_index("run_id").loc[run0, "why"]
+    pd.testing.assert_frame_equal(measured(dst), measured(src), check_exact=True)
+
+    # killed between the copy and the rename: DST's runs/ never holds a half run, and a
+    # staging folder a SIGKILL left is not read by anyone
+    fresh = tmp_path / "fresh"
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(merge_mod.os, "rename", killed)
+    with pytest.raises(KeyboardInterrupt):
+        merge_mod.merge(src, fresh)
+    assert not any((fresh / "runs").glob("*"))
+    leftover = merge_staging(fresh, "1.dead")
+    shutil.copytree(src / "runs" / run0, leftover / run0)
+    table, skipped = collect(fresh)
+    assert table.empty and not skipped
+
+
+def run_mod_container(node):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(node, resolve=True)
+
+
+def test_symlinks_under_runs_are_refused_by_every_command(tmp_path, finished, monkeypatch):
+    from harness import merge as merge_mod
+    from harness import run as run_mod
+    from harness.prune import prune
+    from harness.rundir import RunDir
+    from harness.status import run_statuses
+    from harness.table import collect
+
+    from .conftest import compose_config
+
+    (a, run0), (b, run1) = finished[0], finished[1]
+    root = copy_root(a, tmp_path / "root")
+    elsewhere = copy_root(b, tmp_path / "elsewhere")
+    link = root / "runs" / run1
+    link.symlink_to(elsewhere / "runs" / run1, target_is_directory=True)
+    target_best = RunDir(elsewhere, run1).best_checkpoint
+    assert target_best.exists()
+
+    with pytest.warns(UserWarning, match="symbolic link"):
+        table, skipped = collect(root)
+    assert set(table["run_id"]) == {run0}
+    assert [str(p) for p, why in skipped if "symbolic link" in why] == [str(link)]
+    with pytest.warns(UserWarning, match="symbolic link"):
+        assert list(run_statuses(root)["run_id"]) == [run0]
+    with pytest.warns(UserWarning, match="symbolic link"):
+        pruned = prune(root, "none")
+    assert list(pruned["run_id"]) == [run0] and target_best.exists()
+    with pytest.warns(UserWarning, match="symbolic link"):
+        assert list(merge_mod.merge(root, tmp_path / "m")["run_id"]) == [run0]
+    assert not (tmp_path / "m" / "runs" / run1).exists()
+    # a link where merge would write: refused, the link's target untouched
+    dst = copy_root(a, tmp_path / "dst")
+    (dst / "runs" / run1).symlink_to(tmp_path / "nowhere", target_is_directory=True)
+    result = merge_mod.merge(b, dst).set_index("run_id")
+    assert result.loc[run1, "action"] == "refused" and "symbolic link" in result.loc[run1, "why"]
+    assert not (tmp_path / "nowhere").exists()
+    # harness.run and harness.evaluate refuse a run folder that is a link
+    cfg = compose_config(
+        [
+            *DIGITS,
+            "seed=1",
+            f"results_dir={root}",
+            f"cache_dir={a.parent / 'cache'}",
+            "eval=minimal",
+        ]
+    )
+    with pytest.raises(ValueError, match="symbolic link"):
+        run_mod.run(cfg)
+    proc = run_cli([f"run={link}"], cwd=tmp_path, module="harness.evaluate", check=False)
+    assert proc.returncode != 0 and "symbolic link" in proc.stderr
+    # a rows.parquet that is a link is not read either
+    [rows_file] = list((root / "runs" / run0).glob("posthoc/*/rows.parquet"))
+    real = tmp_path / "rows.parquet"
+    shutil.move(rows_file, real)
+    rows_file.symlink_to(real)
+    with pytest.warns(UserWarning, match="not a regular file"):
+        assert collect(root)[0].empty
