@@ -352,3 +352,55 @@ def test_symlinks_under_runs_are_refused_by_every_command(tmp_path, finished, mo
     rows_file.symlink_to(real)
     with pytest.warns(UserWarning, match="not a regular file"):
         assert collect(root)[0].empty
+
+
+def test_a_stored_config_or_eval_json_is_never_instantiated(
+    tmp_path, finished, monkeypatch, capsys
+):
+    """Hydra instantiates a `_target_` given on the command line (expected); a config.yaml,
+    eval.json or key.json inside a results root is data, read by no command as a plugin."""
+    import json
+
+    import yaml
+    from hydra.core.global_hydra import GlobalHydra
+
+    from harness import evaluate
+    from harness.merge import merge
+    from harness.prune import prune
+    from harness.report.build import write_leaderboard
+    from harness.report.export import export, load_table
+    from harness.status import run_statuses
+
+    a, run0 = finished[0]
+    root = copy_root(a, tmp_path / "root")
+    canary = tmp_path / "instantiated"
+    evil = {"_target_": "builtins.open", "file": str(canary), "mode": "w"}
+    run_dir = root / "runs" / run0
+    planted = yaml.safe_load((run_dir / "config.yaml").read_text())
+    planted.update(_target_=evil["_target_"], file=str(canary), mode="w")
+    for group in ("dataset", "method", "model", "trainer"):
+        planted[group] = {**planted[group], **evil}
+    planted["eval"]["scorers"]["evil"] = evil
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(planted))
+    [stage] = list(run_dir.glob("posthoc/*"))
+    eval_json = json.loads((stage / "eval.json").read_text())
+    eval_json["scorers"]["evil"] = evil
+    (stage / "eval.json").write_text(json.dumps({**eval_json, **evil}))
+    key = json.loads((run_dir / "key.json").read_text())
+    key["payload"]["method"] = {**key["payload"].get("method", {}), **evil}
+    (run_dir / "key.json").write_text(json.dumps(key))
+
+    write_leaderboard(root, outputs=["markdown", "html"])
+    run_statuses(root)
+    export(load_table(root), ["method"], "split", "accuracy", "markdown", 3)
+    merge(root, tmp_path / "merged")
+    prune(root, "best", dry_run=True)
+    monkeypatch.setattr(
+        sys, "argv", ["harness.evaluate", f"run={root}", "eval=minimal", "eval.ece_bins=9"]
+    )
+    try:
+        evaluate.main()
+    finally:
+        GlobalHydra.instance().clear()
+    assert "1 run(s) evaluated" in capsys.readouterr().out
+    assert not canary.exists()
