@@ -1,8 +1,8 @@
 """Every path of a run directory, its lock, and reading its key.json and DONE.
 
 The run directory is the contract between every stage (docs/results.md): the forward stage
-writes it, the post-hoc stage and the leaderboard read it, and copying it between machines
-merges results. This module is the only place that spells a path inside it:
+writes it, the post-hoc stage and the leaderboard read it, and `python -m harness.merge`
+copies it between results roots. This module is the only place that spells a path inside it:
 
     <results_dir>/runs/<run_id>/
       config.yaml key.json run.log transform.json benchmark.json run_info.json tta.json
