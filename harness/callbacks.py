@@ -53,6 +53,11 @@ class SweepEnd(Callback):
         self.leaderboard = leaderboard
         self.lock: RunLock | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the submitit and joblib launchers pickle the Hydra context, callbacks included:
+        # the lock (a heartbeat thread) stays with the launching process
+        return {**self.__dict__, "lock": None}
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         self.lock = RunLock(RunDir.at(sweep_dir), stale_after=180.0, heartbeat=30.0)

@@ -4,6 +4,8 @@ two roots, symlinks under runs/, stored configs that are never instantiated."""
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -12,8 +14,27 @@ import time
 
 import pandas as pd
 import pytest
+import yaml
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
-from .conftest import TINY, run_cli
+from harness import evaluate
+from harness import export as export_cmd
+from harness import merge as merge_mod
+from harness import run as run_mod
+from harness import train as train_mod
+from harness.merge import merge
+from harness.posthoc import evaluate_run
+from harness.prune import prune
+from harness.registry import CONF_DIR
+from harness.report.build import write_leaderboard
+from harness.report.export import export, load_table
+from harness.rundir import RunDir, merge_staging
+from harness.search import objective_value
+from harness.status import run_statuses
+from harness.table import collect
+
+from .conftest import TINY, compose_config, run_cli, run_rows
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OUTDATED_IGNORE": "1"}
 
@@ -82,12 +103,6 @@ def test_a_sweep_folder_given_twice_is_refused_while_in_use_and_counts_only_its_
 
 
 def test_a_misspelt_sweep_objective_is_refused_before_training(tmp_path, monkeypatch):
-    import pytest
-
-    from harness import run as run_mod
-    from harness import train as train_mod
-
-    from .conftest import compose_config
 
     monkeypatch.setattr(train_mod, "train", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match=r"sweep_objective must be <split>/<metric>"):
@@ -106,38 +121,18 @@ def test_a_misspelt_sweep_objective_is_refused_before_training(tmp_path, monkeyp
 
 
 def test_the_worst_group_objective_is_the_lowest_group_accuracy(tmp_path):
-    import pandas as pd
-
-    from harness import run as run_mod
-    from harness.search import objective_value
-
-    from .conftest import compose_config
 
     cfg = compose_config([*TINY, f"results_dir={tmp_path}", "eval=minimal"])
     summary = run_mod.run(cfg)
-    eval_cfg = run_mod.OmegaConf.to_container(cfg.eval, resolve=True)
+    eval_cfg = OmegaConf.to_container(cfg.eval, resolve=True)
     value = objective_value(summary["run_dir"], eval_cfg, "val/worst_group_accuracy")
     # independently: the per-example predictions of val, grouped by label (maze's groups)
     [rows] = list((tmp_path / "runs").glob("*/posthoc/*/scores/val.parquet"))
     scores = pd.read_parquet(rows)
-    assert value == pytest_approx(scores.groupby("label")["correct"].mean().min())
-
-
-def pytest_approx(x):
-    import pytest
-
-    return pytest.approx(x, abs=1e-12)
+    assert value == pytest.approx(scores.groupby("label")["correct"].mean().min(), abs=1e-12)
 
 
 def test_a_damaged_posthoc_rows_file_is_computed_again_on_a_rerun(tmp_path, monkeypatch, capsys):
-    import pandas as pd
-    from hydra.core.global_hydra import GlobalHydra
-
-    from harness import evaluate
-    from harness import run as run_mod
-    from harness.rundir import RunDir
-
-    from .conftest import compose_config, run_rows
 
     overrides = [*TINY, f"results_dir={tmp_path}", "eval=minimal"]
     first = run_mod.run(compose_config(overrides))
@@ -175,9 +170,6 @@ DIGITS = [*TINY, "dataset=digits_c", "dataset.families=[noise]", "dataset.severi
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """Two finished tiny digits_c runs (seeds 0 and 1), each in a root of its own."""
-    from harness import run as run_mod
-
-    from .conftest import compose_config
 
     base = tmp_path_factory.mktemp("finished")
     out = {}
@@ -205,7 +197,6 @@ def copy_root(source, target):
 
 def measured(root):
     """The numbers of a root as the leaderboard collects them, in a fixed order."""
-    from harness.table import collect
 
     table, _ = collect(root)
     cols = ["run_id", "eval_id", "split", "group_key", "group_value", "scorer", "metric"]
@@ -253,18 +244,15 @@ def test_merge_copies_new_runs_reports_identical_ones_and_never_overwrites_a_con
 def test_merge_adds_a_stage_only_src_has_and_a_killed_copy_leaves_no_half_run(
     tmp_path, finished, monkeypatch
 ):
-    from harness import merge as merge_mod
-    from harness.posthoc import evaluate_run
-    from harness.rundir import RunDir, merge_staging
-    from harness.table import collect
 
     a, run0 = finished[0]
     dst = copy_root(a, tmp_path / "dst")
     src = copy_root(a, tmp_path / "src")
-    from .conftest import compose_config
 
     eval_cfg = dict(
-        run_mod_container(compose_config([*DIGITS, "eval=minimal", "eval.ece_bins=7"]).eval)
+        OmegaConf.to_container(
+            compose_config([*DIGITS, "eval=minimal", "eval.ece_bins=7"]).eval, resolve=True
+        )
     )
     new_id, _ = evaluate_run(RunDir(src, run0).path, eval_cfg)
     table = merge_mod.merge(src, dst)
@@ -289,21 +277,7 @@ def test_merge_adds_a_stage_only_src_has_and_a_killed_copy_leaves_no_half_run(
     assert table.empty and not skipped
 
 
-def run_mod_container(node):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True)
-
-
 def test_symlinks_under_runs_are_refused_by_every_command(tmp_path, finished, monkeypatch):
-    from harness import merge as merge_mod
-    from harness import run as run_mod
-    from harness.prune import prune
-    from harness.rundir import RunDir
-    from harness.status import run_statuses
-    from harness.table import collect
-
-    from .conftest import compose_config
 
     (a, run0), (b, run1) = finished[0], finished[1]
     root = copy_root(a, tmp_path / "root")
@@ -359,17 +333,6 @@ def test_a_stored_config_or_eval_json_is_never_instantiated(
 ):
     """Hydra instantiates a `_target_` given on the command line (expected); a config.yaml,
     eval.json or key.json inside a results root is data, read by no command as a plugin."""
-    import json
-
-    import yaml
-    from hydra.core.global_hydra import GlobalHydra
-
-    from harness import evaluate
-    from harness.merge import merge
-    from harness.prune import prune
-    from harness.report.build import write_leaderboard
-    from harness.report.export import export, load_table
-    from harness.status import run_statuses
 
     a, run0 = finished[0]
     root = copy_root(a, tmp_path / "root")
@@ -451,9 +414,6 @@ COMMANDS = {
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_option_has_a_bad_value_case(command):
-    import yaml
-
-    from harness.registry import CONF_DIR
 
     _, conf, cases = COMMANDS[command]
     options = set(yaml.safe_load((CONF_DIR / conf).read_text())) - {"defaults", "hydra"}
@@ -464,10 +424,6 @@ def test_every_option_has_a_bad_value_case(command):
     ("command", "option"), [(c, o) for c, (_, _, cases) in COMMANDS.items() for o in cases]
 )
 def test_a_bad_value_of_each_option_is_named(command, option, tmp_path, monkeypatch, capsys):
-    import importlib
-
-    from hydra.core.global_hydra import GlobalHydra
-
     module, _, cases = COMMANDS[command]
     override, message = cases[option]
     override = override.replace("{tmp}", str(tmp_path))
@@ -487,13 +443,12 @@ def test_a_bad_value_of_each_option_is_named(command, option, tmp_path, monkeypa
 
 def test_export_takes_dataset_on_the_command_line(tmp_path, finished, monkeypatch, capsys):
     # conf/ has a `dataset` group: Hydra read dataset=NAME as a group choice and failed
-    from harness import export
 
     a, _ = finished[0]
     monkeypatch.setattr(
         sys, "argv", ["harness.export", f"results_dir={a}", "dataset=digits_c", "format=csv"]
     )
-    export.main()
+    export_cmd.main()
     out = capsys.readouterr().out
     assert out.startswith("method,") and "erm" in out
 
