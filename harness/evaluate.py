@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from harness.registry import CONF_DIR
-from harness.rundir import RunDir, run_dirs
+from harness.rundir import RunDir, check_not_linked, run_dirs
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="evaluate", version_base="1.3")
@@ -21,6 +21,8 @@ def main(cfg: DictConfig) -> None:
     validate_eval(eval_cfg)
     root = Path(cfg.run)
     given = RunDir.at(root)
+    if given.benchmark_json.is_file():  # a run folder that is a symbolic link: refused
+        check_not_linked(root)  # (as under runs/; a results root may be a link)
     runs = (
         [given]
         if given.benchmark_json.is_file()

@@ -13,6 +13,9 @@ built by harness/report/export.py; this is the command (options: conf/export.yam
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -23,9 +26,19 @@ from harness.store import atomic_write_text
 __all__ = ["export", "load_table", "main"]
 
 
+# conf/ has a `dataset` config group, so Hydra reads `dataset=NAME` as choosing a group (and
+# fails); main() passes it under this name instead, with Hydra's value grammar intact.
+DATASET_ARG = "export_dataset"
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def _app(cfg: DictConfig) -> None:
+    from harness.config import validate_export
+
     c = OmegaConf.to_container(cfg, resolve=True)
+    if DATASET_ARG in c:
+        c["dataset"] = c.pop(DATASET_ARG)
+    validate_export(c)
     rows = [c["rows"]] if isinstance(c["rows"], str) else list(c["rows"])
     text = export(
         load_table(c["results_dir"]),
@@ -45,6 +58,21 @@ def main(cfg: DictConfig) -> None:
         print(f"wrote {c['output']}")
     else:
         print(text, end="")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """python -m harness.export [key=value ...]; `dataset=NAME` becomes +export_dataset=NAME
+    before Hydra reads argv."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    args = [
+        f"+{DATASET_ARG}={a[len('dataset=') :]}" if a.startswith("dataset=") else a for a in args
+    ]
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "harness.export", *args]
+    try:
+        _app()
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from harness.outputs import Head, Outputs
 from harness.rundir import RunDir, dataset_eval_path
 from harness.scorer import FitData, Scorer, check_finite, inapplicable
 from harness.store import atomic_write_json, atomic_write_parquet, now_iso, provenance
-from harness.table import ROW_COLUMNS
+from harness.table import ROW_COLUMNS, stage_problem
 
 log = logging.getLogger("harness.posthoc")
 
@@ -412,9 +412,12 @@ def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any]) -> tuple[str, bo
     """Runs the post-hoc stage of eval_cfg on a run directory; (eval_id, skipped)."""
     eid = eval_id(eval_cfg)
     stage = RunDir.at(run_dir).posthoc(eid)
-    if stage.is_complete():
+    problem = stage_problem(stage.path) if stage.is_complete() else "not finished"
+    if problem is None:
         log.info("skip: post-hoc %s of %s is already done", eid, run_dir)
         return eid, True
+    if stage.is_complete():  # damaged after it finished: its rows are computed again
+        log.warning("post-hoc %s of %s: %s; computing it again", eid, run_dir, problem)
     cache = load_run_cache(run_dir)
     rows, scores, notes = compute(cache, eval_cfg)
     prov = provenance()

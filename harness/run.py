@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import registry
 from harness.augment import augment_name, check_refusals
+from harness.callbacks import job_status_path  # also registers ${process_token:}
 from harness.config import build_dataset, build_method, check_writable, validate, validate_plugins
 from harness.data import Benchmark, resolve_transform
 from harness.derived import Parent, plan
@@ -41,8 +42,8 @@ from harness.models import create_model, model_label, resolve_device, save_head
 from harness.posthoc import evaluate_run
 from harness.probe import execute_probe
 from harness.retention import apply_policy, require_best
-from harness.rundir import LockHeld, RunDir, RunLock
-from harness.search import apply_hparams_seed
+from harness.rundir import LockHeld, RunDir, RunLock, check_not_linked
+from harness.search import apply_hparams_seed, check_objective
 from harness.store import atomic_write_json, atomic_write_text, provenance
 from harness.table import overall
 
@@ -109,6 +110,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     in_key = {name: p.keys.run_id for name, p in parents.items() if p.in_key}
     keys = make_keys(run_payload(c, adapter, in_key))
     rd = RunDir(c["results_dir"], keys.run_id)
+    check_not_linked(rd.path)  # never written or skipped through a symbolic link
     summary = {"run_id": keys.run_id, "run_dir": str(rd.path), "skipped": True}
     if rd.is_complete():
         log.info("skip: run %s is already finished (%s)", keys.run_id, rd.path)
@@ -191,6 +193,7 @@ def run_log(path: Path) -> Iterator[None]:
 def load(c: dict[str, Any], adapter: Any, rd: RunDir) -> RunModel:
     """The benchmark (limited), the seeded model and its evaluation transform."""
     bench: Benchmark = adapter.load(Path(c["cache_dir"])).limited(c["dataset"].get("limit"))
+    check_objective(c.get("sweep_objective"), bench)  # a typo refused before training
     seed_everything(c["seed"])
     training = c["trainer"]["epochs"] > 0
     model = create_model(c["model"], bench, train=training)
@@ -414,7 +417,7 @@ def main(cfg: DictConfig) -> float | None:
         log.exception("job failed; the sweep goes on")
     finally:
         if multirun:
-            atomic_write_json(Path(hc.runtime.output_dir) / "job_status.json", status)
+            atomic_write_json(job_status_path(hc.runtime.output_dir), status)
     return sweep_objective(cfg, status)
 
 

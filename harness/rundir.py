@@ -1,8 +1,8 @@
 """Every path of a run directory, its lock, and reading its key.json and DONE.
 
 The run directory is the contract between every stage (docs/results.md): the forward stage
-writes it, the post-hoc stage and the leaderboard read it, and copying it between machines
-merges results. This module is the only place that spells a path inside it:
+writes it, the post-hoc stage and the leaderboard read it, and `python -m harness.merge`
+copies it between results roots. This module is the only place that spells a path inside it:
 
     <results_dir>/runs/<run_id>/
       config.yaml key.json run.log transform.json benchmark.json run_info.json tta.json
@@ -211,7 +211,7 @@ def dataset_eval_path(outputs_path: str | Path) -> Path:
 
 
 def run_dirs(results_dir: str | Path) -> list[RunDir]:
-    """Every folder under runs/, sorted by name."""
+    """Every folder under runs/, sorted by name (symbolic links refused: _subdirs)."""
     return [
         RunDir.at(runs_root(results_dir) / name) for name in _subdirs(str(runs_root(results_dir)))
     ]
@@ -228,12 +228,36 @@ def named_run_dirs(results_dir: str | Path) -> list[RunDir]:
     return found
 
 
-def _subdirs(path: str) -> list[str]:
+SYMLINK_REFUSED = (
+    "a symbolic link: refused (run and stage folders must be real; docs/reliability.md)"
+)
+
+
+def _subdirs(path: str, links: list[str] | None = None) -> list[str]:
+    """The real folders in `path`, sorted. Symbolic links are never followed, in every
+    command (collection, status, prune, evaluate, merge): a link could make one run count
+    twice, or let prune and merge act on another root's files. They are warned about, or
+    appended to `links` for the caller to report."""
     try:
         with os.scandir(path) as entries:
-            return sorted(e.name for e in entries if e.is_dir())
+            found = sorted(entries, key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    real = [e.name for e in found if e.is_dir(follow_symlinks=False)]
+    linked = [e.name for e in found if e.is_symlink() and e.is_dir()]
+    if links is not None:
+        links.extend(os.path.join(path, n) for n in linked)
+    else:
+        for name in linked:
+            warnings.warn(f"skipping {os.path.join(path, name)}: {SYMLINK_REFUSED}", stacklevel=3)
+    return real
+
+
+def check_not_linked(path: str | Path) -> None:
+    """A run directory must be a real folder: a symbolic link is refused, never written
+    through (harness.run, harness.evaluate run=<dir>)."""
+    if Path(path).is_symlink():
+        raise ValueError(f"{path} is {SYMLINK_REFUSED}")
 
 
 def finished_stages(results_dir: str | Path) -> tuple[dict[Path, int], list[tuple[Path, str]]]:
@@ -241,8 +265,8 @@ def finished_stages(results_dir: str | Path) -> tuple[dict[Path, int], list[tupl
     what was skipped (with why). os.scandir and plain strings: a store of 10,000 runs costs
     three system calls per run, and pathlib's objects cost more than the calls."""
     root = str(runs_root(results_dir))
-    stages, skipped = {}, []
-    for name in _subdirs(root):
+    stages, skipped, links = {}, [], []
+    for name in _subdirs(root, links):
         run_path = os.path.join(root, name)
         if not os.path.isfile(os.path.join(run_path, DONE)):
             why = (
@@ -253,18 +277,30 @@ def finished_stages(results_dir: str | Path) -> tuple[dict[Path, int], list[tupl
             skipped.append((Path(run_path), why))
             continue
         posthoc = os.path.join(run_path, "posthoc")
-        for stage in _subdirs(posthoc):
+        for stage in _subdirs(posthoc, links):
             stage_path = os.path.join(posthoc, stage)
             try:
                 stages[Path(stage_path)] = os.stat(os.path.join(stage_path, DONE)).st_mtime_ns
             except FileNotFoundError:
                 skipped.append((Path(stage_path), "incomplete post-hoc stage (no DONE marker)"))
+    skipped += [(Path(link), SYMLINK_REFUSED) for link in links]
     return stages, skipped
 
 
 def stage_rows_path(stage: Path) -> Path:
     """rows.parquet of a stage folder listed by finished_stages."""
     return stage / "rows.parquet"
+
+
+def merge_staging(results_dir: str | Path, token: str) -> Path:
+    """Where `python -m harness.merge` assembles what it copies into a results root before
+    renaming it into runs/: beside runs/, never inside it, so no reader lists a half copy."""
+    return Path(results_dir) / f".merge.{token}"
+
+
+def stage_done_path(stage: Path) -> Path:
+    """DONE of a stage folder listed by finished_stages."""
+    return stage / DONE
 
 
 def stage_identity(stage: Path) -> str:

@@ -11,6 +11,7 @@ grammar, and the number a run reports back to it.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import sys
 import zlib
@@ -24,6 +25,8 @@ import pandas as pd
 from harness.keys import eval_id
 from harness.rundir import RunDir
 from harness.table import overall
+
+log = logging.getLogger("harness.search")
 
 
 def _number(x: Any) -> str:
@@ -117,13 +120,72 @@ def sweeper_params(cfg: dict[str, Any]) -> dict[str, str]:
     return params
 
 
+# The numbers of a labelled split that the post-hoc stage writes whatever the dataset
+# (harness/posthoc.py's label rows); worst_group_accuracy only where the benchmark has groups.
+LABEL_METRICS = ("accuracy", "nll", "ece", "brier")
+
+
+def check_objective_format(objective: Any) -> None:
+    """`sweep_objective` is null or "<split>/<metric>" (checked before anything is written)."""
+    if objective is None:
+        return
+    split, _, metric = str(objective).partition("/") if isinstance(objective, str) else ("", "", "")
+    if not split or not metric:
+        raise ValueError(
+            f"sweep_objective must be <split>/<metric> (e.g. val/accuracy) or null, "
+            f"got {objective!r}"
+        )
+
+
+def objective_names(bench: Any) -> list[str]:
+    """Every `<split>/<metric>` a run of this (loaded) benchmark can return to a sweeper: the
+    label metrics of each labelled split, worst_group_accuracy where there are groups, and
+    the names the dataset's own evaluation reports (asked on a few constant predictions)."""
+    from harness.data import LABELED_ROLES
+
+    names = []
+    for split in bench.splits.values():
+        if split.role not in LABELED_ROLES:
+            continue
+        metrics = list(LABEL_METRICS) + (["worst_group_accuracy"] if bench.group_cols else [])
+        if bench.dataset_eval is not None and len(split):
+            rows = np.arange(min(len(split), 16))
+            try:
+                metrics += [
+                    m
+                    for m in bench.dataset_eval(split, rows, np.zeros(len(rows), dtype=np.int64))
+                    if not m.startswith("count_")
+                ]
+            except Exception as exc:  # the dataset's names cannot be listed: accept any
+                log.warning("sweep_objective: %s's own metrics unknown (%s)", bench.name, exc)
+                metrics.append("*")
+        names += [f"{split.name}/{m}" for m in metrics]
+    return names
+
+
+def check_objective(objective: str | None, bench: Any) -> None:
+    """A misspelt `sweep_objective` refused once the benchmark is loaded, before training
+    (it was found only after every job of a sweep had trained)."""
+    if not objective:
+        return
+    names = objective_names(bench)
+    split = objective.partition("/")[0]
+    if objective in names or f"{split}/*" in names:
+        return
+    raise ValueError(
+        f"sweep_objective={objective!r} is not a number this run will have; "
+        f"available: {', '.join(names)}"
+    )
+
+
 def objective_value(run_dir: str | Path, eval_cfg: dict[str, Any], objective: str) -> float:
     """The number `<split>/<metric>` (e.g. val/accuracy, val/worst_group_accuracy) of a
     finished run's post-hoc rows for `eval_cfg`: the overall value, not a group's or a
-    scorer's."""
+    scorer's (worst_group_accuracy is the one row over groups that names none)."""
     split, _, metric = objective.partition("/")
     rows = pd.read_parquet(RunDir.at(run_dir).posthoc(eval_id(eval_cfg)).rows)
-    plain = rows[overall(rows)]
+    worst = (rows["metric"] == "worst_group_accuracy") & (rows["group_value"].fillna("") == "")
+    plain = rows[overall(rows) | (worst & (rows["scorer"].fillna("") == ""))]
     hit = plain[(plain["split"] == split) & (plain["metric"] == metric)]
     if len(hit) != 1:
         available = sorted(set(plain["split"] + "/" + plain["metric"]))

@@ -121,6 +121,8 @@ def disk_usage(table: pd.DataFrame) -> pd.DataFrame:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="status", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    if not Path(cfg.results_dir).is_dir():  # a typo must not read as "no runs"
+        raise FileNotFoundError(f"results_dir={cfg.results_dir!r}: no such directory")
     table = run_statuses(cfg.results_dir, cfg.stale_after)
     if table.empty:
         print(f"no runs under {runs_root(cfg.results_dir)}")

@@ -18,7 +18,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from harness.rundir import finished_stages, run_dirs, stage_identity, stage_rows_path
+from harness.rundir import (
+    finished_stages,
+    run_dirs,
+    stage_done_path,
+    stage_identity,
+    stage_rows_path,
+)
 from harness.store import atomic_write_json, atomic_write_parquet
 
 # The tidy table: one row per number. Later columns may be added, never renamed.
@@ -124,8 +130,9 @@ STAGE_COLUMNS = ("run_id", "eval_id", "split", "scorer", "metric", "value")
 def _read_one(stage: Path) -> pa.Table | Exception:
     try:
         path = stage_rows_path(stage)
-        # opening a FIFO (or a device) would block forever: regular files only
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        # opening a FIFO (or a device) would block forever: regular files only,
+        # and never through a symbolic link (lstat), like run folders (rundir._subdirs)
+        if not stat.S_ISREG(os.lstat(path).st_mode):
             raise ValueError("not a regular file")
         # one thread per file (the pool below is the parallelism); ParquetFile.read costs a
         # third of read_table's per-file overhead on files of 50 rows
@@ -139,6 +146,22 @@ def _read_one(stage: Path) -> pa.Table | Exception:
         return rows
     except Exception as exc:
         return exc
+
+
+def stage_problem(stage: Path) -> str | None:
+    """Why a finished post-hoc stage's rows cannot be trusted (unreadable, wrong schema, not
+    the number of rows its DONE records), or None when they can. A damaged stage is computed
+    again by the next run or evaluate instead of "already had it"."""
+    rows = _read_one(stage)
+    if isinstance(rows, Exception):
+        return f"unreadable rows.parquet: {type(rows).__name__}: {rows}"
+    try:
+        expected = json.loads(stage_done_path(stage).read_text()).get("rows")
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"unreadable DONE: {exc}"
+    if expected is not None and expected != rows.num_rows:
+        return f"rows.parquet holds {rows.num_rows} rows, its DONE records {expected}"
+    return None
 
 
 def _read_rows(stages: list[Path]) -> list[pa.Table | Exception]:
