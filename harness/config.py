@@ -91,6 +91,12 @@ def validate(cfg: dict[str, Any]) -> None:
             raise ValueError(f"trainer.{k} must be a positive integer, got {t[k]!r}")
     if t.get("group_sampler") is not None:
         check_group_sampler(t["group_sampler"], t["batch_size"])
+    if not isinstance(t.get("domain_sampler", False), bool):
+        raise ValueError(
+            f"trainer.domain_sampler must be true or false, got {t['domain_sampler']!r}"
+        )
+    if t.get("domain_sampler") and t.get("group_sampler") is not None:
+        raise ValueError("trainer.domain_sampler and trainer.group_sampler: use one of them")
     augment.validate(cfg.get("augment"))
     if augment.augment_name(cfg.get("augment")) != "none" and t["epochs"] == 0:
         raise ValueError(
