@@ -119,3 +119,9 @@ class Method(nn.Module):
         sampler of whole batches (torch's BatchSampler, or harness.samplers.
         GroupBalancedBatchSampler: n groups per batch) is used as the loader's batch_sampler."""
         return None
+
+
+def domain_indices(domains: torch.Tensor) -> list[torch.Tensor]:
+    """The positions of each domain present in a batch, by ascending domain id: the
+    environments (DomainBed's per-domain minibatches) of DG methods."""
+    return [torch.nonzero(domains == d).flatten() for d in torch.unique(domains)]
