@@ -10,6 +10,7 @@ from typing import Any
 from harness.report.aggregate import aggregate
 from harness.report.compare import paired_comparisons, scorer_comparisons
 from harness.report.corruption import corruption_tables
+from harness.report.domains import domain_generalisation, domain_markdown
 from harness.report.drawing import resolve_plot_workers
 from harness.report.markdown import dataset_markdown, index_markdown, plots_section
 from harness.report.page import write_page
@@ -93,6 +94,9 @@ def write_leaderboard(
         corruptions = corruption_tables(table, corruption_reference)
         for name, frame in corruptions.items():
             atomic_write_csv(frame, board / f"corruptions_{name}.csv")
+        held_out = domain_generalisation(table, root)  # leave-one-domain-out sweeps only
+        if not held_out.empty:
+            atomic_write_csv(held_out, board / "domain_generalisation.csv")
         # the Markdown too, while the plots are drawn; their links are added after
         texts = {
             dataset: dataset_markdown(
@@ -105,6 +109,7 @@ def write_leaderboard(
                 None,
                 corruptions,
             )
+            + "".join(f"{line}\n" for line in domain_markdown(held_out, dataset))
             for dataset in (datasets if "markdown" in outputs else [])
         }
         failures = collect_failures(root)
