@@ -246,3 +246,29 @@ def test_coral_training_pulls_the_environments_feature_statistics_together():
 def test_bad_hyperparameters_are_refused_naming_the_key(cls, options, message):
     with pytest.raises(ValueError, match=message):
         cls(nn.Linear(1, 1), 2, **options)
+
+
+@pytest.mark.parametrize("method", ALGORITHMS)
+def test_hparams_seed_draws_domainbeds_space_into_valid_settings(method):
+    from omegaconf import OmegaConf
+
+    from harness.search import apply_hparams_seed
+
+    cls = {"irm": IRM, "vrex": VREx, "coral": CORAL}[method]
+    drawn = []
+    for k in (1, 2, 3):
+        cfg = OmegaConf.to_container(
+            compose_config([*DG, f"method={method}", f"hparams_seed={k}"]), resolve=True
+        )
+        cfg = apply_hparams_seed(cfg)
+        options = {
+            k: v for k, v in cfg["method"].items() if k not in ("name", "_target_", "search_space")
+        }
+        cls(nn.Linear(1, 1), 2, **options)  # accepted as drawn (integers stay integers)
+        assert (
+            isinstance(cfg["trainer"]["batch_size"], int)
+            and 8 <= cfg["trainer"]["batch_size"] <= 512
+        )
+        assert 10**-4.5 <= cfg["trainer"]["optimizer"]["lr"] <= 10**-2.5
+        drawn.append(json.dumps(options, sort_keys=True))
+    assert len(set(drawn)) == 3
