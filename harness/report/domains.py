@@ -65,7 +65,8 @@ def domain_generalisation(table: pd.DataFrame, results_dir: str | Path) -> pd.Da
     if table.empty:
         return pd.DataFrame(columns=COLUMNS)
     found = {}
-    for run_id in table["run_id"].unique():
+    # only runs with a shift_test split can hold a domain out: their keys alone are read
+    for run_id in table.loc[table["split_role"] == "shift_test", "run_id"].unique():
         try:
             found[run_id] = domain_setting(RunDir(results_dir, run_id).read_key()["payload"])
         except (OSError, ValueError, KeyError):  # a run the table has but whose key is gone
