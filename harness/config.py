@@ -134,6 +134,20 @@ def validate_plugins(cfg: dict[str, Any]) -> None:
     validate_eval(cfg["eval"])
     validate_tta(cfg)
     validate_probe(cfg)
+    validate_domain_batches(cfg)
+
+
+def validate_domain_batches(c: dict[str, Any]) -> None:
+    """A method that trains on domain-balanced batches (Method.domain_batches) cannot also
+    get trainer.group_sampler's batches: refused before anything is written."""
+    t = c["trainer"]
+    if t["epochs"] == 0 or t.get("group_sampler") is None:
+        return
+    if getattr(registry.resolve_target("method", c["method"]), "domain_batches", False):
+        raise ValueError(
+            f"method={c['method']['name']} trains on domain-balanced batches and "
+            "trainer.group_sampler asks for group-balanced ones: use one of them"
+        )
 
 
 def validate_probe(c: dict[str, Any]) -> None:

@@ -100,6 +100,10 @@ def test_without_the_option_batches_are_shuffled_and_the_key_is_unchanged(tmp_pa
             ["trainer.domain_sampler=true", "trainer.group_sampler={n_groups_per_batch: 2}"],
             "use one of them",
         ),
+        (
+            ["method=irm", "trainer.group_sampler={n_groups_per_batch: 2}"],
+            "method=irm trains on domain-balanced batches",
+        ),
     ],
 )
 def test_bad_domain_sampler_settings_are_refused(overrides, message, tmp_path):
