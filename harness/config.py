@@ -92,6 +92,12 @@ def validate(cfg: dict[str, Any]) -> None:
             raise ValueError(f"trainer.{k} must be a positive integer, got {t[k]!r}")
     if t.get("group_sampler") is not None:
         check_group_sampler(t["group_sampler"], t["batch_size"])
+    if not isinstance(t.get("domain_sampler", False), bool):
+        raise ValueError(
+            f"trainer.domain_sampler must be true or false, got {t['domain_sampler']!r}"
+        )
+    if t.get("domain_sampler") and t.get("group_sampler") is not None:
+        raise ValueError("trainer.domain_sampler and trainer.group_sampler: use one of them")
     augment.validate(cfg.get("augment"))
     check_objective_format(cfg.get("sweep_objective"))
     if augment.augment_name(cfg.get("augment")) != "none" and t["epochs"] == 0:
@@ -130,6 +136,20 @@ def validate_plugins(cfg: dict[str, Any]) -> None:
     validate_eval(cfg["eval"])
     validate_tta(cfg)
     validate_probe(cfg)
+    validate_domain_batches(cfg)
+
+
+def validate_domain_batches(c: dict[str, Any]) -> None:
+    """A method that trains on domain-balanced batches (Method.domain_batches) cannot also
+    get trainer.group_sampler's batches: refused before anything is written."""
+    t = c["trainer"]
+    if t["epochs"] == 0 or t.get("group_sampler") is None:
+        return
+    if getattr(registry.resolve_target("method", c["method"]), "domain_batches", False):
+        raise ValueError(
+            f"method={c['method']['name']} trains on domain-balanced batches and "
+            "trainer.group_sampler asks for group-balanced ones: use one of them"
+        )
 
 
 def validate_probe(c: dict[str, Any]) -> None:

@@ -139,6 +139,8 @@ class Benchmark:
     # head has head_classes outputs when model.label_map is not given.
     head_index: list[int] | None = None
     head_classes: int | None = None
+    # DG benchmarks: the metadata column of each example's domain (harness.samplers.domain_ids)
+    domain_col: str | None = None
 
     @property
     def num_classes(self) -> int:

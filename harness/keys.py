@@ -118,6 +118,7 @@ NON_SEMANTIC_TRAINER_KEYS = ("num_workers", "progress")
 # Trainer options added after runs existed, with their defaults: in the key only when set.
 TRAINER_KEY_DEFAULTS: dict[str, Any] = {
     "group_sampler": None,
+    "domain_sampler": False,
     "precision": "fp32",
     "accumulate_steps": 1,
     "channels_last": False,

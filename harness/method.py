@@ -33,7 +33,8 @@ class Method(nn.Module):
     """Base class of methods/; subclasses implement `update`.
 
     `batch` is a dict: x (inputs), y (labels), index (row in the split), group (group id
-    from the benchmark's group columns). Hyperparameters arrive as keyword arguments from
+    from the benchmark's group columns), domain (domain id from the benchmark's domain
+    column; the group id where it has none). Hyperparameters arrive as keyword arguments from
     the method's YAML (everything but `name` and `_target_`).
     """
 
@@ -43,6 +44,10 @@ class Method(nn.Module):
         self.num_classes = num_classes
         self.num_groups = num_groups
         self.optimizer: torch.optim.Optimizer | None = None
+
+    # True: the runner feeds domain-balanced batches (harness.samplers.
+    # DomainBalancedBatchSampler), as DomainBed gives its algorithms one minibatch per domain
+    domain_batches: bool = False
 
     # set by the runner (trainer.accumulate_steps, trainer.precision=fp16)
     accumulate_steps: int = 1
@@ -114,3 +119,9 @@ class Method(nn.Module):
         sampler of whole batches (torch's BatchSampler, or harness.samplers.
         GroupBalancedBatchSampler: n groups per batch) is used as the loader's batch_sampler."""
         return None
+
+
+def domain_indices(domains: torch.Tensor) -> list[torch.Tensor]:
+    """The positions of each domain present in a batch, by ascending domain id: the
+    environments (DomainBed's per-domain minibatches) of DG methods."""
+    return [torch.nonzero(domains == d).flatten() for d in torch.unique(domains)]

@@ -1,5 +1,5 @@
-"""Batch samplers a run can train with, whatever the method (`trainer.group_sampler`), and
-that a method's `train_sampler()` may return.
+"""Batch samplers a run can train with, whatever the method (`trainer.group_sampler`,
+`trainer.domain_sampler`), and that a method's `train_sampler()` may return.
 
 GroupBalancedBatchSampler is the group sampling of the WILDS training scripts
 (wilds.common.data_loaders.GroupSampler: `uniform_over_groups`, `n_groups_per_batch`,
@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Sampler
 
@@ -99,4 +100,56 @@ class GroupBalancedBatchSampler(Sampler[list[int]]):
                         : self.per_group
                     ].numpy()
                 batch.extend(members[picks].tolist())
+            yield batch
+
+
+def domain_ids(bench: Any, split: Any) -> np.ndarray:
+    """Integer domain id per example of `split` (0, 1, ... in the sorted order of the values
+    of the benchmark's `domain_col`); the group id where the benchmark names no domain."""
+    if getattr(bench, "domain_col", None) is None:
+        return bench.group_ids(split)
+    return pd.factorize(split.meta[bench.domain_col], sort=True)[0].astype(np.int64)
+
+
+class DomainBalancedBatchSampler(Sampler[list[int]]):
+    """DomainBed's minibatches in one batch (`trainer.domain_sampler`): every batch takes an
+    equal share of `batch_size` from each domain (batch_size // n each; the remainder, one
+    more each, to domains drawn at random per batch), grouped by domain in the batch's
+    order. Within a domain, examples come in a fresh random order that restarts when used
+    up (DomainBed samples each environment's loader for ever). One epoch =
+    ceil(len(domains) / batch_size) batches; every draw from the epoch's generator.
+    """
+
+    def __init__(self, domains: np.ndarray, batch_size: int, generator: torch.Generator) -> None:
+        domains = np.asarray(domains, dtype=np.int64)
+        self.members = [np.flatnonzero(domains == d) for d in np.unique(domains)]
+        self.batch_size, self.generator = int(batch_size), generator
+        self.num_batches = math.ceil(len(domains) / batch_size)
+
+    def _fresh(self, members: np.ndarray) -> np.ndarray:
+        return members[torch.randperm(len(members), generator=self.generator).numpy()]
+
+    def _take(self, d: int, k: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < k:
+            if self._used[d] == len(self._orders[d]):  # used up: a new random order
+                self._orders[d], self._used[d] = self._fresh(self.members[d]), 0
+            take = min(k - len(out), len(self._orders[d]) - self._used[d])
+            out += self._orders[d][self._used[d] : self._used[d] + take].tolist()
+            self._used[d] += take
+        return out
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        n = len(self.members)
+        share, extra = divmod(self.batch_size, n)
+        self._orders = [self._fresh(m) for m in self.members]
+        self._used = [0] * n
+        for _ in range(self.num_batches):
+            more = set(torch.randperm(n, generator=self.generator)[:extra].tolist())
+            batch: list[int] = []
+            for d in range(n):
+                batch += self._take(d, share + (d in more))
             yield batch

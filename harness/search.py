@@ -53,6 +53,12 @@ DISTRIBUTIONS: dict[
         lambda s, rng: int(rng.integers(s["low"], s["high"] + 1)),
         lambda s: f"range({int(s['low'])},{int(s['high'])})",
     ),
+    # DomainBed's int(2**U(3, 9)) (batch size) and int(10**U(0, 4)) (anneal steps): a
+    # log-uniform draw in [low, high] rounded down; Optuna's IntLogUniform over the same range
+    "log_int": (
+        lambda s, rng: int(np.exp(rng.uniform(np.log(s["low"]), np.log(s["high"])))),
+        lambda s: f"tag(log,int(interval({int(s['low'])},{int(s['high'])})))",
+    ),
     "choice": (
         lambda s, rng: s["values"][int(rng.integers(len(s["values"])))],
         lambda s: "choice(" + ",".join(str(v) for v in s["values"]) + ")",
@@ -65,7 +71,8 @@ def _distribution(spec: dict[str, Any]) -> tuple[Callable, Callable]:
         return DISTRIBUTIONS[spec.get("dist")]
     except (KeyError, TypeError):
         raise ValueError(
-            f"search_space entry {spec}: dist must be uniform, log_uniform, int_uniform or choice"
+            f"search_space entry {spec}: dist must be uniform, log_uniform, int_uniform, "
+            "log_int or choice"
         ) from None
 
 

@@ -23,7 +23,7 @@ from harness.data import Benchmark, Split
 from harness.forward import PRECISIONS, batches, forward_split
 from harness.method import Method
 from harness.rundir import RunDir
-from harness.samplers import GroupBalancedBatchSampler
+from harness.samplers import DomainBalancedBatchSampler, GroupBalancedBatchSampler, domain_ids
 from harness.selection import epoch_score
 from harness.store import atomic_torch_save, atomic_write_parquet
 
@@ -36,11 +36,15 @@ class TrainResult:
 
 
 class GroupedSplit(torch.utils.data.Dataset):
-    """Adds the group id to each example, for methods that need groups. A SeededTransform
-    (training augmentation) is called with the example's index: seeded per example."""
+    """Adds the group id and the domain id (harness.samplers.domain_ids) to each example,
+    for methods that need groups or environments. A SeededTransform (training augmentation)
+    is called with the example's index: seeded per example."""
 
-    def __init__(self, split: Split, groups: np.ndarray, transform: Any) -> None:
+    def __init__(
+        self, split: Split, groups: np.ndarray, transform: Any, domains: np.ndarray | None = None
+    ) -> None:
         self.split, self.groups, self.transform = split, groups, transform
+        self.domains = groups if domains is None else domains
 
     def __len__(self) -> int:
         return len(self.split)
@@ -53,6 +57,7 @@ class GroupedSplit(torch.utils.data.Dataset):
             "y": label,
             "index": index,
             "group": int(self.groups[i]),
+            "domain": int(self.domains[i]),
         }
 
 
@@ -139,7 +144,8 @@ def train(
     epoch_score([], 0, selection_rule)  # an unknown rule fails before any work
     train_split = bench.train_split()
     groups = bench.group_ids(train_split)
-    dataset = GroupedSplit(train_split, groups, train_transform or transform)
+    domains = domain_ids(bench, train_split)
+    dataset = GroupedSplit(train_split, groups, train_transform or transform, domains)
     epochs, max_steps = int(cfg["epochs"]), cfg.get("max_steps")
     steps_per_epoch = math.ceil(len(dataset) / cfg["batch_size"])
     total = (
@@ -203,7 +209,17 @@ def train(
             sampler = GroupBalancedBatchSampler(
                 groups, cfg["batch_size"], generator=generator, **cfg["group_sampler"]
             )
-        if isinstance(sampler, BatchSampler | GroupBalancedBatchSampler):  # whole batches
+        if cfg.get("domain_sampler") or method.domain_batches:
+            if sampler is not None:
+                raise ValueError(
+                    f"domain-balanced batches (trainer.domain_sampler, or method "
+                    f"{type(method).__name__}'s own) and another sampler "
+                    "(trainer.group_sampler or the method's): use one of them"
+                )
+            sampler = DomainBalancedBatchSampler(domains, cfg["batch_size"], generator)
+        if isinstance(
+            sampler, BatchSampler | GroupBalancedBatchSampler | DomainBalancedBatchSampler
+        ):
             loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["num_workers"])
         else:
             loader = DataLoader(

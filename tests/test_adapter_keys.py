@@ -57,6 +57,7 @@ DIRECT = {
     "direct:MazeShift": ("maze.MazeShift", {"splits": MAZE_SPLITS, "thresholds": [2]}),
     "direct:ColouredDigits": ("spurious.ColouredDigits", {}),
     "direct:DigitsC": ("digits_c.DigitsC", {}),
+    "direct:RotatedDigits": ("rotated_digits.RotatedDigits", {}),
     "direct:Cifar": ("cifar.Cifar", {}),
     "direct:Wilds": ("wilds.Wilds", {}),
     "direct:MetaShift": ("metashift.MetaShift", {}),

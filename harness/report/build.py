@@ -10,6 +10,7 @@ from typing import Any
 from harness.report.aggregate import aggregate
 from harness.report.compare import paired_comparisons, scorer_comparisons
 from harness.report.corruption import corruption_tables
+from harness.report.domains import domain_generalisation, domain_markdown
 from harness.report.drawing import resolve_plot_workers
 from harness.report.markdown import dataset_markdown, index_markdown, plots_section
 from harness.report.page import write_page
@@ -104,6 +105,11 @@ def write_leaderboard(
         eff = effective_robustness(agg, **robustness) if robustness else None
         if eff is not None:
             atomic_write_csv(eff, board / "effective_robustness.csv")
+        else:
+            eff = effective_robustness(agg.iloc[:0])  # no rows: no section
+        held_out = domain_generalisation(table, root)  # leave-one-domain-out sweeps only
+        if not held_out.empty:
+            atomic_write_csv(held_out, board / "domain_generalisation.csv")
         # the Markdown too, while the plots are drawn; their links are added after
         texts = {
             dataset: dataset_markdown(
@@ -116,7 +122,8 @@ def write_leaderboard(
                 None,
                 corruptions,
             )
-            + ("\n".join(robustness_section(eff, dataset)) + "\n" if eff is not None else "")
+            + "".join(f"{line}\n" for line in robustness_section(eff, dataset))
+            + "".join(f"{line}\n" for line in domain_markdown(held_out, dataset))
             for dataset in (datasets if "markdown" in outputs else [])
         }
         failures = collect_failures(root)

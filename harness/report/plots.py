@@ -200,7 +200,10 @@ def accuracy_on_the_curve(table: pd.DataFrame) -> Figure | None:
         correct=tests["value"] * tests["n"],
     )
     per = tests.groupby(["split", "run_id", "method", "side"])[["correct", "n"]].sum()
-    per = (per["correct"] / per["n"]).unstack("side").dropna().reset_index()
+    per = (per["correct"] / per["n"]).unstack("side")
+    if not {"majority", "minority"} <= set(per.columns):  # e.g. held-out domains: one side only
+        return None
+    per = per.dropna().reset_index()
     splits = [s for s in split_order(tests) if s in set(per["split"])]
     fig, axes = _grid(len(splits))
     methods = sorted(per["method"].unique())

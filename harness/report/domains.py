@@ -1,0 +1,145 @@
+"""Leave-one-domain-out tables, as DomainBed's: the accuracy on each held-out domain and
+their average, per setting (everything but the seed and the held-out domain).
+
+A run belongs here when its dataset key has `test_domains` with one domain (rotated_digits;
+a sweep `-m 'dataset.test_domains=[0],[15],...'`). Runs holding out several domains at
+once are left out (DomainBed's leave-one-domain-out validation needs them; not done yet).
+The checkpoint of each run is its own `selection_rule`'s (training-domain validation:
+the pooled `val` split of the training domains); no hyperparameter selection is made
+across settings here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.keys import content_hash
+from harness.rundir import RunDir
+from harness.table import overall
+
+SETTING = [
+    "dataset",
+    "model",
+    "method",
+    "tta",
+    "augment",
+    "selection_rule",
+    "eval_id",
+    "domain_setting",
+]
+COLUMNS = [
+    *SETTING,
+    "held_out",
+    "split",
+    "split_role",
+    "metric",
+    "mean",
+    "std",
+    "n_seeds",
+    "n_held_out",
+    "n_domains",
+]
+AVERAGE = "average"
+
+
+def domain_setting(payload: dict[str, Any]) -> tuple[str, str, int] | None:
+    """(the setting without seed and held-out domain, the held-out domain, the number of
+    domains) of a run's key payload; None unless exactly one domain is held out."""
+    dataset = payload.get("dataset") or {}
+    held = dataset.get("test_domains")
+    if not isinstance(held, list) or len(held) != 1:
+        return None
+    rest = {k: v for k, v in payload.items() if k not in ("seed", "parents")}
+    # the fingerprint hashes the options, test_domains included: the rest of them stand in
+    rest["dataset"] = {k: v for k, v in dataset.items() if k not in ("test_domains", "fingerprint")}
+    return content_hash(rest)[:16], str(held[0]), len(dataset.get("domains") or [])
+
+
+def domain_generalisation(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+    """Accuracy per held-out domain (mean, std over seeds) on the held-out (`shift_test`)
+    and training-domain validation (`val`) splits, and per setting the average over its
+    held-out domains (`held_out` = average; `n_held_out` of `n_domains` domains)."""
+    if table.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    found = {}
+    # only runs with a shift_test split can hold a domain out: their keys alone are read
+    for run_id in table.loc[table["split_role"] == "shift_test", "run_id"].unique():
+        try:
+            found[run_id] = domain_setting(RunDir(results_dir, run_id).read_key()["payload"])
+        except (OSError, ValueError, KeyError):  # a run the table has but whose key is gone
+            continue
+    found = {k: v for k, v in found.items() if v is not None}
+    keep = (
+        overall(table)
+        & (table["metric"] == "accuracy")
+        & table["split_role"].isin(["shift_test", "val"])
+        & table["run_id"].isin(list(found))
+    )
+    rows = table[keep]
+    if rows.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    rows = rows.assign(
+        augment=rows["augment"].fillna("") if "augment" in rows else "",
+        domain_setting=rows["run_id"].map(lambda r: found[r][0]),
+        held_out=rows["run_id"].map(lambda r: found[r][1]),
+        n_domains=rows["run_id"].map(lambda r: found[r][2]),
+    )
+    by = [*SETTING, "held_out", "split", "split_role", "metric", "n_domains"]
+    per = rows.groupby(by, dropna=False, sort=True)["value"].agg(
+        mean="mean", std="std", n_seeds="size"
+    )
+    per = per.reset_index().assign(n_held_out=1)
+    # DomainBed's Avg column: the mean of the per-domain means (no interval)
+    avg = per.groupby(
+        [*SETTING, "split", "split_role", "metric", "n_domains"], dropna=False, sort=True
+    ).agg(mean=("mean", "mean"), n_seeds=("n_seeds", "min"), n_held_out=("held_out", "size"))
+    avg = avg.reset_index().assign(held_out=AVERAGE, std=float("nan"))
+    return pd.concat([per, avg], ignore_index=True)[COLUMNS]
+
+
+def domain_markdown(dg: pd.DataFrame, dataset: str) -> list[str]:
+    """The dataset page's section: accuracy on each held-out domain and the average, one
+    row per setting (DomainBed's layout); empty when the dataset has no such runs."""
+    sub = dg[(dg["dataset"] == dataset) & (dg["split_role"] == "shift_test")]
+    if sub.empty:
+        return []
+
+    def cell(r: pd.Series) -> str:
+        text = f"{r['mean']:.4f}"
+        return text if pd.isna(r["std"]) else f"{text} ± {r['std']:.4f}"
+
+    sub = sub.assign(cell=sub.apply(cell, axis=1))
+    order = sorted(set(sub["held_out"]) - {AVERAGE}, key=_angle) + [AVERAGE]
+    wide = sub.pivot_table(
+        index=["model", "method", "domain_setting", "eval_id"],
+        columns="held_out",
+        values="cell",
+        aggfunc="first",
+    )
+    wide = wide.reindex(columns=[c for c in order if c in wide.columns]).fillna("—")
+    counts = sub[sub["held_out"] == AVERAGE].set_index(
+        ["model", "method", "domain_setting", "eval_id"]
+    )[["n_held_out", "n_domains", "n_seeds"]]
+    wide = wide.join(counts).reset_index().rename(columns={AVERAGE: "avg"})
+    return [
+        "",
+        "## Leave-one-domain-out (held-out domain accuracy)",
+        "",
+        "One column per held-out domain (mean ± std over seeds), `avg` their mean, as "
+        "DomainBed's tables; a row is a setting without its seed and held-out domain "
+        "(`domain_setting`); `n_held_out` of `n_domains` domains were held out. Checkpoints "
+        "by each run's selection rule on the training domains' pooled validation split; no "
+        "selection across settings. Every number: `domain_generalisation.csv`.",
+        "",
+        wide.to_markdown(index=False, disable_numparse=True),
+    ]
+
+
+def _angle(value: str) -> tuple[int, float | str]:
+    try:
+        return (0, float(value))
+    except ValueError:
+        return (1, value)

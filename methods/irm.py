@@ -1,0 +1,81 @@
+"""IRM (Arjovsky et al., 2019), as DomainBed implements it (domainbed/algorithms.py, IRM):
+the mean over environments of the risk, plus `irm_lambda` times the IRMv1 penalty, the
+squared gradient of each environment's risk with respect to a scalar multiplier w of the
+logits at w = 1, averaged over environments. DomainBed estimates the square without bias
+as the product of the gradients on the two halves of the environment's batch (even and odd
+positions); so does this. Before `irm_penalty_anneal_iters` steps the penalty weight is 1;
+at that step the optimiser's state is reset (DomainBed builds a new Adam there, "because it
+doesn't like the sharp jump in gradient magnitudes").
+
+Environments are the batch's domains (`batch["domain"]`); the runner gives every batch an
+equal share of each training domain (Method.domain_batches). An environment with fewer
+than two examples in a batch adds to the risk but not to the penalty (no two halves).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import autograd
+
+from harness.method import Method, domain_indices
+
+
+def irm_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """DomainBed's _irm_penalty: grad_w CE(w·logits[::2]) · grad_w CE(w·logits[1::2]) at w=1."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # not in half precision
+    scale = torch.ones((), dtype=logits.dtype, device=logits.device, requires_grad=True)
+    loss_1 = F.cross_entropy(logits[::2] * scale, y[::2])
+    loss_2 = F.cross_entropy(logits[1::2] * scale, y[1::2])
+    grad_1 = autograd.grad(loss_1, [scale], create_graph=True)[0]
+    grad_2 = autograd.grad(loss_2, [scale], create_graph=True)[0]
+    return torch.sum(grad_1 * grad_2)
+
+
+class IRM(Method):
+    domain_batches = True
+
+    def __init__(
+        self,
+        model,
+        num_classes,
+        num_groups=1,
+        irm_lambda: float = 100.0,
+        irm_penalty_anneal_iters: int = 500,
+    ):
+        super().__init__(
+            model,
+            num_classes,
+            num_groups,
+            irm_lambda=irm_lambda,
+            irm_penalty_anneal_iters=irm_penalty_anneal_iters,
+        )
+        if not irm_lambda >= 0:
+            raise ValueError(f"method.irm_lambda must be >= 0, got {irm_lambda}")
+        if not isinstance(irm_penalty_anneal_iters, int) or irm_penalty_anneal_iters < 0:
+            raise ValueError(
+                "method.irm_penalty_anneal_iters must be an integer >= 0, got "
+                f"{irm_penalty_anneal_iters!r}"
+            )
+        self.irm_lambda, self.anneal_iters = float(irm_lambda), irm_penalty_anneal_iters
+        self.register_buffer("update_count", torch.zeros((), dtype=torch.long))  # resumes
+
+    def objective(self, logits, y, domains):
+        """(risk, penalty): the means over the batch's environments."""
+        envs = domain_indices(domains)
+        nll = torch.stack([F.cross_entropy(logits[e], y[e]) for e in envs]).mean()
+        pairs = [irm_penalty(logits[e], y[e]) for e in envs if len(e) >= 2]
+        penalty = torch.stack(pairs).mean() if pairs else nll.new_zeros(())
+        return nll, penalty
+
+    def update(self, batch):
+        count = int(self.update_count)
+        weight = self.irm_lambda if count >= self.anneal_iters else 1.0
+        logits, _ = self.predict(batch["x"])
+        nll, penalty = self.objective(logits, batch["y"], batch["domain"])
+        loss = nll + weight * penalty
+        if count == self.anneal_iters and self.anneal_iters > 0 and self.optimizer is not None:
+            self.optimizer.state.clear()  # DomainBed's fresh Adam at the jump in the weight
+        self.step(loss)
+        self.update_count += 1
+        return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}
