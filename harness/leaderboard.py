@@ -27,13 +27,24 @@ def main(cfg: DictConfig) -> None:
     c = OmegaConf.to_container(cfg, resolve=True)
     validate_leaderboard(c)
     paths = write_leaderboard(c["results_dir"], **leaderboard_options(c))
+    # the terminal gets each dataset's headline; the Markdown files keep the detail
     for name, path in paths.items():
         if name not in ("table", "csv", "index", "html"):
-            print(path.read_text())
+            print(f"{name}: {path}")
+            print(headline_of(path.read_text()))
     print(f"table:       {paths['table']} (and {paths['csv'].name})")
     print(f"leaderboard: {paths['index']}")
     if "html" in paths:
         print(f"page:        {paths['html']}")
+
+
+def headline_of(markdown: str) -> str:
+    """The headline section of a dataset's Markdown leaderboard (its table and caption)."""
+    start = markdown.find("## Headline")
+    if start < 0:
+        return ""
+    end = markdown.find("\n## ", start + 1)
+    return markdown[start : end if end >= 0 else None].strip() + "\n"
 
 
 if __name__ == "__main__":

@@ -382,6 +382,13 @@ LEADERBOARD_CASES = {
     "outputs": ("outputs=[markdown,pdf]", "outputs must be a list among"),
     "plot_workers": ("plot_workers=0", "plot_workers must be auto or a positive integer"),
     "corruption_reference": ("corruption_reference=[a]", "corruption_reference must be a name"),
+    "min_effect": ("min_effect=-0.01", "min_effect must be null or a positive number"),
+    "headline_split": ("headline_split=[id_test]", "headline_split must be a mapping"),
+    "headline_split": ("headline_split=[id_test]", "headline_split must be a mapping"),
+    "effective_robustness": (
+        "effective_robustness.scale=linear",
+        "effective_robustness.scale must be one of",
+    ),
 }
 EXPORT_CASES = {
     "results_dir": ("results_dir={tmp}/typo", "no such directory"),

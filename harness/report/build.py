@@ -12,6 +12,7 @@ from harness.report.compare import paired_comparisons, scorer_comparisons
 from harness.report.corruption import corruption_tables
 from harness.report.domains import domain_generalisation, domain_markdown
 from harness.report.drawing import resolve_plot_workers
+from harness.report.headline import headline, headline_markdown
 from harness.report.markdown import dataset_markdown, index_markdown, plots_section
 from harness.report.page import write_page
 from harness.report.plotcache import CachedPlots
@@ -36,6 +37,7 @@ def write_leaderboard(
     plot_workers: int | str = "auto",
     effective_robustness_options: dict[str, Any] | None = None,
     min_effect: float | None = None,
+    headline_split: dict[str, str] | None = None,
 ) -> dict[str, Path]:
     """Collects results_dir into table.parquet/.csv, summary and comparison CSVs, and the
     outputs asked for: leaderboard/*.md, plots (PNG + PDF), index.html. Returns the paths."""
@@ -54,10 +56,8 @@ def write_leaderboard(
     ):
         raise ValueError(f"scorer_resamples must be a positive integer, got {scorer_resamples!r}")
     robustness = check_options(effective_robustness_options)
-    if min_effect is not None and (
-        isinstance(min_effect, bool) or not isinstance(min_effect, int | float) or min_effect <= 0
-    ):
-        raise ValueError(f"min_effect must be null or a positive number, got {min_effect!r}")
+    check_min_effect(min_effect)
+    check_headline_split(headline_split)
     primaries = primary_metric if isinstance(primary_metric, dict) else {}
     default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
     table, skipped, changed = collect_cached(root)
@@ -110,6 +110,12 @@ def write_leaderboard(
         held_out = domain_generalisation(table, root)  # leave-one-domain-out sweeps only
         if not held_out.empty:
             atomic_write_csv(held_out, board / "domain_generalisation.csv")
+        headlines = {
+            dataset: headline(
+                agg, dataset, primary_of(dataset), comparisons, (headline_split or {}).get(dataset)
+            )
+            for dataset in datasets
+        }
         # the Markdown too, while the plots are drawn; their links are added after
         texts = {
             dataset: dataset_markdown(
@@ -121,6 +127,7 @@ def write_leaderboard(
                 scorer_comp,
                 None,
                 corruptions,
+                headline_markdown(headlines[dataset]),
             )
             + "".join(f"{line}\n" for line in robustness_section(eff, dataset))
             + "".join(f"{line}\n" for line in domain_markdown(held_out, dataset))
@@ -139,10 +146,24 @@ def write_leaderboard(
         atomic_write_text(path, text + "".join(f"{line}\n" for line in links))
         paths[dataset] = path
     if "html" in outputs:
-        paths["html"] = write_page(agg, all_plots, board / "index.html")
+        paths["html"] = write_page(agg, all_plots, board / "index.html", headlines=headlines)
     index = index_markdown(table, len(skipped), datasets, "html" in outputs, failures)
     atomic_write_text(board / "README.md", index)
     return paths
+
+
+def check_headline_split(value: Any) -> None:
+    if value is not None and not (
+        isinstance(value, dict) and all(isinstance(v, str) and v for v in value.values())
+    ):
+        raise ValueError(f"headline_split must be a mapping {{dataset: split}}, got {value!r}")
+
+
+def check_min_effect(min_effect: Any) -> None:
+    if min_effect is not None and (
+        isinstance(min_effect, bool) or not isinstance(min_effect, int | float) or min_effect <= 0
+    ):
+        raise ValueError(f"min_effect must be null or a positive number, got {min_effect!r}")
 
 
 def _warn_unknown_baselines(table: Any, baseline: str, scorer_baseline: str | None) -> None:
@@ -180,6 +201,7 @@ def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
         "corruption_reference",
         "plot_workers",
         "min_effect",
+        "headline_split",
     )
     options = {k: cfg[k] for k in names if k in cfg}
     if "effective_robustness" in cfg:  # a mapping in the config; write_leaderboard's name says so

@@ -19,6 +19,7 @@ def dataset_markdown(
     scorer_comparison: pd.DataFrame | None = None,
     plots: dict[str, list[Path]] | None = None,
     corruptions: dict[str, pd.DataFrame] | None = None,
+    headline: list[str] | None = None,
 ) -> str:
     sub = agg[agg["dataset"] == dataset]
     rule = ", ".join(sorted(sub["selection_rule"].unique()))
@@ -35,6 +36,7 @@ def dataset_markdown(
         f"interval over few seeds can leave [0, 1]). Checkpoint selection within a run: {rule}. Every number, "
         "with its interval: `summary.csv`.",
     ]
+    parts += headline or []
     sections = [
         ("Accuracy", "accuracy", ""),
         ("Worst-group accuracy", "worst_group_accuracy", ""),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -92,6 +93,12 @@ th[data-sorted=ascending]::after { content: ' \\25B2'; }
 th[data-sorted=descending]::after { content: ' \\25BC'; }
 td:nth-child(-n+7) { text-align: left; }
 .plots img { max-width: 520px; display: block; margin-bottom: 1em; }
+table.headline { font-size: 0.95em; margin-bottom: 1em; }
+table.headline td:nth-child(-n+4) { text-align: left; }
+.badge { padding: 1px 6px; border-radius: 8px; background: #eee; }
+.badge.better { background: #cdeccd; } .badge.worse { background: #f6d0d0; }
+.what { color: #444; max-width: 60em; }
+details { margin: 0.5em 0 2em; } summary { cursor: pointer; color: #225; }
 """
 
 
@@ -126,11 +133,40 @@ def page_rows(agg: pd.DataFrame) -> pd.DataFrame:
     return rows[["dataset", *COLUMNS]]
 
 
+def headline_html(dataset: str, h: Any) -> str:
+    """A dataset's headline (harness/report/headline.py) as a static table, id headline-<dataset>;
+    each cell's title says how many seeds and how its interval was made."""
+    if h is None:
+        return ""
+    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in h.table.columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td title="{html.escape(str(h.titles.iat[i, k]))}">'
+            + (
+                f'<span class="badge {html.escape(str(v))}">{html.escape(str(v))}</span>'
+                if c == "verdict" and v
+                else html.escape(str(v))
+            )
+            + "</td>"
+            for k, (c, v) in enumerate(row.items())
+        )
+        + "</tr>"
+        for i, (_, row) in enumerate(h.table.iterrows())
+    )
+    return (
+        f'<p class="what">{html.escape(h.caption)}</p>\n'
+        f'<table class="headline" id="headline-{html.escape(dataset)}"><thead><tr>{header}'
+        f"</tr></thead><tbody>{body}</tbody></table>\n"
+    )
+
+
 def write_page(
     agg: pd.DataFrame,
     plots: dict[str, dict[str, list[Path]]],
     path: str | Path,
     title: str = "Leaderboards",
+    headlines: dict[str, Any] | None = None,
 ) -> Path:
     """Writes the page; `plots` maps dataset -> plot name -> [png, pdf] (paths beside it)."""
     path = Path(path)
@@ -165,10 +201,14 @@ def write_page(
             for name, files in (plots.get(dataset) or {}).items()
         )
         sections.append(
-            f'<h2>{html.escape(dataset)}</h2>\n<div id="{tid}-filters" class="filters">'
+            f"<h2>{html.escape(dataset)}</h2>\n"
+            + headline_html(dataset, (headlines or {}).get(dataset))
+            + f'<details id="{tid}-details"><summary>Every number of {html.escape(dataset)} '
+            f"(filter, sort; <code>summary.csv</code>) and its plots</summary>\n"
+            f'<div id="{tid}-filters" class="filters">'
             f'{" ".join(selects)} <span id="{tid}-count"></span></div>\n'
             f'<div class="dataset"><table id="{tid}"><thead><tr>{header}</tr></thead>'
-            f'<tbody></tbody></table>\n<div class="plots">{images}</div></div>'
+            f'<tbody></tbody></table>\n<div class="plots">{images}</div></div></details>'
         )
     data = _dumps(tables).replace("</", "<\\/")
     text = (

@@ -1,0 +1,148 @@
+"""The headline of a dataset's leaderboard: one row per setting (model, method, TTA,
+augmentation), one column per test split (ID, each shift, then worst-group and the default
+scorer's OOD AUROC where the runs have them), the primary metric's mean with its 95%
+interval, the rank with ties and the verdict against the baseline on the headline split;
+ordered by the mean on that split. Train and validation splits are never shown here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from harness.report.aggregate import LOWER_IS_BETTER, split_order, uncertain_ranks
+
+TEST_ROLES = ("id_test", "shift_test")
+HOVER = "(hover a cell for the number of seeds and how the interval was made)"
+
+
+@dataclass
+class Headline:
+    table: pd.DataFrame  # display strings: setting columns, seeds, rank, verdict, one per split
+    titles: pd.DataFrame  # same shape: what a hover says (seeds, how the interval was made)
+    split: str  # the headline split (sorting, rank, verdict)
+    metric: str
+    caption: str
+
+
+def _cell(row: pd.Series) -> tuple[str, str]:
+    text = f"{row['mean']:.3f}"
+    if np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
+        text += f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    how = row["interval"] or "no interval (one seed, not accuracy)"
+    return text, f"{int(row['n_seeds'])} seed(s); {how}"
+
+
+def headline(
+    agg: pd.DataFrame,
+    dataset: str,
+    primary_metric: str = "accuracy",
+    comparisons: pd.DataFrame | None = None,
+    headline_split: str | None = None,
+    ood_scorer: str = "msp",
+) -> Headline | None:
+    """The headline of `dataset` from summary rows (`agg`); None when it has no test rows of
+    the primary metric. `headline_split`: None = the ID test split."""
+    sub = agg[(agg["dataset"] == dataset) & (agg["group_value"] == "")]
+    # one eval config per setting for label metrics: the numbers are the same under each
+    sub = sub.sort_values("eval_id", kind="stable")
+    main = sub[
+        (sub["metric"] == primary_metric)
+        & (sub["scorer"] == "")
+        & sub["split_role"].isin(TEST_ROLES)
+    ].drop_duplicates(["setting_id", "split"])
+    if main.empty:
+        return None
+    splits = split_order(main)
+    split = next(
+        (s for s in splits if main.loc[main["split"] == s, "split_role"].iat[0] == "id_test"),
+        splits[0],
+    )
+    if headline_split in splits:
+        split = headline_split
+    elif headline_split is not None:  # the rest of the leaderboard is still worth writing
+        warnings.warn(
+            f"headline_split.{dataset}={headline_split!r} is not a test split of {dataset} "
+            f"({splits}); the headline uses {split}",
+            stacklevel=2,
+        )
+    columns: dict[str, pd.DataFrame] = {s: main[main["split"] == s] for s in splits}
+    if primary_metric != "worst_group_accuracy":
+        worst = sub[
+            (sub["metric"] == "worst_group_accuracy")
+            & (sub["scorer"] == "")
+            & (sub["split"] == split)
+        ].drop_duplicates("setting_id")
+        if not worst.empty:
+            columns[f"worst-group ({split})"] = worst
+    ood = sub[
+        (sub["split_role"] == "ood")
+        & (sub["scorer"] == ood_scorer)
+        & sub["metric"].str.startswith("auroc_vs_")
+    ].drop_duplicates(["setting_id", "split"])
+    for name in split_order(ood):
+        columns[f"{ood_scorer} AUROC ({name})"] = ood[ood["split"] == name]
+    settings = main.drop_duplicates("setting_id").set_index("setting_id")
+    key = columns[split].set_index("setting_id")
+    ascending = primary_metric in LOWER_IS_BETTER
+    order = key["mean"].reindex(settings.index).sort_values(ascending=ascending, na_position="last")
+    ranks = (
+        uncertain_ranks(key[["mean", "ci_low", "ci_high"]])
+        if not ascending
+        else key["mean"].rank(method="min")
+    )
+    verdicts = _verdicts(comparisons, dataset, split)
+    rows, titles = [], []
+    for setting_id in order.index:
+        s = settings.loc[setting_id]
+        method = s["method"] + (f"+{s['tta']}" if s.get("tta") not in ("", "none", None) else "")
+        row = {
+            "model": s["model"],
+            "method": method,
+            "augment": s.get("augment") or "",
+            "setting": setting_id[:8],
+            "seeds": str(int(key.loc[setting_id, "n_seeds"])) if setting_id in key.index else "",
+            "rank": str(int(ranks[setting_id])) if setting_id in ranks.index else "",
+            "verdict": verdicts.get(
+                setting_id, "baseline" if method in verdicts.get("", ()) else ""
+            ),
+        }
+        title = {c: "" for c in row}
+        for name, frame in columns.items():
+            match = frame[frame["setting_id"] == setting_id]
+            row[name], title[name] = _cell(match.iloc[0]) if len(match) else ("", "")
+        rows.append(row)
+        titles.append(title)
+    caption = (
+        f"{primary_metric} on each test split: mean over seeds with its 95% interval {HOVER}. "
+        f"Ordered by {split}; "
+        "the rank counts the settings whose interval lies wholly above (ties share a rank); "
+        "the verdict is the paired comparison with the baseline on that split (comparisons.csv)."
+    )
+    return Headline(pd.DataFrame(rows), pd.DataFrame(titles), split, primary_metric, caption)
+
+
+def _verdicts(comparisons: pd.DataFrame | None, dataset: str, split: str) -> dict:
+    """setting_id -> verdict on `split`; "" -> the baseline's method names."""
+    if comparisons is None or comparisons.empty:
+        return {}
+    comp = comparisons[(comparisons["dataset"] == dataset) & (comparisons["split"] == split)]
+    out: dict = dict(zip(comp["setting_id"], comp["verdict"], strict=True))
+    out[""] = set(comp["baseline"])
+    return out
+
+
+def headline_markdown(h: Headline | None) -> list[str]:
+    if h is None:
+        return []
+    return [
+        "",
+        f"## Headline: {h.metric}",
+        "",
+        h.caption.replace(HOVER, "(`seeds`; summary.csv says how each interval was made)"),
+        "",
+        h.table.to_markdown(index=False, disable_numparse=True),
+    ]
