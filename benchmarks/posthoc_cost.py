@@ -1,11 +1,13 @@
 """Post-hoc cost per example vs one forward pass of resnet18 at 224×224, side by side.
 
-    python benchmarks/posthoc_cost.py [--fit 50000 --score 100000 --dim 512 --classes 10]
+    python benchmarks/posthoc_cost.py [--eval openood] [--fit 50000 --score 100000 --dim 512 --classes 10]
 
-Fits every cache-only scorer of conf/eval/default.yaml on `fit` ID examples, scores
+Fits every cache-only scorer of an eval config (conf/eval/<name>.yaml, with the configs it
+extends; default: default) on `fit` ID examples, scores
 `score` examples, computes every post-hoc metric, and compares the time per scored example
 with the time per example of timm's resnet18 forward pass at 224×224 on this machine
-(measured on a few batches). Prints the ratio (goal <= 0.05) and writes a JSON record.
+(measured on a few batches). Prints the ratio (goal <= 0.05 for default, 0.03 for openood,
+as issue 19 asks) and writes a JSON record. Scorers that need the model (ODIN) are left out.
 """
 
 from __future__ import annotations
@@ -35,6 +37,18 @@ def synthetic_outputs(n: int, dim: int, classes: int, rng: np.random.Generator, 
     return Outputs(head(feats).astype(np.float32), feats, labels, np.arange(n))
 
 
+def eval_config(name: str) -> dict:
+    """conf/eval/<name>.yaml with the configs its `defaults` list extends (Hydra's merge order:
+    the listed configs first, then the file itself), scorers merged by name."""
+    cfg = yaml.safe_load((ROOT / "conf" / "eval" / f"{name}.yaml").read_text())
+    merged: dict = {}
+    for parent in cfg.pop("defaults", []):
+        if parent != "_self_":
+            base = eval_config(parent)
+            merged = {**merged, **base, "scorers": {**merged.get("scorers", {}), **base["scorers"]}}
+    return {**merged, **cfg, "scorers": {**merged.get("scorers", {}), **(cfg.get("scorers") or {})}}
+
+
 def forward_seconds_per_example(batches: int = 3, batch_size: int = 16) -> float:
     import timm
 
@@ -54,6 +68,7 @@ def main() -> None:
     parser.add_argument("--score", type=int, default=100_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--eval", default="default", help="conf/eval/<name>.yaml")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "posthoc_cost.json"))
     args = parser.parse_args()
 
@@ -61,7 +76,8 @@ def main() -> None:
     head = Head(rng.normal(0, 0.1, (args.classes, args.dim)), np.zeros(args.classes))
     train = synthetic_outputs(args.fit, args.dim, args.classes, rng, head)
     test = synthetic_outputs(args.score, args.dim, args.classes, rng, head)
-    cfg = yaml.safe_load((ROOT / "conf" / "eval" / "default.yaml").read_text())
+    cfg = eval_config(args.eval)
+    goal = 0.03 if args.eval == "openood" else 0.05
     fit = FitData(train=train, val=train, head=head, num_classes=args.classes)
 
     timings = {}
@@ -70,6 +86,8 @@ def main() -> None:
     for name, scorer_cfg in cfg["scorers"].items():
         cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
         scorer = registry.construct(cls, scorer_cfg)
+        if "model" in scorer.needs:  # runs its own passes during harness.run: not post-hoc
+            continue
         start = time.perf_counter()
         scorer.fit(fit)
         scores = scorer.score(test)
@@ -101,7 +119,8 @@ def main() -> None:
         "posthoc_seconds_per_example": per_example,
         "forward_seconds_per_example": forward,
         "ratio": per_example / forward,
-        "goal": 0.05,
+        "eval": args.eval,
+        "goal": goal,
         "machine": {
             "host": platform.node(),
             "cpus": os.cpu_count(),
@@ -112,7 +131,7 @@ def main() -> None:
         print(f"{name:>16s}: {seconds:8.2f} s")
     print(
         f"post-hoc: {per_example * 1e6:.1f} us/example; resnet18@224 forward: "
-        f"{forward * 1e3:.1f} ms/example; ratio {record['ratio']:.4f} (goal <= 0.05)"
+        f"{forward * 1e3:.1f} ms/example; ratio {record['ratio']:.4f} (goal <= {goal})"
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
