@@ -383,7 +383,7 @@ LEADERBOARD_CASES = {
     "plot_workers": ("plot_workers=0", "plot_workers must be auto or a positive integer"),
     "corruption_reference": ("corruption_reference=[a]", "corruption_reference must be a name"),
     "min_effect": ("min_effect=-0.01", "min_effect must be null or a positive number"),
-    "headline_split": ("headline_split=[id_test]", "headline_split must be a mapping"),
+    "headline_split": ("+headline_split.toy=[a]", "headline_split must be a mapping"),
     "effective_robustness": (
         "effective_robustness.scale=linear",
         "effective_robustness.scale must be one of",
