@@ -26,7 +26,7 @@ PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
 EPS = 1e-3  # accuracies are clipped to [EPS, 1-EPS] before the probit
 
 
-PLOTS_VERSION = 2  # bump when a plot changes, so cached plot files are redrawn
+PLOTS_VERSION = 3  # bump when a plot changes, so cached plot files are redrawn
 MAX_ENTRIES = 20  # bars and seed spread show at most this many settings (the best ones)
 
 
@@ -72,7 +72,11 @@ def probit(p: np.ndarray | float) -> np.ndarray:
 
 def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figure | None:
     """Mean per setting and split with its 95% interval as error bars (one dataset's agg)."""
-    sel = metric_rows(agg, metric, scorer)
+    # not per group value: overall rows, and summaries over groups (worst_group_accuracy is
+    # stored with its group_key; metric_rows' overall rows would leave it out)
+    sel = agg[
+        (agg["metric"] == metric) & (agg["scorer"] == scorer) & (agg["group_value"] == "")
+    ]
     if sel.empty:
         return None
     sel = sel.assign(entry=_entries(sel))
