@@ -54,7 +54,26 @@ def store(tmp_path) -> pd.DataFrame:
                              "group_value": str(g), "value": acc - 0.1 * g, "n": int(100 * share)})  # fmt: skip
             rows.append({**common, "scorer": "", "metric": "worst_group_accuracy",
                          "group_key": "group", "group_value": "", "value": acc - 0.1})  # fmt: skip
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if tmp_path is not None:  # risk-coverage curves of 13 scorers for the baseline's runs
+        scorers = ["msp", "maxlogit", "energy", "entropy", "mahalanobis", "rel_mahalanobis",
+                   "knn", "vim", "react", "ash", "scale", "scod", "gen"]  # fmt: skip
+        coverage = np.linspace(0.01, 1, 50)
+        for run_id in table.loc[table["method"] == "erm", "run_id"].unique():
+            folder = tmp_path / "runs" / run_id / "posthoc" / ("e" * 16) / "risk_coverage"
+            folder.mkdir(parents=True)
+            for split, role in SPLITS:
+                if role in ("id_test", "shift_test"):
+                    pd.DataFrame(
+                        {
+                            "scorer": np.repeat(scorers, len(coverage)),
+                            "coverage": np.tile(coverage, len(scorers)),
+                            "risk": np.concatenate(
+                                [coverage * rng.uniform(0.1, 0.4) for _ in scorers]
+                            ),
+                        }
+                    ).to_parquet(folder / f"{split}.parquet")
+    return table
 
 
 def boxes(renderer, artists):
@@ -90,7 +109,7 @@ def test_the_builders_cover_every_plot_function_of_the_module():
 
 
 @pytest.mark.parametrize("name", ["bars_accuracy", "accuracy_on_the_line", "accuracy_on_the_curve",
-                                  "seed_spread_accuracy", "bars_worst_group_accuracy"])  # fmt: skip
+                                  "seed_spread_accuracy", "bars_worst_group_accuracy", "severity_curves", "risk_coverage"])  # fmt: skip
 def test_no_overlapping_tick_labels_and_legends_outside_the_data(name, tmp_path):
     table = store(tmp_path)
     builders = plot_builders(table, aggregate(table), tmp_path, "accuracy")
