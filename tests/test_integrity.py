@@ -489,3 +489,15 @@ def test_merge_dry_run_writes_nothing_and_its_options_are_checked(
         out = capsys.readouterr()
         assert message in out.err + out.out, (args, out.err)
     assert not (tmp_path / "d").exists()
+
+
+def test_a_missing_mandatory_path_is_refused_not_taken_literally(tmp_path, monkeypatch):
+    # OmegaConf.to_container gives "???" for a missing value: it became a folder of that name
+    from omegaconf.errors import MissingMandatoryValue
+
+    from harness import prepare
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingMandatoryValue, match="out"):
+        prepare.main(["corruptions", f"cache_dir={tmp_path / 'cache'}"])
+    assert not list(tmp_path.glob("*\\?*"))
