@@ -146,7 +146,8 @@ def _merge_run(rd: RunDir, target: RunDir, staging: Path, dry_run: bool) -> dict
 
 @hydra.main(config_path=str(CONF_DIR), config_name="merge", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
-    c = OmegaConf.to_container(cfg, resolve=True)
+    # throw_on_missing: a missing src or dst must not become a folder named "???"
+    c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if not isinstance(c["dry_run"], bool):
         raise ValueError(f"dry_run must be true or false, got {c['dry_run']!r}")
     table = merge(c["src"], c["dst"], c["dry_run"])

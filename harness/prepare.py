@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("prepare", overrides=args[1:])
-    c = OmegaConf.to_container(cfg, resolve=True)
+    # throw_on_missing: without out=, the set would be written to a folder named "???"
+    c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     out = prepare_corruptions(c)
     print(
         f"wrote {len(c['severities'])} severities of {c['corruptions']} corruptions of split "

@@ -470,3 +470,40 @@ def test_report_commands_never_create_a_misspelt_root(tmp_path):
         proc = run_cli([f"{arg}={typo}"], cwd=tmp_path, module=module, check=False)
         assert proc.returncode != 0, (module, proc.stdout)
         assert str(typo) in proc.stderr and not typo.exists(), (module, proc.stderr)
+
+
+def test_merge_dry_run_writes_nothing_and_its_options_are_checked(
+    tmp_path, finished, monkeypatch, capsys
+):
+    a, run0 = finished[0]
+    table = merge(a, tmp_path / "dst", dry_run=True)
+    assert list(table["action"]) == ["would copy"] and not (tmp_path / "dst").exists()
+    cases = [
+        ([f"src={tmp_path}/typo", f"dst={tmp_path}/d"], "no run directories in"),
+        ([str(a), f"{tmp_path}/d", "dry_run=maybe"], "dry_run must be true or false"),
+        ([str(a)], "Missing mandatory value: dst"),
+        ([str(a), str(a)], "src and dst are the same results root"),
+    ]
+    for args, message in cases:
+        monkeypatch.setattr(sys, "argv", ["harness.merge", *args])
+        with pytest.raises(SystemExit) as exc:
+            try:
+                merge_mod.main()
+            finally:
+                GlobalHydra.instance().clear()
+        assert exc.value.code not in (0, None), args
+        out = capsys.readouterr()
+        assert message in out.err + out.out, (args, out.err)
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_missing_mandatory_path_is_refused_not_taken_literally(tmp_path, monkeypatch):
+    # OmegaConf.to_container gives "???" for a missing value: it became a folder of that name
+    from omegaconf.errors import MissingMandatoryValue
+
+    from harness import prepare
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MissingMandatoryValue, match="out"):
+        prepare.main(["corruptions", f"cache_dir={tmp_path / 'cache'}"])
+    assert not list(tmp_path.glob("*\\?*"))

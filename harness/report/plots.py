@@ -26,7 +26,7 @@ PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
 EPS = 1e-3  # accuracies are clipped to [EPS, 1-EPS] before the probit
 
 
-PLOTS_VERSION = 2  # bump when a plot changes, so cached plot files are redrawn
+PLOTS_VERSION = 3  # bump when a plot changes, so cached plot files are redrawn
 MAX_ENTRIES = 20  # bars and seed spread show at most this many settings (the best ones)
 
 
@@ -72,7 +72,9 @@ def probit(p: np.ndarray | float) -> np.ndarray:
 
 def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figure | None:
     """Mean per setting and split with its 95% interval as error bars (one dataset's agg)."""
-    sel = metric_rows(agg, metric, scorer)
+    # not per group value: overall rows, and summaries over groups (worst_group_accuracy is
+    # stored with its group_key; metric_rows' overall rows would leave it out)
+    sel = agg[(agg["metric"] == metric) & (agg["scorer"] == scorer) & (agg["group_value"] == "")]
     if sel.empty:
         return None
     sel = sel.assign(entry=_entries(sel))
@@ -234,16 +236,20 @@ def severity_curves(table: pd.DataFrame) -> Figure | None:
     errors = errors.assign(entry=_entries(errors))
     errors.loc[errors["generated"], "entry"] += " (generated)"
     per_run = errors.groupby(["entry", "run_id", "severity"])["accuracy"].mean().reset_index()
-    fig = Figure(figsize=(5.5, 3.8), layout="constrained")
+    entries = per_run["entry"].nunique()
+    # the legend beside the axes (a line per entry), never on the curves
+    fig = Figure(figsize=(8.5, max(3.8, 0.9 + 0.2 * entries)), layout="constrained")
     ax = fig.add_subplot()
-    for entry, runs in per_run.groupby("entry", sort=True):
+    for k, (entry, runs) in enumerate(per_run.groupby("entry", sort=True)):
         curve = runs.groupby("severity")["accuracy"].agg(["mean", "std", "size"]).sort_index()
         half = stats.t.ppf(0.975, curve["size"] - 1) * curve["std"] / np.sqrt(curve["size"])
-        ax.errorbar(curve.index, curve["mean"], yerr=half.fillna(0), label=entry, capsize=2)
+        ax.errorbar(
+            curve.index, curve["mean"], yerr=half.fillna(0), label=entry, capsize=2, **_style(k)
+        )
     ax.set_xlabel("severity")
     ax.set_ylabel("accuracy (mean over corruptions)")
     ax.set_title("accuracy under corruption: mean and 95% interval over seeds")
-    ax.legend(fontsize="small", loc="lower left")  # accuracy falls to the right
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig
 
 
@@ -269,13 +275,18 @@ def risk_coverage(results_dir: str | Path, table: pd.DataFrame, setting_id: str)
     splits = [s for s in splits if s in set(data["split"])]
     fig, axes = _grid(len(splits))
     head = rows.iloc[0]
+    scorers = sorted(data["scorer"].unique())  # the same colour and dash in every panel
     for ax, split in zip(axes, splits, strict=True):
         for scorer, curve in data[data["split"] == split].groupby("scorer", sort=True):
-            ax.plot(curve["coverage"], curve["risk"], label=scorer, lw=1)
+            k = scorers.index(scorer)
+            dash = ("-", "--", ":", "-.")[(k // 10) % 4]  # ten colours, then another dash
+            ax.plot(
+                curve["coverage"], curve["risk"], label=scorer, lw=1, color=f"C{k % 10}", ls=dash
+            )
         ax.set_xlabel("coverage")
         ax.set_ylabel("selective risk")
         ax.set_title(f"{split}")
-        ax.legend(fontsize="x-small", ncol=2, loc="upper left")  # risk rises to the right
+    _figure_legend(fig, axes)  # below the panels, never on the curves
     fig.suptitle(f"risk–coverage: {head['model']} / {head['method']} ({setting_id[:8]})")
     return fig
 
