@@ -5,7 +5,8 @@
 The backbone run is this run's config with probe=none, found finished or run first
 (harness/derived.py; its run_id is in this run's key, beside the probe config). The probe
 plugin (conf/probe/, e.g. methods/probes/logistic.py: `fit(train, val, num_classes,
-base_head) -> (Head, info)`) fits on the backbone's ID train features, chooses its
+base_head) -> (Head, info)`; a plugin with `needs_groups = True`, like DFR, also gets
+`val_groups`, the val split's group ids) fits on the backbone's ID train features, chooses its
 hyperparameters on ID val, and the run's Outputs are the backbone's features with the probe's
 logits: no forward pass. Everything after (head check, scorers, metrics) is the post-hoc stage
 of any run.
@@ -49,16 +50,21 @@ def execute_probe(
     if not trains:
         raise ValueError(f"probe={p['name']}: backbone run {backbone.run_id} has no train split")
     plugin = registry.build("probe", {k: v for k, v in p.items() if k != "name"})
+    bench = adapter.load(Path(c["cache_dir"])).limited(c["dataset"].get("limit"))
+    extra = {}
+    if getattr(plugin, "needs_groups", False) and vals:  # e.g. DFR: group ids of val examples
+        val_out = cache.outputs[vals[0]]
+        extra["val_groups"] = bench.group_ids(bench.splits[vals[0]])[val_out.index]
     head, info = plugin.fit(
         cache.outputs[trains[0]],
         cache.outputs[vals[0]] if vals else None,
         len(cache.bench["classes"]),
         cache.head,
+        **extra,
     )
     log.info("probe %s on run %s: %s", p["name"], backbone.run_id, info)
     transform = json.loads(backbone.transform_json.read_text())
     bench_json = dict(cache.bench, splits={})
-    bench = adapter.load(Path(c["cache_dir"])).limited(c["dataset"].get("limit"))
     weight, bias = head.weight.astype(np.float32), head.bias.astype(np.float32)
     dtype = output_settings(c)["features_dtype"]
     for split, spec in cache.bench["splits"].items():
