@@ -136,6 +136,7 @@ def validate_plugins(cfg: dict[str, Any]) -> None:
     validate_eval(cfg["eval"])
     validate_tta(cfg)
     validate_probe(cfg)
+    check_ensemble(cfg)
     validate_domain_batches(cfg)
 
 
@@ -368,3 +369,25 @@ def validate_export(c: dict[str, Any]) -> None:
     out = c.get("output")
     if out is not None and (not _is_name(out) or Path(out).is_dir()):
         raise ValueError(f"output must be a file path or null, got {out!r}")
+
+
+def check_ensemble(c: dict[str, Any]) -> None:
+    """ensemble.seeds: at least two distinct non-negative integers; not with TTA or a probe."""
+    e = c.get("ensemble") or {}
+    if e.get("name", "none") == "none":
+        return
+    seeds = e.get("seeds")
+    if not (
+        isinstance(seeds, list)
+        and len(seeds) >= 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds)
+        and len(set(seeds)) == len(seeds)
+    ):
+        raise ValueError(
+            f"ensemble.seeds must be a list of at least two distinct seeds, got {seeds!r}"
+        )
+    for group in ("tta", "probe"):
+        if (c.get(group) or {}).get("name", "none") != "none":
+            raise ValueError(
+                f"ensemble={e['name']} with {group}={c[group]['name']}: choose one of them"
+            )

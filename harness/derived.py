@@ -15,7 +15,7 @@ from typing import Any
 
 from harness import registry
 from harness.config import build_dataset
-from harness.keys import RunKeys, make_keys, probe_config, run_payload, tta_config
+from harness.keys import RunKeys, ensemble_config, make_keys, probe_config, run_payload, tta_config
 from harness.method import Prerequisite
 
 
@@ -49,6 +49,9 @@ def prerequisites(c: dict[str, Any]) -> dict[str, Prerequisite]:
         return {"trained": Prerequisite({"tta": {"name": "none"}}, in_key=False)}
     if probe_config(c) is not None:  # a linear probe on the cache of its backbone run
         return {"backbone": Prerequisite({}, in_key=True)}
+    e = ensemble_config(c)
+    if e is not None:  # a seed ensemble: this config at each member seed
+        return {f"member_seed{s}": Prerequisite({"seed": s}, in_key=True) for s in e["seeds"]}
     if c["trainer"]["epochs"] == 0:
         return {}
     cls = registry.resolve_target("method", c["method"])
@@ -63,11 +66,13 @@ def plan(c: dict[str, Any]) -> dict[str, Parent]:
     parents = {}
     for name, pre in prerequisites(c).items():
         parent_cfg = _deep_merge(c, pre.overrides)
-        parent_cfg.update(hparams_seed=0, tta={"name": "none"}, probe={"name": "none"})
+        parent_cfg.update(
+            hparams_seed=0, tta={"name": "none"}, probe={"name": "none"}, ensemble={"name": "none"}
+        )
         keys = make_keys(run_payload(parent_cfg, build_dataset(parent_cfg))) if pre.in_key else None
         what = (
             f"{name} run"
-            if name in ("trained", "backbone")
+            if name in ("trained", "backbone") or name.startswith("member_")
             else f"stage {name!r} of method {method!r}"
         )
         parents[name] = Parent(what, parent_cfg, keys, pre.in_key)

@@ -236,6 +236,14 @@ def tta_config(c: dict[str, Any]) -> dict[str, Any] | None:
     return {k: v for k, v in t.items() if k != "search_space"}
 
 
+def ensemble_config(c: dict[str, Any]) -> dict[str, Any] | None:
+    """The ensemble config as it enters keys (seeds sorted); None for ensemble=none."""
+    e = c.get("ensemble") or {}
+    if e.get("name", "none") == "none":
+        return None
+    return {**e, "seeds": sorted(e["seeds"])}
+
+
 def probe_config(c: dict[str, Any]) -> dict[str, Any] | None:
     """The selected probe's config as it enters keys; None for probe=none (or no probe group)."""
     p = c.get("probe") or {}
@@ -258,6 +266,10 @@ def run_payload(
     p = probe_config(c)
     if p is not None:
         payload["probe"] = p
+    e = ensemble_config(c)
+    if e is not None:  # its members' seeds are the ensemble's; the run's own seed is unused
+        payload["ensemble"] = e
+        payload["seed"] = None
     if parents:
         payload["parents"] = dict(sorted(parents.items()))
     return payload

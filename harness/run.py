@@ -35,9 +35,17 @@ from harness.callbacks import job_status_path  # also registers ${process_token:
 from harness.config import build_dataset, build_method, check_writable, validate, validate_plugins
 from harness.data import Benchmark, resolve_transform
 from harness.derived import Parent, plan
+from harness.ensemble import execute_ensemble
 from harness.forward import RunModel, auto_num_workers
 from harness.gpudecode import resolve_decode
-from harness.keys import RunKeys, make_keys, probe_config, run_payload, tta_config
+from harness.keys import (
+    RunKeys,
+    ensemble_config,
+    make_keys,
+    probe_config,
+    run_payload,
+    tta_config,
+)
 from harness.models import create_model, model_label, resolve_device, save_head
 from harness.posthoc import evaluate_run
 from harness.probe import execute_probe
@@ -148,6 +156,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
                 execute = (
                     execute_probe
                     if probe_config(c)
+                    else execute_ensemble
+                    if ensemble_config(c)
                     else execute_tta
                     if tta_config(c)
                     else execute_training
