@@ -74,9 +74,11 @@ class RunKeys:
 
 
 def make_keys(payload: dict[str, Any]) -> RunKeys:
-    """payload must hold 'seed'; the setting is everything else."""
+    """payload must hold 'seed'; the setting is everything else but the parents' run_ids: a
+    derived run's parents are its own config at its seed (a probe's backbone, an ensemble's
+    members), so their run_ids differ by seed alone and must not split the setting."""
     full = {"results_version": RESULTS_VERSION, **payload}
-    setting = {k: v for k, v in full.items() if k != "seed"}
+    setting = {k: v for k, v in full.items() if k not in ("seed", "parents")}
     return RunKeys(
         run_id=content_hash(full)[:20], setting_id=content_hash(setting)[:20], payload=full
     )

@@ -76,3 +76,21 @@ def test_dfr_is_a_derived_run_on_the_erm_runs_cache(tmp_path):
     assert set(rows["method"]) == {"erm+dfr"}
     worst = rows[(rows["metric"] == "worst_group_accuracy") & (rows["split"] == "test_reversed")]
     assert len(worst) == 1 and 0 <= worst["value"].item() <= 1
+
+
+def test_dfr_runs_of_several_seeds_are_one_setting(tmp_path):
+    base = [
+        *TINY,
+        "dataset=coloured_digits",
+        "dataset.sizes={train: 100, val: 80, test_balanced: 40, test_reversed: 40}",
+        "dataset.limit=null",
+        f"results_dir={tmp_path}",
+        "eval=minimal",
+        "probe=dfr",
+        "probe.subsamples=2",
+    ]
+    runs = [run_mod.run(compose_config([*base, f"seed={s}"])) for s in (0, 1)]
+    keys = [json.loads(RunDir.at(r["run_dir"]).key_json.read_text()) for r in runs]
+    assert keys[0]["run_id"] != keys[1]["run_id"]
+    assert keys[0]["payload"]["parents"] != keys[1]["payload"]["parents"]
+    assert keys[0]["setting_id"] == keys[1]["setting_id"]
