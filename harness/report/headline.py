@@ -120,7 +120,8 @@ def headline(
         f"{primary_metric} on each test split: mean over seeds with its 95% interval {HOVER}. "
         f"Ordered by {split}; "
         "the rank counts the settings whose interval lies wholly above (ties share a rank); "
-        "the verdict is the paired comparison with the baseline on that split (comparisons.csv)."
+        "the verdict is the paired accuracy comparison with the baseline on that split "
+        "(comparisons.csv)."
     )
     return Headline(pd.DataFrame(rows), pd.DataFrame(titles), split, primary_metric, caption)
 
