@@ -11,8 +11,9 @@ concatenation. Everything after is the post-hoc stage of any run. The method col
 `<method>[ens×K]`.
 
 An ensemble is one model per setting (one value, no seeds): the leaderboard shows it as an
-entry of its own, with a single-run interval (a bootstrap over examples for accuracy);
-compare it with single models by that interval, not as a seed-paired comparison.
+entry of its own, with a single-run interval (a bootstrap over examples for accuracy); its
+rows carry its first member's seed, so a method comparison pairs it with that one model
+(model-level, docs/methods.md).
 """
 
 from __future__ import annotations
