@@ -9,6 +9,9 @@ three eval-config entries that default to off (docs/scorers.md, "OpenOOD protoco
   (Dhamija et al., 2018, as OpenOOD reports it): the fraction of ID examples that are both
   correctly classified and accepted at the threshold that accepts at most that fraction of
   the OOD split; a row only where the OOD split has at least 1/FPR examples.
+- `unified_error: true`: failure detection in the unified view (OOD examples must be
+  rejected, so they count as errors beside the misclassified ID and shifted examples):
+  `auroc_error_unified` and `aurc_unified` on split `pooled_test_ood`; SCOD is judged on it.
 - `full_spectrum: true`: full-spectrum OOD (Yang et al., 2023): the covariate-shifted
   (shift_test) splits count as ID beside the ID test split; every OOD split gets the OOD
   metrics again as `<metric>_fs_vs_<id>`, ID side = that ID split and every shift_test split.
@@ -43,8 +46,9 @@ def check_settings(ev: Mapping[str, Any]) -> None:
         isinstance(f, int | float) and 0 < f < 1 for f in fprs
     ):
         raise ValueError(f"eval.ccr_fprs must be a list of numbers in (0, 1), got {fprs!r}")
-    if not isinstance(ev.get("full_spectrum", False), bool):
-        raise ValueError(f"eval.full_spectrum must be true or false, got {ev['full_spectrum']!r}")
+    for entry in ("full_spectrum", "unified_error"):
+        if not isinstance(ev.get(entry, False), bool):
+            raise ValueError(f"eval.{entry} must be true or false, got {ev[entry]!r}")
 
 
 def ccr_at_fpr(
@@ -101,7 +105,41 @@ def protocol_rows(
                     for metric, value in (metrics.ood_metrics(id_side, s_ood) or {}).items():
                         n = len(id_side) + len(s_ood)
                         add(split, name, f"{metric}_fs_vs_{id_split}", value, n)
+    if ev.get("unified_error", False):
+        out += unified_error_rows(scores, [*id_tests, *shifted], oods, scorers, cache)
     return out + group_rows([*rows, *out], ev.get("ood_groups") or {}, oods, notes)
+
+
+def unified_error_rows(
+    scores: Mapping[str, pd.DataFrame],
+    labelled: Sequence[str],
+    oods: Sequence[str],
+    scorers: Sequence[str],
+    cache: Any,
+) -> list[dict]:
+    """The unified (model-specific) view of failure detection: ID and shifted test examples
+    are accepted when correctly classified, and every OOD example must be rejected, so it
+    counts as an error. AUROC (correct vs the rest) and AURC over them all, on split
+    `pooled_test_ood` (role `pooled`)."""
+    sides = [s for s in labelled if "correct" in scores[s]]
+    if not sides or not oods:
+        return []
+    correct = np.concatenate(
+        [scores[s]["correct"].to_numpy(bool) for s in sides]
+        + [np.zeros(len(scores[s]), bool) for s in oods]
+    )
+    out = []
+    for name in scorers:
+        values = np.concatenate([scores[s][name].to_numpy() for s in (*sides, *oods)])
+        auroc = metrics.auroc(values[correct], values[~correct])
+        for metric, value in (
+            ("auroc_error_unified", auroc),
+            ("aurc_unified", metrics.aurc(values, correct)),
+        ):
+            if value is not None:
+                out.append({"split": "pooled_test_ood", "split_role": "pooled", "scorer": name,
+                            "metric": metric, "value": float(value), "n": len(values)})  # fmt: skip
+    return out
 
 
 def group_rows(

@@ -47,6 +47,7 @@ def test_ccr_at_fpr_matches_brute_force(ties, fpr):
         ("ccr_fprs", [1.5], "ccr_fprs must be a list of numbers in"),
         ("ccr_fprs", 0.1, "ccr_fprs must be a list"),
         ("full_spectrum", "yes", "full_spectrum must be true or false"),
+        ("unified_error", 1, "unified_error must be true or false"),
     ],
 )
 def test_bad_openood_entries_are_refused_naming_them(entry, value, message):
@@ -107,6 +108,24 @@ def test_openood_eval_adds_group_ccr_and_full_spectrum_rows(tmp_path):
             reference = metrics.ood_metrics(fs_id, ood_scores)["auroc"]
             assert fs["value"].item() == pytest.approx(reference)
             assert fs["n"].item() == len(fs_id) + n
+    # the unified view: correct ID/shifted examples vs errors and every OOD example
+    from sklearn.metrics import roc_auc_score
+
+    from .test_recompute import aurc as brute_aurc
+
+    oods = sorted(set(rows.loc[rows["split_role"] == "ood", "split"]))
+    parts = [load_scores(run_dir, s) for s in ["id_test", *shifted]]
+    ood_parts = [load_scores(run_dir, s) for s in oods]
+    correct = np.concatenate(
+        [p["correct"].to_numpy(bool) for p in parts] + [np.zeros(len(p), bool) for p in ood_parts]
+    )
+    for scorer in ("msp", "energy", "scod"):
+        values = np.concatenate([p[scorer].to_numpy() for p in (*parts, *ood_parts)])
+        sel = rows[(rows["split"] == "pooled_test_ood") & (rows["scorer"] == scorer)]
+        got = sel.set_index("metric")["value"]
+        assert got["auroc_error_unified"] == pytest.approx(roc_auc_score(correct, values))
+        assert got["aurc_unified"] == pytest.approx(brute_aurc(values, correct))
+        assert set(sel["split_role"]) == {"pooled"} and (sel["n"] == len(values)).all()
     # the group rows have a role of their own, so that aggregates over role "ood" never
     # count a split twice
     roles = rows.drop_duplicates("split").set_index("split")["split_role"]
