@@ -25,6 +25,7 @@ Split layouts (`splits: {name: {path, role, layout}}`, paths relative to `root`)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import pkgutil
 from pathlib import Path
@@ -337,28 +338,76 @@ class ImageFolders(DatasetAdapter):
 
 class OODFolder(DatasetAdapter):
     """A folder of images (any depth) as one OOD split, attachable to any benchmark with the
-    top-level `ood_sets=[path, ...]` (the split is named `ood_<folder name>`)."""
+    top-level `ood_sets=[path, ...]` (the split is named `ood_<folder name>`).
 
-    path_options = ("root",)
+    `image_list`: an OpenOOD image list (`benchmark_imglist/<id>/test_<set>.txt`: one
+    `<path relative to root> <label>` per line, root = OpenOOD's `images_classic/` or
+    `images_largescale/`): only the listed images form the split, in the list's order (OpenOOD
+    subsets e.g. TinyImageNet and removes images that overlap the ID classes)."""
 
-    def __init__(self, name: str | None = None, limit: int | None = None, root: str = "") -> None:
+    path_options = ("root", "image_list")
+
+    def __init__(
+        self,
+        name: str | None = None,
+        limit: int | None = None,
+        root: str = "",
+        image_list: str | None = None,
+    ) -> None:
         self.name = name or Path(root).name
         self.root = Path(root)
+        self.image_list = Path(image_list) if image_list else None
+
+    def listed(self) -> list[Path]:
+        """The images an image list names, relative to root (an error naming a bad line)."""
+        paths = []
+        for k, line in enumerate(self.image_list.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) < 1 or (len(parts) > 1 and not parts[-1].lstrip("-").isdigit()):
+                raise ValueError(
+                    f"{self.image_list}, line {k}: expected '<path> <label>', got {line!r}"
+                )
+            paths.append(self.root / " ".join(parts[:-1] if len(parts) > 1 else parts))
+        return paths
 
     def verify(self) -> list[str]:
         problems = super().verify()
-        if not problems and not list_images(self.root):
-            problems.append(f"OOD set {self.name!r}: {self.root} has no images")
+        if problems:
+            return problems
+        if self.image_list is None:
+            if not list_images(self.root):
+                problems.append(f"OOD set {self.name!r}: {self.root} has no images")
+            return problems
+        if not self.image_list.is_file():
+            return [f"OOD set {self.name!r}: image list {self.image_list} does not exist "
+                    "(OpenOOD distributes benchmark_imglist/ with its download script)"]  # fmt: skip
+        try:
+            missing = [p for p in self.listed() if not p.is_file()]
+        except ValueError as exc:
+            return [str(exc)]
+        if missing:
+            problems.append(
+                f"OOD set {self.name!r}: {len(missing)} images of {self.image_list} are missing "
+                f"below {self.root}, e.g. {missing[0]}"
+            )
         return problems
 
     def key_config(self) -> dict[str, Any]:
-        return {"name": self.name}
+        return {"name": self.name, **({"image_list": True} if self.image_list else {})}
 
     def fingerprint(self) -> str:
-        return hash_arrays(self.key_config(), listing_digest(self.root))
+        if self.image_list is None:
+            return hash_arrays(self.key_config(), listing_digest(self.root))
+        # the list's bytes (which images, in which order) and each listed file's size
+        sizes = [p.stat().st_size if p.is_file() else -1 for p in self.listed()]
+        listing = hashlib.sha256(self.image_list.read_bytes()).hexdigest()
+        return hash_arrays(self.key_config(), listing, np.array(sizes, dtype=np.int64))
 
     def load(self, cache_dir: Path) -> Benchmark:
-        paths = [str(p) for p in list_images(self.root)]
+        files = self.listed() if self.image_list is not None else list_images(self.root)
+        paths = [str(p) for p in files]
         meta = pd.DataFrame({"path": paths, "label": np.full(len(paths), -1, np.int64)})
         name = f"ood_{self.name}"
         split = image_split(name, "ood", meta, {"folder": str(self.root)})
