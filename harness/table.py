@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from harness.rundir import (
@@ -127,7 +128,7 @@ def _collect(
 STAGE_COLUMNS = ("run_id", "eval_id", "split", "scorer", "metric", "value")
 
 
-def _read_one(stage: Path) -> pa.Table | Exception:
+def _read_one(stage: Path, check_names: bool = True) -> pa.Table | Exception:
     try:
         path = stage_rows_path(stage)
         # opening a FIFO (or a device) would block forever: regular files only,
@@ -143,6 +144,17 @@ def _read_one(stage: Path) -> pa.Table | Exception:
         value_type = rows.schema.field("value").type
         if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
             raise ValueError(f"wrong schema: column value is {value_type}, not a number")
+        # a run folder counts only under its own run_id (and a stage under its eval_id): a
+        # copy such as runs/00-copy-of-<id>, edited or not, would otherwise be collected
+        # beside (or instead of) the real run. The ids are in the rows: no extra file read.
+        names = (("run_id", stage.parent.parent.name), ("eval_id", stage.name))
+        for column, name in names if check_names and rows.num_rows else ():
+            held = pc.unique(rows.column(column)).to_pylist()
+            if held != [name]:
+                raise ValueError(
+                    f"folder name {name!r} is not the {column} its rows carry ({held[:3]}): "
+                    "a copied or renamed folder? Only a folder named by its own id is collected"
+                )
         return rows
     except Exception as exc:
         return exc
@@ -152,7 +164,7 @@ def stage_problem(stage: Path) -> str | None:
     """Why a finished post-hoc stage's rows cannot be trusted (unreadable, wrong schema, not
     the number of rows its DONE records), or None when they can. A damaged stage is computed
     again by the next run or evaluate instead of "already had it"."""
-    rows = _read_one(stage)
+    rows = _read_one(stage, check_names=False)  # a copy's stage is not damaged, only ignored
     if isinstance(rows, Exception):
         return f"unreadable rows.parquet: {type(rows).__name__}: {rows}"
     try:
