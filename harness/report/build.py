@@ -3,7 +3,10 @@ summary and comparison CSVs, the Markdown leaderboards, the plots and the page."
 
 from __future__ import annotations
 
+import fcntl
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,96 +63,119 @@ def write_leaderboard(
     check_headline_split(headline_split)
     primaries = primary_metric if isinstance(primary_metric, dict) else {}
     default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
-    table, skipped, changed = collect_cached(root)
-    _warn_unknown_baselines(table, baseline, scorer_baseline)
-    agg = aggregate(table, root)
-    board = root / "leaderboard"
-    datasets = sorted(agg["dataset"].unique())
+    # one rebuild of a root at a time: a second process (an overlapping sweep's end, a
+    # user's command) waits, then rebuilds from what is there (issue 24, item 4)
+    with leaderboard_lock(root):
+        table, skipped, changed = collect_cached(root)
+        _warn_unknown_baselines(table, baseline, scorer_baseline)
+        agg = aggregate(table, root)
+        board = root / "leaderboard"
+        datasets = sorted(agg["dataset"].unique())
 
-    def primary_of(dataset: str) -> str:
-        return primaries.get(dataset, default_primary) if primaries else default_primary
+        def primary_of(dataset: str) -> str:
+            return primaries.get(dataset, default_primary) if primaries else default_primary
 
-    jobs = {
-        board / "plots" / dataset: (
-            table[table["dataset"] == dataset],
-            agg[agg["dataset"] == dataset],
-            primary_of(dataset),
-            baseline,
-        )
-        for dataset in (datasets if "plots" in outputs else [])
-    }
-    # the plots are drawn (in worker processes) while the tables are made here
-    with CachedPlots(jobs, root, resolve_plot_workers(plot_workers)) as plots:
-        if changed or not (root / "table.csv").is_file():
-            atomic_write_csv(table, root / "table.csv")
-        atomic_write_csv(agg, board / "summary.csv")
-        selected = None
-        if model_selection:
-            selected = select_settings(table, model_selection, root)
-            atomic_write_csv(selected, board / "selection.csv")
-        # after a hyperparameter search, the chosen setting of each method is what is
-        # compared (with several baseline settings and no selection, there is no single
-        # baseline)
-        chosen = (
-            table if selected is None else table[table["setting_id"].isin(selected["setting_id"])]
-        )
-        comparisons = paired_comparisons(chosen, root, baseline, multiple_comparisons, min_effect)
-        atomic_write_csv(comparisons, board / "comparisons.csv")
-        scorer_comp = None
-        if scorer_baseline:
-            scorer_comp = scorer_comparisons(table, root, scorer_baseline, scorer_resamples)
-            atomic_write_csv(scorer_comp, board / "scorer_comparisons.csv")
-        corruptions = corruption_tables(table, corruption_reference)
-        for name, frame in corruptions.items():
-            atomic_write_csv(frame, board / f"corruptions_{name}.csv")
-        eff = effective_robustness(agg, **robustness) if robustness else None
-        if eff is not None:
-            atomic_write_csv(eff, board / "effective_robustness.csv")
-        else:
-            eff = effective_robustness(agg.iloc[:0])  # no rows: no section
-        held_out = domain_generalisation(table, root)  # leave-one-domain-out sweeps only
-        if not held_out.empty:
-            atomic_write_csv(held_out, board / "domain_generalisation.csv")
-        headlines = {
-            dataset: headline(
-                agg, dataset, primary_of(dataset), comparisons, (headline_split or {}).get(dataset)
-            )
-            for dataset in datasets
-        }
-        # the Markdown too, while the plots are drawn; their links are added after
-        texts = {
-            dataset: dataset_markdown(
-                agg,
-                dataset,
-                comparisons,
+        jobs = {
+            board / "plots" / dataset: (
+                table[table["dataset"] == dataset],
+                agg[agg["dataset"] == dataset],
                 primary_of(dataset),
-                selected,
-                scorer_comp,
-                None,
-                corruptions,
-                headline_markdown(headlines[dataset]),
+                baseline,
             )
-            + "".join(f"{line}\n" for line in robustness_section(eff, dataset))
-            + "".join(f"{line}\n" for line in domain_markdown(held_out, dataset))
-            for dataset in (datasets if "markdown" in outputs else [])
+            for dataset in (datasets if "plots" in outputs else [])
         }
-        failures = collect_failures(root)
-        all_plots = {out_dir.name: files for out_dir, files in plots.result().items()}
-    paths = {
-        "table": root / "table.parquet",
-        "csv": root / "table.csv",
-        "index": board / "README.md",
-    }
-    for dataset, text in texts.items():
-        path = board / f"{dataset}.md"
-        links = plots_section(dataset, all_plots.get(dataset))
-        atomic_write_text(path, text + "".join(f"{line}\n" for line in links))
-        paths[dataset] = path
-    if "html" in outputs:
-        paths["html"] = write_page(agg, all_plots, board / "index.html", headlines=headlines)
-    index = index_markdown(table, len(skipped), datasets, "html" in outputs, failures)
-    atomic_write_text(board / "README.md", index)
-    return paths
+        # the plots are drawn (in worker processes) while the tables are made here
+        with CachedPlots(jobs, root, resolve_plot_workers(plot_workers)) as plots:
+            if changed or not (root / "table.csv").is_file():
+                atomic_write_csv(table, root / "table.csv")
+            atomic_write_csv(agg, board / "summary.csv")
+            selected = None
+            if model_selection:
+                selected = select_settings(table, model_selection, root)
+                atomic_write_csv(selected, board / "selection.csv")
+            # after a hyperparameter search, the chosen setting of each method is what is
+            # compared (with several baseline settings and no selection, there is no single
+            # baseline)
+            chosen = (
+                table
+                if selected is None
+                else table[table["setting_id"].isin(selected["setting_id"])]
+            )
+            comparisons = paired_comparisons(
+                chosen, root, baseline, multiple_comparisons, min_effect
+            )
+            atomic_write_csv(comparisons, board / "comparisons.csv")
+            scorer_comp = None
+            if scorer_baseline:
+                scorer_comp = scorer_comparisons(table, root, scorer_baseline, scorer_resamples)
+                atomic_write_csv(scorer_comp, board / "scorer_comparisons.csv")
+            corruptions = corruption_tables(table, corruption_reference)
+            for name, frame in corruptions.items():
+                atomic_write_csv(frame, board / f"corruptions_{name}.csv")
+            eff = effective_robustness(agg, **robustness) if robustness else None
+            if eff is not None:
+                atomic_write_csv(eff, board / "effective_robustness.csv")
+            else:
+                eff = effective_robustness(agg.iloc[:0])  # no rows: no section
+            held_out = domain_generalisation(table, root)  # leave-one-domain-out sweeps only
+            if not held_out.empty:
+                atomic_write_csv(held_out, board / "domain_generalisation.csv")
+            headlines = {
+                dataset: headline(
+                    agg,
+                    dataset,
+                    primary_of(dataset),
+                    comparisons,
+                    (headline_split or {}).get(dataset),
+                )
+                for dataset in datasets
+            }
+            # the Markdown too, while the plots are drawn; their links are added after
+            texts = {
+                dataset: dataset_markdown(
+                    agg,
+                    dataset,
+                    comparisons,
+                    primary_of(dataset),
+                    selected,
+                    scorer_comp,
+                    None,
+                    corruptions,
+                    headline_markdown(headlines[dataset]),
+                )
+                + "".join(f"{line}\n" for line in robustness_section(eff, dataset))
+                + "".join(f"{line}\n" for line in domain_markdown(held_out, dataset))
+                for dataset in (datasets if "markdown" in outputs else [])
+            }
+            failures = collect_failures(root)
+            all_plots = {out_dir.name: files for out_dir, files in plots.result().items()}
+        paths = {
+            "table": root / "table.parquet",
+            "csv": root / "table.csv",
+            "index": board / "README.md",
+        }
+        for dataset, text in texts.items():
+            path = board / f"{dataset}.md"
+            links = plots_section(dataset, all_plots.get(dataset))
+            atomic_write_text(path, text + "".join(f"{line}\n" for line in links))
+            paths[dataset] = path
+        if "html" in outputs:
+            paths["html"] = write_page(agg, all_plots, board / "index.html", headlines=headlines)
+        index = index_markdown(table, len(skipped), datasets, "html" in outputs, failures)
+        atomic_write_text(board / "README.md", index)
+        return paths
+
+
+@contextmanager
+def leaderboard_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on <root>/.leaderboard.lock for the whole rebuild (fcntl.flock: the
+    kernel releases it when its process dies, so a killed rebuild never leaves it held)."""
+    with open(root / ".leaderboard.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_headline_split(value: Any) -> None:
