@@ -37,6 +37,7 @@ def validate(cfg: dict[str, Any]) -> None:
             f"({lock['heartbeat']}): a live run would be taken over"
         )
     check_policy(cfg.get("checkpoints", "best"))
+    check_run_options(cfg)
     t = cfg["trainer"]
     if not isinstance(t["epochs"], int) or t["epochs"] < 0:
         raise ValueError(f"trainer.epochs must be an integer >= 0, got {t['epochs']!r}")
@@ -107,6 +108,36 @@ def validate(cfg: dict[str, Any]) -> None:
         )
 
 
+def check_run_options(cfg: dict[str, Any]) -> None:
+    """The top-level options of conf/config.yaml that nothing else checks before a write."""
+    for key in ("results_dir", "cache_dir", "data_root"):
+        v = cfg.get(key, "x")
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f"{key} must be a directory path, got {v!r}")
+    threads = cfg.get("threads")
+    if threads is not None and (
+        not isinstance(threads, int) or isinstance(threads, bool) or threads < 1
+    ):
+        raise ValueError(f"threads must be a positive integer or null, got {threads!r}")
+    device = cfg.get("device", "auto")
+    try:
+        if device != "auto":
+            import torch
+
+            torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}") from exc
+    for key, value in (
+        ("retry_failed", cfg.get("retry_failed", True)),
+        ("sweep_end.leaderboard", (cfg.get("sweep_end") or {}).get("leaderboard", True)),
+    ):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key} must be true or false, got {value!r}")
+    transform = (cfg.get("model") or {}).get("transform", "auto")
+    if transform not in ("auto", "timm", "benchmark"):
+        raise ValueError(f"model.transform must be auto, timm or benchmark, got {transform!r}")
+
+
 def check_schedule(schedule: Any) -> None:
     if schedule in ("cosine", "constant"):
         return
@@ -137,6 +168,16 @@ def validate_plugins(cfg: dict[str, Any]) -> None:
     validate_tta(cfg)
     validate_probe(cfg)
     check_ensemble(cfg)
+    optimizer = (cfg.get("trainer") or {}).get("optimizer") or {}
+    if cfg["trainer"]["epochs"] > 0 and optimizer.get("_target_"):
+        from hydra.utils import get_class
+
+        try:  # a misspelt optimiser fails here, not after the run's folder is made
+            get_class(optimizer["_target_"])
+        except Exception as exc:
+            raise ValueError(
+                f"trainer.optimizer._target_={optimizer['_target_']!r} cannot be imported: {exc}"
+            ) from exc
     validate_domain_batches(cfg)
 
 

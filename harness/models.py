@@ -79,6 +79,14 @@ def check_model_config(cfg: dict[str, Any]) -> None:
             f"model.stem=cifar replaces the stem of {cfg['name']}: its pretrained weights would "
             "not fit; train from scratch (model.pretrained=false)"
         )
+    if cfg.get("kwargs"):  # a misspelt keyword fails here, on the meta device (no memory)
+        import timm
+
+        try:
+            with torch.device("meta"):
+                timm.create_model(cfg["name"], pretrained=False, **cfg["kwargs"])
+        except TypeError as exc:
+            raise ValueError(f"model.kwargs={cfg['kwargs']!r} for {cfg['name']}: {exc}") from exc
     if cfg.get("pretrained") and not cfg.get("checkpoint"):
         check_pretrained_weights(cfg["name"])
 
