@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import autograd
 
-from harness.method import Method, domain_indices
+from harness.method import domain_indices
+from methods.annealed import AnnealedPenalty
 
 
 def irm_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -32,9 +33,7 @@ def irm_penalty(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.sum(grad_1 * grad_2)
 
 
-class IRM(Method):
-    domain_batches = True
-
+class IRM(AnnealedPenalty):
     def __init__(
         self,
         model,
@@ -47,18 +46,11 @@ class IRM(Method):
             model,
             num_classes,
             num_groups,
-            irm_lambda=irm_lambda,
-            irm_penalty_anneal_iters=irm_penalty_anneal_iters,
+            "irm_lambda",
+            irm_lambda,
+            "irm_penalty_anneal_iters",
+            irm_penalty_anneal_iters,
         )
-        if not irm_lambda >= 0:
-            raise ValueError(f"method.irm_lambda must be >= 0, got {irm_lambda}")
-        if not isinstance(irm_penalty_anneal_iters, int) or irm_penalty_anneal_iters < 0:
-            raise ValueError(
-                "method.irm_penalty_anneal_iters must be an integer >= 0, got "
-                f"{irm_penalty_anneal_iters!r}"
-            )
-        self.irm_lambda, self.anneal_iters = float(irm_lambda), irm_penalty_anneal_iters
-        self.register_buffer("update_count", torch.zeros((), dtype=torch.long))  # resumes
 
     def objective(self, logits, y, domains):
         """(risk, penalty): the means over the batch's environments."""
@@ -67,15 +59,3 @@ class IRM(Method):
         pairs = [irm_penalty(logits[e], y[e]) for e in envs if len(e) >= 2]
         penalty = torch.stack(pairs).mean() if pairs else nll.new_zeros(())
         return nll, penalty
-
-    def update(self, batch):
-        count = int(self.update_count)
-        weight = self.irm_lambda if count >= self.anneal_iters else 1.0
-        logits, _ = self.predict(batch["x"])
-        nll, penalty = self.objective(logits, batch["y"], batch["domain"])
-        loss = nll + weight * penalty
-        if count == self.anneal_iters and self.anneal_iters > 0 and self.optimizer is not None:
-            self.optimizer.state.clear()  # DomainBed's fresh Adam at the jump in the weight
-        self.step(loss)
-        self.update_count += 1
-        return {"loss": loss.item(), "nll": nll.item(), "penalty": penalty.item()}

@@ -13,12 +13,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness.method import Method, domain_indices
+from harness.method import domain_indices
+from methods.annealed import AnnealedPenalty
 
 
-class VREx(Method):
-    domain_batches = True
-
+class VREx(AnnealedPenalty):
     def __init__(
         self,
         model,
@@ -31,33 +30,14 @@ class VREx(Method):
             model,
             num_classes,
             num_groups,
-            vrex_lambda=vrex_lambda,
-            vrex_penalty_anneal_iters=vrex_penalty_anneal_iters,
+            "vrex_lambda",
+            vrex_lambda,
+            "vrex_penalty_anneal_iters",
+            vrex_penalty_anneal_iters,
         )
-        if not vrex_lambda >= 0:
-            raise ValueError(f"method.vrex_lambda must be >= 0, got {vrex_lambda}")
-        if not isinstance(vrex_penalty_anneal_iters, int) or vrex_penalty_anneal_iters < 0:
-            raise ValueError(
-                "method.vrex_penalty_anneal_iters must be an integer >= 0, got "
-                f"{vrex_penalty_anneal_iters!r}"
-            )
-        self.vrex_lambda, self.anneal_iters = float(vrex_lambda), vrex_penalty_anneal_iters
-        self.register_buffer("update_count", torch.zeros((), dtype=torch.long))  # resumes
 
     def objective(self, logits, y, domains):
         """(mean risk, variance of the environments' risks)."""
         losses = torch.stack([F.cross_entropy(logits[e], y[e]) for e in domain_indices(domains)])
         mean = losses.mean()
         return mean, ((losses - mean) ** 2).mean()
-
-    def update(self, batch):
-        count = int(self.update_count)
-        weight = self.vrex_lambda if count >= self.anneal_iters else 1.0
-        logits, _ = self.predict(batch["x"])
-        mean, penalty = self.objective(logits, batch["y"], batch["domain"])
-        loss = mean + weight * penalty
-        if count == self.anneal_iters and self.anneal_iters > 0 and self.optimizer is not None:
-            self.optimizer.state.clear()  # DomainBed's fresh Adam at the jump in the weight
-        self.step(loss)
-        self.update_count += 1
-        return {"loss": loss.item(), "nll": mean.item(), "penalty": penalty.item()}
