@@ -32,7 +32,7 @@ DEMO_SEEDS ?= 0,1,2
 DEMO_METHODS ?= erm,label_smoothing
 demo: venv
 	$(PY) -m harness.run -m seed=$(DEMO_SEEDS) method=$(DEMO_METHODS) $(DEMO_ARGS)
-	$(PY) -m harness.run ensemble=seeds ensemble.seeds=[$(DEMO_SEEDS)] $(DEMO_ARGS)
+	$(PY) -m harness.run ensemble=seeds 'ensemble.seeds=[$(DEMO_SEEDS)]' $(DEMO_ARGS)
 	$(PY) -m harness.leaderboard
 	@echo "runs:        results/runs/ (one directory per run; rerunning skips finished ones)"
 
