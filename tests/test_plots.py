@@ -233,3 +233,29 @@ def test_a_failing_plot_in_a_worker_is_raised_here(tmp_path):
 
     with pytest.raises(ValueError, match="bad plot data"):
         drawing.draw({tmp_path / "a": broken, tmp_path / "b": broken}, workers=2)
+
+
+def test_reliability_bins_accuracy_against_confidence_and_gives_the_ece(tmp_path):
+    rng = np.random.default_rng(4)
+    rows, pooled = [], []
+    for seed in (0, 1):
+        rows.append(row(f"r{seed}", "erm", seed, "test", "id_test", 0.9))
+        folder = tmp_path / "runs" / f"r{seed}" / "posthoc" / "e" / "scores"
+        folder.mkdir(parents=True)
+        msp = rng.uniform(0.05, 1.0, 300)
+        frame = pd.DataFrame({"msp": msp, "correct": rng.random(300) < msp**2})
+        frame.to_parquet(folder / "test.parquet")
+        pooled.append(frame)
+    fig = plots.reliability(tmp_path, pd.DataFrame(rows), "s_erm")
+    data = pd.concat(pooled)
+    conf, correct = data["msp"].to_numpy(), data["correct"].to_numpy()
+    edges = np.linspace(0, 1, 16)
+    heights, ece = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            heights.append(correct[inside].mean())
+            ece += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
+    ax = fig.axes[0]
+    assert [p.get_height() for p in ax.patches] == pytest.approx(heights)
+    assert f"ECE {ece:.3f} (600 examples)" in ax.get_title()

@@ -26,7 +26,7 @@ PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
 EPS = 1e-3  # accuracies are clipped to [EPS, 1-EPS] before the probit
 
 
-PLOTS_VERSION = 3  # bump when a plot changes, so cached plot files are redrawn
+PLOTS_VERSION = 4  # bump when a plot changes, so cached plot files are redrawn
 MAX_ENTRIES = 20  # bars and seed spread show at most this many settings (the best ones)
 
 
@@ -291,6 +291,54 @@ def risk_coverage(results_dir: str | Path, table: pd.DataFrame, setting_id: str)
     return fig
 
 
+def reliability(
+    results_dir: str | Path, table: pd.DataFrame, setting_id: str, bins: int = 15
+) -> Figure | None:
+    """Reliability diagram of one setting: per labelled test split, the accuracy of the
+    examples in each equal-width bin of confidence (MSP, from each run's per-example scores,
+    the setting's seeds pooled) against the bin's mean confidence, with the diagonal; the
+    title gives the pooled ECE over those bins."""
+    rows = table[table["setting_id"] == setting_id]
+    tests = rows[rows["split_role"].isin(["id_test", "shift_test"])]
+    frames = []
+    for (run_id, eval_id), _ in rows.groupby(["run_id", "eval_id"]):
+        for split in split_order(tests):
+            try:
+                path = RunDir.at(runs_root(results_dir) / run_id).posthoc(eval_id).scores(split)
+                scores = pd.read_parquet(path, columns=["msp", "correct"])
+            except (OSError, ValueError, KeyError):
+                continue  # no per-example scores, or no MSP column: nothing to draw
+            frames.append(scores.assign(split=split))
+    if not frames:
+        return None
+    data = pd.concat(frames)
+    splits = [s for s in split_order(tests) if s in set(data["split"])]
+    fig, axes = _grid(len(splits), width=3.6, height=3.6)
+    edges = np.linspace(0, 1, bins + 1)
+    for ax, split in zip(axes, splits, strict=True):
+        d = data[data["split"] == split]
+        which = np.clip(np.searchsorted(edges, d["msp"].to_numpy(), side="left") - 1, 0, bins - 1)
+        per = (
+            d.assign(bin=which)
+            .groupby("bin")
+            .agg(confidence=("msp", "mean"), accuracy=("correct", "mean"), n=("msp", "size"))
+        )
+        ece = float((per["n"] * (per["accuracy"] - per["confidence"]).abs()).sum() / len(d))
+        ax.bar(edges[per.index] + 0.5 / bins, per["accuracy"], width=1 / bins, color="C0",
+               edgecolor="white", label="accuracy")  # fmt: skip
+        ax.plot(per["confidence"], per["accuracy"], "o", color="C1", ms=3, label="mean confidence")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (MSP)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{split}: ECE {ece:.3f} ({len(d)} examples)")
+    head = rows.iloc[0]
+    fig.suptitle(f"reliability: {head['model']} / {head['method']} ({setting_id[:8]})")
+    _figure_legend(fig, axes)
+    return fig
+
+
 def seed_spread(table: pd.DataFrame, metric: str = "accuracy") -> Figure | None:
     """Every seed's value per setting (points) and their mean (a black tick), one panel per
     split, settings on the y axis: the variance between runs is itself a result."""
@@ -342,6 +390,7 @@ def plot_builders(
         preferred = counts[counts["method"] == baseline]
         setting = (preferred if not preferred.empty else counts)["setting_id"].iat[0]
         builders["risk_coverage"] = partial(risk_coverage, results_dir, table, setting)
+        builders["reliability"] = partial(reliability, results_dir, table, setting)
     return builders
 
 
