@@ -29,7 +29,7 @@ from scipy.special import logsumexp
 from harness.forward import record_dataset_eval
 from harness.keys import RunKeys, output_settings
 from harness.outputs import Outputs
-from harness.posthoc import load_run_cache
+from harness.runcache import load_run_cache
 from harness.rundir import RunDir
 from harness.store import atomic_write_json, atomic_write_parquet, atomic_write_text
 

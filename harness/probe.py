@@ -26,7 +26,7 @@ from harness import registry
 from harness.forward import record_dataset_eval
 from harness.keys import RunKeys, output_settings, probe_config
 from harness.outputs import Outputs
-from harness.posthoc import load_run_cache
+from harness.runcache import load_run_cache
 from harness.rundir import RunDir
 from harness.store import atomic_save_npz, atomic_write_json, atomic_write_parquet
 

@@ -115,8 +115,6 @@ def write_leaderboard(
             eff = effective_robustness(agg, **robustness) if robustness else None
             if eff is not None:
                 atomic_write_csv(eff, board / "effective_robustness.csv")
-            else:
-                eff = effective_robustness(agg.iloc[:0])  # no rows: no section
             held_out = domain_generalisation(table, root)  # leave-one-domain-out sweeps only
             if not held_out.empty:
                 atomic_write_csv(held_out, board / "domain_generalisation.csv")

@@ -115,8 +115,11 @@ def effective_robustness(
     return pd.DataFrame(out, columns=COLUMNS)
 
 
-def robustness_section(frame: pd.DataFrame, dataset: str) -> list[str]:
-    """The Markdown section of one dataset: effective robustness in accuracy points."""
+def robustness_section(frame: pd.DataFrame | None, dataset: str) -> list[str]:
+    """The Markdown section of one dataset: effective robustness in accuracy points (none
+    when the option is off: frame None)."""
+    if frame is None:
+        return []
     sub = frame[frame["dataset"] == dataset]
     if sub.empty:
         return []

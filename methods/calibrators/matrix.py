@@ -4,22 +4,8 @@ without a penalty. K(K+1) parameters: it overfits a small val set or many classe
 al.: poor with hundreds of classes, no convergence on ImageNet), and on a separable val set the
 NLL has no minimum (the fit stops with large weights). `converged`: L-BFGS's success flag."""
 
-from harness.calibrator import Calibrator, fit_affine
+from methods.calibrators.vector import VectorScaling
 
 
-class MatrixScaling(Calibrator):
-    def __init__(self, max_iter: int = 2000) -> None:
-        if not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
-        self.max_iter = max_iter
-
-    def fit(self, logits, labels):
-        self.weight, self.bias, self.converged = fit_affine(
-            logits, labels, diagonal=False, max_iter=self.max_iter
-        )
-
-    def transform(self, logits):
-        return logits @ self.weight.T + self.bias
-
-    def params(self):
-        return {"converged": float(self.converged)}
+class MatrixScaling(VectorScaling):
+    diagonal = False  # the full K×K weight matrix: the fit, the transform and params follow

@@ -6,6 +6,8 @@ from harness.calibrator import Calibrator, fit_affine
 
 
 class VectorScaling(Calibrator):
+    diagonal = True  # one weight per class; MatrixScaling (matrix.py) fits the full matrix
+
     def __init__(self, max_iter: int = 2000) -> None:
         if not isinstance(max_iter, int) or max_iter < 1:
             raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
@@ -13,11 +15,13 @@ class VectorScaling(Calibrator):
 
     def fit(self, logits, labels):
         self.weight, self.bias, self.converged = fit_affine(
-            logits, labels, diagonal=True, max_iter=self.max_iter
+            logits, labels, diagonal=self.diagonal, max_iter=self.max_iter
         )
 
     def transform(self, logits):
-        return logits * self.weight + self.bias
+        if self.diagonal:
+            return logits * self.weight + self.bias
+        return logits @ self.weight.T + self.bias
 
     def params(self):
         # 2K numbers are too many for rows: their mean, and L-BFGS's success flag
