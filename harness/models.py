@@ -25,6 +25,8 @@ from torch import nn
 
 from harness.data import Benchmark
 
+MODULE_FAMILY = "harness.modules.TorchModule"  # conf/model/module.yaml
+
 
 def model_family(cfg: dict[str, Any]) -> Any | None:
     """The plugin class named by the model config's `_target_`, or None for timm."""
@@ -32,7 +34,14 @@ def model_family(cfg: dict[str, Any]) -> Any | None:
         return None
     from harness import registry
 
-    return registry.resolve_target("model", cfg)
+    try:
+        family = registry.resolve_target("model", cfg)
+    except ValueError as exc:
+        raise ValueError(f"model._target_={cfg['_target_']}: {exc}") from exc
+    if not hasattr(family, "create"):  # any module factory: bring your own nn.Module
+        # reached by name as plugins are: harness/modules.py imports this module
+        return registry.resolve_target("model", {"_target_": MODULE_FAMILY})
+    return family
 
 
 def check_model(cfg: dict[str, Any]) -> None:
@@ -47,6 +56,9 @@ def check_model(cfg: dict[str, Any]) -> None:
 def model_label(cfg: dict[str, Any]) -> str:
     """The model column of the rows: the name, with a plugin model's weights tag (two open_clip
     tags of one architecture are two models)."""
+    family = model_family(cfg)
+    if hasattr(family, "label"):
+        return family.label(cfg)
     weights = cfg.get("weights") if cfg.get("_target_") else None
     return f"{cfg['name']}:{Path(str(weights)).name}" if weights else str(cfg["name"])
 
@@ -309,9 +321,8 @@ def save_head(model: nn.Module, index: list[int] | None, path: Path) -> None:
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
     if not isinstance(classifier, nn.Linear):
         kind = type(classifier).__name__
-        atomic_write_json(
-            path.with_suffix(".json"), {"note": f"classifier is {kind}, not one linear layer"}
-        )
+        note = getattr(model, "no_head_note", f"classifier is {kind}, not one linear layer")
+        atomic_write_json(path.with_suffix(".json"), {"note": note})
         return
     weight = classifier.weight.detach().float().cpu().numpy()
     bias = (

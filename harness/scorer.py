@@ -53,6 +53,8 @@ def inapplicable(scorer: Scorer, data: FitData, head_note: str) -> str | None:
     """Why the scorer cannot run on this cache (a note), or None."""
     if "head" in scorer.needs and data.head is None:
         return head_note
+    if "features" in scorer.needs and data.train is not None and data.train.features.shape[1] == 0:
+        return "no features cached: the model gives logits only"
     if "nonnegative_features" in scorer.needs and data.train is not None:
         low = float(data.train.features.min(initial=0.0))
         if low < 0:
