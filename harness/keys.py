@@ -165,6 +165,11 @@ def plugin_model_entries(m: dict[str, Any]) -> dict[str, Any]:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"model.weights={weights}: no such file")
         out["weights"] = {"sha256": file_digest(weights)}
+    from harness import registry
+
+    family = registry.resolve_target("model", m)
+    if hasattr(family, "key_entries"):  # e.g. RobustBench: its checkpoint's sha256, not a folder
+        out = family.key_entries(m, out)
     return out
 
 
