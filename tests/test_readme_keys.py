@@ -56,6 +56,18 @@ CASES = {
         "model=open_clip model.name=ViT-B-32 model.class_names=abc",
         "model.class_names",
     ),
+    "model=module": ("model=module", "model.target"),
+    "model.target": ("model=module model.target=nope.nothing", "model.target=nope.nothing"),
+    "model.head": (
+        "model=module model.target=tests.byo_nets.make_net model.head=[1]",
+        "model.head",
+    ),
+    "model=robustbench": ("model=robustbench model.dataset=svhn", "model.dataset"),
+    "model.threat_model": ("model=robustbench model.threat_model=Linf3", "model.threat_model"),
+    "model.model_dir": (
+        "model=robustbench model.name=Standard model.model_dir=/nonexistent",
+        "model.model_dir=/nonexistent",
+    ),
     "probe=": ("probe=nope", "nope"),
     "ensemble=": ("ensemble=seeds ensemble.seeds=[0]", "ensemble.seeds"),
     "model.stem": ("model.stem=imagenet", "model.stem"),

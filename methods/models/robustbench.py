@@ -226,7 +226,8 @@ class RobustBench:
         if not path.is_file():
             gdrive = SUPPORTED[key][1]
             raise FileNotFoundError(
-                f"model=robustbench: no checkpoint at {path}. RobustBench publishes {cfg['name']} "
+                f"model=robustbench: no checkpoint at {path} (model.model_dir="
+                f"{cfg['model_dir']}). RobustBench publishes {cfg['name']} "
                 f"({key[0]}, {key[1]}) on Google Drive, id {gdrive} "
                 f"(https://drive.google.com/uc?id={gdrive}); on a machine with network, download "
                 f"it to that path (`gdown --id {gdrive} -O {path}`, or robustbench's own "
