@@ -29,7 +29,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -66,7 +66,7 @@ class Imported:
         return [str(x) for x in self.manifest.get("classes") or range(c)]
 
 
-def fail(where: Path | str, problem: str) -> None:
+def fail(where: Path | str, problem: str) -> NoReturn:
     raise ValueError(f"harness.import: {where}: {problem}")
 
 
@@ -94,8 +94,8 @@ def read_manifest(source: Path) -> dict[str, Any]:
     for split, role in splits.items():
         if role not in ROLES:
             fail(path, f"split {split!r}: unknown role {role!r}; roles are {ROLES}")
-        if not split or "/" in split or split.startswith("."):
-            fail(path, f"split name {split!r} is not a plain file name")
+        if not split or "/" in split or split.startswith(".") or split == Path(CLASSIFIER).stem:
+            fail(path, f"split name {split!r} is not a plain file name (nor {CLASSIFIER}'s)")
     if not {"id_test", "val"} & set(splits.values()):
         fail(path, "missing split: an id_test (or val) split is needed as the ID reference")
     if not isinstance(m.get("seed", 0), int):
@@ -107,7 +107,9 @@ def read_manifest(source: Path) -> dict[str, Any]:
     return m
 
 
-def read_split(source: Path, split: str, role: str, group_cols: list[str]) -> tuple:
+def read_split(
+    source: Path, split: str, role: str, group_cols: list[str]
+) -> tuple[Outputs, pd.DataFrame]:
     """(Outputs, metadata) of one split, checked."""
     path = source / f"{split}.npz"
     if not path.is_file():
