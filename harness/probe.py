@@ -49,6 +49,11 @@ def execute_probe(
     trains, vals = cache.splits("train"), cache.splits("val")
     if not trains:
         raise ValueError(f"probe={p['name']}: backbone run {backbone.run_id} has no train split")
+    if cache.outputs[trains[0]].features.shape[1] == 0:  # model=module with logits only
+        raise ValueError(
+            f"probe={p['name']}: backbone run {backbone.run_id} cached no features (a "
+            "logits-only model, model.head=null); a probe fits on features"
+        )
     plugin = registry.build("probe", {k: v for k, v in p.items() if k != "name"})
     bench = adapter.load(Path(c["cache_dir"])).limited(c["dataset"].get("limit"))
     extra = {}

@@ -107,6 +107,13 @@ def test_a_logits_only_module_named_by_target_skips_the_feature_scorers(tmp_path
     key = json.loads((rd / "key.json").read_text())["payload"]["model"]
     assert key["_target_"] == "tests.byo_nets.LogitsNet"
     assert json.loads((rd / "run_info.json").read_text())["model"] == "LogitsNet"
+    # a linear probe on it has no features to fit on: refused, naming why
+    with pytest.raises(ValueError, match="cached no features"):
+        run_mod.run(
+            compose_config(
+                overrides(tmp_path, "model._target_=tests.byo_nets.LogitsNet", "probe=logistic")
+            )
+        )
 
 
 def keys_of(tmp_path, *extra: str):
