@@ -150,3 +150,22 @@ def test_bad_configs_are_refused_naming_the_key(tmp_path, extra, message):
 def test_a_forward_that_is_not_its_head_of_its_features_is_refused(tmp_path):
     with pytest.raises(ValueError, match="model.head=fc"):
         run_mod.run(compose_config(overrides(tmp_path, "model.target=tests.byo_nets.ScaledNet")))
+
+
+def test_a_timm_factory_is_read_through_its_own_api(tmp_path):
+    """model.target=timm.create_model: features from forward_head(pre_logits=True), its fc."""
+    cfg = compose_config(
+        overrides(
+            tmp_path,
+            "model.target=timm.create_model",
+            "+model.kwargs.model_name=test_resnet",
+            "+model.kwargs.num_classes=10",
+        )
+    )
+    rd = tmp_path / "runs" / run_mod.run(cfg)["run_id"]
+    notes = json.loads((next((rd / "posthoc").iterdir()) / "notes.json").read_text())
+    assert notes["head"] == "head(features) reproduces the cached logits"
+    out = np.load(next((rd / "outputs").glob("id_test-*.npz")))
+    with np.load(rd / "outputs" / "head.npz") as z:
+        assert z["weight"].shape == (10, out["features"].shape[1])
+    assert json.loads((rd / "run_info.json").read_text())["model"] == "create_model"
