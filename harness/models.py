@@ -9,7 +9,11 @@ methods/models/clip.py's OpenCLIP, conf/model/open_clip.yaml) with the classmeth
 train) -> nn.Module`; the module speaks timm's uniform API (forward_features,
 forward_head(pre_logits=...), get_classifier(), num_classes), so the forward pass, the
 stored head, the scorers and the training loop treat it as any timm model. The harness
-imports the plugin only when it is selected (harness.registry).
+imports the plugin only when it is selected (harness.registry). Optional classmethods:
+`label(cfg)` (the rows' model column) and `key_entries(cfg, entries)` (what enters the run
+key, e.g. RobustBench's checkpoint sha256 instead of its folder; harness/keys.py). A
+`_target_` that is not a family (no `create`) is a module factory: harness/modules.py wraps
+it (bring your own nn.Module, conf/model/module.yaml).
 """
 
 from __future__ import annotations
