@@ -1,7 +1,8 @@
 """RobustBench's zoo without the package (methods/models/robustbench.py): a random-init
 WideResNet-28-10 checkpoint written in RobustBench's cache layout and checkpoint format is
-loaded, its logits equal RobustBench's own WideResNet code (tests/robustbench_wrn_reference.py)
-with the same weights, and it runs end to end on digits_c; the key holds the checkpoint's
+loaded, its logits equal an independent functional WRN forward written from the paper
+(tests/wrn_functional.py) over the same tensors, its parameter count is WRN-28-10's published
+36,479,194, and it runs end to end on digits_c; the key holds the checkpoint's
 sha256; a missing checkpoint names its path and where RobustBench publishes it."""
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from omegaconf import OmegaConf
 import harness.run as run_mod
 from harness.config import build_dataset
 from harness.keys import make_keys, run_payload
-from methods.models.robustbench import RobustBench, read_state_dict
+from methods.models.robustbench import RobustBench, WideResNet, read_state_dict
 
 from .conftest import TINY, compose_config, run_rows
-from .robustbench_wrn_reference import WideResNet as Reference
+from .wrn_functional import wrn_forward
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def zoo(tmp_path_factory):
     """A model_dir with Standard (cifar10, corruptions) saved as RobustBench saves it."""
     root = tmp_path_factory.mktemp("models")
     torch.manual_seed(7)
-    ref = Reference(depth=28, widen_factor=10).eval()
+    ref = WideResNet(depth=28, widen_factor=10).eval()
     with torch.no_grad():  # non-trivial BatchNorm statistics
         for m in ref.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -60,8 +61,8 @@ def overrides(tmp_path, model_dir, *extra: str) -> list[str]:
     ]
 
 
-def test_the_checkpoint_loads_into_the_same_function_as_robustbench_code(zoo):
-    root, ref, _ = zoo
+def test_the_checkpoint_loads_into_the_same_function_as_the_papers_architecture(zoo):
+    root, ref, path = zoo
     cfg = {
         "name": "Standard",
         "dataset": "cifar10",
@@ -71,8 +72,11 @@ def test_the_checkpoint_loads_into_the_same_function_as_robustbench_code(zoo):
     model = RobustBench.create(cfg, None, train=False)
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
-        np.testing.assert_allclose(model(x).numpy(), ref(x).numpy(), rtol=1e-4, atol=1e-4)
+        saved = {k.removeprefix("module."): v for k, v in torch.load(path)["state_dict"].items()}
+        expected = wrn_forward(saved, x, depth=28)
+        np.testing.assert_allclose(model(x).numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)
         feats = model.forward_head(model.forward_features(x), pre_logits=True)
+    assert sum(p.numel() for p in model.parameters()) == 36_479_194  # WRN-28-10, 10 classes
     assert feats.shape == (3, 640)
     # the other layouts: model_state_dict, a bare state dict, `model.` prefixes
     for ckpt in (
@@ -102,7 +106,7 @@ def test_standard_end_to_end_on_digits_c_with_its_checkpoints_digest_in_the_key(
     # another checkpoint (in another model_dir): another run
     other = tmp_path / "other" / "cifar10" / "corruptions" / "Standard.pt"
     other.parent.mkdir(parents=True)
-    torch.save(Reference(depth=28, widen_factor=10).state_dict(), other)
+    torch.save(WideResNet(depth=28, widen_factor=10).state_dict(), other)
     c = OmegaConf.to_container(
         compose_config(overrides(tmp_path, tmp_path / "other")), resolve=True
     )
