@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import estimates, metrics, ood_rows, registry, shift, uncertainty
+from harness import estimates, metrics, ood_rows, registry, shift, tuning, uncertainty
 from harness.data import LABELED_ROLES
 from harness.keys import RESULTS_VERSION, eval_id, eval_identity, posthoc_key
 from harness.outputs import Outputs
@@ -170,7 +170,12 @@ def compute(
         head=cache.head,
         num_classes=len(cache.bench["classes"]),
     )
-    for name, scorer_cfg in (cfg.get("scorers") or {}).items():
+    # opt-in eval.tune: `<name>_tuned` scorers chosen on ID val + OOD val (harness/tuning.py)
+    all_scorers = {
+        **(cfg.get("scorers") or {}),
+        **tuning.tuned_scorers(cache, cfg, fit, notes, add),
+    }
+    for name, scorer_cfg in all_scorers.items():
         # constructing is cheap; the instance says what it needs (a composite such as SCOD
         # needs what its inner scorer needs)
         cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
