@@ -121,3 +121,12 @@ def test_bad_tune_entries_are_refused(tune, message):
     ev["tune"] = tune
     with pytest.raises(ValueError, match=message):
         validate_eval(ev)
+
+
+def test_an_ood_folder_role_other_than_ood_or_ood_val_is_refused(tmp_path):
+    from shiftbench_datasets.folders import OODFolder
+
+    with pytest.raises(ValueError, match="role must be ood or ood_val"):
+        OODFolder(name="x", root=str(tmp_path), role="test")
+    assert "role" not in OODFolder(name="x", root=str(tmp_path)).key_config()
+    assert OODFolder(name="x", root=str(tmp_path), role="ood_val").key_config()["role"] == "ood_val"
