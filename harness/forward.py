@@ -23,6 +23,7 @@ from harness import registry
 from harness.data import LABELED_ROLES, Benchmark, Split
 from harness.gpudecode import decode_loader, resolve_decode
 from harness.keys import RunKeys, output_settings
+from harness.method import Method
 from harness.models import forward_outputs, map_logits
 from harness.outputs import Outputs
 from harness.rundir import RunDir, dataset_eval_path
@@ -367,8 +368,9 @@ def run_model_scorers(
     predict: Predict | None,
     index_map: list[int] | None,
 ) -> None:
-    """Scorers that need the model (ODIN) run their own passes here, once per split; their
-    scores are cached beside the outputs for the post-hoc stage, with their timing."""
+    """Scorers that need the model (ODIN; RankFeat, which needs feature maps) run their own
+    passes here, once per split; their scores are cached beside the outputs for the post-hoc
+    stage, with their timing."""
     timings_path = rd.model_scorer_timings
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     forward = predict or (lambda inputs: forward_outputs(x.model, inputs))
@@ -392,9 +394,23 @@ def run_model_scorers(
                 num_workers=c["trainer"]["num_workers"],
             )
             started = time.time()
-            scores = scorer.score_batches(
-                logits_fn, (inputs.to(x.device) for inputs, _, _ in batches(loader))
-            )
+            inputs_on_device = (inputs.to(x.device) for inputs, _, _ in batches(loader))
+            if "feature_maps" in scorer.needs:  # RankFeat: the timm backbone and head apart
+                # a method's own predict (not the timm forward) would not match these parts
+                if predict is not None and getattr(predict, "__func__", None) is not Method.predict:
+                    log.warning("scorer %s skipped: the method has its own predict", name)
+                    break
+                try:
+                    scores = scorer.score_feature_maps(
+                        x.model.forward_features,
+                        lambda maps: map_logits(x.model.forward_head(maps), index_map),
+                        inputs_on_device,
+                    )
+                except ValueError as exc:  # e.g. a ViT's tokens instead of a feature map
+                    log.warning("scorer %s skipped: %s", name, exc)
+                    break
+            else:
+                scores = scorer.score_batches(logits_fn, inputs_on_device)
             timings[f"{name}/{split.name}"] = round(time.time() - started, 3)
             atomic_save_npy(path, scores)
         log.info(
