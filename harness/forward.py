@@ -384,6 +384,7 @@ def run_model_scorers(
         if "model" not in getattr(cls, "needs", ()):
             continue
         scorer = registry.construct(cls, scorer_cfg)
+        fitted = "stage_features" not in scorer.needs  # multi-layer Mahalanobis fits first
         for split in x.bench.splits.values():
             path = rd.model_score_path(split.name, forward_keys[split.name], name, scorer_cfg)
             if path.is_file():
@@ -395,9 +396,25 @@ def run_model_scorers(
             )
             started = time.time()
             inputs_on_device = (inputs.to(x.device) for inputs, _, _ in batches(loader))
-            if "feature_maps" in scorer.needs:  # RankFeat: the timm backbone and head apart
+            own_predict = (
+                predict is not None and getattr(predict, "__func__", None) is not Method.predict
+            )
+            if "stage_features" in scorer.needs:
+                if own_predict or not hasattr(x.model, "forward_intermediates"):
+                    log.warning("scorer %s skipped: no timm stages for this model/method", name)
+                    break
+                if not fitted:  # on the ID train split (else val), with its labels
+                    fit_split = (x.bench.by_role("train") or x.bench.by_role("val"))[0]
+                    fit_loader = DataLoader(fit_split.with_transform(x.transform),
+                                            batch_size=c["trainer"]["eval_batch_size"])  # fmt: skip
+                    scorer.fit_model(
+                        x.model, ((i.to(x.device), y) for i, y, _ in batches(fit_loader))
+                    )
+                    fitted = True
+                scores = scorer.score_model(x.model, inputs_on_device)
+            elif "feature_maps" in scorer.needs:  # RankFeat: the timm backbone and head apart
                 # a method's own predict (not the timm forward) would not match these parts
-                if predict is not None and getattr(predict, "__func__", None) is not Method.predict:
+                if own_predict:
                     log.warning("scorer %s skipped: the method has its own predict", name)
                     break
                 try:
