@@ -300,7 +300,9 @@ def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any]) -> tuple[str, bo
     )[ROW_COLUMNS]
     for split, frame in scores.items():
         atomic_write_parquet(frame, stage.scores(split))
-        curves = risk_coverage_points(frame, list(eval_cfg.get("scorers") or {}))
+        named = list(eval_cfg.get("scorers") or {})  # and eval.tune's <name>_tuned scorers
+        named += [c for c in frame.columns if c.endswith(tuning.SUFFIX) and c not in named]
+        curves = risk_coverage_points(frame, named)
         if not curves.empty:
             atomic_write_parquet(curves, stage.risk_coverage(split))
     atomic_write_json(stage.eval_json, eval_cfg)

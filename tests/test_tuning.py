@@ -5,7 +5,10 @@ and its `<name>_tuned` scores are the scorer at that value; bad entries refused.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 from shiftbench_datasets.folders import write_flat_folder
@@ -14,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 import harness.run as run_mod
 from harness.config import validate_eval
 from harness.posthoc import _subsample, load_run_cache, load_scores
+from harness.rundir import RunDir
 from harness.scorer import FitData
 from methods.scorers.knn import KNN
 from methods.scorers.react import ReAct
@@ -82,6 +86,9 @@ def test_tuned_scorers_pick_the_validation_argmax(tmp_path):
         np.testing.assert_allclose(column, chosen.score(cache.outputs["id_test"]), rtol=1e-6)
         tuned_rows = rows[(rows["scorer"] == f"{name}_tuned") & (rows["split"] == "ood_svhn")]
         assert "auroc_vs_id_test" in set(tuned_rows["metric"])
+    stage = RunDir.at(run_dir).posthoc(json.loads((run_dir / "DONE").read_text())["eval_id"])
+    curves = pd.read_parquet(stage.risk_coverage("id_test"))
+    assert {"knn_tuned", "react_tuned", "knn"} <= set(curves["scorer"])
 
 
 def test_without_an_ood_val_split_nothing_is_tuned(tmp_path):
