@@ -343,7 +343,11 @@ class OODFolder(DatasetAdapter):
     `image_list`: an OpenOOD image list (`benchmark_imglist/<id>/test_<set>.txt`: one
     `<path relative to root> <label>` per line, root = OpenOOD's `images_classic/` or
     `images_largescale/`): only the listed images form the split, in the list's order (OpenOOD
-    subsets e.g. TinyImageNet and removes images that overlap the ID classes)."""
+    subsets e.g. TinyImageNet and removes images that overlap the ID classes).
+
+    `role`: `ood` (a test OOD set) or `ood_val` (OpenOOD v1.5's OOD validation set, e.g.
+    TinyImageNet val for CIFAR: it takes no part in the OOD metrics and serves only the eval
+    config's `tune:` entry, harness/tuning.py); in the key only when ood_val."""
 
     path_options = ("root", "image_list")
 
@@ -353,7 +357,13 @@ class OODFolder(DatasetAdapter):
         limit: int | None = None,
         root: str = "",
         image_list: str | None = None,
+        role: str = "ood",
     ) -> None:
+        if role not in ("ood", "ood_val"):
+            raise ValueError(
+                f"ood_sets entry {name or root!r}: role must be ood or ood_val, got {role!r}"
+            )
+        self.role = role
         self.name = name or Path(root).name
         self.root = Path(root)
         self.image_list = Path(image_list) if image_list else None
@@ -395,7 +405,8 @@ class OODFolder(DatasetAdapter):
         return problems
 
     def key_config(self) -> dict[str, Any]:
-        return {"name": self.name, **({"image_list": True} if self.image_list else {})}
+        role = {"role": self.role} if self.role != "ood" else {}  # ood: keys as before
+        return {"name": self.name, **({"image_list": True} if self.image_list else {}), **role}
 
     def fingerprint(self) -> str:
         if self.image_list is None:
@@ -410,7 +421,7 @@ class OODFolder(DatasetAdapter):
         paths = [str(p) for p in files]
         meta = pd.DataFrame({"path": paths, "label": np.full(len(paths), -1, np.int64)})
         name = f"ood_{self.name}"
-        split = image_split(name, "ood", meta, {"folder": str(self.root)})
+        split = image_split(name, self.role, meta, {"folder": str(self.root)})
         return Benchmark(name=self.name, classes=[], splits={name: split})
 
 

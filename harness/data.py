@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-ROLES = ("train", "val", "id_test", "shift_test", "ood", "unlabeled")
+# ood_val: OOD validation (OpenOOD v1.5), used only to tune scorers (harness/tuning.py)
+ROLES = ("train", "val", "id_test", "shift_test", "ood", "unlabeled", "ood_val")
 # Roles whose labels live in the benchmark's label space (accuracy is defined on them).
 LABELED_ROLES = ("train", "val", "id_test", "shift_test")
 NO_LABEL = -1
@@ -408,7 +409,7 @@ class WithOODSets(DatasetAdapter, record=False):
                         f"ood_sets: split {name!r} of {extra.name!r} clashes with a split of "
                         f"{bench.name!r}; give the OOD set another name"
                     )
-                if split.role != "ood":
+                if split.role not in ("ood", "ood_val"):
                     raise ValueError(f"ood_sets: split {name!r} has role {split.role!r}, not ood")
                 splits[name] = split
         return replace(bench, splits=splits)

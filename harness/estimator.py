@@ -24,10 +24,22 @@ DEFAULT_ESTIMATORS: dict[str, dict[str, Any]] = {
 
 
 class Estimator:
-    """Hyperparameters arrive as keyword arguments of the subclass's __init__."""
+    """Hyperparameters arrive as keyword arguments of the subclass's __init__.
+
+    Two opt-in variations (harness/estimates.py): `meta_splits` (fnmatch patterns of
+    labelled shift_test splits) asks for `fit_meta` on those splits' Outputs, labels
+    included — a regression fitted on synthetic meta-sets (Deng et al., 2023) — and those
+    splits get no rows of it; `score_metric` set means `estimate` returns a score, not an
+    accuracy, written as a row under that metric without abs_error."""
+
+    meta_splits: list[str] | None = None
+    score_metric: str | None = None
 
     def fit(self, val: Outputs) -> None:
         """Fit on the ID validation split's outputs; the default needs nothing."""
+
+    def fit_meta(self, meta: dict[str, Outputs]) -> None:
+        """Fit on labelled meta-set splits (only called where meta_splits is set)."""
 
     def estimate(self, outputs: Outputs) -> float:
         """Predicted accuracy on `outputs`, without their labels."""

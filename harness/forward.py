@@ -23,6 +23,7 @@ from harness import registry
 from harness.data import LABELED_ROLES, Benchmark, Split
 from harness.gpudecode import decode_loader, resolve_decode
 from harness.keys import RunKeys, output_settings
+from harness.method import Method
 from harness.models import forward_outputs, map_logits
 from harness.outputs import Outputs
 from harness.rundir import RunDir, dataset_eval_path
@@ -367,8 +368,9 @@ def run_model_scorers(
     predict: Predict | None,
     index_map: list[int] | None,
 ) -> None:
-    """Scorers that need the model (ODIN) run their own passes here, once per split; their
-    scores are cached beside the outputs for the post-hoc stage, with their timing."""
+    """Scorers that need the model (ODIN; RankFeat, which needs feature maps) run their own
+    passes here, once per split; their scores are cached beside the outputs for the post-hoc
+    stage, with their timing."""
     timings_path = rd.model_scorer_timings
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     forward = predict or (lambda inputs: forward_outputs(x.model, inputs))
@@ -382,6 +384,7 @@ def run_model_scorers(
         if "model" not in getattr(cls, "needs", ()):
             continue
         scorer = registry.construct(cls, scorer_cfg)
+        fitted = "stage_features" not in scorer.needs  # multi-layer Mahalanobis fits first
         for split in x.bench.splits.values():
             path = rd.model_score_path(split.name, forward_keys[split.name], name, scorer_cfg)
             if path.is_file():
@@ -392,9 +395,39 @@ def run_model_scorers(
                 num_workers=c["trainer"]["num_workers"],
             )
             started = time.time()
-            scores = scorer.score_batches(
-                logits_fn, (inputs.to(x.device) for inputs, _, _ in batches(loader))
+            inputs_on_device = (inputs.to(x.device) for inputs, _, _ in batches(loader))
+            own_predict = (
+                predict is not None and getattr(predict, "__func__", None) is not Method.predict
             )
+            if "stage_features" in scorer.needs:
+                if own_predict or not hasattr(x.model, "forward_intermediates"):
+                    log.warning("scorer %s skipped: no timm stages for this model/method", name)
+                    break
+                if not fitted:  # on the ID train split (else val), with its labels
+                    fit_split = (x.bench.by_role("train") or x.bench.by_role("val"))[0]
+                    fit_loader = DataLoader(fit_split.with_transform(x.transform),
+                                            batch_size=c["trainer"]["eval_batch_size"])  # fmt: skip
+                    scorer.fit_model(
+                        x.model, ((i.to(x.device), y) for i, y, _ in batches(fit_loader))
+                    )
+                    fitted = True
+                scores = scorer.score_model(x.model, inputs_on_device)
+            elif "feature_maps" in scorer.needs:  # RankFeat: the timm backbone and head apart
+                # a method's own predict (not the timm forward) would not match these parts
+                if own_predict:
+                    log.warning("scorer %s skipped: the method has its own predict", name)
+                    break
+                try:
+                    scores = scorer.score_feature_maps(
+                        x.model.forward_features,
+                        lambda maps: map_logits(x.model.forward_head(maps), index_map),
+                        inputs_on_device,
+                    )
+                except ValueError as exc:  # e.g. a ViT's tokens instead of a feature map
+                    log.warning("scorer %s skipped: %s", name, exc)
+                    break
+            else:
+                scores = scorer.score_batches(logits_fn, inputs_on_device)
             timings[f"{name}/{split.name}"] = round(time.time() - started, 3)
             atomic_save_npy(path, scores)
         log.info(

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import estimator, metrics, ood_rows, registry, uncertainty
+from harness import estimates, metrics, ood_rows, registry, shift, tuning, uncertainty
 from harness.data import LABELED_ROLES
 from harness.keys import RESULTS_VERSION, eval_id, eval_identity, posthoc_key
 from harness.outputs import Outputs
@@ -170,7 +170,12 @@ def compute(
         head=cache.head,
         num_classes=len(cache.bench["classes"]),
     )
-    for name, scorer_cfg in (cfg.get("scorers") or {}).items():
+    # opt-in eval.tune: `<name>_tuned` scorers chosen on ID val + OOD val (harness/tuning.py)
+    all_scorers = {
+        **(cfg.get("scorers") or {}),
+        **tuning.tuned_scorers(cache, cfg, fit, notes, add),
+    }
+    for name, scorer_cfg in all_scorers.items():
         # constructing is cheap; the instance says what it needs (a composite such as SCOD
         # needs what its inner scorer needs)
         cls = registry.resolve_target("scorer", {"name": name, **scorer_cfg})
@@ -205,8 +210,9 @@ def compute(
             scores[split][name] = s
         _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, cfg["coverages"])
 
-    _estimator_rows(add, cache, labeled, cfg, notes)
+    estimates.estimator_rows(add, cache, labeled, cfg, notes)
     rows += uncertainty.rows(cache, cfg, labeled, fitted_calibrators, notes)  # opt-in entries
+    rows += shift.shift_rows(cache, cfg, fitted_calibrators, notes)  # opt-in: eval.shift
     return rows + ood_rows.protocol_rows(rows, scores, cache, id_tests, cfg, notes), scores, notes
 
 
@@ -238,33 +244,6 @@ def _scorer_rows(add, name, per_split, cache, labeled, id_tests, others, coverag
         value = metrics.auroc(s[correct], s[~correct])
         if value is not None:
             add("pooled_test", "pooled", scorer=name, metric="auroc_error", value=value, n=len(s))
-
-
-def _estimator_rows(add, cache: RunCache, labeled: list[str], cfg: dict, notes: dict) -> None:
-    """Accuracy without labels on each labelled test split: every estimator of the eval
-    config (methods/estimators/; the built-in default where it names none), fitted on the
-    ID validation split; rows give the estimate, the true accuracy and the absolute error."""
-    specs, vals = estimator.configured(cfg), cache.splits("val")
-    if specs and not vals:
-        notes["skipped_estimators"] = dict.fromkeys(specs, "no val split to fit on")
-    if not specs or not vals:
-        return
-    val = cache.outputs[vals[0]]
-    fitted = {}
-    for name, spec in specs.items():
-        cls = registry.resolve_target("estimator", {"name": name, **spec})
-        fitted[name] = registry.construct(cls, spec)
-        fitted[name].fit(val)
-    for split in labeled:
-        if cache.role(split) not in ("id_test", "shift_test"):
-            continue
-        out = cache.outputs[split]
-        true, n = metrics.accuracy(out.logits, out.labels), len(out.labels)
-        for name, est in fitted.items():
-            estimate = float(est.estimate(out))
-            add(split, scorer=name, metric="estimated_accuracy", value=estimate, n=n)
-            add(split, scorer=name, metric="accuracy", value=true, n=n)
-            add(split, scorer=name, metric="abs_error", value=abs(estimate - true), n=n)
 
 
 COVERAGE_GRID = np.linspace(0.01, 1.0, 100)
@@ -321,7 +300,9 @@ def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any]) -> tuple[str, bo
     )[ROW_COLUMNS]
     for split, frame in scores.items():
         atomic_write_parquet(frame, stage.scores(split))
-        curves = risk_coverage_points(frame, list(eval_cfg.get("scorers") or {}))
+        named = list(eval_cfg.get("scorers") or {})  # and eval.tune's <name>_tuned scorers
+        named += [c for c in frame.columns if c.endswith(tuning.SUFFIX) and c not in named]
+        curves = risk_coverage_points(frame, named)
         if not curves.empty:
             atomic_write_parquet(curves, stage.risk_coverage(split))
     atomic_write_json(stage.eval_json, eval_cfg)

@@ -36,7 +36,7 @@ def built(name: str) -> Estimator:
 def test_shipped_eval_configs_spell_out_the_built_in_default():
     for name in ("default", "minimal"):
         assert eval_config(name)["estimators"] == DEFAULT_ESTIMATORS
-    assert registry.available("estimator") == ["ac", "atc", "doc"]
+    assert registry.available("estimator") == ["ac", "atc", "cot", "doc", "nuclear_norm"]
 
 
 def test_the_built_in_default_is_left_out_of_eval_id_and_nothing_else_is():
@@ -78,7 +78,7 @@ def test_estimators_match_their_definitions():
         ({"_target_": "methods.estimators.atc.ATC", "score": "nope"}, "negative_entropy"),
         ({"_target_": "methods.estimators.atc.ATC"}, "score"),
         ({"_target_": "methods.estimators.ac.AC", "alpha": 1}, "AC()"),
-        ({"_target_": "methods.estimators.nope.Nope"}, "available estimators: ac, atc, doc"),
+        ({"_target_": "methods.estimators.nope.Nope"}, "available estimators: ac, atc, cot, doc, nuclear_norm"),
         ({"score": "msp"}, "needs a _target_"),
     ],
 )

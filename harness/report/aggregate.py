@@ -38,6 +38,8 @@ LOWER_IS_BETTER = {
     "e_aurc",
     "abs_error",
     "conformal_set_size",
+    "prior_l1_error",  # eval=shift: estimated vs true class prior
+    "prior_l2_error",
 }
 ROW_KEY = ["split", "split_role", "scorer", "metric", "group_key", "group_value"]
 BOOTSTRAP_RESAMPLES = 1000
@@ -46,9 +48,11 @@ BOOTSTRAP_RESAMPLES = 1000
 # and `interval` says so. Others that cannot be negative are clipped at 0. A dataset's own
 # metric outside these names is left as computed.
 UNIT_METRICS = ("accuracy", "worst_group_accuracy", "ece", "aurc", "e_aurc", "estimated_accuracy",
-                "abs_error", "acc_", "F1-", "recall", "precision", "conformal_coverage")  # fmt: skip
+                "abs_error", "acc_", "F1-", "recall", "precision", "conformal_coverage",
+                "p_value", "shift_detected", "accuracy_prior_corrected", "nuclear_norm")  # fmt: skip
 UNIT_PREFIXES = ("auroc", "aupr", "fpr95", "ccr@", "accuracy@", "acc_", "F1-")
-NON_NEGATIVE = ("nll", "brier", "temperature", "conformal_set_size")
+NON_NEGATIVE = ("nll", "brier", "temperature", "conformal_set_size", "prior_l1_error",
+                "prior_l2_error", "prior_l1_shift", "mmd2")  # fmt: skip
 
 
 def metric_range(metric: str) -> tuple[float, float]:

@@ -15,6 +15,7 @@ from harness.report.compare import paired_comparisons, scorer_comparisons
 from harness.report.corruption import corruption_tables
 from harness.report.domains import domain_generalisation, domain_markdown
 from harness.report.drawing import resolve_plot_workers
+from harness.report.estimators import estimator_ranking, estimators_section
 from harness.report.headline import headline, headline_markdown
 from harness.report.markdown import dataset_markdown, index_markdown, plots_section
 from harness.report.page import write_page
@@ -115,6 +116,9 @@ def write_leaderboard(
             eff = effective_robustness(agg, **robustness) if robustness else None
             if eff is not None:
                 atomic_write_csv(eff, board / "effective_robustness.csv")
+            ranking = estimator_ranking(agg)  # accuracy estimators by MAE on shifted splits
+            if not ranking.empty:
+                atomic_write_csv(ranking, board / "estimators.csv")
             held_out = domain_generalisation(table, root)  # leave-one-domain-out sweeps only
             if not held_out.empty:
                 atomic_write_csv(held_out, board / "domain_generalisation.csv")
@@ -143,6 +147,7 @@ def write_leaderboard(
                 )
                 + "".join(f"{line}\n" for line in robustness_section(eff, dataset))
                 + "".join(f"{line}\n" for line in domain_markdown(held_out, dataset))
+                + "".join(f"{line}\n" for line in estimators_section(ranking, dataset))
                 for dataset in (datasets if "markdown" in outputs else [])
             }
             failures = collect_failures(root)

@@ -1,0 +1,79 @@
+"""RankFeat (methods/scorers/rankfeat.py): per-example scores equal pytorch-ood's RankFeat
+(negated: its outlier score is the negative energy) on a timm ResNet's own backbone and
+head; the rank-1 removal equals numpy's SVD; eval=openood_full runs it during harness.run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from pytorch_ood.detector import RankFeat as ReferenceRankFeat
+
+import harness.run as run_mod
+from methods.scorers.rankfeat import RankFeat, remove_rank1
+
+from .conftest import TINY, compose_config, run_rows
+
+
+def test_remove_rank1_is_the_svd_remainder():
+    maps = torch.randn(3, 5, 4, 2, dtype=torch.float64)
+    got = remove_rank1(maps).numpy()
+    for b in range(3):
+        m = maps[b].reshape(5, 8).numpy()
+        u, s, vt = np.linalg.svd(m, full_matrices=False)
+        np.testing.assert_allclose(
+            got[b].reshape(5, 8), m - s[0] * np.outer(u[:, 0], vt[0]), atol=1e-10
+        )
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_rankfeat_matches_pytorch_ood(temperature):
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=7).eval()
+    x = torch.randn(6, 3, 64, 64)
+    ours = RankFeat(temperature).score_feature_maps(
+        model.forward_features, model.forward_head, [x[:4], x[4:]]
+    )
+    reference = ReferenceRankFeat(
+        backbone=model.forward_features,
+        head=model.forward_head,
+        detector=lambda z: -temperature * torch.logsumexp(z / temperature, dim=1),
+    )
+    with torch.no_grad():
+        expected = -reference.predict(x).double().numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_rankfeat_refuses_a_bad_temperature():
+    with pytest.raises(ValueError, match="rankfeat temperature"):
+        RankFeat(temperature=0)
+
+
+def test_openood_full_runs_rankfeat_during_the_run(tmp_path):
+    summary = run_mod.run(
+        compose_config(
+            [
+                *TINY,
+                f"results_dir={tmp_path}",
+                "eval=openood_full",
+                "eval.fit_size=20",
+                "eval.scorers.knn.k=5",
+                "eval.scorers.nnguide.k=5",
+                "eval.ccr_fprs=[0.1]",
+            ]  # fmt: skip
+        )
+    )
+    run_dir = tmp_path / "runs" / summary["run_id"]
+    rows = run_rows(run_dir)
+    rank = rows[rows["scorer"] == "rankfeat"]
+    assert set(rank.loc[rank["metric"] == "auroc_vs_id_test", "split"]) == {
+        "wilson",
+        "percolation",
+        "grid8",
+    }
+    notes = json.loads(next((run_dir / "posthoc").glob("*/notes.json")).read_text())
+    assert "rankfeat/grid8" in notes["model_scorer_seconds"]
+    assert "rankfeat" not in notes["skipped_scorers"]
