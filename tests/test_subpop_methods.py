@@ -257,3 +257,68 @@ def test_lff_weights_the_debiased_loss_by_relative_difficulty():
     expected = before["model.fc.weight"] - (grad_d.T.float() @ x) / 12
     np.testing.assert_allclose(method.model.fc.weight.detach(), expected, atol=1e-5)
     assert not torch.equal(method.biased_model.fc.weight, before["biased_model.fc.weight"])
+
+
+# ---------------------------------------------------------------- cRT (probe=crt)
+
+
+def test_crt_draws_classes_uniformly():
+    from methods.probes.crt import class_balanced_batches
+
+    labels = np.r_[np.zeros(900), np.ones(90), np.full(10, 2)].astype(int)
+    draws = class_balanced_batches(labels, 100, 300, torch.Generator().manual_seed(0))
+    share = np.bincount(labels[draws.numpy().ravel()], minlength=3) / draws.numel()
+    np.testing.assert_allclose(share, [1 / 3] * 3, atol=0.01)  # natural: 0.9, 0.09, 0.01
+
+
+def test_crt_head_is_the_class_balanced_logistic_regression():
+    # class-balanced sampling minimises the class-weighted cross-entropy in expectation:
+    # its head should predict as scikit-learn's class_weight="balanced" logistic regression
+    from sklearn.linear_model import LogisticRegression
+
+    from harness.outputs import Head, Outputs
+    from methods.probes.crt import CRT
+
+    rng = np.random.default_rng(0)
+    n = [600, 60]
+    x = np.vstack([rng.normal(0, 1, (n[0], 2)), rng.normal(1.5, 1, (n[1], 2))])
+    y = np.r_[np.zeros(n[0]), np.ones(n[1])].astype(int)
+    train = Outputs(np.zeros((len(y), 2)), x.astype(np.float32), y, np.arange(len(y)))
+    erm = LogisticRegression(C=1e4).fit(x, y)  # stage 1's head: leans on the majority
+    base = Head(np.vstack([-erm.coef_[0] / 2, erm.coef_[0] / 2]), np.r_[-1, 1] * erm.intercept_ / 2)
+    head, info = CRT(steps=3000, batch_size=128, lr=0.05, weight_decay=0.0).fit(
+        train, None, 2, base
+    )
+    assert info["from_stage1_head"]
+    balanced = LogisticRegression(C=1e4, class_weight="balanced").fit(x, y)
+    grid = rng.uniform(-3, 4, (2000, 2))
+    ours = head(grid).argmax(1)
+    assert np.mean(ours == balanced.predict(grid)) > 0.97
+    assert np.mean(ours != erm.predict(grid)) > 0.1  # and it moved away from stage 1's head
+    xt = np.vstack([rng.normal(0, 1, (500, 2)), rng.normal(1.5, 1, (500, 2))])
+    yt = np.r_[np.zeros(500), np.ones(500)]
+    worst = lambda pred: min(np.mean(pred[yt == k] == k) for k in (0, 1))  # noqa: E731
+    assert worst(head(xt).argmax(1)) > worst(erm.predict(xt)) + 0.1
+
+
+def test_crt_is_a_derived_run_on_the_erm_runs_cache(tmp_path):
+    from harness.rundir import RunDir
+
+    from .conftest import run_rows
+
+    base = [
+        *TINY,
+        "dataset=coloured_digits",
+        "dataset.sizes={train: 60, val: 40, test_balanced: 20, test_reversed: 20}",
+        "dataset.limit=null",
+        f"results_dir={tmp_path}",
+        "eval=minimal",
+    ]
+    crt = run_mod.run(compose_config([*base, "probe=crt", "probe.steps=20"]))
+    erm = run_mod.run(compose_config(base))
+    assert erm["skipped"]  # the backbone was run first, as the probe's parent
+    rd = RunDir.at(crt["run_dir"])
+    assert json.loads(rd.probe_json.read_text())["backbone_run_id"] == erm["run_id"]
+    assert set(run_rows(rd.path)["method"]) == {"erm+crt"}
+    with pytest.raises(ValueError, match="probe.steps"):
+        run_mod.run(compose_config([*base, "probe=crt", "probe.steps=0"]))
