@@ -46,7 +46,9 @@ BOOTSTRAP_RESAMPLES = 1000
 # and `interval` says so. Others that cannot be negative are clipped at 0. A dataset's own
 # metric outside these names is left as computed.
 UNIT_METRICS = ("accuracy", "worst_group_accuracy", "ece", "aurc", "e_aurc", "estimated_accuracy",
-                "abs_error", "acc_", "F1-", "recall", "precision", "conformal_coverage")  # fmt: skip
+                "abs_error", "acc_", "F1-", "recall", "precision", "conformal_coverage",
+                "balanced_accuracy", "worst_class_accuracy", "macro_f1", "worst_class_precision",
+                "adjusted_accuracy")  # fmt: skip
 UNIT_PREFIXES = ("auroc", "aupr", "fpr95", "ccr@", "accuracy@", "acc_", "F1-")
 NON_NEGATIVE = ("nll", "brier", "temperature", "conformal_set_size")
 
