@@ -60,7 +60,8 @@ def _subsample(out: Outputs, size: int | None, seed: int = 0) -> Outputs:
     if size is None or len(out.labels) <= size:
         return out
     idx = np.sort(np.random.default_rng(seed).choice(len(out.labels), size, replace=False))
-    return Outputs(out.logits[idx], out.features[idx], out.labels[idx], out.index[idx])
+    members = None if out.members is None else out.members[:, idx]
+    return Outputs(out.logits[idx], out.features[idx], out.labels[idx], out.index[idx], members)
 
 
 def _label_rows(
