@@ -86,7 +86,8 @@ def execute_ensemble(
         logits = average_logits([o.logits for o in outs]).astype(np.float32)
         features = np.concatenate([o.features for o in outs], axis=1)
         path = rd.output_path(split, fkey)
-        Outputs(logits, features, outs[0].labels, outs[0].index).save(path, dtype)
+        member_logits = np.stack([o.logits for o in outs]).astype(np.float32)  # member scorers
+        Outputs(logits, features, outs[0].labels, outs[0].index, member_logits).save(path, dtype)
         record_dataset_eval(bench, bench.splits[split], path)
         atomic_write_parquet(pd.read_parquet(members[0].meta(split)), rd.meta(split))
         bench_json["splits"][split] = {**spec, "forward_key": fkey}

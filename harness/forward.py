@@ -385,6 +385,8 @@ def run_model_scorers(
             continue
         scorer = registry.construct(cls, scorer_cfg)
         fitted = "stage_features" not in scorer.needs  # multi-layer Mahalanobis fits first
+        if getattr(scorer, "uses_model", False):  # e.g. MC dropout switches dropout on
+            scorer.model = x.model
         for split in x.bench.splits.values():
             path = rd.model_score_path(split.name, forward_keys[split.name], name, scorer_cfg)
             if path.is_file():
@@ -430,6 +432,7 @@ def run_model_scorers(
                 scores = scorer.score_batches(logits_fn, inputs_on_device)
             timings[f"{name}/{split.name}"] = round(time.time() - started, 3)
             atomic_save_npy(path, scores)
+            x.model.eval()  # whatever a scorer switched on stays off for the next one
         log.info(
             "model scorer %s: %.1fs (it runs its own passes)",
             name,

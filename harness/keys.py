@@ -90,6 +90,7 @@ EVAL_BUILTIN_DEFAULTS: dict[str, Any] = {
     "estimators": DEFAULT_ESTIMATORS,
     "ece_adaptive_bins": None,
     "conformal": None,
+    "subpop_metrics": False,  # harness/subpop_rows.py: off = no rows
 }
 
 

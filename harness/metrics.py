@@ -6,7 +6,15 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.special import log_softmax, softmax
-from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 
@@ -60,6 +68,38 @@ def group_accuracy(correct: np.ndarray, meta: pd.DataFrame, group_cols: list[str
     frame = pd.DataFrame({"group": keys, "correct": correct.astype(float)})
     out = frame.groupby("group", sort=True)["correct"].agg(["mean", "size"])
     return out.rename(columns={"mean": "accuracy", "size": "n"}).reset_index()
+
+
+# ---------------------------------------------------------------- SubpopBench's label metrics
+# (its utils/eval_helper.py: scikit-learn on hard predictions; classes are those present in the
+# labels, precision 0 for a class never predicted, as its zero_division=0)
+
+
+def balanced_accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
+    """The mean over the classes present in `labels` of their recall: scikit-learn's
+    balanced_accuracy_score, as recall_score over those classes (the same number, without
+    its warning when a prediction names a class absent from the labels)."""
+    present = np.unique(labels)
+    return float(recall_score(labels, preds, labels=present, average="macro", zero_division=0))
+
+
+def worst_class_accuracy(labels: np.ndarray, preds: np.ndarray) -> float:
+    """The lowest recall (accuracy among its examples) of any class present in `labels`."""
+    present = np.unique(labels)
+    return float(recall_score(labels, preds, labels=present, average=None, zero_division=0).min())
+
+
+def worst_class_precision(labels: np.ndarray, preds: np.ndarray) -> float:
+    """The lowest precision of any class present in `labels` (0 where it is never predicted):
+    SubpopBench's "worst precision"."""
+    present = np.unique(labels)
+    values = precision_score(labels, preds, labels=present, average=None, zero_division=0)
+    return float(values.min())
+
+
+def macro_f1(labels: np.ndarray, preds: np.ndarray) -> float:
+    """Unweighted mean F1 over the classes in labels or predictions (scikit-learn's macro)."""
+    return float(f1_score(labels, preds, average="macro", zero_division=0))
 
 
 def auroc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float | None:

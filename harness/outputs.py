@@ -22,6 +22,9 @@ class Outputs:
     features: np.ndarray  # N × D penultimate features, float32
     labels: np.ndarray  # N, int64 (-1 where unknown)
     index: np.ndarray  # N, row of the split's metadata
+    # K × N × C: each member's logits, kept by ensembles (harness/ensemble.py) for the
+    # scorers that need them (needs = ("members",)); None for a single model
+    members: np.ndarray | None = None
 
     def save(self, path: str | Path, features_dtype: str = "float32") -> None:
         """features_dtype=float16 halves the cache of wide features (logits stay float32)."""
@@ -35,6 +38,7 @@ class Outputs:
             features=self.features.astype(features_dtype, copy=False),
             labels=self.labels,
             index=self.index,
+            **({} if self.members is None else {"members": self.members}),
         )
 
     @classmethod
@@ -44,7 +48,14 @@ class Outputs:
         truncated or foreign cache would otherwise give numbers over the wrong examples."""
         with np.load(path) as z:
             features = z["features"]
-            out = cls(z["logits"], features.astype(np.float32, copy=False), z["labels"], z["index"])
+            members = z["members"] if "members" in z.files else None
+            out = cls(
+                z["logits"],
+                features.astype(np.float32, copy=False),
+                z["labels"],
+                z["index"],
+                members,
+            )
         if rows is not None and len(out.labels) != rows:
             raise ValueError(
                 f"{path}: {len(out.labels)} examples, but benchmark.json records {rows}; "

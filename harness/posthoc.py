@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import estimates, metrics, ood_rows, registry, shift, tuning, uncertainty
+from harness import estimates, metrics, ood_rows, registry, shift, subpop_rows, tuning, uncertainty
 from harness.data import LABELED_ROLES
 from harness.keys import RESULTS_VERSION, eval_id, eval_identity, posthoc_key
 from harness.outputs import Outputs
@@ -60,7 +60,8 @@ def _subsample(out: Outputs, size: int | None, seed: int = 0) -> Outputs:
     if size is None or len(out.labels) <= size:
         return out
     idx = np.sort(np.random.default_rng(seed).choice(len(out.labels), size, replace=False))
-    return Outputs(out.logits[idx], out.features[idx], out.labels[idx], out.index[idx])
+    members = None if out.members is None else out.members[:, idx]
+    return Outputs(out.logits[idx], out.features[idx], out.labels[idx], out.index[idx], members)
 
 
 def _label_rows(
@@ -213,6 +214,7 @@ def compute(
     estimates.estimator_rows(add, cache, labeled, cfg, notes)
     rows += uncertainty.rows(cache, cfg, labeled, fitted_calibrators, notes)  # opt-in entries
     rows += shift.shift_rows(cache, cfg, fitted_calibrators, notes)  # opt-in: eval.shift
+    rows += subpop_rows.rows(cache, cfg, labeled)  # opt-in: SubpopBench's label metrics
     return rows + ood_rows.protocol_rows(rows, scores, cache, id_tests, cfg, notes), scores, notes
 
 

@@ -26,7 +26,8 @@ class FitData:
 class Scorer:
     """Base class of methods/scorers/. Hyperparameters arrive as keyword arguments."""
 
-    # any of: logits, features, head, model; nonnegative_features: the method assumes
+    # any of: logits, features, head, model, members (an ensemble's member logits,
+    # Outputs.members; skipped with a note for single models); nonnegative_features: the method assumes
     # post-ReLU features (ReAct, ASH, SCALE) and is skipped, with a note, where the ID
     # features take negative values (CLIP's normalised embeddings, ViTs)
     needs: ClassVar[tuple[str, ...]] = ("logits",)
@@ -55,6 +56,11 @@ def inapplicable(scorer: Scorer, data: FitData, head_note: str) -> str | None:
         return head_note
     if "features" in scorer.needs and data.train is not None and data.train.features.shape[1] == 0:
         return "no features cached: the model gives logits only"
+    if "members" in scorer.needs and (data.train is None or data.train.members is None):
+        return (
+            "needs the members' predictions of an ensemble (ensemble=seeds); this run is a "
+            "single model, or an ensemble cached before they were kept"
+        )
     if "nonnegative_features" in scorer.needs and data.train is not None:
         low = float(data.train.features.min(initial=0.0))
         if low < 0:

@@ -6,7 +6,8 @@
      (the last epoch when there is none);
    - `last_epoch`: the last one;
    - `val/<metric>`: the highest mean <metric> over the validation split(s), e.g.
-     `val/worst_group_accuracy`, or the dataset's own metrics such as WILDS' `val/acc_wg`
+     `val/worst_group_accuracy`, `val/worst_class_accuracy` (SubpopBench's attribute-unknown
+     selection; recorded for every run), or the dataset's own metrics such as WILDS' `val/acc_wg`
      and `val/F1-macro_all` (recorded per epoch when the benchmark has its own eval).
 2. the setting across a search (`model_selection` of the leaderboard and export),
    DomainBed-style, from completed runs only. A *search* is every setting that shares the
@@ -16,6 +17,8 @@
    on splits of some roles:
    - `id_val` (default): accuracy on the ID validation split(s);
    - `worst_group_val`: worst-group accuracy on the validation split(s);
+   - `worst_class_val`: worst-class accuracy on the validation split(s), SubpopBench's
+     attribute-unknown rule (its rows need eval=subpop);
    - `oracle`: accuracy on the shifted test splits (the ID test split when there are none).
      It looks at test data, so every table that uses it says "oracle".
 
@@ -132,6 +135,8 @@ def setting_rule(name: str, metric: str, roles: tuple[str, ...], label: str, **k
 
 setting_rule("id_val", "accuracy", ("val",), "ID validation accuracy")
 setting_rule("worst_group_val", "worst_group_accuracy", ("val",), "worst-group validation accuracy")
+# SubpopBench's attribute-unknown rule; its rows come from eval=subpop (harness/subpop_rows.py)
+setting_rule("worst_class_val", "worst_class_accuracy", ("val",), "worst-class validation accuracy")
 setting_rule(
     "oracle", "accuracy", ("shift_test",), "oracle (test-set selection)", fallback_role="id_test"
 )

@@ -105,6 +105,10 @@ def validation_records(
         values = {
             "accuracy": float(correct.mean()),
             "nll": metrics.nll(out.logits, out.labels),
+            # SubpopBench's attribute-unknown selection: selection_rule=val/worst_class_accuracy
+            "worst_class_accuracy": metrics.worst_class_accuracy(
+                out.labels, metrics.predictions(out.logits)
+            ),
         }
         if bench.group_cols:
             groups = metrics.group_accuracy(correct, split.meta.iloc[out.index], bench.group_cols)

@@ -49,7 +49,9 @@ BOOTSTRAP_RESAMPLES = 1000
 # metric outside these names is left as computed.
 UNIT_METRICS = ("accuracy", "worst_group_accuracy", "ece", "aurc", "e_aurc", "estimated_accuracy",
                 "abs_error", "acc_", "F1-", "recall", "precision", "conformal_coverage",
-                "p_value", "shift_detected", "accuracy_prior_corrected", "nuclear_norm")  # fmt: skip
+                "p_value", "shift_detected", "accuracy_prior_corrected", "nuclear_norm",
+                "balanced_accuracy", "worst_class_accuracy", "macro_f1", "worst_class_precision",
+                "adjusted_accuracy")  # fmt: skip
 UNIT_PREFIXES = ("auroc", "aupr", "fpr95", "ccr@", "accuracy@", "acc_", "F1-")
 NON_NEGATIVE = ("nll", "brier", "temperature", "conformal_set_size", "prior_l1_error",
                 "prior_l2_error", "prior_l1_shift", "mmd2")  # fmt: skip
