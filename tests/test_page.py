@@ -45,7 +45,8 @@ def page(tmp_path_factory):
     agg = aggregate(table)
     plots = {"toy": dataset_plots(table, agg, root, root / "plots" / "toy")}
     headlines = {"toy": headline(agg, "toy", "accuracy")}
-    return write_page(agg, plots, root / "index.html", headlines=headlines), agg
+    path = write_page(agg, plots, root / "index.html", headlines=headlines, table=table)
+    return path, agg
 
 
 def cells(driver, column: str) -> list[str]:
