@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+# imported for its registrations (the built-in sections); headline_html re-exported
+from harness.report.section_kinds import headline_html  # noqa: F401
 from harness.report.sections import Section, SectionContext, plot_names, registered_sections
 from harness.store import atomic_write_text
 
@@ -150,34 +152,6 @@ def page_rows(agg: pd.DataFrame) -> pd.DataFrame:
     """The summary rows the page shows: every aggregated number except per-group values."""
     rows = agg[agg["group_value"] == ""].assign(setting=agg["setting_id"].str[:8])
     return rows[["dataset", *COLUMNS]]
-
-
-def headline_html(dataset: str, h: Any) -> str:
-    """A dataset's headline (harness/report/headline.py) as a static table, id headline-<dataset>;
-    each cell's title says how many seeds and how its interval was made."""
-    if h is None:
-        return ""
-    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in h.table.columns)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td title="{html.escape(str(h.titles.iat[i, k]))}">'
-            + (
-                f'<span class="badge {html.escape(str(v))}">{html.escape(str(v))}</span>'
-                if c == "verdict" and v
-                else html.escape(str(v))
-            )
-            + "</td>"
-            for k, (c, v) in enumerate(row.items())
-        )
-        + "</tr>"
-        for i, (_, row) in enumerate(h.table.iterrows())
-    )
-    return (
-        f'<p class="what">{html.escape(h.caption)}</p>\n'
-        f'<table class="headline" id="headline-{html.escape(dataset)}"><thead><tr>{header}'
-        f"</tr></thead><tbody>{body}</tbody></table>\n"
-    )
 
 
 def _table_html(tid: str, frame: pd.DataFrame, filters: tuple[str, ...], tables: dict) -> str:

@@ -5,6 +5,9 @@ selection, paired comparisons, failed runs and, last, every number."""
 
 from __future__ import annotations
 
+import html
+from typing import Any
+
 import pandas as pd
 
 from harness.report.sections import Section, SectionContext, register_section
@@ -55,9 +58,35 @@ def _everything(agg: pd.DataFrame) -> pd.Series:
 
 
 def _headline(ctx: SectionContext) -> str:
-    from harness.report.page import headline_html
-
     return headline_html(ctx.dataset, ctx.headline)
+
+
+def headline_html(dataset: str, h: Any) -> str:
+    """A dataset's headline (harness/report/headline.py) as a static table, id headline-<dataset>;
+    each cell's title says how many seeds and how its interval was made."""
+    if h is None:
+        return ""
+    header = "".join(f"<th>{html.escape(str(c))}</th>" for c in h.table.columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td title="{html.escape(str(h.titles.iat[i, k]))}">'
+            + (
+                f'<span class="badge {html.escape(str(v))}">{html.escape(str(v))}</span>'
+                if c == "verdict" and v
+                else html.escape(str(v))
+            )
+            + "</td>"
+            for k, (c, v) in enumerate(row.items())
+        )
+        + "</tr>"
+        for i, (_, row) in enumerate(h.table.iterrows())
+    )
+    return (
+        f'<p class="what">{html.escape(h.caption)}</p>\n'
+        f'<table class="headline" id="headline-{html.escape(dataset)}"><thead><tr>{header}'
+        f"</tr></thead><tbody>{body}</tbody></table>\n"
+    )
 
 
 def _figures(ctx: SectionContext) -> list:

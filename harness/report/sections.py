@@ -93,9 +93,8 @@ def register_section(section: Section, replace: bool = False) -> Section:
 
 
 def registered_sections() -> list[Section]:
-    """The registered sections in page order (built-ins included)."""
-    import harness.report.section_kinds  # noqa: F401  (registers the built-in sections)
-
+    """The registered sections in page order (the built-ins are registered when
+    harness.report.page is imported)."""
     return sorted(SECTIONS.values(), key=lambda s: (s.order, s.id))
 
 
