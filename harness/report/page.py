@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 # imported for its registrations (the built-in sections); headline_html re-exported
@@ -90,8 +91,18 @@ function sortBy(id, k) {
   t.sortColumn = k;
   render(id);
 }
+const DECODED = {};
+function rowsOf(source) {  // text columns travel as codes into their lists of values
+  if (!DECODED[source]) {
+    const d = DATA[source];
+    DECODED[source] = d.rows.map(r => r.map((v, k) => d.dicts[k] && v !== null ? d.dicts[k][v] : v));
+  }
+  return DECODED[source];
+}
 document.addEventListener('DOMContentLoaded', () => {
   Object.keys(TABLES).forEach(id => {
+    const t = TABLES[id], all = rowsOf(t.source);
+    t.rows = t.index ? t.index.map(i => all[i]) : all;
     document.querySelectorAll('#' + id + ' th').forEach((th, k) =>
       th.addEventListener('click', () => sortBy(id, k)));
     document.querySelectorAll('#' + id + '-filters select').forEach(s =>
@@ -131,20 +142,32 @@ class RawJSON(str):
     """JSON text to splice into the page's data as it is."""
 
 
-def _rows_json(frame: pd.DataFrame) -> str:
+def _rows_json(frame: pd.DataFrame) -> dict[str, Any]:
+    """The rows as JSON, each text column as codes into its list of values ("dicts"): a
+    large root repeats a few model, method, metric and split names in every row."""
     text_columns = frame.select_dtypes(exclude="number").columns
     frame = frame.astype({c: object for c in text_columns}).fillna({c: "" for c in text_columns})
-    frame = frame.astype({c: str for c in text_columns})
-    return frame.to_json(orient="values", double_precision=6)
+    dicts, coded = {}, {}
+    for k, column in enumerate(frame.columns):
+        if column in text_columns:
+            codes, values = pd.factorize(frame[column].astype(str))
+            coded[k], dicts[str(k)] = codes, [str(v) for v in values]
+    frame = frame.set_axis(range(frame.shape[1]), axis=1).assign(**{str(k): v for k, v in []})
+    for k, codes in coded.items():
+        frame[k] = codes
+    # pandas writes the rows (NaN as null, floats to 6 digits) far faster than a loop
+    return {"dicts": dicts, "rows": RawJSON(frame.to_json(orient="values", double_precision=6))}
 
 
-def _dumps(tables: dict) -> str:
-    """json.dumps, with the rows of each table spliced in as pandas wrote them."""
+def _dumps(specs: dict) -> str:
+    """json.dumps of {id: spec}, with RawJSON values spliced in as they are."""
     parts = []
-    for tid, spec in tables.items():
-        head = {k: v for k, v in spec.items() if k != "rows"}
-        body = json.dumps(head, separators=(",", ":"))[:-1]
-        parts.append(f'{json.dumps(tid)}:{body},"rows":{spec["rows"]}}}')
+    for key, spec in specs.items():
+        fields = ",".join(
+            f"{json.dumps(k)}:{v if isinstance(v, RawJSON) else json.dumps(v, separators=(',', ':'))}"
+            for k, v in spec.items()
+        )
+        parts.append(f"{json.dumps(key)}:{{{fields}}}")
     return "{" + ",".join(parts) + "}"
 
 
@@ -154,14 +177,22 @@ def page_rows(agg: pd.DataFrame) -> pd.DataFrame:
     return rows[["dataset", *COLUMNS]]
 
 
-def _table_html(tid: str, frame: pd.DataFrame, filters: tuple[str, ...], tables: dict) -> str:
-    """A sortable, filterable table with a CSV download of the rows shown: the rows travel
-    as JSON (TABLES[tid]) and are drawn by the script."""
+def _table_html(
+    tid: str,
+    frame: pd.DataFrame,
+    filters: tuple[str, ...],
+    tables: dict,
+    source: str,
+    index: np.ndarray | None = None,
+) -> str:
+    """A sortable, filterable table with a CSV download of the rows shown. Its rows are
+    DATA[source] (drawn by the script), or those of its positions in `index`: sections
+    that select summary rows share the dataset's rows instead of repeating them."""
     columns = [str(c) for c in frame.columns]
     tables[tid] = {
         "columns": columns,
-        # pandas writes the rows (NaN as null, floats to 6 digits) far faster than a loop
-        "rows": RawJSON(_rows_json(frame)),
+        "source": source,
+        "index": None if index is None else RawJSON(json.dumps(index.tolist())),
         "sortColumn": None,
         "sortAscending": True,
     }
@@ -219,21 +250,24 @@ def _figures_html(figures: list[Any], prefix: str) -> str:
 
 
 def section_html(
-    section: Section, ctx: SectionContext, tid: str, page_dir: Path, tables: dict
+    section: Section, ctx: SectionContext, tid: str, page_dir: Path, tables: dict, data: dict
 ) -> tuple[str, bool]:
     """A section's HTML ("" when it has nothing to show) and whether it drew plotly figures."""
     parts = []
     if section.html is not None:
         parts.append(section.html(ctx))
-    frame = None
+    sid = tid if section.id == "all" else f"{tid}_{section.id}"
     if section.rows is not None:
-        frame = ctx.agg[section.rows(ctx.agg)]
-        frame = frame.assign(setting=frame["setting_id"].astype(str).str[:8])[COLUMNS]
+        mask = np.asarray(section.rows(ctx.agg), dtype=bool)
+        if mask.any():
+            frame = ctx.agg.loc[mask, COLUMNS]
+            index = None if mask.all() else np.flatnonzero(mask)
+            parts.append(_table_html(sid, frame, section.filters, tables, tid, index))
     elif section.table is not None:
         frame = section.table(ctx)
-    sid = tid if section.id == "all" else f"{tid}_{section.id}"
-    if frame is not None and not frame.empty:
-        parts.append(_table_html(sid, frame, section.filters, tables))
+        if frame is not None and not frame.empty:
+            data[sid] = _rows_json(frame)
+            parts.append(_table_html(sid, frame, section.filters, tables, sid))
     figures = section.figures(ctx) if section.figures is not None else []
     names = plot_names(section, ctx.plots)
     if figures or names:
@@ -275,26 +309,31 @@ def write_page(
     extra)."""
     path = Path(path)
     rows = agg[agg["group_value"] == ""]
+    rows = rows.assign(setting=rows["setting_id"].astype(str).str[:8])
     tables: dict = {}
+    data: dict = {}  # the rows of the tables, shared by the sections that select from them
     parts = []
     uses_plotly = False
     sections = registered_sections()
     for dataset in sorted(rows["dataset"].unique()):
         ctx = SectionContext(
             dataset=dataset,
-            agg=rows[rows["dataset"] == dataset],
+            agg=rows[rows["dataset"] == dataset].reset_index(drop=True),
             table=None if table is None else table[table["dataset"] == dataset],
             headline=(headlines or {}).get(dataset),
             plots=dict((plots or {}).get(dataset) or {}),
             **context,
         )
         tid = _table_id(dataset)
+        data[tid] = _rows_json(ctx.agg[COLUMNS])
         parts.append(f'<h2 id="{tid}-heading">{html.escape(dataset)}</h2>\n')
         for section in sections:
-            text, figures = section_html(section, ctx, tid, path.parent, tables)
+            text, figures = section_html(section, ctx, tid, path.parent, tables, data)
             parts.append(text)
             uses_plotly |= figures
-    data = _dumps(tables).replace("</", "<\\/")
+    script_data = f"const DATA = {_dumps(data)};\nconst TABLES = {_dumps(tables)};".replace(
+        "</", "<\\/"
+    )
     plotly_js = ""
     if uses_plotly:  # plotly.js once per page, inline: the page opens from disk, offline
         from plotly.offline import get_plotlyjs
@@ -308,7 +347,7 @@ def write_page(
         "standard deviation (ddof=1), n seeds and 95% interval per setting "
         "(<code>summary.csv</code>); click a header to sort, choose values to filter.</p>\n"
         + "".join(parts)
-        + f"\n<script>const MAX_SHOWN = {MAX_SHOWN};\nconst TABLES = {data};\n{SCRIPT}"
+        + f"\n<script>const MAX_SHOWN = {MAX_SHOWN};\n{script_data}\n{SCRIPT}"
         "</script>\n</body></html>\n"
     )
     atomic_write_text(path, text)
