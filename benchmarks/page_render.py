@@ -66,12 +66,24 @@ def store_table(runs: int = 10000, seeds: int = 5) -> pd.DataFrame:
     parts = [
         pd.DataFrame(
             {
-                "run_id": run_ids, "setting_id": setting_ids, "dataset": datasets,
-                "model": models, "method": methods, "tta": "", "augment": "", "seed": r % seeds,
-                "split": split, "split_role": role, "scorer": scorer, "metric": metric,
+                "run_id": run_ids,
+                "setting_id": setting_ids,
+                "dataset": datasets,
+                "model": models,
+                "method": methods,
+                "tta": "",
+                "augment": "",
+                "seed": r % seeds,
+                "split": split,
+                "split_role": role,
+                "scorer": scorer,
+                "metric": metric,
                 "group_key": "label" if metric == "worst_group_accuracy" else "",
-                "group_value": "", "value": values, "n": 1000,
-                "selection_rule": "id_val_accuracy", "eval_id": "evalid0000000000",
+                "group_value": "",
+                "value": values,
+                "n": 1000,
+                "selection_rule": "id_val_accuracy",
+                "eval_id": "evalid0000000000",
             }
         )  # fmt: skip
         for split, role, scorer, metric, values in frames

@@ -33,7 +33,7 @@ def _hover(frame: pd.DataFrame) -> list[str]:
     return [
         f"{m} / {me}<br>setting {str(s)[:8]}, seed {seed}"
         for m, me, s, seed in zip(
-            frame["model"], frame["method"], frame["setting_id"], frame["seed"], strict=True
+            *(frame[c].tolist() for c in ("model", "method", "setting_id", "seed")), strict=True
         )
     ]
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pandas as pd
 from matplotlib import colormaps
 from matplotlib.colors import to_hex
 
@@ -33,6 +34,8 @@ def method_palette(methods: Iterable[str]) -> dict[str, dict[str, str]]:
     tab10 = colormaps["tab10"]
     markers = list(MARKERS)
     out = {}
+    if isinstance(methods, pd.Series):  # iterating a large arrow column is slow
+        methods = methods.unique()
     for k, method in enumerate(sorted({str(m) for m in methods})):
         marker = markers[(k // 10) % len(markers)]
         out[method] = {
