@@ -62,15 +62,15 @@ def accuracy_on_the_line_figure(
             style = palette.get(str(method), {"color": "black", "symbol": "circle"})
             fig.add_trace(
                 go.Scatter(
-                    x=_probit(m["id"]),
-                    y=_probit(m["value"]),
+                    x=_probit(m["id"]).round(4),  # 4 digits: the page's size, not the look
+                    y=_probit(m["value"]).round(4),
                     mode="markers",
                     name=str(method),
                     legendgroup=str(method),
                     showlegend=k == 0,
                     marker={"color": style["color"], "symbol": style["symbol"], "size": 7},
                     text=_hover(m),
-                    customdata=np.stack([m["id"], m["value"]], axis=1),
+                    customdata=np.stack([m["id"], m["value"]], axis=1).round(4),
                     hovertemplate="%{text}<br>ID %{customdata[0]:.3f}, "
                     + f"{split} %{{customdata[1]:.3f}}<extra></extra>",
                 ),
