@@ -158,6 +158,7 @@ def test_no_request_leaves_the_machine_and_plotly_is_inlined_once(browser, page)
     # plotly.js once, inline; every figure drawn by it (no figure carries its own copy)
     assert text.count(get_plotlyjs()[:2000]) == 1
     assert "<script src" not in text and "cdn.plot.ly" not in text.replace(get_plotlyjs(), "")
+    assert path.stat().st_size < 6e6  # the budget for a small store (docs/results.md)
     plots = browser.find_elements("css selector", ".js-plotly-plot")
     assert plots and browser.execute_script("return typeof Plotly") == "object"
     # hover: each point of accuracy on the line names its setting and seed
@@ -220,6 +221,7 @@ def test_the_page_of_a_10000_run_store_loads(tmp_path, browser):
 
     table = store_table(10000)
     path, _, _ = render(table, tmp_path)
+    assert path.stat().st_size < 20e6  # the page-size budget (docs/results.md)
     browser.get(path.as_uri())
     urls = requested_urls(browser)
     assert all(u.startswith(("file://", "data:", "blob:")) for u in urls), urls
