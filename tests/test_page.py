@@ -122,9 +122,16 @@ def test_sort_by_clicking_a_header_filter_and_screenshot(browser, page):
 
     Select(
         browser.find_element("css selector", "#t_toy-filters select[data-column=method]")
-    ).select_by_value("erm")
+    ).select_by_visible_text("erm")
     assert set(cells(browser, "method")) == {"erm"}
     assert len(cells(browser, "method")) == int((shown["method"] == "erm").sum())
+    # "(none)" is the empty value (no scorer), not "all"
+    Select(
+        browser.find_element("css selector", "#t_toy-filters select[data-column=scorer]")
+    ).select_by_visible_text("(none)")
+    none = (shown["method"] == "erm") & (shown["scorer"] == "")
+    assert len(cells(browser, "scorer")) == int(none.sum()) < len(shown)
+    assert set(cells(browser, "scorer")) == {""}
     # the plots beside the table load from disk
     images = browser.find_elements("css selector", ".plots img")
     assert images and all(
@@ -244,3 +251,17 @@ def test_the_page_of_a_10000_run_store_loads(tmp_path, browser):
     n = int(((agg["dataset"] == "synth_a") & (agg["group_value"] == "")).sum())
     assert count == f"showing {MAX_SHOWN} of {n} rows"
     screenshot(browser, tmp_path / "leaderboard_page_10000_runs.png")
+
+
+def test_a_plot_no_section_claims_is_shown_with_every_number(tmp_path):
+    from harness.report.sections import registered_sections
+
+    png = tmp_path / "plots" / "toy" / "zz_new_plot.png"
+    png.parent.mkdir(parents=True)
+    png.write_bytes(b"\x89PNG")
+    agg = aggregate(golden_table())
+    assert all("zz_new_plot" not in s.plots for s in registered_sections())
+    path = write_page(agg, {"toy": {"zz_new_plot": [png]}}, tmp_path / "index.html")
+    text = path.read_text()
+    assert text.count('src="plots/toy/zz_new_plot.png"') == 1
+    assert text.index('id="t_toy-details"') < text.index("zz_new_plot.png")

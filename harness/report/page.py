@@ -48,7 +48,7 @@ function render(id) {
   const t = TABLES[id], body = document.querySelector('#' + id + ' tbody');
   const active = {};
   document.querySelectorAll('#' + id + '-filters select').forEach(s => {
-    if (s.value !== '') active[s.dataset.column] = s.value; });
+    if (s.value !== '') active[s.dataset.column] = JSON.parse(s.value); });
   let rows = t.rows.filter(r => Object.entries(active).every(([c, v]) =>
     String(r[t.columns.indexOf(c)]) === v));
   if (t.sortColumn !== null) {
@@ -199,8 +199,9 @@ def _table_html(
     selects = []
     for column in (c for c in filters if c in frame.columns):
         values = sorted(map(str, frame[column].astype(str).unique()))
+        # values as JSON strings: "" (no scorer) must differ from "" (all)
         options = "".join(
-            f'<option value="{html.escape(v)}">{html.escape(v) or "(none)"}</option>'
+            f'<option value="{html.escape(json.dumps(v))}">{html.escape(v) or "(none)"}</option>'
             for v in values
         )
         selects.append(
@@ -270,6 +271,9 @@ def section_html(
             parts.append(_table_html(sid, frame, section.filters, tables, sid))
     figures = section.figures(ctx) if section.figures is not None else []
     names = plot_names(section, ctx.plots)
+    if section.id == "all":  # plots that no section claims are shown with every number
+        claimed = {n for other in registered_sections() for n in plot_names(other, ctx.plots)}
+        names += [n for n in ctx.plots if n not in claimed]
     if figures or names:
         parts.append(
             f'<div class="plots">{_figures_html(figures, sid)}'
