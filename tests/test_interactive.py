@@ -63,7 +63,8 @@ def test_severity_curves_show_the_t_interval_over_seeds(table):
     k = list(line.x).index(3)
     assert line.y[k] == pytest.approx(per_run.mean())
     half = stats.t.ppf(0.975, len(per_run) - 1) * per_run.std(ddof=1) / np.sqrt(len(per_run))
-    assert line.error_y.array[k] == pytest.approx(half)
+    assert line.error_y.array[k] == pytest.approx(min(half, 1 - per_run.mean()))
+    assert line.error_y.arrayminus[k] == pytest.approx(min(half, per_run.mean()))
     seeds = [t for t in fig.data if t.mode == "markers" and t.legendgroup == line.name]
     assert seeds and all("seed" in h for h in seeds[0].text)
 
@@ -71,3 +72,18 @@ def test_severity_curves_show_the_t_interval_over_seeds(table):
 def test_nothing_to_draw_gives_no_figure(table):
     assert severity_figure(table[~table["split"].str.contains("-")]) is None
     assert dataset_figures(table.iloc[:0]) == []
+
+
+def test_the_interval_stays_within_0_and_1():
+    import pandas as pd
+
+    rows = [
+        {"run_id": f"r{seed}", "setting_id": "s" * 20, "dataset": "toy", "model": "m",
+         "method": "erm", "tta": "", "seed": seed, "split": "noise-1", "split_role": "shift_test",
+         "scorer": "", "metric": "accuracy", "group_key": "", "group_value": "", "value": v,
+         "n": 10, "eval_id": "e"}
+        for seed, v in enumerate([0.02, 0.9])
+    ]  # fmt: skip
+    line = severity_figure(pd.DataFrame(rows)).data[0]
+    assert line.y[0] + line.error_y.array[0] == pytest.approx(1.0)
+    assert line.y[0] - line.error_y.arrayminus[0] == pytest.approx(0.0)

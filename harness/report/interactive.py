@@ -106,8 +106,8 @@ def severity_figure(
     table: pd.DataFrame, palette: dict[str, dict[str, str]] | None = None
 ) -> go.Figure | None:
     """Accuracy vs corruption severity: per run the mean over corruptions at each severity
-    (a point per seed), per setting the mean over seeds with a 95% t interval (error bars;
-    none for one seed). At most MAX_LINES settings, those with the highest mean accuracy;
+    (a point per seed), per setting the mean over seeds with a 95% t interval (error bars,
+    clipped to [0, 1]; none for one seed). At most MAX_LINES settings, those with the highest mean accuracy;
     generated corruption sets are separate lines."""
     errors = corruption_errors(table, by=["model", "method", "setting_id", "run_id"])
     if errors.empty:
@@ -134,13 +134,17 @@ def severity_figure(
         style = palette.get(str(method), {"color": "black", "symbol": "circle"})
         curve = runs.groupby("severity")["accuracy"].agg(["mean", "std", "size"]).sort_index()
         half = stats.t.ppf(0.975, curve["size"] - 1) * curve["std"] / np.sqrt(curve["size"])
+        # accuracy lies in [0, 1]: a t interval over few seeds is clipped there, as in summary.csv
+        up = (np.minimum(curve["mean"] + half, 1) - curve["mean"]).fillna(0)
+        down = (curve["mean"] - np.maximum(curve["mean"] - half, 0)).fillna(0)
         fig.add_trace(
             go.Scatter(
                 x=curve.index, y=curve["mean"], mode="lines+markers", name=name,
                 legendgroup=name,
                 line={"color": style["color"], "dash": dashes[models.index(model) % len(dashes)]},
                 marker={"symbol": style["symbol"]},
-                error_y={"type": "data", "array": half.fillna(0).tolist(), "visible": True},
+                error_y={"type": "data", "array": up.tolist(), "arrayminus": down.tolist(),
+                         "visible": True},
                 customdata=np.stack([curve["size"], half.fillna(np.nan)], axis=1),
                 hovertemplate=f"{name}<br>severity %{{x}}: %{{y:.3f}} "
                 "± %{customdata[1]:.3f} (%{customdata[0]} seeds)<extra></extra>",
