@@ -152,7 +152,7 @@ def _rows_json(frame: pd.DataFrame) -> dict[str, Any]:
         if column in text_columns:
             codes, values = pd.factorize(frame[column].astype(str))
             coded[k], dicts[str(k)] = codes, [str(v) for v in values]
-    frame = frame.set_axis(range(frame.shape[1]), axis=1).assign(**{str(k): v for k, v in []})
+    frame = frame.set_axis(range(frame.shape[1]), axis=1)
     for k, codes in coded.items():
         frame[k] = codes
     # pandas writes the rows (NaN as null, floats to 6 digits) far faster than a loop
@@ -283,8 +283,8 @@ def section_html(
         return "", False
     body = "".join(parts)
     note = f'<p class="what">{html.escape(section.note)}</p>' if section.note else ""
-    if section.id == "headline":
-        return body, False  # the headline stands right under the dataset's heading
+    if not section.heading:  # e.g. the headline, right under the dataset's heading
+        return body, bool(figures)
     if section.folded:
         return (
             f'<details id="{sid}-details" class="section"><summary>{html.escape(section.title)}'

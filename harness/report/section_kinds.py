@@ -135,7 +135,7 @@ def _failures(ctx: SectionContext) -> pd.DataFrame | None:
 
 
 for _section in (
-    Section("headline", "Headline", 0, html=_headline, folded=False),
+    Section("headline", "Headline", 0, html=_headline, folded=False, heading=False),
     Section(
         "plots",
         "Plots (hover a point for its setting and seed)",

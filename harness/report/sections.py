@@ -60,6 +60,7 @@ class Section:
              name ending in "*" is a prefix;
     figures: a function returning interactive plotly figures (hover: setting and seed);
     folded:  drawn inside <details> (closed) or open on the page;
+    heading: False: drawn as it is, without a title or fold (the headline);
     filters: the columns offered as filters above the table."""
 
     id: str
@@ -71,6 +72,7 @@ class Section:
     plots: tuple[str, ...] = ()
     figures: Callable[[SectionContext], list[Any]] | None = None
     folded: bool = True
+    heading: bool = True
     note: str = ""
     filters: tuple[str, ...] = ("model", "method", "scorer", "metric", "split")
 
