@@ -185,6 +185,13 @@ def method_colours(name: str, fig) -> dict[str, set[str]]:
                 if coll.get_label() in METHODS:
                     colours = {to_hex(c) for c in coll.get_facecolors()}
                     out.setdefault(coll.get_label(), set()).update(colours)
+    elif name.startswith("seed_spread_"):  # a point per seed, its row naming the setting
+        entries = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        for ax in (a for a in fig.axes if a.get_visible()):
+            seeds = next(c for c in ax.collections if c.get_label() == "seeds")
+            for (_, row), colour in zip(seeds.get_offsets(), seeds.get_facecolors(), strict=True):
+                method = entries[int(round(row))].split(" / ")[1].split()[0]
+                out.setdefault(method, set()).add(to_hex(colour))
     elif name == "severity_curves":
         for container in fig.axes[0].containers:  # errorbar: (data line, caps, bars)
             label = container.get_label()
@@ -201,13 +208,13 @@ def test_a_method_has_one_colour_across_every_plot_of_a_dataset(tmp_path):
     seen: dict[str, set[str]] = {}
     kinds = 0
     for name in ("bars_accuracy", "accuracy_on_the_line", "accuracy_on_the_curve",
-                 "severity_curves", "bars_worst_group_accuracy"):  # fmt: skip
+                 "severity_curves", "bars_worst_group_accuracy", "seed_spread_accuracy"):  # fmt: skip
         colours = method_colours(name, builders[name]())
         assert set(colours) == set(METHODS), (name, colours)
         kinds += 1
         for method, c in colours.items():
             seen.setdefault(method, set()).update(c)
-    assert kinds == 5
+    assert kinds == 6
     # one colour per method everywhere, and no two methods share one
     assert all(len(c) == 1 for c in seen.values()), seen
     assert len({next(iter(c)) for c in seen.values()}) == len(METHODS)
