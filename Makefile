@@ -30,11 +30,16 @@ lint: venv
 # the leaderboard.
 DEMO_SEEDS ?= 0,1,2
 DEMO_METHODS ?= erm,label_smoothing
+# the terminal gets warnings only (each run's full log stays in its Hydra job folder), then
+# the headline per dataset, the page's path and the time taken
+DEMO_QUIET ?= +hydra.job_logging.handlers.console.level=WARNING
 demo: venv
-	$(PY) -m harness.run -m seed=$(DEMO_SEEDS) method=$(DEMO_METHODS) $(DEMO_ARGS)
-	$(PY) -m harness.run ensemble=seeds 'ensemble.seeds=[$(DEMO_SEEDS)]' $(DEMO_ARGS)
-	$(PY) -m harness.leaderboard
-	@echo "runs:        results/runs/ (one directory per run; rerunning skips finished ones)"
+	@start=$$(date +%s); \
+	$(PY) -m harness.run -m seed=$(DEMO_SEEDS) method=$(DEMO_METHODS) $(DEMO_QUIET) $(DEMO_ARGS) && \
+	$(PY) -m harness.run ensemble=seeds 'ensemble.seeds=[$(DEMO_SEEDS)]' $(DEMO_QUIET) $(DEMO_ARGS) && \
+	$(PY) -m harness.leaderboard && \
+	echo "runs:        results/runs/ (one directory per run; rerunning skips finished ones)" && \
+	echo "demo took:   $$(( $$(date +%s) - start )) s"
 
 leaderboard: venv
 	$(PY) -m harness.leaderboard

@@ -11,6 +11,8 @@ the command (options: conf/leaderboard.yaml).
 
 from __future__ import annotations
 
+import time
+
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,7 +28,9 @@ def main(cfg: DictConfig) -> None:
 
     c = OmegaConf.to_container(cfg, resolve=True)
     validate_leaderboard(c)
+    start = time.perf_counter()
     paths = write_leaderboard(c["results_dir"], **leaderboard_options(c))
+    took = time.perf_counter() - start
     # the terminal gets each dataset's headline; the Markdown files keep the detail
     for name, path in paths.items():
         if name not in ("table", "csv", "index", "html"):
@@ -35,7 +39,9 @@ def main(cfg: DictConfig) -> None:
     print(f"table:       {paths['table']} (and {paths['csv'].name})")
     print(f"leaderboard: {paths['index']}")
     if "html" in paths:
-        print(f"page:        {paths['html']}")
+        size = paths["html"].stat().st_size / 1e6
+        print(f"page:        {paths['html']} ({size:.1f} MB; open it in a browser, offline)")
+    print(f"took:        {took:.1f} s")
 
 
 def headline_of(markdown: str) -> str:

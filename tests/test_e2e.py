@@ -54,11 +54,15 @@ def test_seed_sweep_is_resumable_and_collected_once(tmp_path):
     # the terminal shows the headline: the mean with its interval, not every table
     assert f"{acc.mean():.3f} [" in board.stdout and "## Headline: accuracy" in board.stdout
     assert "## Expected calibration error" not in board.stdout
+    # short: the headline, where the files are, the page and how long it took
+    assert "page:" in board.stdout and "took:" in board.stdout
+    assert len(board.stdout.splitlines()) < 25, board.stdout
     assert "[maze](maze.md): 2 runs" in (results / "leaderboard" / "README.md").read_text()
     # the page and the plots the real rows support, and the scorer comparisons
     html = (results / "leaderboard" / "index.html").read_text()
     assert '"t_maze"' in html and "plots/maze/bars_accuracy.png" in html
-    for name in ("bars_accuracy", "accuracy_on_the_line", "seed_spread_accuracy", "risk_coverage"):
+    for name in ("bars_accuracy", "accuracy_on_the_line", "seed_spread_accuracy", "risk_coverage",
+                 "reliability", "reliability_per_setting"):  # fmt: skip
         for ext in ("png", "pdf"):
             assert (results / "leaderboard" / "plots" / "maze" / f"{name}.{ext}").is_file()
     scorers = pd.read_csv(results / "leaderboard" / "scorer_comparisons.csv")

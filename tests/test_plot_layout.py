@@ -97,12 +97,13 @@ def overlapping(bbs) -> list[tuple[int, int]]:
 def test_the_builders_cover_every_plot_function_of_the_module():
     import inspect
 
-    from harness.report import plots
+    from harness.report import plots, reliability
 
     drawn = {
         name
-        for name, f in inspect.getmembers(plots, inspect.isfunction)
-        if f.__module__ == plots.__name__
+        for module in (plots, reliability)
+        for name, f in inspect.getmembers(module, inspect.isfunction)
+        if f.__module__ == module.__name__
         and not name.startswith("_")
         and inspect.signature(f).return_annotation in ("Figure | None", "Figure")
     }
@@ -114,8 +115,13 @@ def test_the_builders_cover_every_plot_function_of_the_module():
     assert drawn <= used | {"risk_coverage"}, drawn - used
 
 
-@pytest.mark.parametrize("name", ["bars_accuracy", "accuracy_on_the_line", "accuracy_on_the_curve",
-                                  "seed_spread_accuracy", "bars_worst_group_accuracy", "severity_curves", "risk_coverage", "reliability"])  # fmt: skip
+def registered_names() -> list[str]:
+    """Every plot kind plot_builders draws for the store (plots added later included)."""
+    table = store(None)
+    return list(plot_builders(table, aggregate(table), ".", "accuracy"))
+
+
+@pytest.mark.parametrize("name", registered_names())
 def test_no_overlapping_tick_labels_and_legends_outside_the_data(name, tmp_path):
     table = store(tmp_path)
     builders = plot_builders(table, aggregate(table), tmp_path, "accuracy")
@@ -154,3 +160,84 @@ def test_the_overlap_check_sees_crowded_labels_and_a_legend_on_the_data():
     renderer = fig.canvas.get_renderer()
     assert overlapping(boxes(renderer, ax.get_xticklabels()))
     assert ax.get_legend().get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+
+
+def test_the_registry_has_the_kinds_this_test_was_written_for():
+    assert {"bars_accuracy", "accuracy_on_the_line", "accuracy_on_the_curve",
+            "seed_spread_accuracy", "bars_worst_group_accuracy", "severity_curves",
+            "risk_coverage", "reliability", "reliability_per_setting"} <= set(registered_names())  # fmt: skip
+
+
+def method_colours(name: str, fig) -> dict[str, set[str]]:
+    """method -> the colours it is drawn in, read back from the figure's artists."""
+    from matplotlib.colors import to_hex
+
+    out: dict[str, set[str]] = {}
+    if name.startswith("bars_"):
+        for container in fig.axes[0].containers:
+            label = container.get_label()
+            if " / " in label:
+                method = label.split(" / ")[1].split()[0]
+                out.setdefault(method, set()).update(to_hex(p.get_facecolor()) for p in container)
+    elif name.startswith("accuracy_on_the"):
+        for ax in fig.axes:
+            for coll in ax.collections:
+                if coll.get_label() in METHODS:
+                    colours = {to_hex(c) for c in coll.get_facecolors()}
+                    out.setdefault(coll.get_label(), set()).update(colours)
+    elif name.startswith("seed_spread_"):  # a point per seed, its row naming the setting
+        entries = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        for ax in (a for a in fig.axes if a.get_visible()):
+            seeds = next(c for c in ax.collections if c.get_label() == "seeds")
+            for (_, row), colour in zip(seeds.get_offsets(), seeds.get_facecolors(), strict=True):
+                method = entries[int(round(row))].split(" / ")[1].split()[0]
+                out.setdefault(method, set()).add(to_hex(colour))
+    elif name == "severity_curves":
+        for container in fig.axes[0].containers:  # errorbar: (data line, caps, bars)
+            label = container.get_label()
+            if " / " in label:
+                out.setdefault(label.split(" / ")[1].split()[0], set()).add(
+                    to_hex(container.lines[0].get_color())
+                )
+    return out
+
+
+def test_a_method_has_one_colour_across_every_plot_of_a_dataset(tmp_path):
+    table = store(tmp_path)
+    builders = plot_builders(table, aggregate(table), tmp_path, "accuracy")
+    seen: dict[str, set[str]] = {}
+    kinds = 0
+    for name in ("bars_accuracy", "accuracy_on_the_line", "accuracy_on_the_curve",
+                 "severity_curves", "bars_worst_group_accuracy", "seed_spread_accuracy"):  # fmt: skip
+        colours = method_colours(name, builders[name]())
+        assert set(colours) == set(METHODS), (name, colours)
+        kinds += 1
+        for method, c in colours.items():
+            seen.setdefault(method, set()).update(c)
+    assert kinds == 6
+    # one colour per method everywhere, and no two methods share one
+    assert all(len(c) == 1 for c in seen.values()), seen
+    assert len({next(iter(c)) for c in seen.values()}) == len(METHODS)
+
+
+def test_model_names_label_the_points_only_when_few(tmp_path):
+    from harness.report.plots import MAX_NAMED, accuracy_on_the_line
+
+    table = store(None)
+    few = table[(table["seed"] == 0) & table["method"].isin(["erm", "mixup"])]  # 8 runs
+    fig = accuracy_on_the_line(few)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert sorted(texts) == sorted(few.drop_duplicates("run_id")["model"])
+    assert few["run_id"].nunique() <= MAX_NAMED < table["run_id"].nunique()
+    assert not accuracy_on_the_line(table).axes[0].texts
+
+
+def test_reliability_per_setting_draws_a_panel_per_setting_with_scores(tmp_path):
+    from harness.report.reliability import MAX_SETTINGS, reliability_per_setting
+
+    table = store(tmp_path)  # per-example scores for erm's 4 settings only
+    fig = reliability_per_setting(tmp_path, table)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    erm = table.loc[table["method"] == "erm", "setting_id"].unique()
+    assert len(panels) == len(erm) <= MAX_SETTINGS
+    assert all("erm" in ax.get_title() for ax in panels)

@@ -163,7 +163,18 @@ def write_leaderboard(
             atomic_write_text(path, text + "".join(f"{line}\n" for line in links))
             paths[dataset] = path
         if "html" in outputs:
-            paths["html"] = write_page(agg, all_plots, board / "index.html", headlines=headlines)
+            paths["html"] = write_page(
+                agg,
+                all_plots,
+                board / "index.html",
+                headlines=headlines,
+                table=table,
+                comparisons=comparisons,
+                scorer_comparisons=scorer_comp,
+                selected=selected,
+                corruptions=corruptions,
+                failures=failures,
+            )
         index = index_markdown(table, len(skipped), datasets, "html" in outputs, failures)
         atomic_write_text(board / "README.md", index)
         return paths

@@ -13,21 +13,26 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
 from matplotlib.figure import Figure
 from scipy import stats
 
 from harness.report.aggregate import metric_rows, split_order
 from harness.report.corruption import corruption_errors
 from harness.report.drawing import draw
+from harness.report.figure import figure_legend as _figure_legend
+from harness.report.figure import grid as _grid
+from harness.report.figure import method_style
+from harness.report.palette import method_palette, model_hatches
+from harness.report.reliability import reliability, reliability_per_setting
 from harness.rundir import RunDir, runs_root
 
 PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
 EPS = 1e-3  # accuracies are clipped to [EPS, 1-EPS] before the probit
 
 
-PLOTS_VERSION = 4  # bump when a plot changes, so cached plot files are redrawn
+PLOTS_VERSION = 5  # bump when a plot changes, so cached plot files are redrawn
 MAX_ENTRIES = 20  # bars and seed spread show at most this many settings (the best ones)
+MAX_NAMED = 12  # accuracy on the line: points labelled with their model up to this many
 
 
 def _label(frame: pd.DataFrame) -> pd.Series:
@@ -54,24 +59,18 @@ def _best_entries(frame: pd.DataFrame, value: str) -> tuple[list[str], int]:
     return sorted(ranked.index[:MAX_ENTRIES]), len(per)
 
 
-def _grid(
-    n: int, width: float = 4.0, height: float = 3.6, sharey: bool = False
-) -> tuple[Figure, list]:
-    cols = min(n, 4)
-    rows = int(np.ceil(n / cols))
-    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False, sharey=sharey).ravel().tolist()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
-
-
 def probit(p: np.ndarray | float) -> np.ndarray:
     return stats.norm.ppf(np.clip(p, EPS, 1 - EPS))
 
 
-def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figure | None:
-    """Mean per setting and split with its 95% interval as error bars (one dataset's agg)."""
+def bars(
+    agg: pd.DataFrame,
+    metric: str = "accuracy",
+    scorer: str = "",
+    palette: dict[str, dict[str, str]] | None = None,
+) -> Figure | None:
+    """Mean per setting and split with its 95% interval as error bars (one dataset's agg);
+    the colour says the method (the dataset's palette), the hatch the model."""
     # not per group value: overall rows, and summaries over groups (worst_group_accuracy is
     # stored with its group_key; metric_rows' overall rows would leave it out)
     sel = agg[(agg["metric"] == metric) & (agg["scorer"] == scorer) & (agg["group_value"] == "")]
@@ -86,14 +85,17 @@ def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figur
     fig = Figure(figsize=(min(16.0, max(5.0, 3.0 + bars_wide)), max(3.8, legend_high)))
     ax = fig.add_subplot()
     width = 0.8 / len(entries)
-    colours = colormaps["tab20"]  # MAX_ENTRIES = 20 distinct colours
+    palette = palette or method_palette(agg["method"])
+    hatches = model_hatches(sel["model"])
+    who = sel.drop_duplicates("entry").set_index("entry")[["model", "method"]]
     for k, entry in enumerate(entries):
         e = sel[sel["entry"] == entry].set_index("split").reindex(splits)
         x = np.arange(len(splits)) + (k - (len(entries) - 1) / 2) * width
         low = (e["mean"] - e["ci_low"]).to_numpy()
         high = (e["ci_high"] - e["mean"]).to_numpy()
-        colour = f"C{k}" if len(entries) <= 10 else colours(k % 20)
-        ax.bar(x, e["mean"], width, label=entry, color=colour)
+        model, method = who.loc[entry]
+        ax.bar(x, e["mean"], width, label=entry, edgecolor="white", lw=0.3,
+               color=method_style(palette, method)["color"], hatch=hatches[model])  # fmt: skip
         ax.errorbar(
             x, e["mean"], yerr=np.vstack([low, high]), fmt="none", ecolor="black", capsize=2
         )
@@ -106,9 +108,12 @@ def bars(agg: pd.DataFrame, metric: str = "accuracy", scorer: str = "") -> Figur
     return fig
 
 
-def accuracy_on_the_line(table: pd.DataFrame) -> Figure | None:
+def accuracy_on_the_line(
+    table: pd.DataFrame, palette: dict[str, dict[str, str]] | None = None
+) -> Figure | None:
     """ID test accuracy vs each shifted split's accuracy, one point per run, probit axes,
-    with the least-squares line through the probit values and its R² (one dataset)."""
+    with the least-squares line through the probit values and its R² (one dataset); each
+    point is labelled with its model where a panel has at most MAX_NAMED points."""
     acc = metric_rows(table, "accuracy")
     id_acc = acc[acc["split_role"] == "id_test"].groupby("run_id")["value"].mean()
     shifted = acc[acc["split_role"] == "shift_test"]
@@ -116,14 +121,17 @@ def accuracy_on_the_line(table: pd.DataFrame) -> Figure | None:
         return None
     splits = split_order(shifted)
     fig, axes = _grid(len(splits))
-    methods = sorted(acc["method"].unique())
+    palette = palette or method_palette(table["method"])
     for ax, split in zip(axes, splits, strict=True):
         s = shifted[shifted["split"] == split].set_index("run_id")
         s = s.join(id_acc.rename("id"), how="inner")
-        for k, method in enumerate(methods):
-            m = s[s["method"] == method]
-            if not m.empty:
-                ax.scatter(probit(m["id"]), probit(m["value"]), label=method, s=14, **_style(k))
+        for method, m in s.groupby("method", sort=True):
+            style = method_style(palette, method)
+            ax.scatter(probit(m["id"]), probit(m["value"]), label=method, s=14, **style)
+        if len(s) <= MAX_NAMED:  # few points: say whose they are
+            for model, x, y in zip(s["model"], probit(s["id"]), probit(s["value"]), strict=True):
+                ax.annotate(str(model), (x, y), xytext=(3, 3), textcoords="offset points",
+                            fontsize=6, color="#333")  # fmt: skip
         if len(s) >= 3 and s["id"].nunique() > 1:
             fit = stats.linregress(probit(s["id"]), probit(s["value"]))
             xs = np.linspace(probit(s["id"].min()), probit(s["id"].max()), 50)
@@ -143,30 +151,6 @@ def accuracy_on_the_line(table: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def _figure_legend(fig: Figure, axes: list) -> None:
-    """One legend for all panels (the same methods in each): drawing one per panel cost more
-    than the points with many methods. Legends are placed explicitly throughout: matplotlib's
-    loc="best" searches every position against every artist (0.3 s for one bar chart)."""
-    handles: dict[str, object] = {}
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            handles.setdefault(label, handle)
-    if handles:
-        ncol = min(len(handles), 6)
-        rows = -(-len(handles) // ncol)
-        fig.set_figheight(fig.get_figheight() + 0.25 * rows + 0.2)  # room below the panels
-        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=ncol)
-
-
-MARKERS = "os^Dv<>PX*"
-
-
-def _style(k: int) -> dict[str, str]:
-    """Colour and marker of the k-th method: ten colours, then the next marker, so that
-    more than ten methods stay distinguishable."""
-    return {"color": f"C{k % 10}", "marker": MARKERS[(k // 10) % len(MARKERS)]}
-
-
 def _group_accuracy(table: pd.DataFrame) -> pd.DataFrame:
     """Per-group accuracy rows of the finest grouping (the group key with most groups)."""
     g = table[
@@ -181,7 +165,9 @@ def _group_accuracy(table: pd.DataFrame) -> pd.DataFrame:
     return g[g["group_key"] == finest]
 
 
-def accuracy_on_the_curve(table: pd.DataFrame) -> Figure | None:
+def accuracy_on_the_curve(
+    table: pd.DataFrame, palette: dict[str, dict[str, str]] | None = None
+) -> Figure | None:
     """Majority-group vs minority-group accuracy, one point per run and labelled split. A
     group is a majority group when its share of the training split is at least 1/(number of
     groups); each side's accuracy is the example-weighted mean over its groups."""
@@ -208,13 +194,12 @@ def accuracy_on_the_curve(table: pd.DataFrame) -> Figure | None:
     per = per.dropna().reset_index()
     splits = [s for s in split_order(tests) if s in set(per["split"])]
     fig, axes = _grid(len(splits))
-    methods = sorted(per["method"].unique())
+    palette = palette or method_palette(table["method"])
     for ax, split in zip(axes, splits, strict=True):
         s = per[per["split"] == split]
-        for k, method in enumerate(methods):
-            m = s[s["method"] == method]
-            if not m.empty:
-                ax.scatter(m["majority"], m["minority"], label=method, s=14, **_style(k))
+        for method, m in s.groupby("method", sort=True):
+            ax.scatter(m["majority"], m["minority"], label=method, s=14,
+                       **method_style(palette, method))  # fmt: skip
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="y = x")
         ax.set_xlabel("majority-group accuracy")
         ax.set_ylabel("minority-group accuracy")
@@ -223,7 +208,9 @@ def accuracy_on_the_curve(table: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def severity_curves(table: pd.DataFrame) -> Figure | None:
+def severity_curves(
+    table: pd.DataFrame, palette: dict[str, dict[str, str]] | None = None
+) -> Figure | None:
     """Accuracy vs corruption severity, one line per setting: per run the mean over
     corruptions at each severity, then mean and 95% t-interval over seeds. Corruption splits
     are recognised as harness.corruption_metrics does (`<corruption>-<severity>` names, or
@@ -240,12 +227,15 @@ def severity_curves(table: pd.DataFrame) -> Figure | None:
     # the legend beside the axes (a line per entry), never on the curves
     fig = Figure(figsize=(8.5, max(3.8, 0.9 + 0.2 * entries)), layout="constrained")
     ax = fig.add_subplot()
-    for k, (entry, runs) in enumerate(per_run.groupby("entry", sort=True)):
+    palette = palette or method_palette(table["method"])
+    methods = errors.drop_duplicates("entry").set_index("entry")["method"]
+    models = errors.drop_duplicates("entry").set_index("entry")["model"]
+    dashes = {m: ("-", "--", ":", "-.")[k % 4] for k, m in enumerate(sorted(set(models)))}
+    for entry, runs in per_run.groupby("entry", sort=True):
         curve = runs.groupby("severity")["accuracy"].agg(["mean", "std", "size"]).sort_index()
         half = stats.t.ppf(0.975, curve["size"] - 1) * curve["std"] / np.sqrt(curve["size"])
-        ax.errorbar(
-            curve.index, curve["mean"], yerr=half.fillna(0), label=entry, capsize=2, **_style(k)
-        )
+        ax.errorbar(curve.index, curve["mean"], yerr=half.fillna(0), label=entry, capsize=2,
+                    ls=dashes[models[entry]], **method_style(palette, methods[entry]))  # fmt: skip
     ax.set_xlabel("severity")
     ax.set_ylabel("accuracy (mean over corruptions)")
     ax.set_title("accuracy under corruption: mean and 95% interval over seeds")
@@ -291,55 +281,9 @@ def risk_coverage(results_dir: str | Path, table: pd.DataFrame, setting_id: str)
     return fig
 
 
-def reliability(
-    results_dir: str | Path, table: pd.DataFrame, setting_id: str, bins: int = 15
+def seed_spread(
+    table: pd.DataFrame, metric: str = "accuracy", palette: dict[str, dict[str, str]] | None = None
 ) -> Figure | None:
-    """Reliability diagram of one setting: per labelled test split, the accuracy of the
-    examples in each equal-width bin of confidence (MSP, from each run's per-example scores,
-    the setting's seeds pooled) against the bin's mean confidence, with the diagonal; the
-    title gives the pooled ECE over those bins."""
-    rows = table[table["setting_id"] == setting_id]
-    tests = rows[rows["split_role"].isin(["id_test", "shift_test"])]
-    frames = []
-    for (run_id, eval_id), _ in rows.groupby(["run_id", "eval_id"]):
-        for split in split_order(tests):
-            try:
-                path = RunDir.at(runs_root(results_dir) / run_id).posthoc(eval_id).scores(split)
-                scores = pd.read_parquet(path, columns=["msp", "correct"])
-            except (OSError, ValueError, KeyError):
-                continue  # no per-example scores, or no MSP column: nothing to draw
-            frames.append(scores.assign(split=split))
-    if not frames:
-        return None
-    data = pd.concat(frames)
-    splits = [s for s in split_order(tests) if s in set(data["split"])]
-    fig, axes = _grid(len(splits), width=3.6, height=3.6)
-    edges = np.linspace(0, 1, bins + 1)
-    for ax, split in zip(axes, splits, strict=True):
-        d = data[data["split"] == split]
-        which = np.clip(np.searchsorted(edges, d["msp"].to_numpy(), side="left") - 1, 0, bins - 1)
-        per = (
-            d.assign(bin=which)
-            .groupby("bin")
-            .agg(confidence=("msp", "mean"), accuracy=("correct", "mean"), n=("msp", "size"))
-        )
-        ece = float((per["n"] * (per["accuracy"] - per["confidence"]).abs()).sum() / len(d))
-        ax.bar(edges[per.index] + 0.5 / bins, per["accuracy"], width=1 / bins, color="C0",
-               edgecolor="white", label="accuracy")  # fmt: skip
-        ax.plot(per["confidence"], per["accuracy"], "o", color="C1", ms=3, label="mean confidence")
-        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_xlabel("confidence (MSP)")
-        ax.set_ylabel("accuracy")
-        ax.set_title(f"{split}: ECE {ece:.3f} ({len(d)} examples)")
-    head = rows.iloc[0]
-    fig.suptitle(f"reliability: {head['model']} / {head['method']} ({setting_id[:8]})")
-    _figure_legend(fig, axes)
-    return fig
-
-
-def seed_spread(table: pd.DataFrame, metric: str = "accuracy") -> Figure | None:
     """Every seed's value per setting (points) and their mean (a black tick), one panel per
     split, settings on the y axis: the variance between runs is itself a result."""
     sel = metric_rows(table, metric)
@@ -350,12 +294,14 @@ def seed_spread(table: pd.DataFrame, metric: str = "accuracy") -> Figure | None:
     entries, total = _best_entries(sel, "value")
     sel = sel[sel["entry"].isin(entries)]
     row_of = {entry: k for k, entry in enumerate(entries)}
+    palette = palette or method_palette(table["method"])
     fig, axes = _grid(len(splits), width=3.2, height=1.2 + 0.25 * len(entries), sharey=True)
     for ax, split in zip(axes, splits, strict=True):
         s = sel[sel["split"] == split]
         rows = s["entry"].map(row_of).to_numpy()
         values = s["value"].to_numpy()
-        ax.scatter(values, rows, s=12, c=[f"C{k % 10}" for k in rows], label="seeds")
+        colours = [method_style(palette, m)["color"] for m in s["method"]]
+        ax.scatter(values, rows, s=12, c=colours, label="seeds")
         means = s.groupby("entry")["value"].mean()
         ax.scatter(means, means.index.map(row_of), marker="|", s=160, color="black", label="mean")
         ax.set_xlabel(metric)
@@ -374,16 +320,20 @@ def plot_builders(
     primary_metric: str = "accuracy",
     baseline: str = "erm",
 ) -> dict[str, Callable[[], Figure | None]]:
-    """name -> a function that builds that plot of one dataset's rows (None: nothing to show)."""
+    """name -> a function that builds that plot of one dataset's rows (None: nothing to show).
+    Every plot of the dataset gets the same method palette (harness/report/palette.py)."""
+    palette = method_palette(pd.concat([table["method"], agg["method"]]).unique())
     builders: dict[str, Callable[[], Figure | None]] = {
-        f"bars_{primary_metric}": partial(bars, agg, primary_metric),
-        "accuracy_on_the_line": partial(accuracy_on_the_line, table),
-        "accuracy_on_the_curve": partial(accuracy_on_the_curve, table),
-        "severity_curves": partial(severity_curves, table),
-        f"seed_spread_{primary_metric}": partial(seed_spread, table, primary_metric),
+        f"bars_{primary_metric}": partial(bars, agg, primary_metric, palette=palette),
+        "accuracy_on_the_line": partial(accuracy_on_the_line, table, palette),
+        "accuracy_on_the_curve": partial(accuracy_on_the_curve, table, palette),
+        "severity_curves": partial(severity_curves, table, palette),
+        f"seed_spread_{primary_metric}": partial(seed_spread, table, primary_metric, palette),
     }
     if "worst_group_accuracy" in set(agg["metric"]) and primary_metric != "worst_group_accuracy":
-        builders["bars_worst_group_accuracy"] = partial(bars, agg, "worst_group_accuracy")
+        builders["bars_worst_group_accuracy"] = partial(
+            bars, agg, "worst_group_accuracy", palette=palette
+        )
     if not table.empty:
         counts = table.groupby(["setting_id", "method"])["seed"].nunique().reset_index()
         counts = counts.sort_values(["seed", "setting_id"], ascending=[False, True])
@@ -391,6 +341,7 @@ def plot_builders(
         setting = (preferred if not preferred.empty else counts)["setting_id"].iat[0]
         builders["risk_coverage"] = partial(risk_coverage, results_dir, table, setting)
         builders["reliability"] = partial(reliability, results_dir, table, setting)
+        builders["reliability_per_setting"] = partial(reliability_per_setting, results_dir, table)
     return builders
 
 
