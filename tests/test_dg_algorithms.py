@@ -103,3 +103,201 @@ def test_an_interrupted_run_resumes_to_the_same_numbers(method, tmp_path, monkey
         _values(RunDir(tmp_path / "resumed", clean["run_id"])),
         check_exact=True,
     )
+
+
+# ---------------------------------------------------------------- the mechanisms
+
+
+class _SmallModel(nn.Module):
+    """A two-layer network speaking timm's API: a linear feature map, a linear head."""
+
+    num_features = 4
+
+    def __init__(self, dim=5, classes=3):
+        super().__init__()
+        self.features, self.head = nn.Linear(dim, self.num_features), nn.Linear(4, classes)
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward_head(self, f, pre_logits=False):
+        return f if pre_logits else self.head(f)
+
+
+def test_mmd_penalty_is_the_seven_kernel_v_statistic_between_environments():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    features[:10] += 0.7
+    domains = torch.arange(30) % 3
+    logits = torch.randn(30, 3, generator=g, dtype=torch.float64)
+    y = torch.randint(3, (30,), generator=g)
+    _, penalty = MMD(nn.Linear(1, 1), 3).objective(logits, features, y, domains)
+    f, d = features.numpy(), domains.numpy()
+
+    def k(a, b):  # scipy's squared Euclidean distances, each kernel summed
+        sq = cdist(a, b, "sqeuclidean")
+        return sum(np.exp(-g * sq) for g in GAMMAS)
+
+    envs = [f[d == e] for e in range(3)]
+    direct = [
+        k(a, a).mean() + k(b, b).mean() - 2 * k(a, b).mean()
+        for a, b in itertools.combinations(envs, 2)
+    ]
+    assert penalty.item() == pytest.approx(np.mean(direct), rel=1e-9)
+    # an environment of one example joins the pairs (unlike CORAL's covariance)
+    lone = MMD(nn.Linear(1, 1), 3).objective(
+        torch.cat([logits, logits[:1]]),
+        torch.cat([features, features[:1] + 3.0]),
+        torch.cat([y, y[:1]]),
+        torch.cat([domains, torch.tensor([9])]),
+    )[1]
+    assert lone.item() != pytest.approx(penalty.item())
+
+
+def _dann(**options):
+    torch.manual_seed(0)
+    method = DANN(_SmallModel(), 3, **{"mlp_width": 8, **options})
+    method.prepare_domains(np.array([0, 1, 2]))
+    method.attach_optimizer(torch.optim.SGD(method.optimizer_parameters(), lr=0.1))
+    method.extra_optimizers()
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "x": torch.randn(12, 5, generator=g),
+        "y": torch.arange(12) % 3,
+        "domain": torch.arange(12) // 4,
+    }
+    return method, batch
+
+
+def test_dann_discriminator_loss_has_domainbeds_input_gradient_penalty():
+    method, batch = _dann(grad_penalty=0.7)
+    disc = method.discriminator
+    from methods.dann import discriminator_loss
+
+    z = method.predict(batch["x"])[1].detach()
+    loss = discriminator_loss(disc, z.clone().requires_grad_(), batch["domain"], 0.7)
+    # independent: each example's input Jacobian (torch.func), times (softmax − one-hot)
+    jac = torch.func.vmap(torch.func.jacrev(disc))(z)  # (n, domains, width)
+    out = disc(z)
+    resid = F.softmax(out, 1) - F.one_hot(batch["domain"], 3)
+    grads = torch.einsum("nk,nkd->nd", resid, jac)
+    expected = F.cross_entropy(out, batch["domain"]) + 0.7 * grads.pow(2).sum(1).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_dann_alternates_discriminator_and_generator_steps():
+    method, batch = _dann(d_steps_per_g_step=2, grad_penalty=0.5, dann_lambda=0.3)
+    model_params = [p for p in method.model.parameters()]
+    disc_params = list(method.discriminator.parameters())
+    assert {id(p) for p in method.optimizer_parameters()} == {id(p) for p in model_params}
+    kinds = []
+    for _ in range(9):
+        before_m = [p.detach().clone() for p in model_params]
+        before_d = [p.detach().clone() for p in disc_params]
+        # the generator step's gradient, computed beforehand on a copy (SGD, lr 0.1)
+        ref = copy.deepcopy(method)
+        logits, z = ref.predict(batch["x"])
+        from methods.dann import discriminator_loss
+
+        d_loss = discriminator_loss(ref.discriminator, z, batch["domain"], 0.5)
+        g_loss = F.cross_entropy(logits, batch["y"]) - 0.3 * d_loss
+        g_grads = torch.autograd.grad(g_loss, list(ref.model.parameters()))
+        method.update(batch)
+        moved_m = any(not torch.equal(a, b) for a, b in zip(before_m, model_params, strict=True))
+        moved_d = any(not torch.equal(a, b) for a, b in zip(before_d, disc_params, strict=True))
+        assert moved_m != moved_d  # each update steps exactly one of the two players
+        kinds.append("g" if moved_m else "d")
+        if moved_m:
+            for b, p, gr in zip(before_m, model_params, g_grads, strict=True):
+                torch.testing.assert_close(p.detach(), b - 0.1 * gr)
+    # d_steps_per_g_step=2: DomainBed's counter (t = 1, 2, ...; a discriminator step when
+    # t mod 3 < 2): d at t=1, g at t=2, then two d per g
+    assert "".join(kinds) == "dgddgddgd" and int(method.update_count) == 9
+    assert method.extra_optimizers()["discriminator"].state  # Adam's moments, owned by DANN
+
+
+def test_mixstyle_gives_each_map_the_mixed_instance_statistics():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, 5, 5, generator=g, dtype=torch.float64) * 3 + 1
+    lam = torch.rand(6, generator=g, dtype=torch.float64)
+    perm = torch.tensor([3, 4, 5, 0, 1, 2])
+    out = mix_style(x, lam, perm, eps=1e-6).numpy()
+    a, w = x.numpy(), lam.numpy()[:, None]
+    mu, var = a.mean((2, 3)), a.var((2, 3), ddof=1)
+    sig = np.sqrt(var + 1e-6)
+    mu_mix = w * mu + (1 - w) * mu[perm.numpy()]
+    sig_mix = w * sig + (1 - w) * sig[perm.numpy()]
+    np.testing.assert_allclose(out.mean((2, 3)), mu_mix, rtol=1e-10, atol=1e-10)
+    # torch's var is unbiased: the map's own std (ddof=1) is sig_mix shrunk by the eps
+    np.testing.assert_allclose(
+        out.std((2, 3), ddof=1), sig_mix * np.sqrt(var / (var + 1e-6)), rtol=1e-8
+    )
+
+
+def test_mixstyle_hooks_a_timm_resnets_stages_only_inside_update():
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", num_classes=3)
+    seen = {}
+    # registered before MixStyle's hook: sees layer1's own output; layer2's input is what
+    # MixStyle passed on
+    model.layer1.register_forward_hook(lambda m, i, o: seen.update(raw=o.detach().clone()))
+    model.layer2.register_forward_pre_hook(lambda m, i: seen.update(passed=i[0].detach().clone()))
+    method = MixStyle(model, 3, p=1.0, layers=["layer1", "layer2"])
+    method.attach_optimizer(torch.optim.SGD(method.optimizer_parameters(), lr=0.0))
+    x = torch.randn(4, 3, 32, 32)
+
+    def normalised(t):
+        return (t - t.mean((2, 3), keepdim=True)) / t.std((2, 3), keepdim=True)
+
+    method.eval()
+    method.predict(x)
+    assert torch.equal(seen["raw"], seen["passed"])  # inactive outside update
+    method.train()
+    batch = {"x": x, "y": torch.tensor([0, 1, 2, 0]), "domain": torch.tensor([0, 0, 1, 1])}
+    method.update(batch)
+    raw, passed = seen["raw"], seen["passed"]
+    # the style (instance means) changed, the content (the normalised map) did not
+    assert not torch.allclose(raw.mean((2, 3)), passed.mean((2, 3)), atol=1e-3)
+    torch.testing.assert_close(normalised(passed), normalised(raw), atol=1e-3, rtol=1e-3)
+    method.train()
+    method.predict(x)  # a training-mode forward outside update: still the plain network
+    assert torch.equal(seen["raw"], seen["passed"])
+
+
+@pytest.mark.parametrize(
+    "cls, options, message",
+    [
+        (MMD, {"mmd_gamma": -1.0}, "method.mmd_gamma"),
+        (DANN, {"dann_lambda": -1.0}, "method.dann_lambda"),
+        (DANN, {"d_steps_per_g_step": 0}, "method.d_steps_per_g_step"),
+        (DANN, {"mlp_depth": 1}, "method.mlp_depth"),
+        (DANN, {"beta1": 1.0}, "method.beta1"),
+        (MixStyle, {"p": 1.5}, "method.p"),
+        (MixStyle, {"mix": "domains"}, "method.mix"),
+        (MixStyle, {"layers": ["stage9"]}, "method.layers"),
+    ],
+)
+def test_bad_hyperparameters_are_refused_naming_the_key(cls, options, message):
+    with pytest.raises(ValueError, match=message):
+        cls(timm.create_model("test_resnet", num_classes=2), 2, **options)
+
+
+@pytest.mark.parametrize("method", list(ALGORITHMS))
+def test_hparams_seed_draws_into_valid_settings(method):
+    from omegaconf import OmegaConf
+
+    from harness.search import apply_hparams_seed
+
+    drawn = []
+    for k in (1, 2, 3):
+        cfg = OmegaConf.to_container(
+            compose_config([*DG, f"method={method}", f"hparams_seed={k}"]), resolve=True
+        )
+        cfg = apply_hparams_seed(cfg)
+        options = {
+            k: v for k, v in cfg["method"].items() if k not in ("name", "_target_", "search_space")
+        }
+        ALGORITHMS[method](timm.create_model("test_resnet", num_classes=2), 2, **options)
+        assert 8 <= cfg["trainer"]["batch_size"] <= 512
+        drawn.append(json.dumps([options, cfg["trainer"]], sort_keys=True))
+    assert len(set(drawn)) == 3
