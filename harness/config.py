@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness import augment, ood_rows, registry, uncertainty
+from harness import augment, ood_rows, oracle, registry, uncertainty
 from harness.data import Benchmark, WithOODSets
 from harness.forward import PRECISIONS
 from harness.gpudecode import check_decode
@@ -225,6 +225,7 @@ def validate_eval(ev: dict[str, Any]) -> None:
         raise ValueError(f"eval.fit_size must be a positive integer or null, got {fit_size!r}")
     ood_rows.check_settings(ev)
     uncertainty.check_settings(ev)
+    oracle.check_settings(ev)
     for group in ("scorers", "calibrators", "estimators"):
         entries = ev.get(group) or {}
         if not isinstance(entries, dict):

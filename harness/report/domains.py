@@ -6,7 +6,8 @@ a sweep `-m 'dataset.test_domains=[0],[15],...'`). Runs holding out several doma
 once are left out (DomainBed's leave-one-domain-out validation needs them; not done yet).
 The checkpoint of each run is its own `selection_rule`'s (training-domain validation:
 the pooled `val` split of the training domains); no hyperparameter selection is made
-across settings here.
+across settings here, except by the test-domain oracle (harness/oracle.py), whose rows
+(metric `oracle_report_accuracy`, one per search) follow the plain ones when present.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from harness.keys import content_hash
+from harness.oracle import REPORT, SELECT
 from harness.rundir import RunDir
 from harness.table import overall
 
@@ -45,14 +47,18 @@ COLUMNS = [
 AVERAGE = "average"
 
 
-def domain_setting(payload: dict[str, Any]) -> tuple[str, str, int] | None:
+def domain_setting(payload: dict[str, Any], searched: bool = False) -> tuple[str, str, int] | None:
     """(the setting without seed and held-out domain, the held-out domain, the number of
-    domains) of a run's key payload; None unless exactly one domain is held out."""
+    domains) of a run's key payload; None unless exactly one domain is held out. `searched`:
+    without the method's options and the trainer either (a search, harness/selection.py)."""
     dataset = payload.get("dataset") or {}
     held = dataset.get("test_domains")
     if not isinstance(held, list) or len(held) != 1:
         return None
     rest = {k: v for k, v in payload.items() if k not in ("seed", "parents")}
+    if searched:
+        rest.pop("trainer", None)
+        rest["method"] = (payload.get("method") or {}).get("name")
     # the fingerprint hashes the options, test_domains included: the rest of them stand in
     rest["dataset"] = {k: v for k, v in dataset.items() if k not in ("test_domains", "fingerprint")}
     return content_hash(rest)[:16], str(held[0]), len(dataset.get("domains") or [])
@@ -78,7 +84,35 @@ def domain_generalisation(table: pd.DataFrame, results_dir: str | Path) -> pd.Da
         & table["split_role"].isin(["shift_test", "val"])
         & table["run_id"].isin(list(found))
     )
-    rows = table[keep]
+    plain = _aggregate(table[keep], found)
+    oracle = _oracle(table, results_dir)
+    return pd.concat([plain, oracle], ignore_index=True) if len(oracle) else plain
+
+
+def _oracle(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+    """DomainBed's test-domain oracle (harness/oracle.py): per held-out domain, the setting
+    of the search with the best `oracle_select_accuracy` (20%, last checkpoint), its
+    `oracle_report_accuracy` (the other 80%); a row per search and held-out domain, and
+    their average. Only runs with oracle rows (an eval config with `oracle_split`)."""
+    from harness.selection import apply_selection
+
+    runs = table.loc[table["metric"] == SELECT, "run_id"].unique()
+    if not len(runs):
+        return pd.DataFrame(columns=COLUMNS)
+    chosen = apply_selection(table[table["run_id"].isin(runs)], "test_domain_oracle", results_dir)
+    found = {}
+    for run_id in chosen["run_id"].unique():
+        try:
+            payload = RunDir(results_dir, run_id).read_key()["payload"]
+        except (OSError, ValueError, KeyError):
+            continue
+        found[run_id] = domain_setting(payload, searched=True)
+    found = {k: v for k, v in found.items() if v is not None}
+    keep = overall(chosen) & (chosen["metric"] == REPORT) & chosen["run_id"].isin(list(found))
+    return _aggregate(chosen[keep], found)
+
+
+def _aggregate(rows: pd.DataFrame, found: dict[str, tuple[str, str, int]]) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=COLUMNS)
     rows = rows.assign(
@@ -104,6 +138,32 @@ def domain_markdown(dg: pd.DataFrame, dataset: str) -> list[str]:
     """The dataset page's section: accuracy on each held-out domain and the average, one
     row per setting (DomainBed's layout); empty when the dataset has no such runs."""
     sub = dg[(dg["dataset"] == dataset) & (dg["split_role"] == "shift_test")]
+    oracle = sub[sub["metric"] == REPORT]
+    sub = sub[sub["metric"] == "accuracy"]
+    if sub.empty and oracle.empty:
+        return []
+    lines = _domain_table(
+        sub,
+        "Leave-one-domain-out (held-out domain accuracy)",
+        "One column per held-out domain (mean ± std over seeds), `avg` their mean, as "
+        "DomainBed's tables; a row is a setting without its seed and held-out domain "
+        "(`domain_setting`); `n_held_out` of `n_domains` domains were held out. Checkpoints "
+        "by each run's selection rule on the training domains' pooled validation split; no "
+        "selection across settings. Every number: `domain_generalisation.csv`.",
+    )
+    return lines + _domain_table(
+        oracle,
+        "Leave-one-domain-out, test-domain oracle (ORACLE: selected on test data)",
+        "DomainBed's test-domain oracle: per held-out domain, the hyperparameter setting "
+        "with the best accuracy on a seeded 20% of that domain at the last checkpoint "
+        "(`oracle_select_accuracy`); shown: its accuracy on the other 80% "
+        "(`oracle_report_accuracy`), mean ± std over seeds, `avg` their mean. A row is a "
+        "search (method without its hyperparameters). It looks at test labels: an upper "
+        "reference, not a model-selection result.",
+    )
+
+
+def _domain_table(sub: pd.DataFrame, title: str, text: str) -> list[str]:
     if sub.empty:
         return []
 
@@ -124,18 +184,7 @@ def domain_markdown(dg: pd.DataFrame, dataset: str) -> list[str]:
         ["model", "method", "domain_setting", "eval_id"]
     )[["n_held_out", "n_domains", "n_seeds"]]
     wide = wide.join(counts).reset_index().rename(columns={AVERAGE: "avg"})
-    return [
-        "",
-        "## Leave-one-domain-out (held-out domain accuracy)",
-        "",
-        "One column per held-out domain (mean ± std over seeds), `avg` their mean, as "
-        "DomainBed's tables; a row is a setting without its seed and held-out domain "
-        "(`domain_setting`); `n_held_out` of `n_domains` domains were held out. Checkpoints "
-        "by each run's selection rule on the training domains' pooled validation split; no "
-        "selection across settings. Every number: `domain_generalisation.csv`.",
-        "",
-        wide.to_markdown(index=False, disable_numparse=True),
-    ]
+    return ["", f"## {title}", "", text, "", wide.to_markdown(index=False, disable_numparse=True)]
 
 
 def _angle(value: str) -> tuple[int, float | str]:
