@@ -22,13 +22,14 @@ from harness import run as run_mod
 from harness import train as train_mod
 from harness.rundir import RunDir
 from methods.dann import DANN
+from methods.fish import Fish
 from methods.mixstyle import MixStyle, mix_style
 from methods.mmd import GAMMAS, MMD
 
 from .conftest import TINY, compose_config, run_rows
 
 DG = [*TINY, "dataset=rotated_digits", "eval=minimal"]
-ALGORITHMS = {"mmd": MMD, "dann": DANN, "mixstyle": MixStyle}
+ALGORITHMS = {"mmd": MMD, "dann": DANN, "mixstyle": MixStyle, "fish": Fish}
 
 
 @pytest.mark.parametrize("method", list(ALGORITHMS))
@@ -60,6 +61,7 @@ RESUME = {  # DANN: both kinds of step in each epoch; the Adam state of both mat
     "dann": ["method.d_steps_per_g_step=2", "method.grad_penalty=1.0"],
     "mmd": [],
     "mixstyle": ["method.p=1.0", "method.mix=crossdomain"],
+    "fish": [],
 }
 
 
@@ -89,9 +91,10 @@ def test_an_interrupted_run_resumes_to_the_same_numbers(method, tmp_path, monkey
         run_mod.run(compose_config([*extra, f"results_dir={tmp_path / 'resumed'}"]))
     last = RunDir(tmp_path / "resumed", clean["run_id"]).last_checkpoint
     state = torch.load(last, map_location="cpu", weights_only=True)
-    if method == "dann":  # the method's own optimiser is in last.pt, with Adam's moments
-        disc = state["extra_optimizers"]["discriminator"]
-        assert disc["state"] and all(int(s["step"]) >= 1 for s in disc["state"].values())
+    owned = {"dann": "discriminator", "fish": "inner"}
+    if method in owned:  # the method's own optimiser is in last.pt, with Adam's moments
+        saved = state["extra_optimizers"][owned[method]]
+        assert saved["state"] and all(int(s["step"]) >= 1 for s in saved["state"].values())
         assert "extra_schedulers" not in state  # DANN has none: no empty entry either
     else:  # methods without optimisers of their own: last.pt as it always was
         assert "extra_optimizers" not in state and "extra_schedulers" not in state
@@ -216,6 +219,42 @@ def test_dann_alternates_discriminator_and_generator_steps():
     assert method.extra_optimizers()["discriminator"].state  # Adam's moments, owned by DANN
 
 
+def test_fish_moves_meta_lr_of_the_way_to_a_copy_stepped_once_per_environment():
+    torch.manual_seed(0)
+    method = Fish(_SmallModel(), 3, meta_lr=0.3)
+    method.attach_optimizer(torch.optim.SGD(method.optimizer_parameters(), lr=0.05))
+    assert not [n for n, _ in method.named_parameters() if "inner" in n]  # not in the state
+    g = torch.Generator().manual_seed(2)
+    batches = [
+        {"x": torch.randn(9, 5, generator=g), "y": torch.arange(9) % 3,
+         "domain": torch.tensor([2, 0, 1, 0, 2, 1, 1, 0, 2])}
+        for _ in range(2)
+    ]  # fmt: skip
+    # independently: a plain copy, one torch Adam carried across updates, envs by id
+    ref = copy.deepcopy(method.model)
+    ref_opt = torch.optim.Adam(copy.deepcopy(ref).parameters(), lr=0.05)
+    inner = None
+    for b in batches:
+        start = {k: v.clone() for k, v in ref.state_dict().items()}
+        if inner is None:
+            inner = copy.deepcopy(ref)
+            ref_opt = torch.optim.Adam(inner.parameters(), lr=0.05)
+        inner.load_state_dict(start)
+        for e in (0, 1, 2):
+            rows = b["domain"] == e
+            loss = F.cross_entropy(inner.head(inner.features(b["x"][rows])), b["y"][rows])
+            ref_opt.zero_grad()
+            loss.backward()
+            ref_opt.step()
+        ref.load_state_dict({k: start[k] + 0.3 * (inner.state_dict()[k] - start[k]) for k in start})
+        method.update(b)
+        for k, v in method.model.state_dict().items():
+            torch.testing.assert_close(v, ref.state_dict()[k])
+    # the inner Adam's state carried over: two updates × three environments
+    state = method.extra_optimizers()["inner"].state
+    assert all(int(s["step"]) == 6 for s in state.values())
+
+
 def test_mixstyle_gives_each_map_the_mixed_instance_statistics():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(6, 4, 5, 5, generator=g, dtype=torch.float64) * 3 + 1
@@ -275,6 +314,7 @@ def test_mixstyle_hooks_a_timm_resnets_stages_only_inside_update():
         (MixStyle, {"p": 1.5}, "method.p"),
         (MixStyle, {"mix": "domains"}, "method.mix"),
         (MixStyle, {"layers": ["stage9"]}, "method.layers"),
+        (Fish, {"meta_lr": 0.0}, "method.meta_lr"),
     ],
 )
 def test_bad_hyperparameters_are_refused_naming_the_key(cls, options, message):
