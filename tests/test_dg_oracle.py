@@ -100,3 +100,52 @@ def test_oracle_selects_per_held_out_domain_on_20_percent_and_reports_the_80(tmp
     assert plain["domain_setting"].nunique() == 2
     text = "\n".join(domain_markdown(dg, "rotated_digits"))
     assert "test-domain oracle (ORACLE" in text and "held-out domain accuracy" in text
+
+
+def test_leave_one_domain_out_validation_picks_by_the_pair_runs(tmp_path):
+    """3 domains, 2 learning rates: 3 leave-one-out runs and C(3, 2) = 3 pair runs per
+    setting. For held-out t the criterion of a setting is the mean over v ≠ t of its pair
+    run {t, v}'s accuracy on v, recomputed here from each run's own rows."""
+    base = [*DG, "method=erm", "dataset.domains=[0,30,60]", f"results_dir={tmp_path}"]
+    held_outs = ["[0]", "[30]", "[60]", "[0,30]", "[0,60]", "[30,60]"]
+    for held in held_outs:
+        for lr in (0.001, 0.05):
+            run_mod.run(
+                compose_config(
+                    [*base, f"dataset.test_domains={held}", f"trainer.optimizer.lr={lr}"]
+                )
+            )
+    table, _ = collect(tmp_path)
+    info = {}
+    for run_id in table["run_id"].unique():
+        payload = RunDir(tmp_path, run_id).read_key()["payload"]
+        held = tuple(payload["dataset"]["test_domains"])
+        info[run_id] = (held, payload["trainer"]["optimizer"]["lr"])
+
+    def acc(run_id, domain=None):
+        r = table[(table["run_id"] == run_id) & (table["metric"] == "accuracy")
+                  & (table["split_role"] == "shift_test") & (table["scorer"] == "")]  # fmt: skip
+        if domain is None:
+            return float(r[r["group_key"] == ""]["value"].iloc[0])
+        return float(
+            r[(r["group_key"] == "domain") & (r["group_value"] == str(domain))]["value"].iloc[0]
+        )
+
+    dg = domain_generalisation(table, tmp_path)
+    lodo = dg[dg["metric"] == "lodo_report_accuracy"].set_index("held_out")
+    for t in (0, 30, 60):
+        crit, report = {}, {}
+        for lr in (0.001, 0.05):
+            pair = {
+                v: acc(r, v)
+                for r, (h, rate) in info.items()
+                for v in (0, 30, 60)
+                if rate == lr and len(h) == 2 and t in h and v in h and v != t
+            }
+            crit[lr] = np.mean(list(pair.values()))
+            report[lr] = [acc(r) for r, (h, rate) in info.items() if h == (t,) and rate == lr][0]
+        top = max(crit.values())
+        assert lodo.loc[str(t), "mean"] in [report[lr] for lr in crit if crit[lr] == top]
+    assert lodo.loc[AVERAGE, "mean"] == pytest.approx(lodo.loc[["0", "30", "60"], "mean"].mean())
+    text = "\n".join(domain_markdown(dg, "rotated_digits"))
+    assert "leave-one-domain-out validation" in text

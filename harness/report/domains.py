@@ -2,8 +2,8 @@
 their average, per setting (everything but the seed and the held-out domain).
 
 A run belongs here when its dataset key has `test_domains` with one domain (rotated_digits;
-a sweep `-m 'dataset.test_domains=[0],[15],...'`). Runs holding out several domains at
-once are left out (DomainBed's leave-one-domain-out validation needs them; not done yet).
+a sweep `-m 'dataset.test_domains=[0],[15],...'`). Runs holding out two domains feed
+DomainBed's leave-one-domain-out validation (`_lodo`: rows `lodo_report_accuracy`).
 The checkpoint of each run is its own `selection_rule`'s (training-domain validation:
 the pooled `val` split of the training domains); no hyperparameter selection is made
 across settings here, except by the test-domain oracle (harness/oracle.py), whose rows
@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.keys import content_hash
@@ -45,6 +46,7 @@ COLUMNS = [
     "n_domains",
 ]
 AVERAGE = "average"
+LODO = "lodo_report_accuracy"  # DomainBed's leave-one-domain-out validation, chosen setting
 
 
 def domain_setting(payload: dict[str, Any], searched: bool = False) -> tuple[str, str, int] | None:
@@ -85,8 +87,76 @@ def domain_generalisation(table: pd.DataFrame, results_dir: str | Path) -> pd.Da
         & table["run_id"].isin(list(found))
     )
     plain = _aggregate(table[keep], found)
-    oracle = _oracle(table, results_dir)
-    return pd.concat([plain, oracle], ignore_index=True) if len(oracle) else plain
+    extra = [f for f in (_oracle(table, results_dir), _lodo(table, results_dir)) if len(f)]
+    return pd.concat([plain, *extra], ignore_index=True) if extra else plain
+
+
+def _held_out_runs(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+    """Per run with a shift_test split: its held-out domains, its search (the setting
+    without seed, held-out domains, method options and trainer) and its hyperparameter
+    setting (the same with method options and trainer)."""
+    out = []
+    for run_id in table.loc[table["split_role"] == "shift_test", "run_id"].unique():
+        try:
+            payload = RunDir(results_dir, run_id).read_key()["payload"]
+        except (OSError, ValueError, KeyError):
+            continue
+        dataset = payload.get("dataset") or {}
+        held = dataset.get("test_domains")
+        if not isinstance(held, list) or len(held) not in (1, 2):
+            continue
+        rest = {k: v for k, v in payload.items() if k not in ("seed", "parents")}
+        rest["dataset"] = {
+            k: v for k, v in dataset.items() if k not in ("test_domains", "fingerprint")
+        }
+        searched = {**rest, "method": (payload.get("method") or {}).get("name")}
+        searched.pop("trainer", None)
+        out.append({"run_id": run_id, "held": tuple(str(d) for d in held),
+                    "domains": [str(d) for d in dataset.get("domains") or []],
+                    "search": content_hash(searched)[:16], "hp": content_hash(rest)[:16]})  # fmt: skip
+    return pd.DataFrame(out, columns=["run_id", "held", "domains", "search", "hp"])
+
+
+def _lodo(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+    """DomainBed's leave-one-domain-out validation: for held-out domain t, a hyperparameter
+    setting's criterion is the mean over the other domains v of its accuracy on v in the runs
+    holding out {t, v} (mean over their seeds; the `domain` group rows of their shift_test
+    split); per search and t the setting with the best criterion is chosen (every v needed)
+    and its accuracy on t in its leave-one-out runs reported (`lodo_report_accuracy`)."""
+    runs = _held_out_runs(table, results_dir)
+    pairs = runs[runs["held"].map(len) == 2]
+    if pairs.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    grouped = overall(table) | (table["group_key"].fillna("") == "domain")
+    acc = table[grouped & (table["metric"] == "accuracy") & (table["split_role"] == "shift_test")
+                & (table["scorer"].fillna("") == "")]  # fmt: skip
+    by_domain = acc[acc["group_key"] == "domain"].set_index(["run_id", "group_value"])["value"]
+    single = runs[runs["held"].map(len) == 1]
+    chosen_runs, found = [], {}
+    for (search, t), cands in single.groupby(["search", single["held"].str[0]]):
+        best = None
+        for hp, loo in cands.groupby("hp"):
+            others = [v for v in loo["domains"].iloc[0] if v != t]
+            scores = []
+            for v in others:
+                mine = pairs[
+                    (pairs["hp"] == hp) & pairs["held"].map(lambda h, v=v, t=t: set(h) == {t, v})
+                ]
+                vals = [by_domain.get((r, v)) for r in mine["run_id"]]
+                vals = [x for x in vals if x is not None]
+                scores.append(float(np.mean(vals)) if vals else None)
+            if not others or any(x is None for x in scores):
+                continue  # DomainBed: a setting lacking a pair run is not eligible
+            criterion = float(np.mean(scores))
+            if best is None or (criterion, hp) > (best[0], best[1]):
+                best = (criterion, hp, loo["run_id"].tolist())
+        if best is not None:
+            for r in best[2]:
+                chosen_runs.append(r)
+                found[r] = (search, t, len(cands["domains"].iloc[0]))
+    keep = overall(table) & (table["metric"] == "accuracy") & (table["split_role"] == "shift_test")
+    rows = table[keep & table["run_id"].isin(chosen_runs)].assign(metric=LODO)
+    return _aggregate(rows, found)
 
 
 def _oracle(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
@@ -139,8 +209,9 @@ def domain_markdown(dg: pd.DataFrame, dataset: str) -> list[str]:
     row per setting (DomainBed's layout); empty when the dataset has no such runs."""
     sub = dg[(dg["dataset"] == dataset) & (dg["split_role"] == "shift_test")]
     oracle = sub[sub["metric"] == REPORT]
+    lodo = sub[sub["metric"] == LODO]
     sub = sub[sub["metric"] == "accuracy"]
-    if sub.empty and oracle.empty:
+    if sub.empty and oracle.empty and lodo.empty:
         return []
     lines = _domain_table(
         sub,
@@ -150,6 +221,15 @@ def domain_markdown(dg: pd.DataFrame, dataset: str) -> list[str]:
         "(`domain_setting`); `n_held_out` of `n_domains` domains were held out. Checkpoints "
         "by each run's selection rule on the training domains' pooled validation split; no "
         "selection across settings. Every number: `domain_generalisation.csv`.",
+    )
+    lines += _domain_table(
+        lodo,
+        "Leave-one-domain-out, leave-one-domain-out validation",
+        "DomainBed's leave-one-domain-out cross-validation: per held-out domain t, the "
+        "hyperparameter setting whose runs holding out {t, v} are most accurate on v, averaged "
+        "over every other domain v; shown: its accuracy on t (`lodo_report_accuracy`), mean ± "
+        "std over seeds, `avg` their mean. A row is a search (method without its "
+        "hyperparameters); settings lacking a pair run are not eligible.",
     )
     return lines + _domain_table(
         oracle,
