@@ -25,11 +25,12 @@ from methods.dann import DANN
 from methods.fish import Fish
 from methods.mixstyle import MixStyle, mix_style
 from methods.mmd import GAMMAS, MMD
+from methods.sagnet import SagNet, randomize
 
 from .conftest import TINY, compose_config, run_rows
 
 DG = [*TINY, "dataset=rotated_digits", "eval=minimal"]
-ALGORITHMS = {"mmd": MMD, "dann": DANN, "mixstyle": MixStyle, "fish": Fish}
+ALGORITHMS = {"mmd": MMD, "dann": DANN, "mixstyle": MixStyle, "fish": Fish, "sagnet": SagNet}
 
 
 @pytest.mark.parametrize("method", list(ALGORITHMS))
@@ -62,6 +63,7 @@ RESUME = {  # DANN: both kinds of step in each epoch; the Adam state of both mat
     "mmd": [],
     "mixstyle": ["method.p=1.0", "method.mix=crossdomain"],
     "fish": [],
+    "sagnet": [],
 }
 
 
@@ -91,7 +93,7 @@ def test_an_interrupted_run_resumes_to_the_same_numbers(method, tmp_path, monkey
         run_mod.run(compose_config([*extra, f"results_dir={tmp_path / 'resumed'}"]))
     last = RunDir(tmp_path / "resumed", clean["run_id"]).last_checkpoint
     state = torch.load(last, map_location="cpu", weights_only=True)
-    owned = {"dann": "discriminator", "fish": "inner"}
+    owned = {"dann": "discriminator", "fish": "inner", "sagnet": "style"}
     if method in owned:  # the method's own optimiser is in last.pt, with Adam's moments
         saved = state["extra_optimizers"][owned[method]]
         assert saved["state"] and all(int(s["step"]) >= 1 for s in saved["state"].values())
@@ -125,6 +127,9 @@ class _SmallModel(nn.Module):
 
     def forward_head(self, f, pre_logits=False):
         return f if pre_logits else self.head(f)
+
+    def get_classifier(self):
+        return self.head
 
 
 def test_mmd_penalty_is_the_seven_kernel_v_statistic_between_environments():
@@ -315,6 +320,7 @@ def test_mixstyle_hooks_a_timm_resnets_stages_only_inside_update():
         (MixStyle, {"mix": "domains"}, "method.mix"),
         (MixStyle, {"layers": ["stage9"]}, "method.layers"),
         (Fish, {"meta_lr": 0.0}, "method.meta_lr"),
+        (SagNet, {"sag_w_adv": -1.0}, "method.sag_w_adv"),
     ],
 )
 def test_bad_hyperparameters_are_refused_naming_the_key(cls, options, message):
@@ -341,3 +347,65 @@ def test_hparams_seed_draws_into_valid_settings(method):
         assert 8 <= cfg["trainer"]["batch_size"] <= 512
         drawn.append(json.dumps([options, cfg["trainer"]], sort_keys=True))
     assert len(set(drawn)) == 3
+
+
+def test_sagnet_randomisations_swap_style_or_content_between_examples():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 8, generator=g, dtype=torch.float64) * 2 + 1
+    torch.manual_seed(3)
+    styled = randomize(z, "style").numpy()
+    torch.manual_seed(3)  # the same draws: α first, then the permutation
+    alpha = torch.rand(6, 1, dtype=torch.float64).numpy()
+    perm = torch.randperm(6).numpy()
+    a = z.numpy()
+    mu, var = a.mean(1, keepdims=True), a.var(1, ddof=1, keepdims=True)
+    normed = (a - mu) / np.sqrt(var + 1e-5)
+    mu_mix = alpha * mu + (1 - alpha) * mu[perm]
+    var_mix = alpha * var + (1 - alpha) * var[perm]
+    # style: the example's own normalised content under the mixed statistics
+    np.testing.assert_allclose(styled, normed * np.sqrt(var_mix + 1e-5) + mu_mix, rtol=1e-10)
+    torch.manual_seed(3)
+    content = randomize(z, "content").numpy()
+    # content: the partner's normalised features under the example's own statistics
+    np.testing.assert_allclose(content, normed[perm] * np.sqrt(var + 1e-5) + mu, rtol=1e-10)
+
+
+def test_sagnet_steps_content_style_and_adversary_on_their_own_parameters():
+    torch.manual_seed(0)
+    method = SagNet(_SmallModel(), 3, sag_w_adv=0.5)
+    method.attach_optimizer(torch.optim.SGD(method.optimizer_parameters(), lr=0.1))
+    assert {id(p) for p in method.optimizer_parameters()} == {
+        id(p) for p in method.model.parameters()
+    }
+    b = {"x": torch.randn(8, 5), "y": torch.arange(8) % 3, "domain": torch.arange(8) % 2}
+    f0, c0, s0 = (copy.deepcopy(m.state_dict()) for m in
+                  (method.model.features, method.model.head, method.style_head))  # fmt: skip
+    # independently: the three steps by hand on a copy, replaying the same random draws
+    ref = copy.deepcopy(method)
+    torch.manual_seed(7)
+    out = method.update(b)
+    torch.manual_seed(7)
+    f, c, s = ref.model.features, ref.model.head, ref.style_head
+    sgd_fc = torch.optim.SGD([*f.parameters(), *c.parameters()], lr=0.1)
+    adam_s = torch.optim.Adam(s.parameters(), lr=1e-3)
+    loss_c = F.cross_entropy(c(randomize(f(b["x"]), "style")), b["y"])
+    sgd_fc.zero_grad()
+    loss_c.backward()
+    sgd_fc.step()
+    loss_s = F.cross_entropy(s(randomize(f(b["x"]), "content")), b["y"])
+    adam_s.zero_grad()
+    loss_s.backward()
+    adam_s.step()
+    sgd_f = torch.optim.SGD(f.parameters(), lr=0.1)
+    loss_adv = 0.5 * -F.log_softmax(s(randomize(f(b["x"]), "content")), 1).mean()
+    sgd_f.zero_grad()
+    loss_adv.backward()
+    sgd_f.step()
+    assert out["loss"] == pytest.approx(loss_c.item()) and out["loss_adv"] == pytest.approx(
+        loss_adv.item()
+    )
+    for mine, theirs, before in ((method.model.features, f, f0), (method.model.head, c, c0),
+                                 (method.style_head, s, s0)):  # fmt: skip
+        for k, v in mine.state_dict().items():
+            torch.testing.assert_close(v, theirs.state_dict()[k])
+            assert not torch.equal(v, before[k])  # every part moved
