@@ -49,6 +49,8 @@ def randomize(z: torch.Tensor, what: str, eps: float = 1e-5) -> torch.Tensor:
 
 
 class SagNet(Method):
+    domain_batches = True  # DomainBed's batch: the training domains' minibatches, pooled
+
     def __init__(self, model, num_classes, num_groups=1, sag_w_adv: float = 0.1,
                  lr_s: float = 1e-3, weight_decay_s: float = 0.0):  # fmt: skip
         super().__init__(model, num_classes, num_groups)
