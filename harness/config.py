@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness import augment, ood_rows, registry, shift, subpop_rows, tuning, uncertainty
+from harness import augment, ood_rows, oracle, registry, shift, subpop_rows, tuning, uncertainty
 from harness.data import Benchmark, WithOODSets
 from harness.forward import PRECISIONS
 from harness.gpudecode import check_decode
@@ -228,6 +228,7 @@ def validate_eval(ev: dict[str, Any]) -> None:
     shift.check_settings(ev)
     tuning.check_settings(ev)
     subpop_rows.check_settings(ev)
+    oracle.check_settings(ev)
     for group in ("scorers", "calibrators", "estimators"):
         entries = ev.get(group) or {}
         if not isinstance(entries, dict):

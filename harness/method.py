@@ -87,12 +87,35 @@ class Method(nn.Module):
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         raise NotImplementedError
 
+    def optimizer_parameters(self) -> list[nn.Parameter]:
+        """The parameters the runner's optimiser (trainer.optimizer) steps. Default: all of
+        them. A method with optimisers of its own (extra_optimizers) leaves theirs out."""
+        return list(self.parameters())
+
+    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimisers the method owns and steps itself in update() (DANN's discriminator),
+        by a stable name. The runner calls it once, after moving the method to its device,
+        and saves each one's state in last.pt and restores it on resume; build them here,
+        once (return the same objects on every call). Default: none."""
+        return {}
+
+    def extra_schedulers(self) -> dict[str, Any]:
+        """Learning-rate schedules of the extra optimisers (torch LRSchedulers, stepped by
+        the method), by name; checkpointed and restored like them. Default: none."""
+        return {}
+
     def predict(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return forward_outputs(self.model, x)
 
     def prepare(self, groups: np.ndarray, labels: np.ndarray) -> None:
         """Called once before training with the training split's group ids and labels
         (e.g. to count groups for loss weights). Default: nothing."""
+
+    def prepare_domains(self, domains: np.ndarray) -> None:
+        """Called once before training, after prepare(), with the training split's domain
+        ids (0..n-1, harness.samplers.domain_ids): modules sized by the number of training
+        domains (DANN's discriminator) are built here, before the optimisers. Default:
+        nothing."""
 
     @classmethod
     def prerequisites(cls, options: dict[str, Any]) -> dict[str, Prerequisite]:

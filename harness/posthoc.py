@@ -19,7 +19,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import estimates, metrics, ood_rows, registry, shift, subpop_rows, tuning, uncertainty
+from harness import (
+    estimates,
+    metrics,
+    ood_rows,
+    oracle,
+    registry,
+    shift,
+    subpop_rows,
+    tuning,
+    uncertainty,
+)
 from harness.data import LABELED_ROLES
 from harness.keys import RESULTS_VERSION, eval_id, eval_identity, posthoc_key
 from harness.outputs import Outputs
@@ -215,6 +225,7 @@ def compute(
     rows += uncertainty.rows(cache, cfg, labeled, fitted_calibrators, notes)  # opt-in entries
     rows += shift.shift_rows(cache, cfg, fitted_calibrators, notes)  # opt-in: eval.shift
     rows += subpop_rows.rows(cache, cfg, labeled)  # opt-in: SubpopBench's label metrics
+    rows += oracle.rows(cache, cfg, notes)  # opt-in: DomainBed's test-domain oracle
     return rows + ood_rows.protocol_rows(rows, scores, cache, id_tests, cfg, notes), scores, notes
 
 

@@ -159,6 +159,7 @@ def train(
     epochs = min(epochs, math.ceil(total / steps_per_epoch))
 
     method.prepare(groups, train_split.labels)
+    method.prepare_domains(domains)
     method.to(device)
     # GPU-scale training (docs/experiments.md#training-at-scale): autocast, fp16 loss scaling,
     # gradient accumulation, NHWC memory format; at their defaults nothing changes
@@ -168,9 +169,12 @@ def train(
         method.to(memory_format=torch.channels_last)
     method.accumulate_steps = int(cfg.get("accumulate_steps", 1))
     method.scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    optimizer = instantiate(cfg["optimizer"], params=method.parameters())
+    optimizer = instantiate(cfg["optimizer"], params=method.optimizer_parameters())
     method.attach_optimizer(optimizer)
     scheduler = make_scheduler(cfg["schedule"], optimizer, total, steps_per_epoch)
+    # the method's own optimisers and schedules (DANN's discriminator): checkpointed with ours
+    owned = {"extra_optimizers": method.extra_optimizers(),
+             "extra_schedulers": method.extra_schedulers()}  # fmt: skip
     val_splits = bench.by_role("val")
 
     records: list[dict[str, Any]] = []
@@ -183,6 +187,9 @@ def train(
         scheduler.load_state_dict(state["scheduler"])
         if method.scaler is not None and "scaler" in state:
             method.scaler.load_state_dict(state["scaler"])
+        for kind, objects in owned.items():
+            for name, obj in objects.items():
+                obj.load_state_dict(state[kind][name])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
         best = (float(state["best_score"]), int(state["best_epoch"]))
         # epochs.parquet may already hold the epoch after last.pt (killed between the two
@@ -194,9 +201,10 @@ def train(
         ]
         log.info("resuming %s from epoch %d (step %d)", run_dir.run_id, start_epoch, step)
 
-    if method.accumulate_steps > 1 or method.scaler is not None:
+    if method.accumulate_steps > 1 or method.scaler is not None or owned["extra_optimizers"]:
         # the schedule counts batches; the optimiser steps every k of them (or skips a step
-        # of non-finite fp16 gradients): torch's warning about the order does not apply
+        # of non-finite fp16 gradients, or sits out a method's own steps, DANN's
+        # discriminator steps): torch's warning about the order does not apply
         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step", UserWarning)
     for epoch in range(start_epoch, epochs):
         # The shuffle order depends only on (seed, epoch): a resumed run sees the same batches.
@@ -289,6 +297,11 @@ def train(
                 "best_score": best[0],
                 "best_epoch": best[1],
                 **({"scaler": method.scaler.state_dict()} if method.scaler is not None else {}),
+                **{  # only for methods that own optimisers: other checkpoints stay as they were
+                    kind: {name: obj.state_dict() for name, obj in objects.items()}
+                    for kind, objects in owned.items()
+                    if objects
+                },
             },
             last,
         )

@@ -31,6 +31,10 @@ def coral_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 class CORAL(Method):
     domain_batches = True
+    # the distance between two environments' features, and the fewest examples an
+    # environment needs to join a pair (a covariance needs two); MMD swaps both
+    distance = staticmethod(coral_distance)
+    min_pair_size = 2
 
     def __init__(self, model, num_classes, num_groups=1, mmd_gamma: float = 1.0):
         super().__init__(model, num_classes, num_groups, mmd_gamma=mmd_gamma)
@@ -39,13 +43,13 @@ class CORAL(Method):
         self.mmd_gamma = float(mmd_gamma)
 
     def objective(self, logits, features, y, domains):
-        """(mean risk over environments, mean CORAL distance over pairs of environments)."""
+        """(mean risk over environments, mean distance over pairs of environments)."""
         envs = domain_indices(domains)
         risk = torch.stack([F.cross_entropy(logits[e], y[e]) for e in envs]).mean()
         features = features.to(torch.promote_types(features.dtype, torch.float32))
-        feats = [features[e] for e in envs if len(e) >= 2]
+        feats = [features[e] for e in envs if len(e) >= self.min_pair_size]
         pairs = [
-            coral_distance(feats[i], feats[j])
+            self.distance(feats[i], feats[j])
             for i in range(len(feats))
             for j in range(i + 1, len(feats))
         ]

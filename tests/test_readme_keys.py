@@ -42,6 +42,12 @@ CASES = {
     "dataset.limit": ("dataset.limit=-5", "limit"),
     "dataset.test_domains": ("dataset=rotated_digits dataset.test_domains=[7]", "test_domains"),
     "trainer.domain_sampler": ("trainer.domain_sampler=maybe", "trainer.domain_sampler"),
+    "dataset.classes": ("dataset=pacs dataset.classes=[person,dog]", "dataset.classes"),
+    "dataset.holdout_fraction": (
+        "dataset=rotated_digits dataset.holdout_fraction=1.5",
+        "dataset.holdout_fraction",
+    ),
+    "eval.oracle_split": ("eval=domainbed eval.oracle_split.fraction=2.0", "eval.oracle_split"),
     "model.name": ("model.name=not_a_model", "not_a_model"),
     "model.kwargs": ("+model.kwargs.no_such_argument=1", "no_such_argument"),
     "model.pretrained": ("model.pretrained=maybe", "model.pretrained"),

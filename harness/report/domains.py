@@ -2,11 +2,12 @@
 their average, per setting (everything but the seed and the held-out domain).
 
 A run belongs here when its dataset key has `test_domains` with one domain (rotated_digits;
-a sweep `-m 'dataset.test_domains=[0],[15],...'`). Runs holding out several domains at
-once are left out (DomainBed's leave-one-domain-out validation needs them; not done yet).
+a sweep `-m 'dataset.test_domains=[0],[15],...'`). Runs holding out two domains feed
+DomainBed's leave-one-domain-out validation (`_lodo`: rows `lodo_report_accuracy`).
 The checkpoint of each run is its own `selection_rule`'s (training-domain validation:
 the pooled `val` split of the training domains); no hyperparameter selection is made
-across settings here.
+across settings here, except by the test-domain oracle (harness/oracle.py), whose rows
+(metric `oracle_report_accuracy`, one per search) follow the plain ones when present.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from harness.keys import content_hash
+from harness.oracle import REPORT, SELECT
 from harness.rundir import RunDir
 from harness.table import overall
 
@@ -43,16 +46,21 @@ COLUMNS = [
     "n_domains",
 ]
 AVERAGE = "average"
+LODO = "lodo_report_accuracy"  # DomainBed's leave-one-domain-out validation, chosen setting
 
 
-def domain_setting(payload: dict[str, Any]) -> tuple[str, str, int] | None:
+def domain_setting(payload: dict[str, Any], searched: bool = False) -> tuple[str, str, int] | None:
     """(the setting without seed and held-out domain, the held-out domain, the number of
-    domains) of a run's key payload; None unless exactly one domain is held out."""
+    domains) of a run's key payload; None unless exactly one domain is held out. `searched`:
+    without the method's options and the trainer either (a search, harness/selection.py)."""
     dataset = payload.get("dataset") or {}
     held = dataset.get("test_domains")
     if not isinstance(held, list) or len(held) != 1:
         return None
     rest = {k: v for k, v in payload.items() if k not in ("seed", "parents")}
+    if searched:
+        rest.pop("trainer", None)
+        rest["method"] = (payload.get("method") or {}).get("name")
     # the fingerprint hashes the options, test_domains included: the rest of them stand in
     rest["dataset"] = {k: v for k, v in dataset.items() if k not in ("test_domains", "fingerprint")}
     return content_hash(rest)[:16], str(held[0]), len(dataset.get("domains") or [])
@@ -78,7 +86,103 @@ def domain_generalisation(table: pd.DataFrame, results_dir: str | Path) -> pd.Da
         & table["split_role"].isin(["shift_test", "val"])
         & table["run_id"].isin(list(found))
     )
-    rows = table[keep]
+    plain = _aggregate(table[keep], found)
+    extra = [f for f in (_oracle(table, results_dir), _lodo(table, results_dir)) if len(f)]
+    return pd.concat([plain, *extra], ignore_index=True) if extra else plain
+
+
+def _held_out_runs(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+    """Per run with a shift_test split: its held-out domains, its search (the setting
+    without seed, held-out domains, method options and trainer) and its hyperparameter
+    setting (the same with method options and trainer)."""
+    out = []
+    for run_id in table.loc[table["split_role"] == "shift_test", "run_id"].unique():
+        try:
+            payload = RunDir(results_dir, run_id).read_key()["payload"]
+        except (OSError, ValueError, KeyError):
+            continue
+        dataset = payload.get("dataset") or {}
+        held = dataset.get("test_domains")
+        if not isinstance(held, list) or len(held) not in (1, 2):
+            continue
+        rest = {k: v for k, v in payload.items() if k not in ("seed", "parents")}
+        rest["dataset"] = {
+            k: v for k, v in dataset.items() if k not in ("test_domains", "fingerprint")
+        }
+        searched = {**rest, "method": (payload.get("method") or {}).get("name")}
+        searched.pop("trainer", None)
+        out.append({"run_id": run_id, "held": tuple(str(d) for d in held),
+                    "domains": [str(d) for d in dataset.get("domains") or []],
+                    "search": content_hash(searched)[:16], "hp": content_hash(rest)[:16]})  # fmt: skip
+    return pd.DataFrame(out, columns=["run_id", "held", "domains", "search", "hp"])
+
+
+def _lodo(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+    """DomainBed's leave-one-domain-out validation: for held-out domain t, a hyperparameter
+    setting's criterion is the mean over the other domains v of its accuracy on v in the runs
+    holding out {t, v} (mean over their seeds; the `domain` group rows of their shift_test
+    split); per search and t the setting with the best criterion is chosen (every v needed)
+    and its accuracy on t in its leave-one-out runs reported (`lodo_report_accuracy`)."""
+    runs = _held_out_runs(table, results_dir)
+    pairs = runs[runs["held"].map(len) == 2]
+    if pairs.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    grouped = overall(table) | (table["group_key"].fillna("") == "domain")
+    acc = table[grouped & (table["metric"] == "accuracy") & (table["split_role"] == "shift_test")
+                & (table["scorer"].fillna("") == "")]  # fmt: skip
+    by_domain = acc[acc["group_key"] == "domain"].set_index(["run_id", "group_value"])["value"]
+    single = runs[runs["held"].map(len) == 1]
+    chosen_runs, found = [], {}
+    for (search, t), cands in single.groupby(["search", single["held"].str[0]]):
+        best = None
+        for hp, loo in cands.groupby("hp"):
+            others = [v for v in loo["domains"].iloc[0] if v != t]
+            scores = []
+            for v in others:
+                mine = pairs[
+                    (pairs["hp"] == hp) & pairs["held"].map(lambda h, v=v, t=t: set(h) == {t, v})
+                ]
+                vals = [by_domain.get((r, v)) for r in mine["run_id"]]
+                vals = [x for x in vals if x is not None]
+                scores.append(float(np.mean(vals)) if vals else None)
+            if not others or any(x is None for x in scores):
+                continue  # DomainBed: a setting lacking a pair run is not eligible
+            criterion = float(np.mean(scores))
+            if best is None or (criterion, hp) > (best[0], best[1]):
+                best = (criterion, hp, loo["run_id"].tolist())
+        if best is not None:
+            for r in best[2]:
+                chosen_runs.append(r)
+                found[r] = (search, t, len(cands["domains"].iloc[0]))
+    keep = overall(table) & (table["metric"] == "accuracy") & (table["split_role"] == "shift_test")
+    rows = table[keep & table["run_id"].isin(chosen_runs)].assign(metric=LODO)
+    return _aggregate(rows, found)
+
+
+def _oracle(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+    """DomainBed's test-domain oracle (harness/oracle.py): per held-out domain, the setting
+    of the search with the best `oracle_select_accuracy` (20%, last checkpoint), its
+    `oracle_report_accuracy` (the other 80%); a row per search and held-out domain, and
+    their average. Only runs with oracle rows (an eval config with `oracle_split`)."""
+    from harness.selection import apply_selection
+
+    runs = table.loc[table["metric"] == SELECT, "run_id"].unique()
+    if not len(runs):
+        return pd.DataFrame(columns=COLUMNS)
+    chosen = apply_selection(table[table["run_id"].isin(runs)], "test_domain_oracle", results_dir)
+    found = {}
+    for run_id in chosen["run_id"].unique():
+        try:
+            payload = RunDir(results_dir, run_id).read_key()["payload"]
+        except (OSError, ValueError, KeyError):
+            continue
+        found[run_id] = domain_setting(payload, searched=True)
+    found = {k: v for k, v in found.items() if v is not None}
+    keep = overall(chosen) & (chosen["metric"] == REPORT) & chosen["run_id"].isin(list(found))
+    return _aggregate(chosen[keep], found)
+
+
+def _aggregate(rows: pd.DataFrame, found: dict[str, tuple[str, str, int]]) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=COLUMNS)
     rows = rows.assign(
@@ -104,6 +208,42 @@ def domain_markdown(dg: pd.DataFrame, dataset: str) -> list[str]:
     """The dataset page's section: accuracy on each held-out domain and the average, one
     row per setting (DomainBed's layout); empty when the dataset has no such runs."""
     sub = dg[(dg["dataset"] == dataset) & (dg["split_role"] == "shift_test")]
+    oracle = sub[sub["metric"] == REPORT]
+    lodo = sub[sub["metric"] == LODO]
+    sub = sub[sub["metric"] == "accuracy"]
+    if sub.empty and oracle.empty and lodo.empty:
+        return []
+    lines = _domain_table(
+        sub,
+        "Leave-one-domain-out (held-out domain accuracy)",
+        "One column per held-out domain (mean ± std over seeds), `avg` their mean, as "
+        "DomainBed's tables; a row is a setting without its seed and held-out domain "
+        "(`domain_setting`); `n_held_out` of `n_domains` domains were held out. Checkpoints "
+        "by each run's selection rule on the training domains' pooled validation split; no "
+        "selection across settings. Every number: `domain_generalisation.csv`.",
+    )
+    lines += _domain_table(
+        lodo,
+        "Leave-one-domain-out, leave-one-domain-out validation",
+        "DomainBed's leave-one-domain-out cross-validation: per held-out domain t, the "
+        "hyperparameter setting whose runs holding out {t, v} are most accurate on v, averaged "
+        "over every other domain v; shown: its accuracy on t (`lodo_report_accuracy`), mean ± "
+        "std over seeds, `avg` their mean. A row is a search (method without its "
+        "hyperparameters); settings lacking a pair run are not eligible.",
+    )
+    return lines + _domain_table(
+        oracle,
+        "Leave-one-domain-out, test-domain oracle (ORACLE: selected on test data)",
+        "DomainBed's test-domain oracle: per held-out domain, the hyperparameter setting "
+        "with the best accuracy on a seeded 20% of that domain at the last checkpoint "
+        "(`oracle_select_accuracy`); shown: its accuracy on the other 80% "
+        "(`oracle_report_accuracy`), mean ± std over seeds, `avg` their mean. A row is a "
+        "search (method without its hyperparameters). It looks at test labels: an upper "
+        "reference, not a model-selection result.",
+    )
+
+
+def _domain_table(sub: pd.DataFrame, title: str, text: str) -> list[str]:
     if sub.empty:
         return []
 
@@ -124,18 +264,7 @@ def domain_markdown(dg: pd.DataFrame, dataset: str) -> list[str]:
         ["model", "method", "domain_setting", "eval_id"]
     )[["n_held_out", "n_domains", "n_seeds"]]
     wide = wide.join(counts).reset_index().rename(columns={AVERAGE: "avg"})
-    return [
-        "",
-        "## Leave-one-domain-out (held-out domain accuracy)",
-        "",
-        "One column per held-out domain (mean ± std over seeds), `avg` their mean, as "
-        "DomainBed's tables; a row is a setting without its seed and held-out domain "
-        "(`domain_setting`); `n_held_out` of `n_domains` domains were held out. Checkpoints "
-        "by each run's selection rule on the training domains' pooled validation split; no "
-        "selection across settings. Every number: `domain_generalisation.csv`.",
-        "",
-        wide.to_markdown(index=False, disable_numparse=True),
-    ]
+    return ["", f"## {title}", "", text, "", wide.to_markdown(index=False, disable_numparse=True)]
 
 
 def _angle(value: str) -> tuple[int, float | str]:
