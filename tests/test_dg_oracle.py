@@ -102,6 +102,7 @@ def test_oracle_selects_per_held_out_domain_on_20_percent_and_reports_the_80(tmp
     assert "test-domain oracle (ORACLE" in text and "held-out domain accuracy" in text
 
 
+@pytest.mark.slow  # 12 tiny training runs: ~3 min on the 2-core machine
 def test_leave_one_domain_out_validation_picks_by_the_pair_runs(tmp_path):
     """3 domains, 2 learning rates: 3 leave-one-out runs and C(3, 2) = 3 pair runs per
     setting. For held-out t the criterion of a setting is the mean over v ≠ t of its pair
