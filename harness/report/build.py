@@ -33,6 +33,7 @@ def write_leaderboard(
     scorer_baseline: str | None = "msp",
     scorer_resamples: int = 200,
     multiple_comparisons: str = "holm",
+    scorer_multiple_comparisons: str = "bh",
     model_selection: str | None = "id_val",
     primary_metric: dict[str, str] | str = "accuracy",
     outputs: tuple[str, ...] | list[str] = OUTPUTS,
@@ -48,8 +49,12 @@ def write_leaderboard(
     unknown = set(outputs) - set(OUTPUTS)
     if unknown:
         raise ValueError(f"leaderboard outputs must be among markdown, plots, html: {unknown}")
-    if multiple_comparisons not in ("holm", "bh", "none"):
-        raise ValueError(f"multiple_comparisons={multiple_comparisons!r}: use holm, bh or none")
+    for key, value in (
+        ("multiple_comparisons", multiple_comparisons),
+        ("scorer_multiple_comparisons", scorer_multiple_comparisons),
+    ):
+        if value not in ("holm", "bh", "none"):
+            raise ValueError(f"{key}={value!r}: use holm, bh or none")
     if not root.is_dir():  # a typo would otherwise write an empty leaderboard and exit 0
         raise FileNotFoundError(f"results_dir={str(results_dir)!r}: no such directory")
     if (
@@ -107,7 +112,10 @@ def write_leaderboard(
             atomic_write_csv(comparisons, board / "comparisons.csv")
             scorer_comp = None
             if scorer_baseline:
-                scorer_comp = scorer_comparisons(table, root, scorer_baseline, scorer_resamples)
+                # scorer_resamples is accepted but no longer used: DeLong needs no resamples
+                scorer_comp = scorer_comparisons(
+                    table, root, scorer_baseline, scorer_multiple_comparisons
+                )
                 atomic_write_csv(scorer_comp, board / "scorer_comparisons.csv")
             corruptions = corruption_tables(table, corruption_reference)
             for name, frame in corruptions.items():
@@ -219,6 +227,7 @@ def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
         "scorer_baseline",
         "scorer_resamples",
         "multiple_comparisons",
+        "scorer_multiple_comparisons",
         "model_selection",
         "primary_metric",
         "outputs",
