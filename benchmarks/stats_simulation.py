@@ -80,8 +80,21 @@ def expected_auroc_difference(null: str, shift: float) -> float:
     return mean(mu + shift) - mean(mu)
 
 
+class _Lines(list):
+    """A list of output lines that prints each as it comes (a 10,000-draw run is long)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__()
+        for line in lines:
+            self.append(line)
+
+    def append(self, line: str) -> None:
+        print(line, flush=True)
+        super().append(line)
+
+
 def simulate_methods(rng: np.random.Generator, draws: int) -> list[str]:
-    lines = ["methods (accuracy): null  seeds  false_positive_rate  coverage_of_0"]
+    lines = _Lines(["methods (accuracy): null  seeds  false_positive_rate  coverage_of_0"])
     for null in "abcd":
         for seeds in SEEDS:
             hits = sum(
@@ -98,7 +111,7 @@ def simulate_methods(rng: np.random.Generator, draws: int) -> list[str]:
 
 
 def simulate_scorers(rng: np.random.Generator, draws: int) -> list[str]:
-    lines = ["scorers (AUROC): null  seeds  false_positive_rate  coverage (of what)"]
+    lines = _Lines(["scorers (AUROC): null  seeds  false_positive_rate  coverage (of what)"])
     for null in "abcd":
         for seeds in (1, *SEEDS):
             hits = covered = 0
@@ -128,9 +141,9 @@ def main(draws: int = 2000, which: str = "both") -> None:
     rng = np.random.default_rng(0)
     print(f"{draws} draws per cell, {EXAMPLES} examples (per class for scorers), 95% intervals")
     if which in ("methods", "both"):
-        print("\n".join(simulate_methods(rng, draws)), flush=True)
+        simulate_methods(rng, draws)
     if which in ("scorers", "both"):
-        print("\n".join(simulate_scorers(rng, draws)), flush=True)
+        simulate_scorers(rng, draws)
 
 
 if __name__ == "__main__":

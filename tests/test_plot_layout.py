@@ -115,7 +115,8 @@ def test_the_builders_cover_every_plot_function_of_the_module():
 
 
 @pytest.mark.parametrize("name", ["bars_accuracy", "accuracy_on_the_line", "accuracy_on_the_curve",
-                                  "seed_spread_accuracy", "bars_worst_group_accuracy", "severity_curves", "risk_coverage", "reliability"])  # fmt: skip
+                                  "seed_spread_accuracy", "bars_worst_group_accuracy", "severity_curves", "risk_coverage", "reliability",
+                                  "performance_profile_accuracy"])  # fmt: skip
 def test_no_overlapping_tick_labels_and_legends_outside_the_data(name, tmp_path):
     table = store(tmp_path)
     builders = plot_builders(table, aggregate(table), tmp_path, "accuracy")

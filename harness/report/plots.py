@@ -20,13 +20,14 @@ from scipy import stats
 from harness.report.aggregate import metric_rows, split_order
 from harness.report.corruption import corruption_errors
 from harness.report.drawing import draw
+from harness.report.task_aggregates import performance_profiles
 from harness.rundir import RunDir, runs_root
 
 PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
 EPS = 1e-3  # accuracies are clipped to [EPS, 1-EPS] before the probit
 
 
-PLOTS_VERSION = 4  # bump when a plot changes, so cached plot files are redrawn
+PLOTS_VERSION = 5  # bump when a plot changes, so cached plot files are redrawn
 MAX_ENTRIES = 20  # bars and seed spread show at most this many settings (the best ones)
 
 
@@ -381,6 +382,10 @@ def plot_builders(
         "accuracy_on_the_curve": partial(accuracy_on_the_curve, table),
         "severity_curves": partial(severity_curves, table),
         f"seed_spread_{primary_metric}": partial(seed_spread, table, primary_metric),
+        # over the shifted splits (harness/report/task_aggregates.py): None with fewer than 2
+        f"performance_profile_{primary_metric}": partial(
+            performance_profiles, table, primary_metric
+        ),
     }
     if "worst_group_accuracy" in set(agg["metric"]) and primary_metric != "worst_group_accuracy":
         builders["bars_worst_group_accuracy"] = partial(bars, agg, "worst_group_accuracy")
