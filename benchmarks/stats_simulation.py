@@ -11,8 +11,11 @@ the 95% interval holds the quantity it is labelled with: the expected difference
 and test distributions ("method-level", 0 under a null), or, with one seed, that seed's
 models' population difference ("model-level (1 seed)").
 
-Usage: python benchmarks/stats_simulation.py [draws] [methods|scorers|both]
-(default 2000 draws, both; one stated seed, 0). The docs' table: 10000 draws.
+Aggregates: coverage of the stratified bootstrap intervals of IQM and probability of
+improvement by runs per task (at most 2000 draws).
+
+Usage: python benchmarks/stats_simulation.py [draws] [methods|scorers|aggregates|both]
+(default 2000 draws, both = all three; one stated seed, 0). The docs' tables: 10000 draws.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 from scipy import stats
 
 from harness.stats import paired_auroc_difference, paired_difference
+from harness.stats.aggregate import improvement_interval, iqm_interval
 
 EXAMPLES = 200
 SEEDS = (2, 3, 5, 10)
@@ -137,6 +141,25 @@ def simulate_scorers(rng: np.random.Generator, draws: int) -> list[str]:
     return lines
 
 
+def simulate_aggregates(rng: np.random.Generator, draws: int) -> list[str]:
+    """Coverage of harness.stats.aggregate's stratified percentile bootstrap intervals: IQM
+    over 4 tasks (runs N(task mean, 1)) and probability of improvement of two equal
+    methods (truth 0.5), by runs per task (the leaderboard gives none below 5)."""
+    lines = _Lines(["aggregates: runs_per_task  iqm_coverage  improvement_coverage"])
+    means = np.array([0.0, 0.5, 1.0, 2.0])
+    truth = stats.trim_mean((rng.normal(0, 1, (400_000, 4)) + means).ravel(), 0.25)
+    for runs in (3, 5, 10):
+        iqm_hits = imp_hits = 0
+        for k in range(draws):
+            r = iqm_interval(rng.normal(0, 1, (runs, 4)) + means, reps=1000, seed=k, min_runs=1)
+            iqm_hits += r.ci_low <= truth <= r.ci_high
+            x, y = rng.normal(0, 1, (runs, 4)), rng.normal(0, 1, (runs, 4))
+            r = improvement_interval(x, y, reps=1000, seed=k, min_runs=1)
+            imp_hits += r.ci_low <= 0.5 <= r.ci_high
+        lines.append(f"{runs:5}  {iqm_hits / draws:.3f}  {imp_hits / draws:.3f}")
+    return lines
+
+
 def main(draws: int = 2000, which: str = "both") -> None:
     rng = np.random.default_rng(0)
     print(f"{draws} draws per cell, {EXAMPLES} examples (per class for scorers), 95% intervals")
@@ -144,6 +167,8 @@ def main(draws: int = 2000, which: str = "both") -> None:
         simulate_methods(rng, draws)
     if which in ("scorers", "both"):
         simulate_scorers(rng, draws)
+    if which in ("aggregates", "both"):
+        simulate_aggregates(rng, min(draws, 2000))
 
 
 if __name__ == "__main__":
