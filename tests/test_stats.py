@@ -300,3 +300,31 @@ def test_auroc_bad_input_is_named():
         paired_auroc_difference(np.zeros((2, 5)), np.zeros((3, 5)), np.ones(5, bool))
     with pytest.raises(ValueError, match="a positive and a negative"):
         paired_auroc_difference(np.zeros((2, 5)), np.zeros((2, 5)), np.ones(5, bool))
+
+
+def test_small_sample_guard_when_the_seed_component_is_estimated_negative():
+    # 3 seeds whose means agree (MS_seed < MS_residual) and per-example differences
+    # (MS_example large): the variance keeps 2/S of MS_seed beside MS_example
+    rng = np.random.default_rng(8)
+    example = rng.normal(0, 0.5, 60)
+    d = example + rng.normal(0, 0.3, (3, 60))
+    d -= d.mean(axis=1, keepdims=True) - d.mean()  # equal seed means: MS_seed = 0 ...
+    d[:, 0] += np.array([0.01, -0.01, 0.0])  # ... almost
+    s, n = d.shape
+    # the two-way ANOVA sums of squares, written out with loops over cells
+    grand = sum(d[i, j] for i in range(s) for j in range(n)) / (s * n)
+    rows = [sum(d[i]) / n for i in range(s)]
+    cols = [sum(d[:, j]) / s for j in range(n)]
+    ms_seed = n * sum((r - grand) ** 2 for r in rows) / (s - 1)
+    ms_example = s * sum((c - grand) ** 2 for c in cols) / (n - 1)
+    ms_res = sum((d[i, j] - rows[i] - cols[j] + grand) ** 2 for i in range(s) for j in range(n)) / (
+        (s - 1) * (n - 1)
+    )
+    assert ms_seed < ms_res < ms_example  # the guarded case
+    variance = (ms_example + 2 * ms_seed / s) / (s * n)
+    df = (ms_example + 2 * ms_seed / s) ** 2 / (
+        ms_example**2 / (n - 1) + (2 * ms_seed / s) ** 2 / (s - 1)
+    )
+    r = paired_difference(d, np.zeros_like(d))
+    assert r.df == pytest.approx(df, rel=1e-9)
+    assert r.p_value == pytest.approx(2 * stats.t.sf(abs(d.mean()) / np.sqrt(variance), df))
