@@ -71,7 +71,7 @@ def test_intervals_need_five_runs_per_task_and_cover_their_statistic():
     for k in range(150):
         r = iqm_interval(rng.normal(0, 1, (10, 4)) + means, reps=400, seed=k)
         covered += r.ci_low <= truth <= r.ci_high
-    assert covered / 150 >= 0.85  # a percentile bootstrap at 10 runs: ~0.92 measured
+    assert covered / 150 >= 0.85  # a percentile bootstrap at 10 runs: 0.92-0.94 measured
     x, y = rng.normal(1, 1, (6, 3)), rng.normal(0, 1, (6, 3))
     imp = improvement_interval(x, y)
     assert imp.ci_low <= imp.value <= imp.ci_high and imp.runs == 6 and imp.tasks == 3
