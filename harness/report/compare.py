@@ -253,12 +253,16 @@ def scorer_comparisons(
         names = [n for n in names if n not in SCORE_COLUMNS | {baseline}]
         family = families.setdefault((dataset, eval_id), [])
         for metric, split in tasks:
-            runs = _task_runs(scores, metric, split)
+            runs = [r for r in _task_runs(scores, metric, split) if baseline in r[0]]
             if not runs:
                 continue
             positive = np.stack([r[1] for r in runs])
             base_scores = np.stack([r[0][baseline].to_numpy(dtype=float) for r in runs])
+            if not np.isfinite(base_scores).all():
+                continue
             for name in names:
+                if not all(name in r[0] for r in runs):
+                    continue  # a scorer some run lacks (another eval config's column set)
                 mine = np.stack([r[0][name].to_numpy(dtype=float) for r in runs])
                 if not np.isfinite(mine).all():
                     continue  # a scorer that failed on some examples: no paired test
