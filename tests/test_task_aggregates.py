@@ -127,3 +127,36 @@ def test_the_aggregates_option_is_validated():
         validate_leaderboard(
             {"results_dir": "results", "baseline": "erm", "scorer_multiple_comparisons": "x"}
         )
+
+
+def test_write_leaderboard_writes_aggregates_only_when_asked(tmp_path):
+    import json
+
+    from harness.leaderboard import write_leaderboard
+    from harness.rundir import RunDir
+    from harness.store import atomic_write_parquet, atomic_write_text
+
+    table = _table(seeds=5)
+    for run_id, rows in table.groupby("run_id"):
+        rid = run_id.encode().hex()  # hex, as run ids are
+        rows = rows.assign(run_id=rid, n=100, selection_rule="x")
+        rd = RunDir(tmp_path, rid)
+        atomic_write_parquet(rows, rd / "posthoc" / "e" / "rows.parquet")
+        atomic_write_text(rd / "posthoc" / "e" / "DONE", "{}")
+        first = rows.iloc[0]
+        payload = {
+            "dataset": {"name": "d"},
+            "model": {"name": "m"},
+            "method": {"name": first["method"]},
+            "seed": int(first["seed"]),
+        }
+        atomic_write_text(rd / "key.json", json.dumps({"payload": payload}))
+        rd.mark_complete({"run_id": rid})
+    write_leaderboard(tmp_path, outputs=["markdown"], model_selection=None)
+    assert not (tmp_path / "leaderboard" / "aggregates.csv").exists()  # opt-in
+    write_leaderboard(tmp_path, outputs=["markdown"], model_selection=None, aggregates=True)
+    out = pd.read_csv(tmp_path / "leaderboard" / "aggregates.csv")
+    assert set(out["statistic"]) == {"iqm", "probability_of_improvement"}
+    assert set(out["task_names"]) == {"a|b|c"} and (out["runs"] == 5).all()
+    with pytest.raises(ValueError, match="aggregates must be true or false"):
+        write_leaderboard(tmp_path, outputs=["markdown"], aggregates="yes")
