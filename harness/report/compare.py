@@ -153,21 +153,7 @@ def paired_comparisons(
                         **planned,
                     }
                 )
-        adjusted = adjust_p_values(np.array([r["p_value"] for r in family]), multiple_comparisons)
-        for row, p in zip(family, adjusted, strict=True):
-            significant = p < 0.05
-            row["p_adjusted"] = float(p)
-            row["adjustment"] = multiple_comparisons
-            row["verdict"] = (
-                ("better" if row["difference"] > 0 else "worse")
-                if significant
-                else "not distinguishable"
-            )
-            row["note"] = (
-                f"p {row['p_value']:.3g} < 0.05 unadjusted; not after {multiple_comparisons}"
-                if row["p_value"] < 0.05 and not significant
-                else ""
-            )
+        _adjust(family, multiple_comparisons)
         out.extend(family)
     extra = ["seeds_needed"] if min_effect is not None else []
     frame = pd.DataFrame(out, columns=COMPARISON_COLUMNS + extra)
