@@ -348,6 +348,13 @@ def validate_leaderboard(c: dict[str, Any]) -> None:
         raise ValueError(
             f"multiple_comparisons={c['multiple_comparisons']!r}: use holm, bh or none"
         )
+    if not isinstance(c.get("aggregates", False), bool):
+        raise ValueError(f"aggregates must be true or false, got {c['aggregates']!r}")
+    if c.get("scorer_multiple_comparisons", "bh") not in ("holm", "bh", "none"):
+        raise ValueError(
+            f"scorer_multiple_comparisons={c['scorer_multiple_comparisons']!r}: "
+            "use holm, bh or none"
+        )
     _check_model_selection(c.get("model_selection"))
     primary = c.get("primary_metric", "accuracy")
     if not (

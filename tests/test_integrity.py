@@ -377,6 +377,11 @@ LEADERBOARD_CASES = {
     "scorer_baseline": ("scorer_baseline=[msp]", "scorer_baseline must be a name or null"),
     "scorer_resamples": ("scorer_resamples=0", "scorer_resamples must be a positive integer"),
     "multiple_comparisons": ("multiple_comparisons=holmes", "multiple_comparisons='holmes'"),
+    "scorer_multiple_comparisons": (
+        "scorer_multiple_comparisons=holmes",
+        "scorer_multiple_comparisons='holmes'",
+    ),
+    "aggregates": ("aggregates=maybe", "aggregates must be true or false"),
     "model_selection": ("model_selection=best", "model_selection must be one of"),
     "primary_metric": ("primary_metric.default=[acc]", "primary_metric must be a metric name"),
     "outputs": ("outputs=[markdown,pdf]", "outputs must be a list among"),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from scipy import stats
 
 from harness.report.aggregate import aggregate, metric_table
 
@@ -152,24 +153,6 @@ def test_entries_not_distinguishable_from_the_best_share_its_rank():
     assert uncertain_ranks(bounds).to_dict() == {"A": 1, "B": 1, "C": 4, "D": 3}
 
 
-def test_weighted_auroc_agrees_with_scikit_learn_on_bootstrap_counts():
-    import numpy as np
-    from sklearn.metrics import roc_auc_score
-
-    from harness.report.compare import bootstrap_counts, weighted_auroc
-
-    rng = np.random.default_rng(1)
-    pos = np.round(rng.normal(0.5, 1, 60), 1)  # rounded: ties, counted half
-    neg = np.round(rng.normal(0, 1, 40), 1)
-    wp, wn = bootstrap_counts(rng, 60, 5), bootstrap_counts(rng, 40, 5)
-    assert (wp.sum(axis=1) == 60).all() and (wn.sum(axis=1) == 40).all()
-    ours = weighted_auroc(pos, neg, wp, wn)
-    y = np.r_[np.ones(60), np.zeros(40)]
-    for r in range(5):
-        expected = roc_auc_score(y, np.r_[pos, neg], sample_weight=np.r_[wp[r], wn[r]])
-        assert ours[r] == pytest.approx(expected, abs=1e-12)
-
-
 def test_scorer_comparisons_pair_runs_and_examples(tmp_path):
     import numpy as np
 
@@ -210,12 +193,16 @@ def test_scorer_comparisons_pair_runs_and_examples(tmp_path):
                     "value": 0.0,
                 }
             )
-    comp = scorer_comparisons(pd.DataFrame(records), tmp_path, "msp", resamples=200)
+    comp = scorer_comparisons(pd.DataFrame(records), tmp_path, "msp")
+    assert (comp["adjustment"] == "bh").all()  # one family: dataset × eval config
+    expected = stats.false_discovery_control(comp["p_value"].to_numpy())
+    assert comp["p_adjusted"].to_numpy() == pytest.approx(expected)
     comp = comp.set_index(["scorer", "split"])
     assert comp.loc[("copy", "far"), "difference"] == 0.0
     assert comp.loc[("copy", "far"), "verdict"] == "not distinguishable"
     sharp = comp.loc[("sharp", "far")]
-    assert sharp["verdict"] == "better" and sharp["seeds"] == 3
+    assert sharp["verdict"] == "better" and sharp["seeds"] == 3 and sharp["examples"] == 600
+    assert sharp["level"] == "method-level (3 seeds)"
     assert sharp["difference"] == pytest.approx(1 - 0.76, abs=0.05)  # msp AUROC ≈ Φ(1/√2)
     assert ("sharp", "id_test") not in comp.index  # a split against itself is no task
     import shutil

@@ -192,6 +192,12 @@ def method_colours(name: str, fig) -> dict[str, set[str]]:
             for (_, row), colour in zip(seeds.get_offsets(), seeds.get_facecolors(), strict=True):
                 method = entries[int(round(row))].split(" / ")[1].split()[0]
                 out.setdefault(method, set()).add(to_hex(colour))
+    elif name.startswith("performance_profile_"):  # a line per setting, labelled method[+tta]
+        for ax in (a for a in fig.axes if a.get_visible()):
+            for line in ax.get_lines():
+                method = line.get_label().split("+")[0]
+                if method in METHODS:
+                    out.setdefault(method, set()).add(to_hex(line.get_color()))
     elif name == "severity_curves":
         for container in fig.axes[0].containers:  # errorbar: (data line, caps, bars)
             label = container.get_label()
@@ -215,6 +221,20 @@ def test_a_method_has_one_colour_across_every_plot_of_a_dataset(tmp_path):
         for method, c in colours.items():
             seen.setdefault(method, set()).update(c)
     assert kinds == 6
+    profile = method_colours(
+        "performance_profile_accuracy", builders["performance_profile_accuracy"]()
+    )
+    assert profile  # the best settings' lines, in the same palette
+    for method, c in profile.items():
+        seen.setdefault(method, set()).update(c)
+    # without the first method the profile still takes each colour from the dataset's palette
+    from harness.report.palette import method_palette
+    from harness.report.task_aggregates import performance_profiles
+
+    palette = method_palette(METHODS)
+    fewer = table[table["method"] != sorted(METHODS)[0]]
+    drawn = method_colours("performance_profile_", performance_profiles(fewer, "accuracy", palette))
+    assert drawn and all(c == {palette[m]["color"]} for m, c in drawn.items()), drawn
     # one colour per method everywhere, and no two methods share one
     assert all(len(c) == 1 for c in seen.values()), seen
     assert len({next(iter(c)) for c in seen.values()}) == len(METHODS)

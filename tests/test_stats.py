@@ -165,3 +165,166 @@ def test_seeds_for_power_matches_a_simulated_t_test():
     assert seeds_needed(diffs[:1], effect).seeds is None
     with pytest.raises(ValueError, match="min_effect must be > 0"):
         seeds_for_power(sd, 0)
+
+
+# --- scorers: paired AUROC differences (DeLong) ---
+
+
+def test_structural_components_agree_with_brute_force_and_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    from harness.stats import structural_components
+
+    rng = np.random.default_rng(3)
+    pos, neg = np.round(rng.normal(1, 1, 37), 1), np.round(rng.normal(0, 1, 23), 1)  # ties
+    v10, v01 = structural_components(pos, neg)
+    kernel = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+    assert v10 == pytest.approx(kernel.mean(axis=1), abs=1e-15)
+    assert v01 == pytest.approx(kernel.mean(axis=0), abs=1e-15)
+    auc = roc_auc_score(np.r_[np.ones(37), np.zeros(23)], np.r_[pos, neg])
+    assert v10.mean() == pytest.approx(auc, abs=1e-12) and v01.mean() == pytest.approx(auc)
+
+
+def _delong_textbook(pos_a, neg_a, pos_b, neg_b):
+    """DeLong et al. (1988) as printed: the 2 × 2 covariance matrices S10, S01 of the two
+    AUROCs' components from the full kernel matrices, var = L (S10/m + S01/n) L'."""
+    comps = []
+    for pos, neg in ((pos_a, neg_a), (pos_b, neg_b)):
+        psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        comps.append((psi.mean(axis=1), psi.mean(axis=0)))
+    s10 = np.cov(np.stack([c[0] for c in comps]))
+    s01 = np.cov(np.stack([c[1] for c in comps]))
+    contrast = np.array([1.0, -1.0])
+    aucs = [c[0].mean() for c in comps]
+    return aucs[0] - aucs[1], contrast @ (s10 / len(pos_a) + s01 / len(neg_a)) @ contrast
+
+
+def _scores(rng, seeds, m=150, n=150, seed_sd=0.15, tilt_sd=0.0, shift=0.0):
+    """Two scorers on shared positives and negatives: equal expected AUROC unless shift."""
+    labels = np.r_[np.ones(m), np.zeros(n)].astype(bool)
+    shared, tilt = rng.normal(0, 1, m + n), rng.normal(0, tilt_sd, m + n)
+    run = rng.normal(0, 1, (seeds, m + n))
+
+    def scorer(sign, extra):
+        sep = 1.0 + extra + rng.normal(0, seed_sd, (seeds, 1))
+        return (
+            sep * labels
+            + 0.6 * shared
+            + 0.5 * run
+            + 0.6 * rng.normal(0, 1, run.shape)
+            + (sign * tilt)
+        )
+
+    return scorer(1.0, shift), scorer(-1.0, 0.0), labels
+
+
+def test_one_seed_is_delongs_test_as_printed():
+    from harness.stats import paired_auroc_difference
+
+    rng = np.random.default_rng(4)
+    a, b, labels = _scores(rng, 1, m=40, n=60, shift=0.5)
+    a, b = np.round(a, 1), np.round(b, 1)  # ties
+    diff, var = _delong_textbook(a[0, labels], a[0, ~labels], b[0, labels], b[0, ~labels])
+    r = paired_auroc_difference(a, b, labels)
+    assert r.level == "model-level (1 seed)" and r.interval == "DeLong z"
+    assert r.difference == pytest.approx(diff, abs=1e-12)
+    assert r.p_value == pytest.approx(2 * stats.norm.sf(abs(diff) / np.sqrt(var)), rel=1e-9)
+    half = stats.norm.ppf(0.975) * np.sqrt(var)
+    assert (r.ci_low, r.ci_high) == pytest.approx((diff - half, diff + half), rel=1e-9)
+
+
+def test_delong_variance_matches_the_spread_over_redrawn_test_sets():
+    from harness.stats import delong_difference
+
+    rng = np.random.default_rng(5)
+    diffs, variances = [], []
+    for _ in range(1500):  # one fixed pair of scoring rules, a new test set each time
+        x = rng.normal(0, 1, 160)
+        labels = np.r_[np.ones(70), np.zeros(90)].astype(bool)
+        a = labels + 0.7 * x + rng.normal(0, 0.7, 160)
+        b = 0.8 * labels + 0.7 * x + rng.normal(0, 0.9, 160)
+        d, v = delong_difference(a[labels], a[~labels], b[labels], b[~labels])
+        diffs.append(d)
+        variances.append(v)
+    # Monte Carlo error of a variance from 1,500 draws: ~4%
+    assert np.mean(variances) == pytest.approx(np.var(diffs), rel=0.12)
+
+
+def test_several_seeds_keep_the_error_rate_and_find_a_clear_difference():
+    from sklearn.metrics import roc_auc_score
+
+    from harness.stats import paired_auroc_difference
+
+    rng = np.random.default_rng(6)
+    a, b, labels = _scores(rng, 4)
+    r = paired_auroc_difference(a, b, labels)
+    per_seed = [roc_auc_score(labels, a[s]) - roc_auc_score(labels, b[s]) for s in range(4)]
+    assert r.difference == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert r.level == "method-level (4 seeds)"
+    draws = 300
+    for seeds, tilt in ((3, 0.0), (5, 0.7)):
+        hits = sum(
+            paired_auroc_difference(*_scores(rng, seeds, tilt_sd=tilt)).verdict
+            != "not distinguishable"
+            for _ in range(draws)
+        )
+        # a 5% rule lands in [0.02, 0.09] with probability > 0.99 at 300 draws; plain t over
+        # per-seed differences gives ~0.2 with per-example preferences (tilt) at 5 seeds
+        assert hits / draws <= 0.09, (seeds, tilt, hits / draws)
+    found = sum(  # 3 per-seed sds of the separation
+        paired_auroc_difference(*_scores(rng, 5, shift=0.45)).verdict == "better"
+        for _ in range(150)
+    )
+    assert found / 150 >= 0.8
+
+
+def test_one_seed_interval_covers_the_models_population_difference():
+    from harness.stats import paired_auroc_difference
+
+    rng = np.random.default_rng(7)
+    covered, draws = 0, 400
+    for _ in range(draws):
+        labels = np.r_[np.ones(120), np.zeros(120)].astype(bool)
+        a = 1.2 * labels + rng.normal(0, 1, 240)  # population AUROC Φ(1.2 / √2)
+        b = 0.9 * labels + 0.8 * (a - 1.2 * labels) + 0.6 * rng.normal(0, 1, 240)
+        truth = stats.norm.cdf(1.2 / np.sqrt(2)) - stats.norm.cdf(0.9 / np.sqrt(2))
+        r = paired_auroc_difference(a, b, labels)
+        covered += r.ci_low <= truth <= r.ci_high
+    assert 0.91 <= covered / draws <= 0.99  # 95% ± 4 points (400 draws: sd 1.1 points)
+
+
+def test_auroc_bad_input_is_named():
+    from harness.stats import paired_auroc_difference
+
+    with pytest.raises(ValueError, match="one shape"):
+        paired_auroc_difference(np.zeros((2, 5)), np.zeros((3, 5)), np.ones(5, bool))
+    with pytest.raises(ValueError, match="a positive and a negative"):
+        paired_auroc_difference(np.zeros((2, 5)), np.zeros((2, 5)), np.ones(5, bool))
+
+
+def test_small_sample_guard_when_the_seed_component_is_estimated_negative():
+    # 3 seeds whose means agree (MS_seed < MS_residual) and per-example differences
+    # (MS_example large): the variance keeps 2/S of MS_seed beside MS_example
+    rng = np.random.default_rng(8)
+    example = rng.normal(0, 0.5, 60)
+    d = example + rng.normal(0, 0.3, (3, 60))
+    d -= d.mean(axis=1, keepdims=True) - d.mean()  # equal seed means: MS_seed = 0 ...
+    d[:, 0] += np.array([0.01, -0.01, 0.0])  # ... almost
+    s, n = d.shape
+    # the two-way ANOVA sums of squares, written out with loops over cells
+    grand = sum(d[i, j] for i in range(s) for j in range(n)) / (s * n)
+    rows = [sum(d[i]) / n for i in range(s)]
+    cols = [sum(d[:, j]) / s for j in range(n)]
+    ms_seed = n * sum((r - grand) ** 2 for r in rows) / (s - 1)
+    ms_example = s * sum((c - grand) ** 2 for c in cols) / (n - 1)
+    ms_res = sum((d[i, j] - rows[i] - cols[j] + grand) ** 2 for i in range(s) for j in range(n)) / (
+        (s - 1) * (n - 1)
+    )
+    assert ms_seed < ms_res < ms_example  # the guarded case
+    variance = (ms_example + 2 * ms_seed / s) / (s * n)
+    df = (ms_example + 2 * ms_seed / s) ** 2 / (
+        ms_example**2 / (n - 1) + (2 * ms_seed / s) ** 2 / (s - 1)
+    )
+    r = paired_difference(d, np.zeros_like(d))
+    assert r.df == pytest.approx(df, rel=1e-9)
+    assert r.p_value == pytest.approx(2 * stats.t.sf(abs(d.mean()) / np.sqrt(variance), df))

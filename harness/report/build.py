@@ -21,6 +21,7 @@ from harness.report.markdown import dataset_markdown, index_markdown, plots_sect
 from harness.report.page import write_page
 from harness.report.plotcache import CachedPlots
 from harness.report.robustness import check_options, effective_robustness, robustness_section
+from harness.report.task_aggregates import aggregates_table
 from harness.selection import select_settings
 from harness.store import atomic_write_csv, atomic_write_text
 from harness.table import collect_cached, collect_failures
@@ -34,6 +35,7 @@ def write_leaderboard(
     scorer_baseline: str | None = "msp",
     scorer_resamples: int = 200,
     multiple_comparisons: str = "holm",
+    scorer_multiple_comparisons: str = "bh",
     model_selection: str | None = "id_val",
     primary_metric: dict[str, str] | str = "accuracy",
     outputs: tuple[str, ...] | list[str] = OUTPUTS,
@@ -42,6 +44,7 @@ def write_leaderboard(
     effective_robustness_options: dict[str, Any] | None = None,
     min_effect: float | None = None,
     headline_split: dict[str, str] | None = None,
+    aggregates: bool = False,
 ) -> dict[str, Path]:
     """Collects results_dir into table.parquet/.csv, summary and comparison CSVs, and the
     outputs asked for: leaderboard/*.md, plots (PNG + PDF), index.html. Returns the paths."""
@@ -49,8 +52,12 @@ def write_leaderboard(
     unknown = set(outputs) - set(OUTPUTS)
     if unknown:
         raise ValueError(f"leaderboard outputs must be among markdown, plots, html: {unknown}")
-    if multiple_comparisons not in ("holm", "bh", "none"):
-        raise ValueError(f"multiple_comparisons={multiple_comparisons!r}: use holm, bh or none")
+    for key, value in (
+        ("multiple_comparisons", multiple_comparisons),
+        ("scorer_multiple_comparisons", scorer_multiple_comparisons),
+    ):
+        if value not in ("holm", "bh", "none"):
+            raise ValueError(f"{key}={value!r}: use holm, bh or none")
     if not root.is_dir():  # a typo would otherwise write an empty leaderboard and exit 0
         raise FileNotFoundError(f"results_dir={str(results_dir)!r}: no such directory")
     if (
@@ -62,6 +69,8 @@ def write_leaderboard(
     robustness = check_options(effective_robustness_options)
     check_min_effect(min_effect)
     check_headline_split(headline_split)
+    if not isinstance(aggregates, bool):
+        raise ValueError(f"aggregates must be true or false, got {aggregates!r}")
     primaries = primary_metric if isinstance(primary_metric, dict) else {}
     default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
     # one rebuild of a root at a time: a second process (an overlapping sweep's end, a
@@ -108,8 +117,16 @@ def write_leaderboard(
             atomic_write_csv(comparisons, board / "comparisons.csv")
             scorer_comp = None
             if scorer_baseline:
-                scorer_comp = scorer_comparisons(table, root, scorer_baseline, scorer_resamples)
+                # scorer_resamples is accepted but no longer used: DeLong needs no resamples
+                scorer_comp = scorer_comparisons(
+                    table, root, scorer_baseline, scorer_multiple_comparisons
+                )
                 atomic_write_csv(scorer_comp, board / "scorer_comparisons.csv")
+            if aggregates:  # IQM and probability of improvement over the shifted splits
+                metric_of = {dataset: primary_of(dataset) for dataset in datasets}
+                atomic_write_csv(
+                    aggregates_table(chosen, metric_of, baseline), board / "aggregates.csv"
+                )
             corruptions = corruption_tables(table, corruption_reference)
             for name, frame in corruptions.items():
                 atomic_write_csv(frame, board / f"corruptions_{name}.csv")
@@ -235,6 +252,7 @@ def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
         "scorer_baseline",
         "scorer_resamples",
         "multiple_comparisons",
+        "scorer_multiple_comparisons",
         "model_selection",
         "primary_metric",
         "outputs",
@@ -242,6 +260,7 @@ def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
         "plot_workers",
         "min_effect",
         "headline_split",
+        "aggregates",
     )
     options = {k: cfg[k] for k in names if k in cfg}
     if "effective_robustness" in cfg:  # a mapping in the config; write_leaderboard's name says so

@@ -1,6 +1,6 @@
 """Paired comparisons: methods against a baseline method (accuracy; harness.stats'
 crossed seeds × examples test, Holm-adjusted per family) and post-hoc scorers against a
-baseline scorer (AUROC; examples as bootstrap counts, one sort per run).
+baseline scorer (AUROC; DeLong's components, Benjamini-Hochberg-adjusted per family).
 
 Both read the per-example scores that a run's post-hoc stage kept (harness.rundir); runs
 without them drop out, never with an error.
@@ -16,7 +16,8 @@ import pandas as pd
 
 from harness.report.aggregate import metric_rows
 from harness.rundir import has_scores, scores_path
-from harness.stats import adjust_p_values, paired_difference, seeds_needed
+from harness.stats import adjust_p_values, paired_auroc_difference, paired_difference, seeds_needed
+from harness.stats.paired import VERDICTS
 
 # Only test splits are compared (train and val numbers are not claims): the family of one
 # dataset × model × eval config whose p-values are adjusted together.
@@ -152,21 +153,7 @@ def paired_comparisons(
                         **planned,
                     }
                 )
-        adjusted = adjust_p_values(np.array([r["p_value"] for r in family]), multiple_comparisons)
-        for row, p in zip(family, adjusted, strict=True):
-            significant = p < 0.05
-            row["p_adjusted"] = float(p)
-            row["adjustment"] = multiple_comparisons
-            row["verdict"] = (
-                ("better" if row["difference"] > 0 else "worse")
-                if significant
-                else "not distinguishable"
-            )
-            row["note"] = (
-                f"p {row['p_value']:.3g} < 0.05 unadjusted; not after {multiple_comparisons}"
-                if row["p_value"] < 0.05 and not significant
-                else ""
-            )
+        _adjust(family, multiple_comparisons)
         out.extend(family)
     extra = ["seeds_needed"] if min_effect is not None else []
     frame = pd.DataFrame(out, columns=COMPARISON_COLUMNS + extra)
@@ -175,81 +162,56 @@ def paired_comparisons(
     return frame
 
 
-def _paired_interval(per_seed: np.ndarray, rng: np.random.Generator) -> tuple[float, float, str]:
-    """95% interval of a paired difference from per-seed bootstrap replicates (seed × resample):
-    the seeds are resampled too, so that seed-to-seed variance counts. The verdict is
-    better / worse when the interval excludes 0, else not distinguishable. Used by the
-    scorer comparisons only (not yet moved to harness.stats: see docs/statistics.md)."""
-    resamples = per_seed.shape[1]
-    chosen = rng.integers(0, len(per_seed), (resamples, len(per_seed)))
-    diffs = per_seed[chosen, np.arange(resamples)[:, None]].mean(axis=1)
-    low, high = np.quantile(diffs, [0.025, 0.975])
-    verdict = "better" if low > 0 else "worse" if high < 0 else "not distinguishable"
-    return float(low), float(high), verdict
-
-
-def weighted_auroc(
-    pos: np.ndarray, neg: np.ndarray, pos_weights: np.ndarray, neg_weights: np.ndarray
-) -> np.ndarray:
-    """AUROC (higher score = positive, ties counted half) of every row of example weights
-    (resamples × examples). A bootstrap resample is a row of counts, so one sort of the
-    original scores serves every resample: O(resamples × n) instead of a sort per resample.
-    Written here because scikit-learn's roc_auc_score takes one weight vector per call
-    (its sample_weight agrees with this; the test checks it)."""
-    order = np.argsort(neg, kind="stable")
-    neg_sorted, neg_weights = neg[order], neg_weights[:, order]
-    cum = np.concatenate([np.zeros((len(neg_weights), 1)), np.cumsum(neg_weights, axis=1)], axis=1)
-    lo = np.searchsorted(neg_sorted, pos, side="left")
-    hi = np.searchsorted(neg_sorted, pos, side="right")
-    below, ties = cum[:, lo], cum[:, hi] - cum[:, lo]
-    total = pos_weights.sum(axis=1) * neg_weights.sum(axis=1)
-    return ((below + 0.5 * ties) * pos_weights).sum(axis=1) / total
-
-
-def bootstrap_counts(rng: np.random.Generator, n: int, resamples: int) -> np.ndarray:
-    """resamples × n counts: how often each example is drawn in each bootstrap resample."""
-    draws = rng.integers(0, n, (resamples, n)) + np.arange(resamples)[:, None] * n
-    return np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n)
-
-
 SCORE_COLUMNS = {"index", "label", "pred", "correct", "nll"}
+# scorers are compared on every test split: ID, shifted and OOD (train and val are not claims)
+SCORER_ROLES = (*TEST_ROLES, "ood")
+SCORER_COLUMNS = [
+    "dataset",
+    "model",
+    "method",
+    "setting_id",
+    "eval_id",
+    "scorer",
+    "baseline",
+    "metric",
+    "split",
+    "seeds",
+    "examples",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "adjustment",
+    "verdict",
+    "level",
+    "interval",
+    "note",
+]
 
 
 def scorer_comparisons(
     table: pd.DataFrame,
     results_dir: str | Path,
     baseline: str = "msp",
-    resamples: int = 200,
+    multiple_comparisons: str = "bh",
 ) -> pd.DataFrame:
     """AUROC of each post-hoc scorer minus the baseline scorer's, on the same runs and the
     same examples: failure detection (`auroc_error`: correct vs wrong) on every labelled
     test split, and shift detection (`auroc_vs_<id split>`: ID test examples vs a shifted or
-    OOD split's). Paired bootstrap over examples within each run (the same resampled examples
-    for both scorers) and over seeds, from the per-example scores the post-hoc stage kept."""
+    OOD split's). harness.stats.paired_auroc_difference: DeLong's test with one seed
+    (model-level), DeLong's components in a crossed seeds × examples model with several.
+    Verdicts from p-values adjusted over one dataset × eval config (`multiple_comparisons`,
+    Benjamini-Hochberg by default: many scorers × splits, a false discovery rate is the
+    useful error); intervals unadjusted 95%; `note` marks a row that loses significance."""
     root = Path(results_dir)
-    columns = [
-        "dataset",
-        "model",
-        "method",
-        "setting_id",
-        "eval_id",
-        "scorer",
-        "baseline",
-        "metric",
-        "split",
-        "seeds",
-        "difference",
-        "ci_low",
-        "ci_high",
-        "verdict",
-    ]
     base = table[
         (table["scorer"] == baseline)
         & table["metric"].str.startswith("auroc_")
-        & table["split_role"].isin(["id_test", "shift_test", "ood"])
+        & table["split_role"].isin(SCORER_ROLES)
     ]
     base = with_scores(base, root)
-    out = []
+    families: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for (dataset, model, method, setting_id, eval_id), rows in base.groupby(
         ["dataset", "model", "method", "setting_id", "eval_id"]
     ):
@@ -257,81 +219,110 @@ def scorer_comparisons(
         needed = {split for _, split in tasks} | {
             m.removeprefix("auroc_vs_") for m, _ in tasks if m.startswith("auroc_vs_")
         }
-        scores: dict[str, dict[str, pd.DataFrame]] = {}
+        scores: list[dict[str, pd.DataFrame]] = []
         for run_id in sorted(rows["run_id"].unique()):
             if not has_scores(str(root), run_id, eval_id):
                 continue
             frames = {}
             for split in needed:  # pooled rows have no per-example file: those tasks drop out
                 try:
-                    frames[split] = pd.read_parquet(scores_path(root, run_id, eval_id, split))
+                    frame = pd.read_parquet(scores_path(root, run_id, eval_id, split))
                 except (OSError, ValueError):
                     continue
+                # row k must be the same example in every run: ordered by its index
+                frames[split] = frame.sort_values("index") if "index" in frame else frame
             if frames:
-                scores[run_id] = frames
+                scores.append(frames)
         if not scores:  # no per-example scores kept: nothing can be paired
             continue
-        first = next(iter(scores.values()))
-        names = sorted(set.intersection(*(set(f.columns) for f in first.values())))
+        names = sorted(set.intersection(*(set(f.columns) for f in scores[0].values())))
         names = [n for n in names if n not in SCORE_COLUMNS | {baseline}]
+        family = families.setdefault((dataset, eval_id), [])
         for metric, split in tasks:
-            # per run: one set of resampled examples (as counts) shared by every scorer, so
-            # each comparison is paired, and the baseline's replicates are computed once
-            rng = np.random.default_rng(0)
-            runs = []
-            for frames in scores.values():
-                base_pn = _pos_neg(frames, metric, split, baseline)
-                if base_pn is None:
-                    continue
-                pos, neg = base_pn
-                wp = bootstrap_counts(rng, len(pos), resamples)
-                wn = bootstrap_counts(rng, len(neg), resamples)
-                ones = np.ones((1, len(pos))), np.ones((1, len(neg)))
-                runs.append(
-                    (
-                        frames,
-                        wp,
-                        wn,
-                        ones,
-                        weighted_auroc(pos, neg, wp, wn),
-                        weighted_auroc(pos, neg, *ones)[0],
-                    )
-                )
+            runs = [r for r in _task_runs(scores, metric, split) if baseline in r[0]]
             if not runs:
                 continue
+            positive = np.stack([r[1] for r in runs])
+            base_scores = np.stack([r[0][baseline].to_numpy(dtype=float) for r in runs])
+            if not np.isfinite(base_scores).all():
+                continue
             for name in names:
-                per_seed, observed = [], []
-                for frames, wp, wn, ones, base_reps, base_value in runs:
-                    pos, neg = _pos_neg(frames, metric, split, name)
-                    per_seed.append(weighted_auroc(pos, neg, wp, wn) - base_reps)
-                    observed.append(weighted_auroc(pos, neg, *ones)[0] - base_value)
-                low, high, verdict = _paired_interval(np.stack(per_seed), rng)
-                out.append(
-                    [
-                        dataset,
-                        model,
-                        method,
-                        setting_id,
-                        eval_id,
-                        name,
-                        baseline,
-                        metric,
-                        split,
-                        len(per_seed),
-                        float(np.mean(observed)),
-                        low,
-                        high,
-                        verdict,
-                    ]
+                if not all(name in r[0] for r in runs):
+                    continue  # a scorer some run lacks (another eval config's column set)
+                mine = np.stack([r[0][name].to_numpy(dtype=float) for r in runs])
+                if not np.isfinite(mine).all():
+                    continue  # a scorer that failed on some examples: no paired test
+                result = paired_auroc_difference(mine, base_scores, positive)
+                family.append(
+                    {
+                        "dataset": dataset,
+                        "model": model,
+                        "method": method,
+                        "setting_id": setting_id,
+                        "eval_id": eval_id,
+                        "scorer": name,
+                        "baseline": baseline,
+                        "metric": metric,
+                        "split": split,
+                        "seeds": result.seeds,
+                        "examples": result.examples,
+                        "difference": result.difference,
+                        "ci_low": result.ci_low,
+                        "ci_high": result.ci_high,
+                        "p_value": result.p_value,
+                        "level": result.level,
+                        "interval": result.interval,
+                    }
                 )
-    return pd.DataFrame(out, columns=columns)
+    out = []
+    for family in families.values():
+        _adjust(family, multiple_comparisons)
+        out.extend(family)
+    return pd.DataFrame(out, columns=SCORER_COLUMNS)
 
 
-def _pos_neg(
-    frames: dict[str, pd.DataFrame], metric: str, split: str, scorer: str
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """(positive, negative) scores of one scorer for one task, or None when it has no data:
-    auroc_error: correct vs wrong predictions of `split`; auroc_vs_<ref>: ref's vs split's."""
+def _adjust(family: list[dict[str, Any]], method: str) -> None:
+    """Adjusted p-values, verdicts and notes of one family of comparisons (in place)."""
+    adjusted = adjust_p_values(np.array([r["p_value"] for r in family]), method)
+    for row, p in zip(family, adjusted, strict=True):
+        significant = p < 0.05
+        row["p_adjusted"] = float(p)
+        row["adjustment"] = method
+        row["verdict"] = (
+            ("better" if row["difference"] > 0 else "worse") if significant else VERDICTS[2]
+        )
+        row["note"] = (
+            f"p {row['p_value']:.3g} < 0.05 unadjusted; not after {method}"
+            if row["p_value"] < 0.05 and not significant
+            else ""
+        )
+
+
+def _task_runs(
+    scores: list[dict[str, pd.DataFrame]], metric: str, split: str
+) -> list[tuple[pd.DataFrame, np.ndarray]]:
+    """Per run, the examples of one task (a frame of every scorer's scores) and which are
+    positives; only runs with both classes, on the same examples as the first such run."""
+    runs, keys = [], []
+    for frames in scores:
+        task = _task_frame(frames, metric, split)
+        if task is None:
+            continue
+        frame, positive, key = task
+        if positive.all() or not positive.any():
+            continue  # e.g. every prediction correct: no failure to detect
+        runs.append((frame, positive))
+        keys.append(key)
+    same = [len(k) == len(keys[0]) and all(map(np.array_equal, k, keys[0])) for k in keys]
+    return [r for r, keep in zip(runs, same, strict=True) if keep]
+
+
+def _task_frame(
+    frames: dict[str, pd.DataFrame], metric: str, split: str
+) -> tuple[pd.DataFrame, np.ndarray, tuple[np.ndarray, ...]] | None:
+    """(every scorer's scores, positives, example identities) of one run for one task, or
+    None when it has no data: auroc_error: `split`'s correct (positive) vs wrong
+    predictions; auroc_vs_<ref>: ref's examples (positive) then split's."""
     reference = metric.removeprefix("auroc_vs_")
     if split not in frames or (
         metric != "auroc_error" and (reference not in frames or reference == split)
@@ -339,9 +330,12 @@ def _pos_neg(
         return None
     if metric == "auroc_error":
         f = frames[split]
-        correct = f["correct"].to_numpy(dtype=bool)
-        if correct.all() or not correct.any():
-            return None
-        s = f[scorer].to_numpy()
-        return s[correct], s[~correct]
-    return frames[reference][scorer].to_numpy(), frames[split][scorer].to_numpy()
+        return f, f["correct"].to_numpy(dtype=bool), (_ids(f),)
+    ref, other = frames[reference], frames[split]
+    both = pd.concat([ref, other], ignore_index=True)
+    positive = np.r_[np.ones(len(ref), dtype=bool), np.zeros(len(other), dtype=bool)]
+    return both, positive, (_ids(ref), _ids(other))
+
+
+def _ids(frame: pd.DataFrame) -> np.ndarray:
+    return frame["index"].to_numpy() if "index" in frame else np.arange(len(frame))

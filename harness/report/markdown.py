@@ -185,9 +185,11 @@ def _scorer_section(comp: pd.DataFrame) -> list[str]:
         "",
         f"## Post-hoc scorers compared with {comp['baseline'].iat[0]} (AUROC difference)",
         "",
-        "Paired: the same runs and the same examples, bootstrap over examples within each "
-        f"run and over seeds ({int(comp['seeds'].max())} seeds at most). ▲ better / ▼ worse "
-        "when the 95% interval excludes 0; no mark: not distinguishable. `auroc_error`: "
+        "Paired: the same runs and the same examples; DeLong's variance, with seeds and "
+        f"examples as crossed random effects ({int(comp['seeds'].max())} seeds at most; one "
+        "seed: a model-level DeLong test). ▲ better / ▼ worse when the p-value adjusted "
+        f"({comp['adjustment'].iat[0]}, per dataset × eval config) is below 0.05; no mark: "
+        "not distinguishable; intervals unadjusted 95%. `auroc_error`: "
         "correct vs wrong predictions; `auroc_vs_<id split>`: that split vs the shifted one. "
         "Intervals: `scorer_comparisons.csv`.",
         "",

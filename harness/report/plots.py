@@ -24,6 +24,7 @@ from harness.report.figure import grid as _grid
 from harness.report.figure import method_style
 from harness.report.palette import method_palette, model_hatches
 from harness.report.reliability import reliability, reliability_per_setting
+from harness.report.task_aggregates import performance_profiles
 from harness.rundir import RunDir, runs_root
 
 PROBIT_TICKS = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99]
@@ -329,6 +330,10 @@ def plot_builders(
         "accuracy_on_the_curve": partial(accuracy_on_the_curve, table, palette),
         "severity_curves": partial(severity_curves, table, palette),
         f"seed_spread_{primary_metric}": partial(seed_spread, table, primary_metric, palette),
+        # over the shifted splits (harness/report/task_aggregates.py): None with fewer than 2
+        f"performance_profile_{primary_metric}": partial(
+            performance_profiles, table, primary_metric, palette
+        ),
     }
     if "worst_group_accuracy" in set(agg["metric"]) and primary_metric != "worst_group_accuracy":
         builders["bars_worst_group_accuracy"] = partial(

@@ -1,0 +1,194 @@
+"""Aggregates over the shifted test splits of a dataset, as rliable computes them
+(harness.stats.aggregate): `aggregates.csv` (opt-in: `aggregates: true`) and the
+performance-profile plot.
+
+Tasks are the splits of role `shift_test` of one dataset × model × eval config, on one
+metric (the dataset's primary one); derived rows (pooled splits, near / far means) have
+other roles and are never tasks. Runs are the seeds that have a value on every task.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from harness.report.aggregate import metric_rows
+from harness.stats.aggregate import (
+    MIN_RUNS,
+    improvement_interval,
+    iqm,
+    iqm_interval,
+    performance_profile,
+    profile_band,
+)
+
+TASK_ROLE = "shift_test"
+AGGREGATE_COLUMNS = [
+    "dataset",
+    "model",
+    "eval_id",
+    "metric",
+    "method",
+    "setting_id",
+    "statistic",
+    "versus",
+    "tasks",
+    "runs",
+    "value",
+    "ci_low",
+    "ci_high",
+    "interval",
+    "task_names",
+]
+MAX_PROFILES = 8  # lines in one profile plot: the settings with the highest IQM
+
+
+def task_values(table: pd.DataFrame, metric: str) -> dict[tuple, dict[str, pd.DataFrame]]:
+    """(dataset, model, eval_id) -> setting_id -> a (seeds × tasks) frame of `metric` on
+    the shift_test splits; seeds missing a task are left out, settings without a full
+    seed are left out."""
+    rows = metric_rows(table, metric)
+    if "split_role" in rows:
+        rows = rows[rows["split_role"] == TASK_ROLE]
+    out: dict[tuple, dict[str, pd.DataFrame]] = {}
+    for (dataset, model, eval_id), group in rows.groupby(["dataset", "model", "eval_id"]):
+        tasks = sorted(group["split"].unique())
+        for setting_id, s in group.groupby("setting_id"):
+            wide = s.pivot_table(index="seed", columns="split", values="value", aggfunc="first")
+            wide = wide.reindex(columns=tasks).dropna()
+            if len(wide):
+                out.setdefault((dataset, model, eval_id), {})[setting_id] = wide
+    return out
+
+
+def _name(rows: pd.DataFrame) -> tuple[str, str]:
+    first = rows.iloc[0]
+    tta = first.get("tta", "")
+    tta = "" if pd.isna(tta) or tta in ("", "none") else str(tta)
+    return str(first["method"]), tta
+
+
+def aggregates_table(
+    table: pd.DataFrame, metric_of: dict[str, str], baseline: str = "erm"
+) -> pd.DataFrame:
+    """Per dataset × model × eval config and setting: the IQM of its runs × shifted splits
+    (statistic `iqm`) and, for every setting but the baseline method's, its probability of
+    improvement over the baseline (`probability_of_improvement`, versus the baseline), each
+    with a stratified bootstrap interval (none with fewer than 5 runs per task).
+    `metric_of`: dataset -> the metric (its primary one)."""
+    out = []
+    for dataset, metric in sorted(metric_of.items()):
+        sub = table[table["dataset"] == dataset]
+        names = {sid: _name(rows) for sid, rows in sub.groupby("setting_id")}
+        for (_, model, eval_id), settings in sorted(task_values(sub, metric).items()):
+            base = [sid for sid in settings if names[sid] == (baseline, "")]
+            for setting_id, wide in sorted(settings.items()):
+                method, tta = names[setting_id]
+                common = {
+                    "dataset": dataset,
+                    "model": model,
+                    "eval_id": eval_id,
+                    "metric": metric,
+                    "method": method + (f"+{tta}" if tta else ""),
+                    "setting_id": setting_id,
+                    "tasks": wide.shape[1],
+                    "task_names": "|".join(wide.columns),
+                }
+                results = [("iqm", "", iqm_interval(wide.to_numpy()))]
+                if len(base) == 1 and setting_id != base[0]:
+                    other = settings[base[0]]
+                    results.append(
+                        (
+                            "probability_of_improvement",
+                            baseline,
+                            improvement_interval(wide.to_numpy(), other.to_numpy()),
+                        )
+                    )
+                for statistic, versus, r in results:
+                    out.append(
+                        {
+                            **common,
+                            "statistic": statistic,
+                            "versus": versus,
+                            "runs": r.runs,
+                            "value": r.value,
+                            "ci_low": r.ci_low,
+                            "ci_high": r.ci_high,
+                            "interval": r.interval,
+                        }
+                    )
+    return pd.DataFrame(out, columns=AGGREGATE_COLUMNS)
+
+
+def performance_profiles(
+    table: pd.DataFrame,
+    metric: str = "accuracy",
+    palette: dict[str, dict[str, str]] | None = None,
+) -> Figure | None:
+    """Performance profiles (Agarwal et al. 2021): per model × eval config, the share of
+    runs × shifted splits whose `metric` exceeds each threshold, one line per setting (the
+    MAX_PROFILES with the highest IQM), with a 95% stratified bootstrap band when every
+    task has at least 5 runs. None without two shifted splits."""
+    groups = {k: v for k, v in task_values(table, metric).items() if _tasks(v) >= 2}
+    if not groups:
+        return None
+    names = {sid: _name(rows) for sid, rows in table.groupby("setting_id")}
+    label_of = {sid: m + (f"+{t}" if t else "") for sid, (m, t) in names.items()}
+    shown = {
+        key: sorted(settings, key=lambda s: -iqm(settings[s].to_numpy()))[:MAX_PROFILES]
+        for key, settings in groups.items()
+    }
+    # one colour per method across panels (the dataset's method palette when given, as in
+    # every other plot; settings of one method then differ by line style), one legend
+    labels = sorted({label_of[s] for ids in shown.values() for s in ids})
+    method_of = {label_of[s]: names[s][0] for ids in shown.values() for s in ids}
+    colours, styles, seen = {}, {}, {}
+    for k, label in enumerate(labels):
+        method = method_of[label]
+        entry = (palette or {}).get(str(method))
+        colours[label] = entry["color"] if entry else f"C{k % 10}"
+        styles[label] = ("-", "--", ":", "-.")[seen.get(method, 0) % 4] if entry else "-"
+        seen[method] = seen.get(method, 0) + 1
+    cols = min(len(groups), 3)
+    rows = int(np.ceil(len(groups) / cols))
+    fig = Figure(figsize=(4.6 * cols, 3.6 * rows + 0.8), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(groups) :]:
+        ax.set_visible(False)
+    for ax, (key, settings) in zip(axes, sorted(groups.items()), strict=False):
+        values = np.concatenate([w.to_numpy().ravel() for w in settings.values()])
+        tau = np.linspace(values.min(), values.max(), 101)
+        for setting_id in shown[key]:
+            wide = settings[setting_id].to_numpy()
+            colour = colours[label_of[setting_id]]
+            ax.plot(
+                tau,
+                performance_profile(wide, tau),
+                color=colour,
+                linestyle=styles[label_of[setting_id]],
+                label=label_of[setting_id],
+            )
+            if wide.shape[0] >= MIN_RUNS:
+                low, high = profile_band(wide, tau)
+                ax.fill_between(tau, low, high, color=colour, alpha=0.2, lw=0)
+        ax.set_xlabel(f"{metric} threshold τ")
+        ax.set_ylabel("share > τ")
+        ax.set_ylim(0, 1.02)
+        more = f", best {MAX_PROFILES} of {len(settings)}" if len(settings) > MAX_PROFILES else ""
+        ax.set_title(f"{key[1]} ({key[2][:4]}){more}", fontsize="medium")
+    handles = {}
+    for ax in axes[: len(groups)]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    fig.legend(
+        list(handles.values()), list(handles), loc="outside lower center", ncols=4,
+        fontsize="small",
+    )  # fmt: skip
+    tasks = _tasks(next(iter(groups.values())))
+    fig.suptitle(f"performance profiles: share of runs × {tasks} shifted splits above τ")
+    return fig
+
+
+def _tasks(settings: dict[str, pd.DataFrame]) -> int:
+    return max(w.shape[1] for w in settings.values())
