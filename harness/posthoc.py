@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness import estimator, metrics, ood_rows, registry, uncertainty
+from harness import calibrated_estimators, estimator, metrics, ood_rows, registry, uncertainty
 from harness.data import LABELED_ROLES
 from harness.keys import RESULTS_VERSION, eval_id, eval_identity, posthoc_key
 from harness.outputs import Outputs
@@ -207,6 +207,7 @@ def compute(
 
     _estimator_rows(add, cache, labeled, cfg, notes)
     rows += uncertainty.rows(cache, cfg, labeled, fitted_calibrators, notes)  # opt-in entries
+    rows += calibrated_estimators.rows(cache, cfg, labeled, fitted_calibrators, notes)
     return rows + ood_rows.protocol_rows(rows, scores, cache, id_tests, cfg, notes), scores, notes
 
 
