@@ -101,15 +101,16 @@ def test_calibrated_estimator_rows_match_an_independent_computation(tmp_path):
 
 
 def test_the_entry_is_opt_in_and_leaves_default_untouched():
-    default = eval_config("default")
-    assert "calibrated_estimators" not in default
-    # the shipped opt-in config differs from default by exactly this entry and its name
+    default, minimal = eval_config("default"), eval_config("minimal")
+    assert "calibrated_estimators" not in default and "calibrated_estimators" not in minimal
+    # the shipped opt-in config is minimal plus temperature scaling and this entry
     est = OmegaConf.to_container(compose_config(["eval=estimators"]).eval)
-    assert {k: v for k, v in est.items() if k not in ("name", "calibrated_estimators")} == {
-        k: v for k, v in default.items() if k != "name"
-    }
+    assert {
+        k: v for k, v in est.items() if k not in ("name", "calibrators", "calibrated_estimators")
+    } == {k: v for k, v in minimal.items() if k not in ("name", "calibrators")}
+    assert est["calibrators"] == default["calibrators"]
     validate_eval(est)
-    assert eval_id(est) != eval_id(default)
+    assert eval_id(est) not in (eval_id(default), eval_id(minimal))
 
 
 @pytest.mark.parametrize(
