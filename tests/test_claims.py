@@ -156,7 +156,7 @@ def test_a_claim_is_bonferroni_corrected_and_diagnostics_stay_out_of_its_verdict
         ({"direction": "bigger"}, "tests[0].direction"),
         ({"statistic": "ratio"}, "tests[0].statistic"),
         ({"test": "bootstrap"}, "tests[0].test"),
-        ({"margin": -1}, "tests[0].margin"),
+        ({"margin": "big"}, "tests[0].margin"),
         ({"direction": "equivalent", "margin": 0}, "tests[0].margin"),
         ({"b": None}, "tests[0].b"),
         ({"statistic": "slope", "test": "seeds_t", "x": "no group"}, "tests[0].x"),
@@ -221,7 +221,7 @@ def test_a_tiny_claim_runs_end_to_end_through_the_cli(tmp_path):
             "names=[msp_failure_detection]",
             f"root={tmp_path / 'claims'}",
             f"out={out}",
-            f"overrides=[{','.join(tiny)}]",
+            "overrides=[" + ",".join(f"'{o}'" for o in tiny) + "]",
         ],  # fmt: skip
         cwd=ROOT,
         module="harness.claims",
