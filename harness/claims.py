@@ -83,6 +83,8 @@ def evaluate(name: str, composed: dict[str, Any]) -> dict[str, Any]:
     result = evaluate_claim(table, composed["claim"])
     result["runs"] = int(table["run_id"].nunique())
     result["seeds"] = sorted(int(s) for s in table["seed"].unique())
+    # the commits the rows were computed at (a later `run=false` regeneration keeps them)
+    result["rows_git_sha"] = sorted(str(s)[:12] for s in table["git_sha"].unique())
     return result
 
 

@@ -63,7 +63,12 @@ def claim_section(record: dict[str, Any]) -> list[str]:
         "",
         f"**Verdict: {record['verdict']}**"
         + (f" — seeds {record['seeds']}, {record['runs']} runs" if "runs" in record else "")
-        + (f", sweep {record['sweep_seconds']:.0f} s" if "sweep_seconds" in record else ""),
+        + (f", sweep {record['sweep_seconds']:.0f} s" if "sweep_seconds" in record else "")
+        + (
+            f", rows computed at commit {', '.join(record['rows_git_sha'])}"
+            if record.get("rows_git_sha")
+            else ""
+        ),
         "",
         "| rule | in claim | a − b (slope) | interval | mean a | mean b | seeds × splits | "
         "interval method | verdict |",
