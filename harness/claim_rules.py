@@ -10,7 +10,8 @@ A claim has `tests`, each a rule:
       metric: abs_error
       splits: [role:shift_test]  # fnmatch patterns on split names, or role:<split_role>
       where: {selection_rule: id_val_accuracy}   # filters on the table's columns
-      a: {scorer: atc_mc}        # each side may override scorer, metric, splits, where
+      a: {scorer: atc_mc}        # each side may override scorer, metric, splits (its
+                                 #   `where` adds to the rule's)
       b: {scorer: ac}            # or {value: 0.5}: a constant
       direction: less            # the claim: a - b < -margin | greater: > margin |
       margin: 0.0                #   equivalent: |a - b| < margin (> 0). A negative margin
@@ -169,6 +170,8 @@ def side_matrix(table: pd.DataFrame, t: Mapping[str, Any], side: str) -> pd.Data
     """The (seeds × splits) values one side of a rule selects: its own entries over the
     rule's; one row per seed and split, or a ValueError saying what is missing or ambiguous."""
     s = {**{k: t[k] for k in ("scorer", "metric", "splits", "where") if k in t}, **t.get(side, {})}
+    # a side's `where` adds to the rule's (the other entries replace the rule's)
+    s["where"] = {**(t.get("where") or {}), **(t.get(side, {}).get("where") or {})}
     sel = table[table["group_value"].fillna("") == ""]  # overall rows (and worst-group rows)
     sel = sel[
         (sel["scorer"].fillna("") == (s.get("scorer") or "")) & (sel["metric"] == s["metric"])

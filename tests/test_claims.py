@@ -231,3 +231,16 @@ def test_a_tiny_claim_runs_end_to_end_through_the_cli(tmp_path):
     assert record["verdict"] in (cr.HOLDS, cr.FAILS, cr.UNCLEAR, "error"), proc.stdout
     assert record["tests"], record["errors"]
     assert "msp_failure_detection" in out.read_text()
+
+
+def test_a_sides_where_adds_to_the_rules():
+    table, x, y = synthetic_table()
+    doubled = pd.concat([table, table.assign(method="other", run_id="o", value=table["value"] + 1)])
+    r = cr.apply_rule(doubled, rule(where={"method": "erm"}, a={"scorer": "x", "where": {}}), 0.95)
+    assert r.estimate == pytest.approx((x - y).mean())
+    r = cr.apply_rule(
+        doubled,
+        rule(where={"method": "erm"}, a={"scorer": "x", "where": {"method": "other"}}),
+        0.95,
+    )
+    assert r.estimate == pytest.approx((x + 1 - y).mean())
