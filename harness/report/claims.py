@@ -62,7 +62,11 @@ def claim_section(record: dict[str, Any]) -> list[str]:
         f"+experiment=claims/{record['name']}`; {sweep or 'one run'}).",
         "",
         f"**Verdict: {record['verdict']}**"
-        + (f" — seeds {record['seeds']}, {record['runs']} runs in its folder" if "runs" in record else "")
+        + (
+            f" — seeds {record['seeds']}, {record['runs']} runs in its folder"
+            if "runs" in record
+            else ""
+        )
         + (f", sweep {record['sweep_seconds']:.0f} s" if "sweep_seconds" in record else "")
         + (
             f", rows computed at commit {', '.join(record['rows_git_sha'])}"
