@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export OUTDATED_IGNORE := 1
 
-.PHONY: venv test test-slow demo lint leaderboard bench clean
+.PHONY: venv test test-slow demo lint leaderboard bench claims clean
 
 venv: $(VENV)/.installed
 
@@ -43,6 +43,12 @@ demo: venv
 
 leaderboard: venv
 	$(PY) -m harness.leaderboard
+
+# The claims suite (docs/claims.md): every preset of conf/experiment/claims/ swept (finished
+# runs skipped) under results/claims/, its decision rule applied, docs/claims.md rewritten.
+# About an hour on two CPU cores; CLAIMS_ARGS e.g. 'names=[msp_failure_detection]' or run=false.
+claims: venv
+	nice -n 10 $(PY) -m harness.claims $(CLAIMS_ARGS)
 
 # Speed measurements (ratios; not part of `make test`). Numbers go to docs/benchmarks.md.
 bench: venv

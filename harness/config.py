@@ -8,7 +8,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness import augment, ood_rows, oracle, registry, shift, subpop_rows, tuning, uncertainty
+from harness import (
+    augment,
+    calibrated_estimators,
+    ood_rows,
+    oracle,
+    registry,
+    shift,
+    subpop_rows,
+    tuning,
+    uncertainty,
+)
 from harness.data import Benchmark, WithOODSets
 from harness.forward import PRECISIONS
 from harness.gpudecode import check_decode
@@ -247,6 +257,7 @@ def validate_eval(ev: dict[str, Any]) -> None:
                     f"eval.fit_size={fit_size}: scorer {name!r} needs at least {least} "
                     "training examples to fit"
                 )
+    calibrated_estimators.check_settings(ev)  # names entries of the groups checked above
 
 
 def validate_tta(c: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from harness import (
+    calibrated_estimators,
     estimates,
     metrics,
     ood_rows,
@@ -226,6 +227,7 @@ def compute(
     rows += shift.shift_rows(cache, cfg, fitted_calibrators, notes)  # opt-in: eval.shift
     rows += subpop_rows.rows(cache, cfg, labeled)  # opt-in: SubpopBench's label metrics
     rows += oracle.rows(cache, cfg, notes)  # opt-in: DomainBed's test-domain oracle
+    rows += calibrated_estimators.rows(cache, cfg, labeled, fitted_calibrators, notes)
     return rows + ood_rows.protocol_rows(rows, scores, cache, id_tests, cfg, notes), scores, notes
 
 

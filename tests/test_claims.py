@@ -1,0 +1,246 @@
+"""The claims suite (harness/claims.py, harness/claim_rules.py, harness/report/claims.py):
+verdicts of synthetic intervals, rules applied to a synthetic tidy table and checked
+against numpy / scipy computed here, the rule checks, the claims.md writer, every shipped
+preset's rule, and one tiny claim end to end through the CLI (the pipeline's smoke test)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from scipy import stats
+
+from harness import claim_rules as cr
+from harness.report import claims as report
+
+from .conftest import CONF, ROOT, run_cli
+
+PRESETS = sorted((CONF / "experiment" / "claims").glob("*.yaml"))
+
+
+# ----------------------------------------------------------------- verdicts of intervals
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "direction", "margin", "expected"),
+    [
+        (0.1, 0.3, "greater", 0.0, cr.HOLDS),
+        (0.1, 0.3, "greater", 0.2, cr.UNCLEAR),  # the margin is inside the interval
+        (0.1, 0.3, "greater", 0.3, cr.FAILS),  # wholly at or below the margin
+        (-0.3, -0.1, "greater", 0.0, cr.FAILS),
+        (-0.1, 0.2, "greater", 0.0, cr.UNCLEAR),
+        (-0.3, -0.1, "less", 0.0, cr.HOLDS),
+        (-0.3, -0.1, "less", 0.2, cr.UNCLEAR),
+        (0.1, 0.3, "less", 0.0, cr.FAILS),
+        (-0.1, 0.1, "less", 0.0, cr.UNCLEAR),
+        (-0.05, 0.05, "equivalent", 0.1, cr.HOLDS),
+        (-0.05, 0.15, "equivalent", 0.1, cr.UNCLEAR),
+        (0.12, 0.3, "equivalent", 0.1, cr.FAILS),
+        (-0.3, -0.1, "equivalent", 0.1, cr.FAILS),
+    ],
+)
+def test_verdict_of_an_interval(low, high, direction, margin, expected):
+    assert cr.verdict(low, high, direction, margin) == expected
+
+
+def test_a_claim_holds_only_when_every_rule_holds():
+    assert cr.combine([cr.HOLDS, cr.HOLDS]) == cr.HOLDS
+    assert cr.combine([cr.HOLDS, cr.UNCLEAR]) == cr.UNCLEAR
+    assert cr.combine([cr.HOLDS, cr.UNCLEAR, cr.FAILS]) == cr.FAILS
+    assert cr.combine([]) == cr.UNCLEAR
+
+
+# ----------------------------------------------------------------- rules on a table
+
+
+def synthetic_table(seeds=4, splits=5, seed=0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """abs_error of scorers x and y on `splits` shifted splits and one ID split."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.1, 0.3, (seeds, splits))
+    y = x + 0.05 + rng.normal(0, 0.01, (seeds, splits))
+    rows = []
+    for s in range(seeds):
+        for j in range(splits):
+            for scorer, v in (("x", x[s, j]), ("y", y[s, j])):
+                rows.append(dict(seed=s, split=f"gen-noise-{j + 1}", split_role="shift_test",
+                                 scorer=scorer, metric="abs_error", value=v, group_value="",
+                                 method="erm", run_id=f"r{s}"))  # fmt: skip
+        rows.append(dict(seed=s, split="id_test", split_role="id_test", scorer="x",
+                         metric="abs_error", value=0.01, group_value="", method="erm",
+                         run_id=f"r{s}"))  # fmt: skip
+    return pd.DataFrame(rows), x, y
+
+
+def rule(**kw):
+    base = dict(name="t", statistic="difference", test="crossed", metric="abs_error",
+                splits=["role:shift_test"], a={"scorer": "x"}, b={"scorer": "y"},
+                direction="less", margin=0.0)  # fmt: skip
+    return {**base, **kw}
+
+
+def test_a_difference_rule_is_the_crossed_paired_difference_of_the_pivoted_values():
+    from harness.stats import paired_difference
+
+    table, x, y = synthetic_table()
+    r = cr.apply_rule(table, rule(), 0.95)
+    expected = paired_difference(x, y, confidence=0.95)
+    assert (r.estimate, r.ci_low, r.ci_high) == pytest.approx(
+        (expected.difference, expected.ci_low, expected.ci_high)
+    )
+    assert r.estimate == pytest.approx((x - y).mean())
+    assert (r.seeds, r.units) == x.shape and r.verdict == cr.HOLDS
+    assert r.mean_a == pytest.approx(x.mean()) and r.mean_b == pytest.approx(y.mean())
+
+
+def test_seeds_t_and_a_constant_side_match_scipy():
+    table, x, _ = synthetic_table()
+    r = cr.apply_rule(table, rule(test="seeds_t", b={"value": 0.5}, direction="less"), 0.9)
+    per_seed = (x - 0.5).mean(axis=1)
+    low, high = stats.t.interval(0.9, len(per_seed) - 1, per_seed.mean(), stats.sem(per_seed))
+    assert (r.ci_low, r.ci_high) == pytest.approx((low, high))
+
+
+def test_a_one_split_side_is_paired_with_every_split_of_the_other():
+    table, x, _ = synthetic_table()
+    r = cr.apply_rule(
+        table, rule(a={"scorer": "x", "splits": ["id_test"]}, b={"scorer": "x"}), 0.95
+    )
+    assert r.units == x.shape[1]
+    assert r.estimate == pytest.approx((0.01 - x).mean())
+
+
+def test_a_slope_rule_is_the_mean_of_per_seed_least_squares_slopes():
+    table, x, _ = synthetic_table()
+    r = cr.apply_rule(
+        table,
+        rule(statistic="slope", test="seeds_t", x=r"-(\d+)$", b=None, direction="greater"),
+        0.95,
+    )
+    slopes = [stats.linregress(np.arange(1, 6), row).slope for row in x]
+    assert r.estimate == pytest.approx(np.mean(slopes))
+    low, high = stats.t.interval(0.95, len(slopes) - 1, np.mean(slopes), stats.sem(slopes))
+    assert (r.ci_low, r.ci_high) == pytest.approx((low, high))
+
+
+def test_missing_or_ambiguous_rows_are_reported_not_guessed():
+    table, _, _ = synthetic_table()
+    with pytest.raises(ValueError, match="no rows match"):
+        cr.apply_rule(table, rule(a={"scorer": "nope"}), 0.95)
+    doubled = pd.concat([table, table.assign(method="other", run_id="o")])
+    with pytest.raises(ValueError, match="narrow `where`.*method"):
+        cr.apply_rule(doubled, rule(), 0.95)
+    assert cr.apply_rule(doubled, rule(where={"method": "other"}), 0.95).verdict == cr.HOLDS
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        cr.apply_rule(table[table["seed"] == 0], rule(), 0.95)
+
+
+def test_a_claim_is_bonferroni_corrected_and_diagnostics_stay_out_of_its_verdict():
+    table, _, _ = synthetic_table()
+    claim = {"title": "t", "paper": "p", "confidence": 0.95,
+             "tests": [rule(name="holds"), rule(name="fails", direction="greater", claim=False),
+                       rule(name="broken", a={"scorer": "nope"}, claim=False)]}  # fmt: skip
+    out = cr.evaluate_claim(table, claim)
+    assert out["confidence"] == pytest.approx(1 - 0.05 / 3)
+    assert [t["verdict"] for t in out["tests"]] == [cr.HOLDS, cr.FAILS]
+    assert out["verdict"] == cr.HOLDS and "broken" in out["errors"]
+    claim["tests"][2]["claim"] = True
+    assert cr.evaluate_claim(table, claim)["verdict"] == "error"
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"direction": "bigger"}, "tests[0].direction"),
+        ({"statistic": "ratio"}, "tests[0].statistic"),
+        ({"test": "bootstrap"}, "tests[0].test"),
+        ({"margin": "big"}, "tests[0].margin"),
+        ({"direction": "equivalent", "margin": 0}, "tests[0].margin"),
+        ({"b": None}, "tests[0].b"),
+        ({"statistic": "slope", "test": "seeds_t", "x": "no group"}, "tests[0].x"),
+        ({"colour": 1}, "unknown keys"),
+        ({"claim": False}, "at least one rule"),
+    ],
+)
+def test_bad_rules_are_refused_naming_the_key(change, key):
+    t = {k: v for k, v in {**rule(), **change}.items() if v is not None}
+    with pytest.raises(ValueError, match="claim") as err:
+        cr.check_claim({"title": "t", "paper": "p", "tests": [t]})
+    assert key in str(err.value)
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_shipped_claim_declares_a_valid_rule_and_a_seed_sweep(preset):
+    cfg = yaml.safe_load(preset.read_text())
+    cr.check_claim(cfg["claim"], preset.stem)
+    seeds = str(cfg["hydra"]["sweeper"]["params"]["seed"]).split(",")
+    assert len(seeds) >= 3, "a claim is a sweep over at least 3 seeds"
+
+
+# ----------------------------------------------------------------- the writer
+
+
+def test_claims_md_renders_every_claim_with_its_provenance(tmp_path):
+    table, _, _ = synthetic_table()
+    claim = {"title": "X beats Y", "paper": "Someone 2020", "tests": [rule(name="x vs y")]}
+    record = {"name": "x_vs_y", "claim": claim, "sweep": {"seed": "0,1,2"}, "overrides": [],
+              "sweep_seconds": 12.0, **cr.evaluate_claim(table, claim), "runs": 4,
+              "seeds": [0, 1, 2, 3]}  # fmt: skip
+    (tmp_path / "x_vs_y").mkdir()
+    (tmp_path / "x_vs_y" / "claim.json").write_text(json.dumps(record))
+    out = tmp_path / "claims.md"
+    text = report.write_claims(tmp_path, ["x_vs_y", "not_run_yet"], out)
+    assert out.read_text() == text
+    assert "do not edit by hand" in text and "RESULTS_VERSION" in text
+    assert f"statistics {report.stats_version()}" in text
+    assert "| not_run_yet | | not run | | |" in text
+    result = record["tests"][0]
+    line = next(ln for ln in text.splitlines() if ln.startswith("| x vs y |"))
+    assert f"{result['estimate']:.3f}" in line and f"[{result['ci_low']:.3f}," in line
+    assert line.rstrip(" |").endswith(cr.HOLDS)
+    assert "**Verdict: holds**" in text and 'What "does not hold here" means' in text
+    assert "direction: less" in text  # the rule as declared
+
+
+def test_claims_md_in_the_repository_is_generated():
+    text = (ROOT / "docs" / "claims.md").read_text()
+    assert "generated by `make claims`" in text and "Made at commit" in text
+
+
+# ----------------------------------------------------------------- the pipeline
+
+
+def test_a_tiny_claim_runs_end_to_end_through_the_cli(tmp_path):
+    tiny = ["dataset.limit=24", "dataset.families=[noise]", "dataset.severities=[1,5]",
+            "trainer.epochs=1", "trainer.max_steps=2", "trainer.eval_batch_size=64"]  # fmt: skip
+    out = tmp_path / "claims.md"
+    proc = run_cli(
+        [
+            "names=[msp_failure_detection]",
+            f"root={tmp_path / 'claims'}",
+            f"out={out}",
+            "overrides=[" + ",".join(f"'{o}'" for o in tiny) + "]",
+        ],  # fmt: skip
+        cwd=ROOT,
+        module="harness.claims",
+    )
+    record = json.loads((tmp_path / "claims" / "msp_failure_detection" / "claim.json").read_text())
+    assert record["sweep_rc"] == 0 and record["seeds"] == [0, 1, 2]
+    assert record["verdict"] in (cr.HOLDS, cr.FAILS, cr.UNCLEAR, "error"), proc.stdout
+    assert record["tests"], record["errors"]
+    assert "msp_failure_detection" in out.read_text()
+
+
+def test_a_sides_where_adds_to_the_rules():
+    table, x, y = synthetic_table()
+    doubled = pd.concat([table, table.assign(method="other", run_id="o", value=table["value"] + 1)])
+    r = cr.apply_rule(doubled, rule(where={"method": "erm"}, a={"scorer": "x", "where": {}}), 0.95)
+    assert r.estimate == pytest.approx((x - y).mean())
+    r = cr.apply_rule(
+        doubled,
+        rule(where={"method": "erm"}, a={"scorer": "x", "where": {"method": "other"}}),
+        0.95,
+    )
+    assert r.estimate == pytest.approx((x + 1 - y).mean())
