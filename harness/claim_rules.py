@@ -4,7 +4,8 @@ sweep runs, applied mechanically to the tidy table it produced (docs/claims.md).
 A claim has `tests`, each a rule:
 
     - name: ATC's error is smaller than AC's            # what the row says
-      statistic: difference      # mean of a - b | slope (per seed, of the metric over x)
+      statistic: difference      # mean of a - b | slope (per seed, of the metric over x) |
+                                 # std_ratio (run-to-run std over the binomial prediction)
       test: crossed              # crossed: harness.stats.paired_difference over seeds × units
                                  # seeds_t: Student's t over the per-seed means (seeds - 1 df)
       metric: abs_error
@@ -25,7 +26,17 @@ rules then say with `where` which runs they read.
 A *unit* is a split: each side is a (seeds × splits) matrix of one value per seed and split;
 sides are paired by seed and split, and a side with one split is paired with every split of
 the other. For `slope`, `x` is a regular expression whose first group, read off each split's
-name, is the numeric x (e.g. a corruption severity) and only side a is used.
+name, is the numeric x (e.g. a corruption severity), or `x_key` a dotted key of the run's
+configuration (e.g. `dataset.correlation`; harness/claims.py adds it as the column
+`key:<x_key>`), then the side's one split is pivoted over x instead. A slope uses side a, or
+a - b when `b` is given. A side's `groups: [...]` selects per-group rows (`group_value`)
+and averages them per seed and split (e.g. the majority groups' mean accuracy).
+
+`std_ratio` (side a only, e.g. accuracy): per split the std over seeds (ddof 1) over the
+binomial sampling prediction sqrt(p(1 - p) / n) (p: the mean over seeds, n: the split's
+size); with several splits the root mean of the squared ratios. Its interval is the
+chi-square interval of a normal variance (k seeds: k - 1 df per split, the splits' dfs
+added, which treats splits as independent); the verdict compares ratio - 1 with the margin.
 
 Verdicts (`verdict`): *holds* when the interval lies inside the claimed region, *does not
 hold* when it lies wholly outside it (the interval excludes the claimed direction), else
@@ -50,12 +61,12 @@ from harness.stats import paired_difference
 
 HOLDS, FAILS, UNCLEAR = "holds", "does not hold", "not distinguishable"
 DIRECTIONS = ("greater", "less", "equivalent")
-STATISTICS = ("difference", "slope")
+STATISTICS = ("difference", "slope", "std_ratio")
 TESTS = ("crossed", "seeds_t")
-SIDE_KEYS = {"scorer", "metric", "splits", "where", "value"}
+SIDE_KEYS = {"scorer", "metric", "splits", "where", "value", "groups"}
 CLAIM_KEYS = {"title", "paper", "statement", "notes", "confidence", "tests", "results"}
 TEST_KEYS = {"name", "statistic", "test", "metric", "splits", "where", "scorer", "a", "b",
-             "direction", "margin", "claim", "x"}  # fmt: skip
+             "direction", "margin", "claim", "x", "x_key"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -143,15 +154,24 @@ def _check_test(t: Any, where: str) -> None:
         raise ValueError(f"{where}.margin must be a number, got {margin!r}")
     if t["direction"] == "equivalent" and margin <= 0:
         raise ValueError(f"{where}.margin must be > 0 for direction equivalent")
-    if t["statistic"] == "slope":
-        if t["test"] != "seeds_t":
-            raise ValueError(f"{where}.test must be seeds_t for statistic slope")
+    if t["statistic"] in ("slope", "std_ratio") and t["test"] != "seeds_t":
+        raise ValueError(f"{where}.test must be seeds_t for statistic {t['statistic']}")
+    if t["statistic"] == "slope" and "x_key" in t:
+        if "x" in t or not (isinstance(t["x_key"], str) and re.fullmatch(r"[\w.]+", t["x_key"])):
+            raise ValueError(
+                f"{where}.x_key must be a dotted config key (and no x), got {t['x_key']!r}"
+            )
+    elif t["statistic"] == "slope":
         try:
             if re.compile(t.get("x") or "").groups < 1:
                 raise re.error("no group")
         except re.error as exc:
             raise ValueError(f"{where}.x must be a regular expression with a group: {exc}") from exc
-    elif "b" not in t:
+    elif "x_key" in t or "x" in t:
+        raise ValueError(f"{where}: x / x_key belong to statistic slope only")
+    if t["statistic"] == "std_ratio" and t.get("b"):
+        raise ValueError(f"{where}.b: statistic std_ratio uses side a only")
+    elif t["statistic"] == "difference" and "b" not in t:
         raise ValueError(f"{where}.b is required for statistic difference")
     for side in ("a", "b"):
         s = t.get(side, {})
@@ -162,6 +182,10 @@ def _check_test(t: Any, where: str) -> None:
     for w in (t.get("where"), t.get("a", {}).get("where"), t.get("b", {}).get("where")):
         if w is not None and not isinstance(w, Mapping):
             raise ValueError(f"{where}: `where` must be a mapping of column -> value, got {w!r}")
+    for side in ("a", "b"):
+        g = t.get(side, {}).get("groups")
+        if g is not None and not (isinstance(g, list) and g and all(isinstance(v, str) for v in g)):
+            raise ValueError(f"{where}.{side}.groups must be a non-empty list of group values")
     if not (t.get("metric") or t.get("a", {}).get("metric")):
         raise ValueError(f"{where}.metric is required (on the rule or on side a)")
 
@@ -172,7 +196,10 @@ def side_matrix(table: pd.DataFrame, t: Mapping[str, Any], side: str) -> pd.Data
     s = {**{k: t[k] for k in ("scorer", "metric", "splits", "where") if k in t}, **t.get(side, {})}
     # a side's `where` adds to the rule's (the other entries replace the rule's)
     s["where"] = {**(t.get("where") or {}), **(t.get(side, {}).get("where") or {})}
-    sel = table[table["group_value"].fillna("") == ""]  # overall rows (and worst-group rows)
+    groups = s.get("groups")
+    gv = table["group_value"].fillna("")
+    # overall rows (and worst-group rows), or the named groups' rows
+    sel = table[gv.isin(groups)] if groups else table[gv == ""]
     sel = sel[
         (sel["scorer"].fillna("") == (s.get("scorer") or "")) & (sel["metric"] == s["metric"])
     ]
@@ -186,15 +213,27 @@ def side_matrix(table: pd.DataFrame, t: Mapping[str, Any], side: str) -> pd.Data
         sel = sel[keep.astype(bool)] if len(sel) else sel
     if sel.empty:
         raise ValueError(f"rule {t['name']!r}, side {side}: no rows match {dict(s)}")
-    dup = sel.duplicated(["seed", "split"], keep=False)
+    column = f"key:{t['x_key']}" if "x_key" in t else "split"
+    if column != "split":
+        if column not in sel:
+            raise ValueError(f"rule {t['name']!r}: the table has no column {column!r}")
+        if sel["split"].nunique() != 1:
+            raise ValueError(f"rule {t['name']!r}: x_key needs one split per side, got "
+                             f"{sorted(sel['split'].unique())}")  # fmt: skip
+    if groups:  # the mean over the selected groups, per seed and split (and x)
+        if missing := sorted(set(groups) - set(sel["group_value"])):
+            raise ValueError(f"rule {t['name']!r}, side {side}: no rows of groups {missing}")
+        by = ["seed", "split", "run_id"] + ([column] if column != "split" else [])
+        sel = sel.groupby(by, as_index=False)["value"].mean()
+    dup = sel.duplicated(["seed", column], keep=False)
     if dup.any():
         first = sel[dup].iloc[0]
         raise ValueError(
             f"rule {t['name']!r}, side {side}: {int(dup.sum())} rows for one seed and split "
-            f"(e.g. seed {first['seed']}, {first['split']}): narrow `where` (settings differ "
+            f"(e.g. seed {first['seed']}, {first[column]}): narrow `where` (settings differ "
             f"in {_differing(sel[dup])})"
         )
-    return sel.pivot(index="seed", columns="split", values="value").sort_index()
+    return sel.pivot(index="seed", columns=column, values="value").sort_index()
 
 
 def _split_matches(split: str, role: str, patterns: list[str]) -> bool:
@@ -240,24 +279,70 @@ def seeds_t(per_seed: np.ndarray, confidence: float) -> tuple[float, float, floa
     return mean, mean - half, mean + half
 
 
-def apply_rule(table: pd.DataFrame, t: Mapping[str, Any], confidence: float) -> TestResult:
-    """One declared rule on the tidy table: statistic, interval, verdict."""
-    a = side_matrix(table, t, "a")
-    if t["statistic"] == "slope":
-        pattern = re.compile(t["x"])
-        xs = []
-        for split in a.columns:
+def _slope_xs(t: Mapping[str, Any], columns: list[Any]) -> list[float]:
+    """The x of each pivoted column: the config value itself (x_key) or read off the split."""
+    if "x_key" in t:
+        xs = [float(c) for c in columns]
+    else:
+        pattern, xs = re.compile(t["x"]), []
+        for split in columns:
             m = pattern.search(split)
             if m is None:
                 raise ValueError(f"rule {t['name']!r}: x {t['x']!r} does not match split {split!r}")
             xs.append(float(m.group(1)))
-        if len(set(xs)) < 2:
-            raise ValueError(f"rule {t['name']!r}: a slope needs at least two values of x")
+    if len(set(xs)) < 2:
+        raise ValueError(f"rule {t['name']!r}: a slope needs at least two values of x")
+    return xs
+
+
+def std_ratio(values: np.ndarray, n: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """(seeds × splits) accuracies and split sizes -> the run-to-run std over the binomial
+    prediction sqrt(p(1-p)/n), pooled over splits as sqrt(mean of squared ratios), with the
+    chi-square interval of a normal variance: sum_j (k-1) s_j² / σ_j² ~ χ²(J(k-1)) when the
+    splits are independent and the binomial prediction is right."""
+    k, splits = values.shape
+    if k < 3:
+        raise ValueError(f"std_ratio needs at least 3 seeds, has {k}")
+    p = values.mean(axis=0)
+    sigma2 = p * (1 - p) / n.mean(axis=0)
+    if np.any(sigma2 <= 0):
+        raise ValueError("std_ratio: a split's accuracy is 0 or 1 (no binomial noise)")
+    q = values.var(axis=0, ddof=1) / sigma2  # squared ratio per split
+    df = splits * (k - 1)
+    ratio2 = float(q.mean())
+    lo_q, hi_q = scipy_stats.chi2.ppf([0.5 + confidence / 2, 0.5 - confidence / 2], df)
+    return (
+        float(np.sqrt(ratio2)),
+        float(np.sqrt(ratio2 * df / lo_q)),
+        float(np.sqrt(ratio2 * df / hi_q)),
+    )
+
+
+def apply_rule(table: pd.DataFrame, t: Mapping[str, Any], confidence: float) -> TestResult:
+    """One declared rule on the tidy table: statistic, interval, verdict."""
+    a = side_matrix(table, t, "a")
+    if t["statistic"] == "slope":
+        xs = _slope_xs(t, list(a.columns))
+        mean_a, mean_b = float(a.to_numpy(float).mean()), float("nan")
+        if t.get("b"):  # the slope of a - b (e.g. the majority-minority gap)
+            b = side_matrix(table, t, "b")
+            av, bv = _paired(a, b, t["name"])
+            mean_b = float(bv.mean())
+            a = pd.DataFrame(av - bv, columns=a.columns)
         a = a.dropna()
         slopes = [np.polyfit(xs, row, 1)[0] for row in a.to_numpy(float)]
         est, low, high = seeds_t(np.array(slopes), confidence)
-        interval, units, mean_b = "Student t over per-seed OLS slopes", a.shape[1], float("nan")
-        mean_a, seeds = float(a.to_numpy().mean()), len(a)
+        interval, units = "Student t over per-seed OLS slopes", a.shape[1]
+        seeds = len(a)
+    elif t["statistic"] == "std_ratio":
+        n = side_matrix(table.assign(value=table["n"]), t, "a")
+        est, low, high = std_ratio(a.to_numpy(float), n.to_numpy(float), confidence)
+        seeds, units = a.shape
+        mean_a, mean_b = float(a.to_numpy(float).mean()), float("nan")
+        interval = "chi-square interval of the seeds' variance (k - 1 df per split)"
+        v = verdict(low - 1.0, high - 1.0, t["direction"], float(t.get("margin", 0.0)))
+        return TestResult(t["name"], est, low, high, confidence, interval, v, int(seeds),
+                          int(units), mean_a, mean_b, bool(t.get("claim", True)))  # fmt: skip
     else:
         side_b = t["b"]
         b = a * 0 + float(side_b["value"]) if "value" in side_b else side_matrix(table, t, "b")

@@ -68,6 +68,23 @@ def run_sweep(overrides: list[str]) -> tuple[int, float, str]:
     return proc.returncode, time.monotonic() - start, (proc.stdout + proc.stderr)[-3000:]
 
 
+def add_key_columns(table: Any, results_dir: str, keys: list[str]) -> Any:
+    """The table with a column `key:<dotted key>` per key: the value in each run's key.json
+    payload (e.g. `dataset.correlation`), for rules whose x is a setting (`x_key`)."""
+    from harness.rundir import RunDir
+
+    table = table.copy()
+    for key in keys:
+        values = {}
+        for run_id in table["run_id"].unique():
+            node: Any = RunDir(results_dir, str(run_id)).read_key()["payload"]
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            values[run_id] = node
+        table[f"key:{key}"] = table["run_id"].map(values)
+    return table
+
+
 def evaluate(name: str, composed: dict[str, Any]) -> dict[str, Any]:
     """The claim's rules applied to its sweep's rows of its eval config."""
     from harness.claim_rules import evaluate_claim
@@ -80,6 +97,8 @@ def evaluate(name: str, composed: dict[str, Any]) -> dict[str, Any]:
     if table.empty:
         return {"verdict": "error", "tests": [], "confidence": None,
                 "errors": {"(all)": f"no finished runs under {composed['results_dir']}"}}  # fmt: skip
+    x_keys = {t["x_key"] for t in composed["claim"]["tests"] if "x_key" in t}
+    table = add_key_columns(table, composed["results_dir"], sorted(x_keys))
     result = evaluate_claim(table, composed["claim"])
     result["runs"] = int(table["run_id"].nunique())
     result["seeds"] = sorted(int(s) for s in table["seed"].unique())

@@ -161,6 +161,12 @@ def test_a_claim_is_bonferroni_corrected_and_diagnostics_stay_out_of_its_verdict
         ({"b": None}, "tests[0].b"),
         ({"statistic": "slope", "test": "seeds_t", "x": "no group"}, "tests[0].x"),
         ({"colour": 1}, "unknown keys"),
+        ({"statistic": "slope", "test": "seeds_t", "x_key": "a b"}, "tests[0].x_key"),
+        ({"statistic": "slope", "test": "seeds_t", "x_key": "d.c", "x": "(1)"}, "x_key"),
+        ({"statistic": "std_ratio", "test": "seeds_t"}, "tests[0].b"),
+        ({"statistic": "std_ratio", "test": "crossed", "b": None}, "tests[0].test"),
+        ({"x": "-(\\d)"}, "slope only"),
+        ({"a": {"groups": "0|red"}}, "tests[0].a.groups"),
         ({"claim": False}, "at least one rule"),
     ],
 )
@@ -175,7 +181,13 @@ def test_bad_rules_are_refused_naming_the_key(change, key):
 def test_every_shipped_claim_declares_a_valid_rule_and_a_seed_sweep(preset):
     cfg = yaml.safe_load(preset.read_text())
     cr.check_claim(cfg["claim"], preset.stem)
-    seeds = str(cfg["hydra"]["sweeper"]["params"]["seed"]).split(",")
+    params = cfg["hydra"]["sweeper"]["params"]
+    # the replicates: seeds, or disjoint seed ensembles (one value per ensemble)
+    seeds = str(params["seed"]).split(",") if "seed" in params else None
+    if seeds is None:
+        seeds = yaml.safe_load(f"[{params['ensemble.seeds']}]")
+        members = [s for ens in seeds for s in ens]
+        assert len(members) == len(set(members)), "ensembles as replicates share no member"
     assert len(seeds) >= 3, "a claim is a sweep over at least 3 seeds"
 
 
@@ -244,3 +256,96 @@ def test_a_sides_where_adds_to_the_rules():
         0.95,
     )
     assert r.estimate == pytest.approx((x + 1 - y).mean())
+
+
+# ----------------------------------------------------------------- new statistics
+
+
+def group_table(seed=0):
+    """Per-group accuracy on one split at three correlations (a key column, as
+    harness.claims.add_key_columns adds it) and 4 seeds; the gap grows with the correlation."""
+    rng = np.random.default_rng(seed)
+    corr = [0.8, 0.95, 0.99]
+    rows, gap = [], np.zeros((4, 3))
+    for s in range(4):
+        for j, c in enumerate(corr):
+            acc = {g: rng.uniform(0.85, 0.95) for g in ("0|red", "1|green")}
+            acc |= {g: rng.uniform(0.3, 0.9) - c / 2 for g in ("0|green", "1|red")}
+            gap[s, j] = np.mean([acc["0|red"], acc["1|green"]]) - np.mean(
+                [acc["0|green"], acc["1|red"]]
+            )
+            for g, v in acc.items():
+                rows.append(dict(seed=s, split="test_balanced", split_role="test", scorer="",
+                                 metric="accuracy", value=v, group_value=g, method="erm",
+                                 run_id=f"r{s}{j}", **{"key:dataset.correlation": c}))  # fmt: skip
+    return pd.DataFrame(rows), np.array(corr), gap
+
+
+def test_a_slope_over_a_setting_of_a_group_gap_matches_scipy():
+    table, corr, gap = group_table()
+    t = rule(statistic="slope", test="seeds_t", metric="accuracy", splits=["test_balanced"],
+             x_key="dataset.correlation", a={"groups": ["0|red", "1|green"]},
+             b={"groups": ["0|green", "1|red"]}, direction="greater")  # fmt: skip
+    cr.check_claim({"title": "t", "paper": "p", "tests": [t]})
+    r = cr.apply_rule(table, t, 0.95)
+    slopes = [stats.linregress(corr, row).slope for row in gap]
+    low, high = stats.t.interval(0.95, len(slopes) - 1, np.mean(slopes), stats.sem(slopes))
+    assert (r.estimate, r.ci_low, r.ci_high) == pytest.approx((np.mean(slopes), low, high))
+    assert (r.seeds, r.units) == (4, 3)
+    with pytest.raises(ValueError, match="no rows of groups"):
+        cr.apply_rule(table, {**t, "a": {"groups": ["0|red", "2|blue"]}}, 0.95)
+    with pytest.raises(ValueError, match="no column 'key:dataset.scale'"):
+        cr.apply_rule(table, {**t, "x_key": "dataset.scale"}, 0.95)
+
+
+def binomial_table(k, n, p, splits=1, seed=0):
+    rng = np.random.default_rng(seed)
+    acc = rng.binomial(n, p, (k, splits)) / n
+    rows = [dict(seed=s, split=f"s{j}", split_role="test", scorer="", metric="accuracy",
+                 value=acc[s, j], n=n, group_value="", method="erm", run_id=f"r{s}")
+            for s in range(k) for j in range(splits)]  # fmt: skip
+    return pd.DataFrame(rows), acc
+
+
+def test_std_ratio_is_the_seeds_std_over_the_binomial_std_with_a_chi2_interval():
+    table, acc = binomial_table(9, 500, 0.9)
+    t = rule(statistic="std_ratio", test="seeds_t", metric="accuracy", splits=["s0"], a={},
+             b=None, direction="equivalent", margin=0.5)  # fmt: skip
+    t = {k: v for k, v in t.items() if v is not None}
+    cr.check_claim({"title": "t", "paper": "p", "tests": [t]})
+    r = cr.apply_rule(table, t, 0.95)
+    p = acc.mean()
+    ratio = np.std(acc, ddof=1) / np.sqrt(p * (1 - p) / 500)
+    # a normal variance's interval: (k-1) s² / σ² ~ χ²(k-1)
+    lo_q, hi_q = stats.chi2.interval(0.95, 8)
+    assert (r.estimate, r.ci_low, r.ci_high) == pytest.approx(
+        (ratio, ratio * np.sqrt(8 / hi_q), ratio * np.sqrt(8 / lo_q))
+    )
+    assert r.verdict == cr.verdict(r.ci_low - 1, r.ci_high - 1, "equivalent", 0.5)
+
+
+def test_std_ratio_interval_covers_one_for_binomial_accuracies():
+    # independent check: accuracies drawn binomially have true ratio 1; the 90% interval
+    # (3 splits pooled, 5 seeds) should cover it about 90% of the time
+    covered = 0
+    for rep in range(400):
+        _, acc = binomial_table(5, 400, 0.85, splits=3, seed=rep)
+        _, low, high = cr.std_ratio(acc, np.full(acc.shape, 400.0), 0.9)
+        covered += low < 1 < high
+    assert 0.84 < covered / 400 < 0.96
+    with pytest.raises(ValueError, match="at least 3 seeds"):
+        cr.std_ratio(acc[:2], np.full((2, 3), 400.0), 0.9)
+
+
+def test_add_key_columns_reads_each_runs_key(tmp_path):
+    from harness.claims import add_key_columns
+    from harness.rundir import RunDir
+
+    for run_id, corr in (("aa", 0.8), ("bb", 0.99)):
+        rd = RunDir(tmp_path, run_id)
+        rd.path.mkdir(parents=True)
+        rd.key_json.write_text(json.dumps({"payload": {"dataset": {"correlation": corr}}}))
+    table = pd.DataFrame({"run_id": ["aa", "bb", "aa"], "value": [1, 2, 3]})
+    out = add_key_columns(table, str(tmp_path), ["dataset.correlation", "dataset.nope"])
+    assert out["key:dataset.correlation"].tolist() == [0.8, 0.99, 0.8]
+    assert out["key:dataset.nope"].isna().all()
