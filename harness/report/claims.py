@@ -74,7 +74,7 @@ def claim_section(record: dict[str, Any]) -> list[str]:
             else ""
         ),
         "",
-        "| rule | in claim | a − b (slope) | interval | mean a | mean b | seeds × splits | "
+        "| rule | in claim | a − b (slope; ratio) | interval | mean a | mean b | seeds × splits | "
         "interval method | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
