@@ -260,10 +260,13 @@ def check_not_linked(path: str | Path) -> None:
         raise ValueError(f"{path} is {SYMLINK_REFUSED}")
 
 
-def finished_stages(results_dir: str | Path) -> tuple[dict[Path, int], list[tuple[Path, str]]]:
-    """The finished post-hoc stages of finished runs with the mtime of each stage's DONE, and
-    what was skipped (with why). os.scandir and plain strings: a store of 10,000 runs costs
-    three system calls per run, and pathlib's objects cost more than the calls."""
+def finished_stages(
+    results_dir: str | Path,
+) -> tuple[dict[Path, tuple[int, int]], list[tuple[Path, str]]]:
+    """The finished post-hoc stages of finished runs with the identity (st_mtime_ns, st_size)
+    of each stage's DONE, and what was skipped (with why). os.scandir and plain strings: a
+    store of 10,000 runs costs three system calls per run, and pathlib's objects cost more
+    than the calls. No file is read: the consolidated store compares these identities."""
     root = str(runs_root(results_dir))
     stages, skipped, links = {}, [], []
     for name in _subdirs(root, links):
@@ -280,7 +283,8 @@ def finished_stages(results_dir: str | Path) -> tuple[dict[Path, int], list[tupl
         for stage in _subdirs(posthoc, links):
             stage_path = os.path.join(posthoc, stage)
             try:
-                stages[Path(stage_path)] = os.stat(os.path.join(stage_path, DONE)).st_mtime_ns
+                st = os.stat(os.path.join(stage_path, DONE))
+                stages[Path(stage_path)] = (st.st_mtime_ns, st.st_size)
             except FileNotFoundError:
                 skipped.append((Path(stage_path), "incomplete post-hoc stage (no DONE marker)"))
     skipped += [(Path(link), SYMLINK_REFUSED) for link in links]

@@ -41,9 +41,13 @@ def write_leaderboard(
     effective_robustness_options: dict[str, Any] | None = None,
     min_effect: float | None = None,
     headline_split: dict[str, str] | None = None,
+    rebuild: bool = False,
 ) -> dict[str, Path]:
     """Collects results_dir into table.parquet/.csv, summary and comparison CSVs, and the
-    outputs asked for: leaderboard/*.md, plots (PNG + PDF), index.html. Returns the paths."""
+    outputs asked for: leaderboard/*.md, plots (PNG + PDF), index.html. Returns the paths.
+    The rows come through the consolidated store (<root>/store/, harness/rowstore.py),
+    reconciled with the run directories; rebuild=True builds the store again from every
+    run directory."""
     root = Path(results_dir)
     unknown = set(outputs) - set(OUTPUTS)
     if unknown:
@@ -61,12 +65,13 @@ def write_leaderboard(
     robustness = check_options(effective_robustness_options)
     check_min_effect(min_effect)
     check_headline_split(headline_split)
+    check_rebuild(rebuild)
     primaries = primary_metric if isinstance(primary_metric, dict) else {}
     default_primary = primaries.get("default", "accuracy") if primaries else primary_metric
     # one rebuild of a root at a time: a second process (an overlapping sweep's end, a
     # user's command) waits, then rebuilds from what is there (issue 24, item 4)
     with leaderboard_lock(root):
-        table, skipped, changed = collect_cached(root)
+        table, skipped, changed = collect_cached(root, rebuild=rebuild)
         _warn_unknown_baselines(table, baseline, scorer_baseline)
         agg = aggregate(table, root)
         board = root / "leaderboard"
@@ -183,6 +188,11 @@ def check_headline_split(value: Any) -> None:
         raise ValueError(f"headline_split must be a mapping {{dataset: split}}, got {value!r}")
 
 
+def check_rebuild(value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"rebuild must be true or false, got {value!r}")
+
+
 def check_min_effect(min_effect: Any) -> None:
     if min_effect is not None and (
         isinstance(min_effect, bool) or not isinstance(min_effect, int | float) or min_effect <= 0
@@ -226,6 +236,7 @@ def leaderboard_options(cfg: dict[str, Any]) -> dict[str, Any]:
         "plot_workers",
         "min_effect",
         "headline_split",
+        "rebuild",
     )
     options = {k: cfg[k] for k in names if k in cfg}
     if "effective_robustness" in cfg:  # a mapping in the config; write_leaderboard's name says so

@@ -1,0 +1,298 @@
+"""The consolidated store: every finished post-hoc stage's rows, kept in one Parquet file per
+dataset below the results root, so that the leaderboard reads a few files instead of one per
+run (docs/results.md, "The consolidated store").
+
+    <results_dir>/store/
+      MANIFEST.json                    the current generation: {"index": ..., "datasets":
+                                       {dataset: data file}, "previous": [files]}
+      index-<token>.parquet            one row per stage held: run_id, eval_id, done_mtime_ns,
+                                       done_size (the identity of the stage's DONE), dataset
+      data-<dataset>-<token>.parquet   the rows of that dataset's stages
+      parts/<run_id>.<eval_id>.<mtime_ns>-<size>.parquet
+                                       appended by a run when its stage finishes: a byte copy
+                                       of the stage's rows.parquet, named by its DONE identity
+
+Writers: a run appends a part (its own name, written to a temporary name and renamed: never
+half visible; two sweeps never write the same name unless they hold the same bytes). The
+leaderboard compacts under its flock (harness/report/build.py): it writes new data and
+index files, then MANIFEST.json (the atomic switch), then deletes the parts it read, and
+only those, so a part appended during the compaction waits for the next one. The run
+directories stay the source of truth: harness/table.py reconciles this store with them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import secrets
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from harness.keys import content_hash
+from harness.rundir import RUNS, RunDir, check_not_linked
+from harness.store import atomic_write_json
+
+STORE = "store"
+PARTS = "parts"
+MANIFEST = "MANIFEST.json"
+VERSION = 1
+INDEX_COLUMNS = ("run_id", "eval_id", "done_mtime_ns", "done_size", "dataset")
+# a temporary part of a process on another host is removed when it is this old (seconds)
+STALE_TEMPORARY = 3600.0
+_PART = re.compile(r"^([0-9a-f]+)\.([^./]+)\.(\d+)-(\d+)\.parquet$")
+_HOST = content_hash(platform.node())[:8]
+_TMP = re.compile(r"^\.(.+)\.([0-9a-f]{8})\.(\d+)\.tmp$")
+
+Identity = tuple[int, int]  # (st_mtime_ns, st_size) of a stage's DONE
+
+
+def store_dir(results_dir: str | Path) -> Path:
+    return Path(results_dir) / STORE
+
+
+def parts_dir(results_dir: str | Path) -> Path:
+    return store_dir(results_dir) / PARTS
+
+
+def stage_key(run_id: str, eval_id: str) -> str:
+    """ "<run_id>/<eval_id>": the name of a stage in the store and in the listing."""
+    return f"{run_id}/{eval_id}"
+
+
+def row_keys(rows: pa.Table) -> pa.ChunkedArray:
+    """The stage key of each row (large strings: pandas' strings arrive as either type)."""
+    text = pa.large_string()
+    return pc.binary_join_element_wise(
+        rows["run_id"].cast(text), rows["eval_id"].cast(text), pa.scalar("/", text)
+    )
+
+
+def key_set(keys: list[str] | set[str]) -> pa.Array:
+    return pa.array(sorted(keys), pa.large_string())
+
+
+# ---------------------------------------------------------------- appending
+
+
+def append_stage(rd: RunDir, eval_id: str) -> Path | None:
+    """Copy a finished stage's rows into the store as a part; returns its path, or None when
+    the run is not under a results root's runs/ folder or the copy failed (warned about: the
+    run directory keeps the rows, and the next collection reads them from there)."""
+    if rd.root.name != RUNS:
+        return None
+    stage = rd.posthoc(eval_id)
+    try:
+        check_not_linked(rd.path)
+        # the identity first, then the bytes: if the stage were rewritten in between, the
+        # part would carry the older name and never match the newer DONE
+        st = os.stat(stage.done)
+        data = stage.rows.read_bytes()
+        name = f"{rd.run_id}.{eval_id}.{st.st_mtime_ns}-{st.st_size}.parquet"
+        return _write_part(parts_dir(rd.results_dir) / name, data)
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"store: could not append {stage.path}: {exc}", stacklevel=2)
+        return None
+
+
+def _write_part(path: Path, data: bytes) -> Path:
+    """Write to .<name>.<host>.<pid>.tmp, fsync, rename: a reader never sees half a part, and
+    a temporary left by a killed writer names its host and pid (clean_temporaries)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def list_parts(results_dir: str | Path) -> dict[str, dict[Identity, Path]]:
+    """The parts present: {stage key: {identity: path}} (regular files only, never links)."""
+    found: dict[str, dict[Identity, Path]] = {}
+    folder = parts_dir(results_dir)
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in entries:
+        match = _PART.match(entry.name)
+        if match and entry.is_file(follow_symlinks=False):
+            run_id, eval_id, mtime, size = match.groups()
+            key = stage_key(run_id, eval_id)
+            found.setdefault(key, {})[(int(mtime), int(size))] = folder / entry.name
+    return found
+
+
+def clean_temporaries(results_dir: str | Path) -> list[Path]:
+    """Remove the temporary parts whose writer is dead (same host: its pid is gone; another
+    host: older than STALE_TEMPORARY). Called under the leaderboard's flock."""
+    removed = []
+    folder = parts_dir(results_dir)
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        match = _TMP.match(entry.name)
+        if not match or not entry.is_file(follow_symlinks=False):
+            continue
+        host, pid = match.group(2), int(match.group(3))
+        try:
+            age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+        dead = not _pid_alive(pid) if host == _HOST else age > STALE_TEMPORARY
+        if dead:
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- the compacted generation
+
+
+class Generation:
+    """The compacted store as MANIFEST.json names it: the index and the data files."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], index: pa.Table) -> None:
+        self.root, self.manifest = root, manifest
+        self.files: dict[str, str] = dict(manifest["datasets"])
+        keys = row_keys(index).to_pylist()
+        self.stages: dict[str, tuple[Identity, str]] = {
+            k: ((m, s), d)
+            for k, m, s, d in zip(
+                keys,
+                index["done_mtime_ns"].to_pylist(),
+                index["done_size"].to_pylist(),
+                index["dataset"].to_pylist(),
+                strict=True,
+            )
+        }
+
+    def read(self, dataset: str, keep: set[str] | None = None) -> pa.Table:
+        """A dataset's rows, less the stages not in `keep` (None: all)."""
+        rows = pq.read_table(store_dir(self.root) / self.files[dataset])
+        if keep is None:
+            return rows
+        return rows.filter(pc.is_in(row_keys(rows), value_set=key_set(keep)))
+
+
+def load_generation(results_dir: str | Path) -> Generation | None:
+    """The current generation, or None when there is none or it cannot be trusted (an
+    unreadable manifest or index, a data file missing): the caller then reads the run
+    directories, never fails."""
+    root = Path(results_dir)
+    try:
+        manifest = json.loads((store_dir(root) / MANIFEST).read_text())
+        if manifest.get("version") != VERSION:
+            return None
+        index = pq.read_table(store_dir(root) / manifest["index"])
+        if not all(c in index.column_names for c in INDEX_COLUMNS):
+            return None
+        for name in manifest["datasets"].values():
+            if not (store_dir(root) / name).is_file():
+                return None
+        return Generation(root, manifest, index)
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+        return None
+
+
+def write_generation(
+    results_dir: str | Path,
+    previous: Generation | None,
+    tables: dict[str, pa.Table | None],
+    stages: dict[str, tuple[Identity, str]],
+) -> None:
+    """Publish a new generation: `tables` maps each dataset to its new rows, or to None when
+    the previous generation's file holds them unchanged; `stages` is the new index. Data and
+    index files first, MANIFEST.json last (the switch); then the files of generations older
+    than the previous one are deleted (a reader without the flock may still hold those of
+    the previous one)."""
+    root = store_dir(results_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    token = f"{int(time.time())}{secrets.token_hex(3)}"
+    files = {}
+    for dataset, table in tables.items():
+        if table is None:
+            assert previous is not None
+            files[dataset] = previous.files[dataset]
+            continue
+        name = f"data-{_slug(dataset)}-{token}.parquet"
+        _write_parquet(table, root / name)
+        files[dataset] = name
+    keys = sorted(stages)
+    run_ids, eval_ids = zip(*(k.split("/", 1) for k in keys), strict=True) if keys else ((), ())
+    index = pa.table(
+        {
+            "run_id": pa.array(run_ids, pa.string()),
+            "eval_id": pa.array(eval_ids, pa.string()),
+            "done_mtime_ns": pa.array([stages[k][0][0] for k in keys], pa.int64()),
+            "done_size": pa.array([stages[k][0][1] for k in keys], pa.int64()),
+            "dataset": pa.array([stages[k][1] for k in keys], pa.string()),
+        }
+    )
+    index_name = f"index-{token}.parquet"
+    _write_parquet(index, root / index_name)
+    kept = set(files.values()) | {index_name}
+    before = set()
+    if previous is not None:
+        before = set(previous.files.values()) | {previous.manifest["index"]}
+    atomic_write_json(
+        root / MANIFEST,
+        {
+            "version": VERSION,
+            "index": index_name,
+            "datasets": files,
+            "previous": sorted(before - kept),
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    for entry in os.scandir(root):  # older generations (and a killed compaction's files)
+        if entry.is_file(follow_symlinks=False) and entry.name.endswith(".parquet"):
+            if entry.name not in kept | before:
+                Path(entry.path).unlink(missing_ok=True)
+
+
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _slug(dataset: str) -> str:
+    """A file-name-safe form of a dataset name (its hash keeps two names apart)."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", dataset)[:40]
+    return f"{safe}-{content_hash(dataset)[:6]}"
+
+
+def remove_parts(paths: list[Path]) -> None:
+    """Delete parts a compaction has read (a part appended meanwhile is not in the list)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
