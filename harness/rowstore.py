@@ -5,9 +5,11 @@ run (docs/results.md, "The consolidated store").
     <results_dir>/store/
       MANIFEST.json                    the current generation: {"index": ..., "datasets":
                                        {dataset: data file}, "previous": [files]}
-      index-<token>.parquet            one row per stage held: run_id, eval_id, done_mtime_ns,
-                                       done_size (the identity of the stage's DONE), dataset
-      data-<dataset>-<token>.parquet   the rows of that dataset's stages
+      index-<token>.arrow              one row per stage held: run_id, eval_id, done_mtime_ns,
+                                       done_size (the identity of the stage's DONE), dataset,
+                                       rows
+      data-<dataset>-<token>.arrow     the rows of that dataset's stages, in stage key order
+                                       (Arrow IPC with LZ4: read 8x faster than Parquet)
       parts/<run_id>.<eval_id>.<mtime_ns>-<size>.parquet
                                        appended by a run when its stage finishes: a byte copy
                                        of the stage's rows.parquet, named by its DONE identity
@@ -34,7 +36,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+import pyarrow.feather as feather
 
 from harness.keys import content_hash
 from harness.rundir import RUNS, RunDir, check_not_linked
@@ -44,7 +46,8 @@ STORE = "store"
 PARTS = "parts"
 MANIFEST = "MANIFEST.json"
 VERSION = 1
-INDEX_COLUMNS = ("run_id", "eval_id", "done_mtime_ns", "done_size", "dataset")
+INDEX_COLUMNS = ("run_id", "eval_id", "done_mtime_ns", "done_size", "dataset", "rows")
+SUFFIX = ".arrow"  # the compacted files: Arrow IPC (Feather v2, LZ4)
 # a temporary part of a process on another host is removed when it is this old (seconds)
 STALE_TEMPORARY = 3600.0
 _PART = re.compile(r"^([0-9a-f]+)\.([^./]+)\.(\d+)-(\d+)\.parquet$")
@@ -73,10 +76,6 @@ def row_keys(rows: pa.Table) -> pa.ChunkedArray:
     return pc.binary_join_element_wise(
         rows["run_id"].cast(text), rows["eval_id"].cast(text), pa.scalar("/", text)
     )
-
-
-def key_set(keys: list[str] | set[str]) -> pa.Array:
-    return pa.array(sorted(keys), pa.large_string())
 
 
 # ---------------------------------------------------------------- appending
@@ -174,29 +173,38 @@ def _pid_alive(pid: int) -> bool:
 
 
 class Generation:
-    """The compacted store as MANIFEST.json names it: the index and the data files."""
+    """The compacted store as MANIFEST.json names it: the index and the data files. In a
+    data file the stages are in key order, each stage's rows in the order of its file."""
 
     def __init__(self, root: Path, manifest: dict[str, Any], index: pa.Table) -> None:
         self.root, self.manifest = root, manifest
         self.files: dict[str, str] = dict(manifest["datasets"])
         keys = row_keys(index).to_pylist()
-        self.stages: dict[str, tuple[Identity, str]] = {
-            k: ((m, s), d)
-            for k, m, s, d in zip(
+        self.stages: dict[str, Entry] = {
+            k: ((m, s), d, n)
+            for k, m, s, d, n in zip(
                 keys,
                 index["done_mtime_ns"].to_pylist(),
                 index["done_size"].to_pylist(),
                 index["dataset"].to_pylist(),
+                index["rows"].to_pylist(),
                 strict=True,
             )
         }
 
-    def read(self, dataset: str, keep: set[str] | None = None) -> pa.Table:
-        """A dataset's rows, less the stages not in `keep` (None: all)."""
-        rows = pq.read_table(store_dir(self.root) / self.files[dataset])
-        if keep is None:
-            return rows
-        return rows.filter(pc.is_in(row_keys(rows), value_set=key_set(keep)))
+    def read(self, dataset: str) -> pa.Table:
+        return _read_arrow(store_dir(self.root) / self.files[dataset])
+
+    def offsets(self, dataset: str) -> dict[str, tuple[int, int]]:
+        """{stage key: (first row, rows)} in the dataset's file."""
+        found, at = {}, 0
+        for key in sorted(k for k, e in self.stages.items() if e[1] == dataset):
+            found[key] = (at, self.stages[key][2])
+            at += self.stages[key][2]
+        return found
+
+
+Entry = tuple[Identity, str, int]  # a stage in the index: (DONE identity, dataset, rows)
 
 
 def load_generation(results_dir: str | Path) -> Generation | None:
@@ -208,7 +216,7 @@ def load_generation(results_dir: str | Path) -> Generation | None:
         manifest = json.loads((store_dir(root) / MANIFEST).read_text())
         if manifest.get("version") != VERSION:
             return None
-        index = pq.read_table(store_dir(root) / manifest["index"])
+        index = _read_arrow(store_dir(root) / manifest["index"])
         if not all(c in index.column_names for c in INDEX_COLUMNS):
             return None
         for name in manifest["datasets"].values():
@@ -219,11 +227,42 @@ def load_generation(results_dir: str | Path) -> Generation | None:
         return None
 
 
+def merge_stages(
+    previous: Generation | None,
+    dataset: str,
+    keys: list[str],
+    fresh: dict[str, pa.Table],
+    old: pa.Table | None,
+) -> pa.Table:
+    """A dataset's new rows: the stages `keys` in key order, each from `fresh` or else from
+    the previous data file `old` (runs of neighbouring stages taken as one zero-copy slice,
+    located by the index's row counts: no row is compared or sorted)."""
+    offsets = previous.offsets(dataset) if previous is not None and old is not None else {}
+    pieces: list[pa.Table] = []
+    start = end = -1
+    for key in sorted(keys):
+        if key in fresh:
+            if end > start:
+                pieces.append(old.slice(start, end - start))
+            start = end = -1
+            pieces.append(fresh[key])
+            continue
+        at, rows = offsets[key]
+        if at != end:  # not the old neighbour of the stage before: a new slice
+            if end > start:
+                pieces.append(old.slice(start, end - start))
+            start = at
+        end = at + rows
+    if end > start:
+        pieces.append(old.slice(start, end - start))
+    return pa.concat_tables(pieces, promote_options="default").combine_chunks()
+
+
 def write_generation(
     results_dir: str | Path,
     previous: Generation | None,
     tables: dict[str, pa.Table | None],
-    stages: dict[str, tuple[Identity, str]],
+    stages: dict[str, Entry],
 ) -> None:
     """Publish a new generation: `tables` maps each dataset to its new rows, or to None when
     the previous generation's file holds them unchanged; `stages` is the new index. Data and
@@ -239,8 +278,8 @@ def write_generation(
             assert previous is not None
             files[dataset] = previous.files[dataset]
             continue
-        name = f"data-{_slug(dataset)}-{token}.parquet"
-        _write_parquet(table, root / name)
+        name = f"data-{_slug(dataset)}-{token}{SUFFIX}"
+        _write_arrow(table, root / name)
         files[dataset] = name
     keys = sorted(stages)
     run_ids, eval_ids = zip(*(k.split("/", 1) for k in keys), strict=True) if keys else ((), ())
@@ -251,10 +290,11 @@ def write_generation(
             "done_mtime_ns": pa.array([stages[k][0][0] for k in keys], pa.int64()),
             "done_size": pa.array([stages[k][0][1] for k in keys], pa.int64()),
             "dataset": pa.array([stages[k][1] for k in keys], pa.string()),
+            "rows": pa.array([stages[k][2] for k in keys], pa.int64()),
         }
     )
-    index_name = f"index-{token}.parquet"
-    _write_parquet(index, root / index_name)
+    index_name = f"index-{token}{SUFFIX}"
+    _write_arrow(index, root / index_name)
     kept = set(files.values()) | {index_name}
     before = set()
     if previous is not None:
@@ -270,15 +310,20 @@ def write_generation(
         },
     )
     for entry in os.scandir(root):  # older generations (and a killed compaction's files)
-        if entry.is_file(follow_symlinks=False) and entry.name.endswith(".parquet"):
+        if entry.is_file(follow_symlinks=False) and entry.name.endswith(SUFFIX):
             if entry.name not in kept | before:
                 Path(entry.path).unlink(missing_ok=True)
 
 
-def _write_parquet(table: pa.Table, path: Path) -> None:
+def _read_arrow(path: Path) -> pa.Table:
+    return feather.read_table(path, memory_map=False)
+
+
+def _write_arrow(table: pa.Table, path: Path) -> None:
+    """Arrow IPC (Feather v2) with LZ4: read back 8x faster than Parquet here (docs/results.md)."""
     tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
     try:
-        pq.write_table(table, tmp)
+        feather.write_feather(table, tmp, compression="lz4")
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -88,7 +88,9 @@ def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str
             skipped.append((stage, f"unreadable rows.parquet: {type(read).__name__}: {read}"))
     for path, why in skipped:
         warnings.warn(f"skipping {path}: {why}", stacklevel=2)
-    return to_frame(frames), skipped
+    # dataset by dataset, stages in key order within each (a stable sort of the listing):
+    # the order of the consolidated store, whose data files are per dataset
+    return to_frame(sorted(frames, key=_dataset_of)), skipped
 
 
 def to_frame(frames: list[pa.Table]) -> pd.DataFrame:
@@ -190,7 +192,7 @@ def collect_cached(
     gen = None if rebuild else rowstore.load_generation(root)
     held = gen.stages if gen is not None else {}
     kept: dict[str, set[str]] = {}
-    index: dict[str, tuple[rowstore.Identity, str]] = {}
+    index: dict[str, rowstore.Entry] = {}
     to_read = []
     for stage, identity in stages.items():
         key = stage_identity(stage)
@@ -200,7 +202,7 @@ def collect_cached(
             index[key] = entry
         else:
             to_read.append((key, stage, identity, parts.get(key, {}).get(identity)))
-    fresh: dict[str, list[pa.Table]] = {}
+    fresh: dict[str, dict[str, pa.Table]] = {}
     reads = _read_rows([(stage, part) for _, stage, _, part in to_read])
     for (key, stage, identity, part), read in zip(to_read, reads, strict=True):
         if isinstance(read, Exception) and part is not None:  # a damaged part: the run's own
@@ -209,34 +211,30 @@ def collect_cached(
             skipped.append((stage, f"unreadable rows.parquet: {type(read).__name__}: {read}"))
             continue
         dataset = _dataset_of(read)
-        fresh.setdefault(dataset, []).append(read)
-        index[key] = (identity, dataset)
+        fresh.setdefault(dataset, {})[key] = read
+        index[key] = (identity, dataset, read.num_rows)
     for path, why in skipped:
         warnings.warn(f"skipping {path}: {why}", stacklevel=2)
-    counts = Counter(dataset for _, dataset in held.values())
+    counts = Counter(entry[1] for entry in held.values())
     tables: dict[str, pa.Table] = {}
     written: dict[str, pa.Table | None] = {}
     for dataset in sorted(set(kept) | set(fresh)):
         same = kept.get(dataset, set())
-        if dataset not in fresh and gen is not None and len(same) == counts[dataset]:
-            tables[dataset], written[dataset] = gen.read(dataset), None  # unchanged
+        old = gen.read(dataset) if same and gen is not None else None
+        if dataset not in fresh and len(same) == counts[dataset]:
+            tables[dataset], written[dataset] = old, None  # unchanged: not written again
             continue
-        pieces = [gen.read(dataset, same)] if same and gen is not None else []
-        tables[dataset] = written[dataset] = pa.concat_tables(
-            pieces + fresh.get(dataset, []), promote_options="default"
-        )
-    changed = (
-        gen is None
-        or any(t is not None for t in written.values())
-        or set(written) != set(gen.files)
-    )
+        new = fresh.get(dataset, {})
+        merged = rowstore.merge_stages(gen, dataset, [*same, *new], new, old)
+        tables[dataset] = written[dataset] = merged
+    changed = gen is None or set(written) != set(gen.files)
+    changed = changed or any(t is not None for t in written.values())
     if changed:
         rowstore.write_generation(root, gen, written, index)
         (root / "table.stages.json").unlink(missing_ok=True)  # the cache before the store
     rowstore.remove_parts([path for found in parts.values() for path in found.values()])
     rowstore.clean_temporaries(root)
-    order = [stage_identity(stage) for stage in stages]
-    return to_frame(_in_listing_order(list(tables.values()), order)), skipped, changed
+    return to_frame(list(tables.values())), skipped, changed
 
 
 def _dataset_of(rows: pa.Table) -> str:
@@ -245,16 +243,6 @@ def _dataset_of(rows: pa.Table) -> str:
         return ""
     value = rows.column("dataset")[0].as_py()
     return "" if value is None else str(value)
-
-
-def _in_listing_order(tables: list[pa.Table], order: list[str]) -> list[pa.Table]:
-    """The rows in the order `collect` gives them (stage after stage as listed, each
-    stage's rows in file order): the same table whichever source each stage came from."""
-    if not tables:
-        return tables
-    rows = pa.concat_tables(tables, promote_options="default")
-    position = pc.index_in(rowstore.row_keys(rows), value_set=pa.array(order, pa.large_string()))
-    return [rows.take(pc.sort_indices(position))]  # arrow's sort is stable
 
 
 def collect_failures(results_dir: str | Path) -> pd.DataFrame:

@@ -89,9 +89,9 @@ def measured(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def store_rows(root: Path) -> pd.DataFrame:
-    """What the store's data files hold, read with pandas (not through harness.table)."""
+    """What the store's data files (Arrow IPC) hold, read with pandas (not harness code)."""
     manifest = json.loads((root / "store" / "MANIFEST.json").read_text())
-    frames = [pd.read_parquet(root / "store" / name) for name in manifest["datasets"].values()]
+    frames = [pd.read_feather(root / "store" / name) for name in manifest["datasets"].values()]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -129,7 +129,7 @@ def test_only_the_changed_dataset_is_rewritten_and_old_generations_are_removed(t
     assert second["toy_b"] == first["toy_b"] and second["toy_a"] != first["toy_a"]
     finish_run(tmp_path, 11, dataset="toy_a")
     collect_cached(tmp_path)
-    files = {p.name for p in (tmp_path / "store").glob("*.parquet")}
+    files = {p.name for p in (tmp_path / "store").glob("*.arrow")}
     assert first["toy_a"] not in files  # two generations back: gone
     assert second["toy_a"] in files  # the previous one stays for a reader without the flock
     same(store_rows(tmp_path), independent(tmp_path))
@@ -177,6 +177,11 @@ def test_rebuild_equals_the_incremental_store(tmp_path):
     )
     same(rebuilt, independent(tmp_path))
     same(store_rows(tmp_path), independent(tmp_path))
+    # the order is canonical too (dataset by dataset, stages in key order): row for row
+    for other in (rebuilt, collect(tmp_path)[0]):
+        pd.testing.assert_frame_equal(
+            incremental.reset_index(drop=True), other.reset_index(drop=True), check_exact=True
+        )
 
 
 def test_a_part_appended_during_compaction_is_not_lost(tmp_path, monkeypatch):
