@@ -255,7 +255,10 @@ def merge_stages(
         end = at + rows
     if end > start:
         pieces.append(old.slice(start, end - start))
-    return pa.concat_tables(pieces, promote_options="default").combine_chunks()
+    merged = pa.concat_tables(pieces, promote_options="default")
+    # a few chunks are read back as they are; many (a rebuild: one per stage) are slow to
+    # convert to pandas, so they are made one
+    return merged.combine_chunks() if merged.column(0).num_chunks > 64 else merged
 
 
 def write_generation(

@@ -240,11 +240,11 @@ def _subdirs(path: str, links: list[str] | None = None) -> list[str]:
     appended to `links` for the caller to report."""
     try:
         with os.scandir(path) as entries:
-            found = sorted(entries, key=lambda e: e.name)
+            found = list(entries)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    real = [e.name for e in found if e.is_dir(follow_symlinks=False)]
-    linked = [e.name for e in found if e.is_symlink() and e.is_dir()]
+    real = sorted(e.name for e in found if e.is_dir(follow_symlinks=False))
+    linked = sorted(e.name for e in found if e.is_symlink() and e.is_dir())
     if links is not None:
         links.extend(os.path.join(path, n) for n in linked)
     else:
@@ -262,11 +262,12 @@ def check_not_linked(path: str | Path) -> None:
 
 def finished_stages(
     results_dir: str | Path,
-) -> tuple[dict[Path, tuple[int, int]], list[tuple[Path, str]]]:
-    """The finished post-hoc stages of finished runs with the identity (st_mtime_ns, st_size)
-    of each stage's DONE, and what was skipped (with why). os.scandir and plain strings: a
-    store of 10,000 runs costs three system calls per run, and pathlib's objects cost more
-    than the calls. No file is read: the consolidated store compares these identities."""
+) -> tuple[dict[str, tuple[str, tuple[int, int]]], list[tuple[Path, str]]]:
+    """The finished post-hoc stages of finished runs, {"<run folder>/<eval_id>": (stage
+    folder, identity)} in key order, where identity = (st_mtime_ns, st_size) of the stage's
+    DONE; and what was skipped (with why). No file is read (the consolidated store compares
+    the identities), and os.scandir and plain strings only: 10,000 runs cost three system
+    calls each, and pathlib's objects would cost more than the calls."""
     root = str(runs_root(results_dir))
     stages, skipped, links = {}, [], []
     for name in _subdirs(root, links):
@@ -281,10 +282,10 @@ def finished_stages(
             continue
         posthoc = os.path.join(run_path, "posthoc")
         for stage in _subdirs(posthoc, links):
-            stage_path = os.path.join(posthoc, stage)
+            stage_path = f"{posthoc}/{stage}"
             try:
-                st = os.stat(os.path.join(stage_path, DONE))
-                stages[Path(stage_path)] = (st.st_mtime_ns, st.st_size)
+                st = os.stat(f"{stage_path}/{DONE}")
+                stages[f"{name}/{stage}"] = (stage_path, (st.st_mtime_ns, st.st_size))
             except FileNotFoundError:
                 skipped.append((Path(stage_path), "incomplete post-hoc stage (no DONE marker)"))
     skipped += [(Path(link), SYMLINK_REFUSED) for link in links]

@@ -25,7 +25,6 @@ from harness.rundir import (
     finished_stages,
     run_dirs,
     stage_done_path,
-    stage_identity,
     stage_rows_path,
 )
 
@@ -79,9 +78,10 @@ def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str
     stage (posthoc/<eval_id>/rows.parquet with its own DONE). Never raises on one bad run
     directory or file: it is skipped with a warning naming it.
     """
-    stages, skipped = finished_stages(results_dir)
+    listed, skipped = finished_stages(results_dir)
+    stages = [Path(path) for path, _ in listed.values()]
     frames = []
-    for stage, read in zip(stages, _read_rows(list(stages)), strict=True):
+    for stage, read in zip(stages, _read_rows(stages), strict=True):
         if isinstance(read, pa.Table):
             frames.append(read)
         else:  # a corrupt file must not stop the collection
@@ -194,14 +194,13 @@ def collect_cached(
     kept: dict[str, set[str]] = {}
     index: dict[str, rowstore.Entry] = {}
     to_read = []
-    for stage, identity in stages.items():
-        key = stage_identity(stage)
+    for key, (path, identity) in stages.items():
         entry = held.get(key)
         if entry is not None and entry[0] == identity:
             kept.setdefault(entry[1], set()).add(key)
             index[key] = entry
         else:
-            to_read.append((key, stage, identity, parts.get(key, {}).get(identity)))
+            to_read.append((key, Path(path), identity, parts.get(key, {}).get(identity)))
     fresh: dict[str, dict[str, pa.Table]] = {}
     reads = _read_rows([(stage, part) for _, stage, _, part in to_read])
     for (key, stage, identity, part), read in zip(to_read, reads, strict=True):
