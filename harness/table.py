@@ -93,15 +93,16 @@ def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str
     return to_frame(sorted(frames, key=_dataset_of)), skipped
 
 
-def to_frame(frames: list[pa.Table]) -> pd.DataFrame:
+def to_frame(frames: list[pa.Table], unique: bool = False) -> pd.DataFrame:
     """The tidy table from arrow tables of rows: concatenated and converted once (10,000
-    small pandas frames would cost twice as much), de-duplicated by identity."""
+    small pandas frames would cost twice as much), de-duplicated by identity unless the
+    caller knows the rows are `unique` (the consolidated store's)."""
     if not frames:
         return pd.DataFrame(columns=ROW_COLUMNS)
     table = pa.concat_tables(frames, promote_options="default").to_pandas()
     # rows written before a column existed: augment="" is no augmentation
     table["augment"] = table["augment"].fillna("") if "augment" in table else ""
-    return table.drop_duplicates(subset=_identity_columns(table))
+    return table if unique else table.drop_duplicates(subset=_identity_columns(table))
 
 
 # What a stage's rows.parquet must hold for the table to mean anything; a file without
@@ -201,7 +202,7 @@ def collect_cached(
             index[key] = entry
         else:
             to_read.append((key, Path(path), identity, parts.get(key, {}).get(identity)))
-    fresh: dict[str, dict[str, pa.Table]] = {}
+    found, identities = {}, {}
     reads = _read_rows([(stage, part) for _, stage, _, part in to_read])
     for (key, stage, identity, part), read in zip(to_read, reads, strict=True):
         if isinstance(read, Exception) and part is not None:  # a damaged part: the run's own
@@ -209,9 +210,12 @@ def collect_cached(
         if isinstance(read, Exception):
             skipped.append((stage, f"unreadable rows.parquet: {type(read).__name__}: {read}"))
             continue
-        dataset = _dataset_of(read)
-        fresh.setdefault(dataset, {})[key] = read
-        index[key] = (identity, dataset, read.num_rows)
+        found[key], identities[key] = read, identity
+    fresh: dict[str, dict[str, pa.Table]] = {}
+    for key, rows in _without_duplicates(found).items():
+        dataset = _dataset_of(rows)
+        fresh.setdefault(dataset, {})[key] = rows
+        index[key] = (identities[key], dataset, rows.num_rows)
     for path, why in skipped:
         warnings.warn(f"skipping {path}: {why}", stacklevel=2)
     counts = Counter(entry[1] for entry in held.values())
@@ -233,7 +237,23 @@ def collect_cached(
         (root / "table.stages.json").unlink(missing_ok=True)  # the cache before the store
     rowstore.remove_parts([path for found in parts.values() for path in found.values()])
     rowstore.clean_temporaries(root)
-    return to_frame(list(tables.values())), skipped, changed
+    return to_frame(list(tables.values()), unique=True), skipped, changed
+
+
+def _without_duplicates(stages: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """Each stage's rows less repeated identities (the first kept, as drop_duplicates), once,
+    when the stage enters the store: reading the store then needs no pass over every row.
+    Two stages never share an identity (their run_id and eval_id are their folders')."""
+    if not stages:
+        return stages
+    whole = pa.concat_tables(list(stages.values()), promote_options="default")
+    if not whole.select(_identity_columns(whole)).to_pandas().duplicated().any():
+        return stages  # the usual case: one check over the new rows
+    unique = {}
+    for key, rows in stages.items():
+        repeated = rows.select(_identity_columns(rows)).to_pandas().duplicated().to_numpy()
+        unique[key] = rows.filter(pa.array(~repeated)) if repeated.any() else rows
+    return unique
 
 
 def _dataset_of(rows: pa.Table) -> str:
@@ -272,5 +292,6 @@ def collect_failures(results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(records, columns=columns)
 
 
-def _identity_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in IDENTITY_COLUMNS if c in table]
+def _identity_columns(table: pd.DataFrame | pa.Table) -> list[str]:
+    names = table.column_names if isinstance(table, pa.Table) else table.columns
+    return [c for c in IDENTITY_COLUMNS if c in names]

@@ -290,3 +290,18 @@ def test_two_concurrent_appenders_and_compactions_never_lose_a_row(tmp_path):
     assert not skipped
     same(table, expected)
     same(store_rows(tmp_path), expected)
+
+
+def test_repeated_identities_in_a_stage_are_dropped_once_as_collect_drops_them(tmp_path):
+    for n in range(3):
+        finish_run(tmp_path, n)
+    rows_path = RunDir(tmp_path, f"{1:08x}").posthoc("e1").rows
+    rows = pd.read_parquet(rows_path)
+    twice = pd.concat([rows, rows.head(2).assign(value=-1.0)], ignore_index=True)
+    atomic_write_parquet(twice, rows_path)  # the same identity twice: the first one counts
+    table, _, _ = collect_cached(tmp_path)
+    assert len(table) == 36 and (table["value"] >= 0).all()
+    pd.testing.assert_frame_equal(
+        table.reset_index(drop=True), collect(tmp_path)[0].reset_index(drop=True)
+    )
+    assert len(store_rows(tmp_path)) == 36
