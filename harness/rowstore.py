@@ -40,7 +40,6 @@ import pyarrow.feather as feather
 
 from harness.keys import content_hash
 from harness.rundir import RUNS, RunDir, check_not_linked
-from harness.store import atomic_write_json
 
 STORE = "store"
 PARTS = "parts"
@@ -95,14 +94,14 @@ def append_stage(rd: RunDir, eval_id: str) -> Path | None:
         st = os.stat(stage.done)
         data = stage.rows.read_bytes()
         name = f"{rd.run_id}.{eval_id}.{st.st_mtime_ns}-{st.st_size}.parquet"
-        return _write_part(parts_dir(rd.results_dir) / name, data)
+        return _write_atomic(parts_dir(rd.results_dir) / name, data)
     except (OSError, ValueError) as exc:
         warnings.warn(f"store: could not append {stage.path}: {exc}", stacklevel=2)
         return None
 
 
-def _write_part(path: Path, data: bytes) -> Path:
-    """Write to .<name>.<host>.<pid>.tmp, fsync, rename: a reader never sees half a part, and
+def _write_atomic(path: Path, data: bytes) -> Path:
+    """Write to .<name>.<host>.<pid>.tmp, fsync, rename: a reader never sees half a file, and
     a temporary left by a killed writer names its host and pid (clean_temporaries)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
@@ -135,14 +134,15 @@ def list_parts(results_dir: str | Path) -> dict[str, dict[Identity, Path]]:
 
 
 def clean_temporaries(results_dir: str | Path) -> list[Path]:
-    """Remove the temporary parts whose writer is dead (same host: its pid is gone; another
-    host: older than STALE_TEMPORARY). Called under the leaderboard's flock."""
+    """Remove the store's temporary files whose writer is dead (same host: its pid is gone;
+    another host: older than STALE_TEMPORARY). Called under the leaderboard's flock."""
     removed = []
-    folder = parts_dir(results_dir)
-    try:
-        entries = list(os.scandir(folder))
-    except (FileNotFoundError, NotADirectoryError):
-        return removed
+    entries = []
+    for folder in (store_dir(results_dir), parts_dir(results_dir)):
+        try:
+            entries += list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
     for entry in entries:
         match = _TMP.match(entry.name)
         if not match or not entry.is_file(follow_symlinks=False):
@@ -302,16 +302,14 @@ def write_generation(
     before = set()
     if previous is not None:
         before = set(previous.files.values()) | {previous.manifest["index"]}
-    atomic_write_json(
-        root / MANIFEST,
-        {
-            "version": VERSION,
-            "index": index_name,
-            "datasets": files,
-            "previous": sorted(before - kept),
-            "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-    )
+    manifest = {
+        "version": VERSION,
+        "index": index_name,
+        "datasets": files,
+        "previous": sorted(before - kept),
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_atomic(root / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     for entry in os.scandir(root):  # older generations (and a killed compaction's files)
         if entry.is_file(follow_symlinks=False) and entry.name.endswith(SUFFIX):
             if entry.name not in kept | before:

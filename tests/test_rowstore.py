@@ -305,3 +305,27 @@ def test_repeated_identities_in_a_stage_are_dropped_once_as_collect_drops_them(t
         table.reset_index(drop=True), collect(tmp_path)[0].reset_index(drop=True)
     )
     assert len(store_rows(tmp_path)) == 36
+
+
+def test_temporaries_of_dead_writers_are_removed_and_a_live_writers_kept(tmp_path):
+    finish_run(tmp_path, 0)
+    collect_cached(tmp_path)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    host = rowstore._HOST
+    names = {
+        "store/.data-x.arrow.{h}.{p}.tmp": int(dead.stdout),  # a killed compaction
+        "store/parts/.{r}.e1.1-2.parquet.{h}.{p}.tmp": int(dead.stdout),  # a killed append
+        "store/parts/.{r}.e1.3-4.parquet.{h}.{p}.tmp": os.getpid(),  # an append under way
+    }
+    paths = {}
+    for name, pid in names.items():
+        path = tmp_path / name.format(h=host, p=pid, r=f"{0:08x}")
+        path.write_bytes(b"half")
+        paths[name] = path
+    collect_cached(tmp_path)
+    assert [n for n, p in paths.items() if p.exists()] == [list(names)[2]]
