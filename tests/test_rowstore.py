@@ -325,6 +325,7 @@ def test_temporaries_of_dead_writers_are_removed_and_a_live_writers_kept(tmp_pat
     paths = {}
     for name, pid in names.items():
         path = tmp_path / name.format(h=host, p=pid, r=f"{0:08x}")
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half")
         paths[name] = path
     collect_cached(tmp_path)
