@@ -95,6 +95,12 @@ def headline(
         else key["mean"].rank(method="min")
     )
     verdicts = _verdicts(comparisons, dataset, split)
+    # each column's first row per setting, looked up by index: a boolean mask per setting
+    # and column cost 86 s at 10,000 runs (benchmarks/leaderboard_regen.py)
+    firsts = {
+        name: frame.drop_duplicates("setting_id").set_index("setting_id")
+        for name, frame in columns.items()
+    }
     rows, titles = [], []
     for setting_id in order.index:
         s = settings.loc[setting_id]
@@ -111,9 +117,9 @@ def headline(
             ),
         }
         title = {c: "" for c in row}
-        for name, frame in columns.items():
-            match = frame[frame["setting_id"] == setting_id]
-            row[name], title[name] = _cell(match.iloc[0]) if len(match) else ("", "")
+        for name, first in firsts.items():
+            found = setting_id in first.index
+            row[name], title[name] = _cell(first.loc[setting_id]) if found else ("", "")
         rows.append(row)
         titles.append(title)
     caption = (
