@@ -33,6 +33,7 @@ DONE = "DONE"
 FAILED = "FAILED"
 LOCK = "LOCK"
 RUNS = "runs"
+FAILED_WHY = "failed (see its FAILED file)"  # finished_stages' reason for a failed run
 
 
 def runs_root(results_dir: str | Path) -> Path:
@@ -273,11 +274,8 @@ def finished_stages(
     for name in _subdirs(root, links):
         run_path = os.path.join(root, name)
         if not os.path.isfile(os.path.join(run_path, DONE)):
-            why = (
-                "failed (see its FAILED file)"
-                if os.path.isfile(os.path.join(run_path, FAILED))
-                else "incomplete (no DONE marker)"
-            )
+            failed = os.path.isfile(os.path.join(run_path, FAILED))
+            why = FAILED_WHY if failed else "incomplete (no DONE marker)"
             skipped.append((Path(run_path), why))
             continue
         posthoc = os.path.join(run_path, "posthoc")
@@ -306,11 +304,6 @@ def merge_staging(results_dir: str | Path, token: str) -> Path:
 def stage_done_path(stage: Path) -> Path:
     """DONE of a stage folder listed by finished_stages."""
     return stage / DONE
-
-
-def stage_identity(stage: Path) -> str:
-    """ "<run folder>/<eval_id>" of a stage folder listed by finished_stages."""
-    return f"{stage.parent.parent.name}/{stage.name}"
 
 
 def scores_path(results_dir: str | Path, run_id: str, eval_id: str, split: str) -> Path:

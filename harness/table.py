@@ -22,6 +22,8 @@ import pyarrow.parquet as pq
 
 from harness import rowstore
 from harness.rundir import (
+    FAILED_WHY,
+    RunDir,
     finished_stages,
     run_dirs,
     stage_done_path,
@@ -264,12 +266,18 @@ def _dataset_of(rows: pa.Table) -> str:
     return "" if value is None else str(value)
 
 
-def collect_failures(results_dir: str | Path) -> pd.DataFrame:
-    """One row per failed run (FAILED marker, no DONE): who it was and why it failed."""
+def collect_failures(
+    results_dir: str | Path, skipped: list[tuple[Path, str]] | None = None
+) -> pd.DataFrame:
+    """One row per failed run (FAILED marker, no DONE): who it was and why it failed.
+    `skipped`: what a collection skipped, which names the failed runs already (no second
+    pass over every run directory)."""
     records = []
-    for rd in run_dirs(results_dir):
-        if not rd.is_failed():
-            continue
+    if skipped is None:
+        failed = [rd for rd in run_dirs(results_dir) if rd.is_failed()]
+    else:
+        failed = [RunDir.at(path) for path, why in skipped if why == FAILED_WHY]
+    for rd in failed:
         try:
             info = json.loads(rd.failed.read_text())
             key = rd.read_key()

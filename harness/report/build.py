@@ -150,7 +150,7 @@ def write_leaderboard(
                 + "".join(f"{line}\n" for line in domain_markdown(held_out, dataset))
                 for dataset in (datasets if "markdown" in outputs else [])
             }
-            failures = collect_failures(root)
+            failures = collect_failures(root, skipped)
             all_plots = {out_dir.name: files for out_dir, files in plots.result().items()}
         paths = {
             "table": root / "table.parquet",

@@ -28,7 +28,7 @@ class Headline:
     caption: str
 
 
-def _cell(row: pd.Series) -> tuple[str, str]:
+def _cell(row: pd.Series | dict) -> tuple[str, str]:
     text = f"{row['mean']:.3f}"
     if np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
         text += f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
@@ -98,7 +98,7 @@ def headline(
     # each column's first row per setting, looked up by index: a boolean mask per setting
     # and column cost 86 s at 10,000 runs (benchmarks/leaderboard_regen.py)
     firsts = {
-        name: frame.drop_duplicates("setting_id").set_index("setting_id")
+        name: frame.drop_duplicates("setting_id").set_index("setting_id").to_dict("index")
         for name, frame in columns.items()
     }
     rows, titles = [], []
@@ -118,8 +118,8 @@ def headline(
         }
         title = {c: "" for c in row}
         for name, first in firsts.items():
-            found = setting_id in first.index
-            row[name], title[name] = _cell(first.loc[setting_id]) if found else ("", "")
+            found = first.get(setting_id)
+            row[name], title[name] = _cell(found) if found is not None else ("", "")
         rows.append(row)
         titles.append(title)
     caption = (
