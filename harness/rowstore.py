@@ -1,15 +1,15 @@
-"""The consolidated store: every finished post-hoc stage's rows, kept in one Parquet file per
-dataset below the results root, so that the leaderboard reads a few files instead of one per
-run (docs/results.md, "The consolidated store").
+"""The consolidated store: every finished post-hoc stage's rows, kept in one Arrow file below
+the results root, so that the leaderboard reads one file instead of one per run
+(docs/results.md, "The consolidated store").
 
     <results_dir>/store/
-      MANIFEST.json                    the current generation: {"index": ..., "datasets":
-                                       {dataset: data file}, "previous": [files]}
+      MANIFEST.json                    the current generation: {"index": ..., "files":
+                                       {"rows": data file}, "previous": [files]}
       index-<token>.arrow              one row per stage held: run_id, eval_id, done_mtime_ns,
-                                       done_size (the identity of the stage's DONE), dataset,
+                                       done_size (the identity of the stage's DONE), file,
                                        rows
-      data-<dataset>-<token>.arrow     the rows of that dataset's stages, in stage key order
-                                       (Arrow IPC with LZ4: read 8x faster than Parquet)
+      rows-<token>.arrow               the rows of every stage, stage after stage in key
+                                       order (Arrow IPC with LZ4: read 8x faster than Parquet)
       parts/<run_id>.<eval_id>.<mtime_ns>-<size>.parquet
                                        appended by a run when its stage finishes: a byte copy
                                        of the stage's rows.parquet, named by its DONE identity
@@ -45,7 +45,8 @@ STORE = "store"
 PARTS = "parts"
 MANIFEST = "MANIFEST.json"
 VERSION = 1
-INDEX_COLUMNS = ("run_id", "eval_id", "done_mtime_ns", "done_size", "dataset", "rows")
+INDEX_COLUMNS = ("run_id", "eval_id", "done_mtime_ns", "done_size", "file", "rows")
+ROWS = "rows"  # the name of the (one) data file's entry in MANIFEST.json
 SUFFIX = ".arrow"  # the compacted files: Arrow IPC (Feather v2, LZ4)
 # a temporary part of a process on another host is removed when it is this old (seconds)
 STALE_TEMPORARY = 3600.0
@@ -178,7 +179,7 @@ class Generation:
 
     def __init__(self, root: Path, manifest: dict[str, Any], index: pa.Table) -> None:
         self.root, self.manifest = root, manifest
-        self.files: dict[str, str] = dict(manifest["datasets"])
+        self.files: dict[str, str] = dict(manifest["files"])
         keys = row_keys(index).to_pylist()
         self.stages: dict[str, Entry] = {
             k: ((m, s), d, n)
@@ -186,25 +187,25 @@ class Generation:
                 keys,
                 index["done_mtime_ns"].to_pylist(),
                 index["done_size"].to_pylist(),
-                index["dataset"].to_pylist(),
+                index["file"].to_pylist(),
                 index["rows"].to_pylist(),
                 strict=True,
             )
         }
 
-    def read(self, dataset: str) -> pa.Table:
-        return _read_arrow(store_dir(self.root) / self.files[dataset])
+    def read(self, name: str) -> pa.Table:
+        return _read_arrow(store_dir(self.root) / self.files[name])
 
-    def offsets(self, dataset: str) -> dict[str, tuple[int, int]]:
-        """{stage key: (first row, rows)} in the dataset's file."""
+    def offsets(self, name: str) -> dict[str, tuple[int, int]]:
+        """{stage key: (first row, rows)} in the data file."""
         found, at = {}, 0
-        for key in sorted(k for k, e in self.stages.items() if e[1] == dataset):
+        for key in sorted(k for k, e in self.stages.items() if e[1] == name):
             found[key] = (at, self.stages[key][2])
             at += self.stages[key][2]
         return found
 
 
-Entry = tuple[Identity, str, int]  # a stage in the index: (DONE identity, dataset, rows)
+Entry = tuple[Identity, str, int]  # a stage in the index: (DONE identity, data file, rows)
 
 
 def load_generation(results_dir: str | Path) -> Generation | None:
@@ -219,7 +220,7 @@ def load_generation(results_dir: str | Path) -> Generation | None:
         index = _read_arrow(store_dir(root) / manifest["index"])
         if not all(c in index.column_names for c in INDEX_COLUMNS):
             return None
-        for name in manifest["datasets"].values():
+        for name in manifest["files"].values():
             if not (store_dir(root) / name).is_file():
                 return None
         return Generation(root, manifest, index)
@@ -229,15 +230,15 @@ def load_generation(results_dir: str | Path) -> Generation | None:
 
 def merge_stages(
     previous: Generation | None,
-    dataset: str,
+    name: str,
     keys: list[str],
     fresh: dict[str, pa.Table],
     old: pa.Table | None,
 ) -> pa.Table:
-    """A dataset's new rows: the stages `keys` in key order, each from `fresh` or else from
+    """A data file's new rows: the stages `keys` in key order, each from `fresh` or else from
     the previous data file `old` (runs of neighbouring stages taken as one zero-copy slice,
     located by the index's row counts: no row is compared or sorted)."""
-    offsets = previous.offsets(dataset) if previous is not None and old is not None else {}
+    offsets = previous.offsets(name) if previous is not None and old is not None else {}
     pieces: list[pa.Table] = []
     start = end = -1
     for key in sorted(keys):
@@ -267,7 +268,7 @@ def write_generation(
     tables: dict[str, pa.Table | None],
     stages: dict[str, Entry],
 ) -> None:
-    """Publish a new generation: `tables` maps each dataset to its new rows, or to None when
+    """Publish a new generation: `tables` maps each name to its new rows, or to None when
     the previous generation's file holds them unchanged; `stages` is the new index. Data and
     index files first, MANIFEST.json last (the switch); then the files of generations older
     than the previous one are deleted (a reader without the flock may still hold those of
@@ -276,14 +277,14 @@ def write_generation(
     root.mkdir(parents=True, exist_ok=True)
     token = f"{int(time.time())}{secrets.token_hex(3)}"
     files = {}
-    for dataset, table in tables.items():
+    for name, table in tables.items():
         if table is None:
             assert previous is not None
-            files[dataset] = previous.files[dataset]
+            files[name] = previous.files[name]
             continue
-        name = f"data-{_slug(dataset)}-{token}{SUFFIX}"
-        _write_arrow(table, root / name)
-        files[dataset] = name
+        file_name = f"{name}-{token}{SUFFIX}"
+        _write_arrow(table, root / file_name)
+        files[name] = file_name
     keys = sorted(stages)
     run_ids, eval_ids = zip(*(k.split("/", 1) for k in keys), strict=True) if keys else ((), ())
     index = pa.table(
@@ -292,7 +293,7 @@ def write_generation(
             "eval_id": pa.array(eval_ids, pa.string()),
             "done_mtime_ns": pa.array([stages[k][0][0] for k in keys], pa.int64()),
             "done_size": pa.array([stages[k][0][1] for k in keys], pa.int64()),
-            "dataset": pa.array([stages[k][1] for k in keys], pa.string()),
+            "file": pa.array([stages[k][1] for k in keys], pa.string()),
             "rows": pa.array([stages[k][2] for k in keys], pa.int64()),
         }
     )
@@ -305,7 +306,7 @@ def write_generation(
     manifest = {
         "version": VERSION,
         "index": index_name,
-        "datasets": files,
+        "files": files,
         "previous": sorted(before - kept),
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -330,12 +331,6 @@ def _write_arrow(table: pa.Table, path: Path) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _slug(dataset: str) -> str:
-    """A file-name-safe form of a dataset name (its hash keeps two names apart)."""
-    safe = re.sub(r"[^A-Za-z0-9_-]", "_", dataset)[:40]
-    return f"{safe}-{content_hash(dataset)[:6]}"
 
 
 def remove_parts(paths: list[Path]) -> None:

@@ -90,9 +90,7 @@ def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str
             skipped.append((stage, f"unreadable rows.parquet: {type(read).__name__}: {read}"))
     for path, why in skipped:
         warnings.warn(f"skipping {path}: {why}", stacklevel=2)
-    # dataset by dataset, stages in key order within each (a stable sort of the listing):
-    # the order of the consolidated store, whose data files are per dataset
-    return to_frame(sorted(frames, key=_dataset_of)), skipped
+    return to_frame(frames), skipped
 
 
 def to_frame(frames: list[pa.Table], unique: bool = False) -> pd.DataFrame:
@@ -183,8 +181,8 @@ def collect_cached(
     has the identity (mtime, size) the store holds is taken from it, one the store lacks
     from its part or, failing that, from its run directory; a stage whose run directory is
     gone, or whose DONE changed, leaves (and is read again). The store is then compacted:
-    only datasets whose stages changed are rewritten. The same table as `collect`, row for
-    row. Call it under the leaderboard's flock (write_leaderboard does). rebuild=True
+    its data file is written again only when a stage came or went. The same table as
+    `collect`, row for row. Call it under the leaderboard's flock (write_leaderboard does). rebuild=True
     ignores the store and builds it again from every run directory. Returns (table,
     skipped, changed): changed is False when the store held every stage already."""
     root = Path(results_dir)
@@ -215,9 +213,11 @@ def collect_cached(
         found[key], identities[key] = read, identity
     fresh: dict[str, dict[str, pa.Table]] = {}
     for key, rows in _without_duplicates(found).items():
-        dataset = _dataset_of(rows)
-        fresh.setdefault(dataset, {})[key] = rows
-        index[key] = (identities[key], dataset, rows.num_rows)
+        # one data file, in key order: the table is read back in `collect`'s order with no
+        # reordering (files per dataset would need an interleave on every read; measured
+        # in docs/results.md)
+        fresh.setdefault(rowstore.ROWS, {})[key] = rows
+        index[key] = (identities[key], rowstore.ROWS, rows.num_rows)
     for path, why in skipped:
         warnings.warn(f"skipping {path}: {why}", stacklevel=2)
     counts = Counter(entry[1] for entry in held.values())
@@ -256,14 +256,6 @@ def _without_duplicates(stages: dict[str, pa.Table]) -> dict[str, pa.Table]:
         repeated = rows.select(_identity_columns(rows)).to_pandas().duplicated().to_numpy()
         unique[key] = rows.filter(pa.array(~repeated)) if repeated.any() else rows
     return unique
-
-
-def _dataset_of(rows: pa.Table) -> str:
-    """The dataset a stage's rows belong to (its partition in the store)."""
-    if "dataset" not in rows.column_names or rows.num_rows == 0:
-        return ""
-    value = rows.column("dataset")[0].as_py()
-    return "" if value is None else str(value)
 
 
 def collect_failures(

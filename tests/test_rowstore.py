@@ -91,7 +91,7 @@ def measured(table: pd.DataFrame) -> pd.DataFrame:
 def store_rows(root: Path) -> pd.DataFrame:
     """What the store's data files (Arrow IPC) hold, read with pandas (not harness code)."""
     manifest = json.loads((root / "store" / "MANIFEST.json").read_text())
-    frames = [pd.read_feather(root / "store" / name) for name in manifest["datasets"].values()]
+    frames = [pd.read_feather(root / "store" / name) for name in manifest["files"].values()]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -110,7 +110,7 @@ def test_the_store_holds_every_finished_stage_and_collect_cached_equals_collect(
     same(store_rows(tmp_path), independent(tmp_path))
     assert not list((tmp_path / "store" / "parts").iterdir())  # compacted: parts consumed
     manifest = json.loads((tmp_path / "store" / "MANIFEST.json").read_text())
-    assert sorted(manifest["datasets"]) == ["toy_a", "toy_b"]
+    assert list(manifest["files"]) == ["rows"]  # one data file, every dataset
     # row for row (order included) the table `collect` reads from the run directories
     pd.testing.assert_frame_equal(
         table.reset_index(drop=True), collect(tmp_path)[0].reset_index(drop=True)
@@ -118,20 +118,23 @@ def test_the_store_holds_every_finished_stage_and_collect_cached_equals_collect(
     assert collect_cached(tmp_path)[2] is False  # nothing new: no new generation
 
 
-def test_only_the_changed_dataset_is_rewritten_and_old_generations_are_removed(tmp_path):
+def test_the_data_file_is_rewritten_only_on_change_and_old_generations_are_removed(tmp_path):
+    def data_file():
+        return json.loads((tmp_path / "store" / "MANIFEST.json").read_text())["files"]["rows"]
+
     for n in range(4):
         finish_run(tmp_path, n, dataset="toy_a" if n % 2 else "toy_b")
     collect_cached(tmp_path)
-    first = json.loads((tmp_path / "store" / "MANIFEST.json").read_text())["datasets"]
+    first = data_file()
+    assert collect_cached(tmp_path)[2] is False and data_file() == first
     finish_run(tmp_path, 9, dataset="toy_a")
     collect_cached(tmp_path)
-    second = json.loads((tmp_path / "store" / "MANIFEST.json").read_text())["datasets"]
-    assert second["toy_b"] == first["toy_b"] and second["toy_a"] != first["toy_a"]
+    second = data_file()
     finish_run(tmp_path, 11, dataset="toy_a")
     collect_cached(tmp_path)
     files = {p.name for p in (tmp_path / "store").glob("*.arrow")}
-    assert first["toy_a"] not in files  # two generations back: gone
-    assert second["toy_a"] in files  # the previous one stays for a reader without the flock
+    assert first not in files  # two generations back: gone
+    assert second in files  # the previous one stays for a reader without the flock
     same(store_rows(tmp_path), independent(tmp_path))
 
 
