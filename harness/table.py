@@ -2,7 +2,8 @@
 
 Every measured number is one row (docs/results.md). Collection reads the rows of every
 finished post-hoc stage of every finished run (harness/rundir.py lists them); a run
-directory is the source of truth, table.parquet a cache of what was collected.
+directory is the source of truth; the consolidated store (harness/rowstore.py) holds what was
+collected, and table.parquet is an output of the leaderboard.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from harness.rundir import (
     stage_done_path,
     stage_rows_path,
 )
+from harness.store import atomic_write_parquet
 
 # The tidy table: one row per number. Later columns may be added, never renamed.
 ROW_COLUMNS = [
@@ -239,7 +241,10 @@ def collect_cached(
         (root / "table.stages.json").unlink(missing_ok=True)  # the cache before the store
     rowstore.remove_parts([path for found in parts.values() for path in found.values()])
     rowstore.clean_temporaries(root)
-    return to_frame(list(tables.values()), unique=True), skipped, changed
+    table = to_frame(list(tables.values()), unique=True)
+    if changed or not (root / "table.parquet").is_file():  # an output (harness.export)
+        atomic_write_parquet(table, root / "table.parquet")
+    return table, skipped, changed
 
 
 def _without_duplicates(stages: dict[str, pa.Table]) -> dict[str, pa.Table]:

@@ -149,7 +149,9 @@ def test_collect_cached_reads_only_new_stages_and_drops_deleted_runs(tmp_path):
     assert changed
     assert collect_cached(tmp_path)[2] is False  # nothing new: the cached table, not rewritten
     assert sorted(first["run_id"]) == ["aa", "bb"]
-    assert (tmp_path / "store" / "MANIFEST.json").is_file()
+    assert (tmp_path / "store" / "MANIFEST.json").is_file() and (
+        tmp_path / "table.parquet"
+    ).is_file()
     # aa's stage is finished: its rows come from the cache, not from the file (made unreadable)
     atomic_write_text(a / "rows.parquet", "not parquet")
     _finished_run(tmp_path, "cc", [{**row, "run_id": "cc"}])
