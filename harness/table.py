@@ -225,15 +225,15 @@ def collect_cached(
     counts = Counter(entry[1] for entry in held.values())
     tables: dict[str, pa.Table] = {}
     written: dict[str, pa.Table | None] = {}
-    for dataset in sorted(set(kept) | set(fresh)):
-        same = kept.get(dataset, set())
-        old = gen.read(dataset) if same and gen is not None else None
-        if dataset not in fresh and len(same) == counts[dataset]:
-            tables[dataset], written[dataset] = old, None  # unchanged: not written again
+    for name in sorted(set(kept) | set(fresh)):  # the data file(s): one, rowstore.ROWS
+        same = kept.get(name, set())
+        old = gen.read(name) if same and gen is not None else None
+        if name not in fresh and len(same) == counts[name]:
+            tables[name], written[name] = old, None  # unchanged: not written again
             continue
-        new = fresh.get(dataset, {})
-        merged = rowstore.merge_stages(gen, dataset, [*same, *new], new, old)
-        tables[dataset] = written[dataset] = merged
+        new = fresh.get(name, {})
+        merged = rowstore.merge_stages(gen, name, [*same, *new], new, old)
+        tables[name] = written[name] = merged
     changed = gen is None or set(written) != set(gen.files)
     changed = changed or any(t is not None for t in written.values())
     if changed:
