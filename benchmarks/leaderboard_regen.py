@@ -1,12 +1,16 @@
 """Leaderboard regeneration over a synthetic store: N completed runs × 50 rows each.
 
-    python benchmarks/leaderboard_regen.py [--runs 10000] [--keep DIR]
+    python benchmarks/leaderboard_regen.py [--runs 10000] [--keep DIR] [--skip-full]
 
 Writes run directories in the real layout (DONE, key.json, posthoc/<eval_id>/rows.parquet
 with its DONE; no per-example scores, as for a store whose per-example files were pruned),
-then times `write_leaderboard` (collect + table + summary + comparisons + model selection +
-Markdown + plots + page) and each stage on its own, and writes a JSON record. The store has
-2 datasets × 4 models × 25 methods... settings with 5 seeds each.
+then times, each with the load average of the moment (the machine is shared): the listing
+of the run directories (what reconciling the consolidated store costs), reading every
+rows.parquet, rebuilding the consolidated store (harness/rowstore.py) from every run
+directory, reading it; the stages on their own; `write_leaderboard` cold (rebuild=true,
+every plot), the tables alone from the store (no plots), tables and plots, warm, and after
+one new run (tables alone, then tables and that dataset's plots). Writes a JSON record. The
+store has 2 datasets × 4 models × 25 methods... settings with 5 seeds each.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from harness.keys import RESULTS_VERSION
 from harness.report.aggregate import aggregate
@@ -29,10 +35,9 @@ from harness.report.build import write_leaderboard
 from harness.report.compare import paired_comparisons, scorer_comparisons
 from harness.report.drawing import resolve_plot_workers
 from harness.report.plots import dataset_plots
-from harness.rundir import RunDir, runs_root
+from harness.rundir import RunDir, finished_stages, runs_root
 from harness.selection import select_settings
-from harness.store import atomic_write_parquet
-from harness.table import collect
+from harness.table import collect, collect_cached
 
 SPLITS = [
     ("val", "val"),
@@ -51,6 +56,10 @@ SCORED = [
 ]
 
 
+def run_id_of(number: int) -> str:
+    return hashlib.sha256(f"run{number}".encode()).hexdigest()[:20]
+
+
 def write_store(root: Path, runs: int, seeds: int = 5, first: int = 0) -> None:
     rng = np.random.default_rng(first)
     datasets, models = ["synth_a", "synth_b"], ["resnet18", "vit_tiny", "convnext_t", "deit_s"]
@@ -60,7 +69,7 @@ def write_store(root: Path, runs: int, seeds: int = 5, first: int = 0) -> None:
         model = models[(setting // 2) % 4]
         method = f"method{(setting // 8) % 25}"
         hparams = setting // 200
-        run_id = hashlib.sha256(f"run{r}".encode()).hexdigest()[:20]
+        run_id = run_id_of(r)
         run = RunDir(root, run_id)
         stage = run.posthoc("evalid0000000000")
         base = float(rng.uniform(0.5, 0.95))
@@ -82,32 +91,43 @@ def write_store(root: Path, runs: int, seeds: int = 5, first: int = 0) -> None:
                 if metric == "auroc_vs_id_test" and role != "shift_test":
                     metric = "accuracy@0.9"  # selective accuracy: 50 distinct rows per run
                 records.append((split, role, scorer, metric, "", float(rng.uniform(0.5, 0.9))))
-        frame = pd.DataFrame(
-            records, columns=["split", "split_role", "scorer", "metric", "group_key", "value"]
-        )
-        frame = frame.assign(
-            run_id=run_id,
-            setting_id=hashlib.sha256(str(setting).encode()).hexdigest()[:20],
-            dataset=dataset,
-            model=model,
-            method=method,
-            tta="",
-            seed=r % seeds,
-            group_value="",
-            n=1000,
-            selection_rule="id_val_accuracy",
-            selected_epoch=4,
-            eval_id="evalid0000000000",
-            forward_key="",
-            posthoc_key="",
-            results_version=RESULTS_VERSION,
-            git_sha="",
-            git_dirty=False,
-            lock_hash="",
-            versions="",
-            created_at="",
-        )
-        atomic_write_parquet(frame, stage.rows)
+        # arrow directly (a pandas frame per run made writing 100,000 runs take an hour)
+        columns = list(zip(*records, strict=True))
+        text = pa.large_string()
+        constant = {
+            "run_id": run_id,
+            "setting_id": hashlib.sha256(str(setting).encode()).hexdigest()[:20],
+            "dataset": dataset,
+            "model": model,
+            "method": method,
+            "tta": "",
+            "seed": r % seeds,
+            "group_value": "",
+            "n": 1000,
+            "selection_rule": "id_val_accuracy",
+            "selected_epoch": 4,
+            "eval_id": "evalid0000000000",
+            "forward_key": "",
+            "posthoc_key": "",
+            "results_version": RESULTS_VERSION,
+            "git_sha": "",
+            "git_dirty": False,
+            "lock_hash": "",
+            "versions": "",
+            "created_at": "",
+        }
+        names = ["split", "split_role", "scorer", "metric", "group_key", "value"]
+        data = {
+            name: pa.array(col, pa.float64() if name == "value" else text)
+            for name, col in zip(names, columns, strict=True)
+        }
+        for name, value in constant.items():
+            kind = text if isinstance(value, str) else None
+            data[name] = pa.array([value] * len(records), kind)
+        stage.path.mkdir(parents=True, exist_ok=True)
+        tmp = stage.path / ".rows.tmp"
+        pq.write_table(pa.table(data), tmp)
+        os.replace(tmp, stage.rows)
         stage.done.write_text("{}")
         payload = {
             "dataset": {"name": dataset},
@@ -126,82 +146,98 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
+TABLES = ["markdown", "html"]  # every table, CSV, Markdown page and index.html; no plots
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10000)
     parser.add_argument("--keep", type=Path, default=None, help="reuse/keep the store here")
+    parser.add_argument(
+        "--skip-full",
+        action="store_true",
+        help="skip reading every rows.parquet twice more, the in-process stages and plots",
+    )
     args = parser.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="shiftbench-regen-"))
     if not runs_root(root).is_dir():
         _, t_write = timed(write_store, root, args.runs)
         print(f"wrote {args.runs} runs in {t_write:.1f} s ({root})")
-    table, t_collect = timed(collect, root)
-    table = table[0]
-    agg, t_agg = timed(aggregate, table, root)
-    _, t_comp = timed(paired_comparisons, table, root, "method0")
-    _, t_scorers = timed(scorer_comparisons, table, root)
-    _, t_select = timed(select_settings, table, "id_val", root)
-    t_plots = 0.0  # in this process, one figure after another (write_leaderboard forks workers)
-    for dataset in sorted(table["dataset"].unique()):
-        _, t = timed(
-            dataset_plots,
-            table[table["dataset"] == dataset],
-            agg[agg["dataset"] == dataset],
-            root,
-            root / "bench_plots" / dataset,
+    seconds, cpu, loads = {}, {}, {}
+
+    def measure(name, fn, *a, **k):
+        before = os.times()
+        out, seconds[name] = timed(fn, *a, **k)
+        after = os.times()
+        # CPU seconds of this process and its reaped children (the forked plot workers): on
+        # a shared machine the wall clock depends on the other users, this much less
+        cpu[name] = sum(after[i] - before[i] for i in range(4))
+        loads[name] = round(os.getloadavg()[0], 2)  # a shared machine: the load of each number
+        print(
+            f"{name:>50}: {seconds[name]:7.2f} s wall, {cpu[name]:7.2f} s CPU "
+            f"(load {loads[name]:.1f})",
+            flush=True,
         )
-        t_plots += t
-    for cache in ("table.parquet", "table.stages.json"):  # cold: read every run
-        (root / cache).unlink(missing_ok=True)
-    for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
-        record_file.unlink()  # cold: draw every plot
-    _, t_all = timed(write_leaderboard, root, "method0")
-    # regenerate: every table and plot made again from the collected table that the last
-    # sweep's rebuild left (results/table.parquet), as after a change of options or code
-    for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
-        record_file.unlink()
-    _, t_regen = timed(write_leaderboard, root, "method0")
-    # the same with the plots drawn in this process, one after another (plot_workers=1)
-    for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
-        record_file.unlink()
-    _, t_regen_serial = timed(write_leaderboard, root, "method0", plot_workers=1)
-    # warm: a rebuild after a sweep that added nothing reads no run again (collect_cached)
-    # and draws no plot again (CachedPlots)
-    _, t_warm = timed(write_leaderboard, root, "method0")
-    # one new run of one dataset: its rows read, that dataset's plots redrawn
+        return out
+
+    def forget_plots():
+        for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
+            record_file.unlink()
+
+    measure("list run dirs + stat DONE (reconciliation)", finished_stages, root)
+    if not args.skip_full:
+        measure("collect: read every rows.parquet", collect, root)
+    measure("store rebuilt from every run dir", collect_cached, root, rebuild=True)
+    table, _, _ = measure("store read (nothing new)", collect_cached, root)
+    if not args.skip_full:
+        agg = measure("aggregate", aggregate, table, root)
+        measure("method comparisons", paired_comparisons, table, root, "method0")
+        measure("scorer comparisons", scorer_comparisons, table, root)
+        measure("model selection", select_settings, table, "id_val", root)
+
+        def plots():  # in this process, one figure after another (write_leaderboard forks)
+            for dataset in sorted(table["dataset"].unique()):
+                dataset_plots(
+                    table[table["dataset"] == dataset],
+                    agg[agg["dataset"] == dataset],
+                    root,
+                    root / "bench_plots" / dataset,
+                )
+
+        measure("plots, in process", plots)
+    forget_plots()
+    measure(
+        "write_leaderboard cold (rebuild=true, every plot)"
+        if not args.skip_full
+        else "write_leaderboard, every plot (store as it is)",
+        write_leaderboard,
+        root,
+        "method0",
+        rebuild=not args.skip_full,
+    )
+    measure("tables from the store (no plots)", write_leaderboard, root, "method0", outputs=TABLES)
+    forget_plots()
+    measure("tables and every plot from the store", write_leaderboard, root, "method0")
+    measure("warm rebuild (nothing new)", write_leaderboard, root, "method0")
     write_store(root, 1, seeds=5, first=args.runs)
-    _, t_one = timed(write_leaderboard, root, "method0")
+    measure(
+        "tables after one new run (no plots)", write_leaderboard, root, "method0", outputs=TABLES
+    )
+    write_store(root, 1, seeds=5, first=args.runs + 1)
+    measure("tables and its dataset's plots after one new run", write_leaderboard, root, "method0")
     record = {
-        "runs": int(table["run_id"].nunique()),
+        "runs": args.runs,
         "rows": len(table),
-        "seconds": {
-            "collect": t_collect,
-            "aggregate": t_agg,
-            "method_comparisons": t_comp,
-            "scorer_comparisons": t_scorers,
-            "model_selection": t_select,
-            "plots": t_plots,
-            "write_leaderboard_cold": t_all,
-            "write_leaderboard_regenerate": t_regen,
-            "write_leaderboard_regenerate_plot_workers_1": t_regen_serial,
-            "write_leaderboard_warm": t_warm,
-            "write_leaderboard_one_new_run": t_one,
-        },
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "load_average_1min": loads,
         "plot_workers": resolve_plot_workers("auto"),
-        "load_average_1min": os.getloadavg()[0],
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    for name, value in record["seconds"].items():
-        print(f"{name:>24}: {value:7.2f} s")
-    print(
-        f"per run: cold {1000 * t_all / record['runs']:.2f} ms, warm {1000 * t_warm / record['runs']:.2f} ms"
-    )
-    print(
-        f"load average (1 min) at the end: {record['load_average_1min']:.2f} on {os.cpu_count()} CPUs"
-    )
-    out = (
-        Path(__file__).resolve().parent.parent / "results" / "benchmarks" / "leaderboard_regen.json"
-    )
+    for run in range(args.runs, args.runs + 2):  # the store is left as it was
+        shutil.rmtree(RunDir(root, run_id_of(run)).path, ignore_errors=True)
+    name = "leaderboard_regen.json" if args.runs == 10000 else f"leaderboard_regen_{args.runs}.json"
+    out = Path(__file__).resolve().parent.parent / "results" / "benchmarks" / name
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2))
     print(f"record: {out}")

@@ -383,9 +383,10 @@ def validate_leaderboard(c: dict[str, Any]) -> None:
         not isinstance(workers, int) or isinstance(workers, bool) or workers < 1
     ):
         raise ValueError(f"plot_workers must be auto or a positive integer, got {workers!r}")
-    from harness.report.build import check_headline_split, check_min_effect
+    from harness.report.build import check_headline_split, check_min_effect, check_rebuild
     from harness.report.robustness import check_options
 
+    check_rebuild(c.get("rebuild", False))
     check_min_effect(c.get("min_effect"))
     check_headline_split(c.get("headline_split"))
     check_options(c.get("effective_robustness"))

@@ -34,6 +34,7 @@ from harness import (
 from harness.data import LABELED_ROLES
 from harness.keys import RESULTS_VERSION, eval_id, eval_identity, posthoc_key
 from harness.outputs import Outputs
+from harness.rowstore import append_stage
 from harness.runcache import (  # noqa: F401  (LazySplits, _checked_head: used through this module)
     LazySplits,
     RunCache,
@@ -324,6 +325,8 @@ def evaluate_run(run_dir: str | Path, eval_cfg: dict[str, Any]) -> tuple[str, bo
     atomic_write_json(stage.notes, notes)
     atomic_write_parquet(table, stage.rows)
     atomic_write_json(stage.done, {"completed_at": now_iso(), "rows": len(table)})
+    if RunDir.at(run_dir).is_complete():  # a finished run's new stage: into the store now
+        append_stage(RunDir.at(run_dir), eid)  # (a run's own stage: once its DONE exists)
     return eid, False
 
 

@@ -50,6 +50,7 @@ from harness.models import create_model, model_label, resolve_device, save_head
 from harness.posthoc import evaluate_run
 from harness.probe import execute_probe
 from harness.retention import apply_policy, require_best
+from harness.rowstore import append_stage
 from harness.rundir import LockHeld, RunDir, RunLock, check_not_linked
 from harness.search import apply_hparams_seed, check_objective
 from harness.store import atomic_write_json, atomic_write_text, provenance
@@ -388,6 +389,7 @@ def finish(
             "checkpoints": c.get("checkpoints", "best"),
         }
     )
+    append_stage(rd, eid)  # into the consolidated store, now that the run counts
     # last.pt exists only while the run can resume: once DONE, the retention policy applies
     freed = apply_policy(rd, c.get("checkpoints", "best"))
     if freed:

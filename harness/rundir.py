@@ -33,6 +33,7 @@ DONE = "DONE"
 FAILED = "FAILED"
 LOCK = "LOCK"
 RUNS = "runs"
+FAILED_WHY = "failed (see its FAILED file)"  # finished_stages' reason for a failed run
 
 
 def runs_root(results_dir: str | Path) -> Path:
@@ -240,11 +241,11 @@ def _subdirs(path: str, links: list[str] | None = None) -> list[str]:
     appended to `links` for the caller to report."""
     try:
         with os.scandir(path) as entries:
-            found = sorted(entries, key=lambda e: e.name)
+            found = list(entries)
     except (FileNotFoundError, NotADirectoryError):
         return []
-    real = [e.name for e in found if e.is_dir(follow_symlinks=False)]
-    linked = [e.name for e in found if e.is_symlink() and e.is_dir()]
+    real = sorted(e.name for e in found if e.is_dir(follow_symlinks=False))
+    linked = sorted(e.name for e in found if e.is_symlink() and e.is_dir())
     if links is not None:
         links.extend(os.path.join(path, n) for n in linked)
     else:
@@ -260,27 +261,29 @@ def check_not_linked(path: str | Path) -> None:
         raise ValueError(f"{path} is {SYMLINK_REFUSED}")
 
 
-def finished_stages(results_dir: str | Path) -> tuple[dict[Path, int], list[tuple[Path, str]]]:
-    """The finished post-hoc stages of finished runs with the mtime of each stage's DONE, and
-    what was skipped (with why). os.scandir and plain strings: a store of 10,000 runs costs
-    three system calls per run, and pathlib's objects cost more than the calls."""
+def finished_stages(
+    results_dir: str | Path,
+) -> tuple[dict[str, tuple[str, tuple[int, int]]], list[tuple[Path, str]]]:
+    """The finished post-hoc stages of finished runs, {"<run folder>/<eval_id>": (stage
+    folder, identity)} in key order, where identity = (st_mtime_ns, st_size) of the stage's
+    DONE; and what was skipped (with why). No file is read (the consolidated store compares
+    the identities), and os.scandir and plain strings only: 10,000 runs cost three system
+    calls each, and pathlib's objects would cost more than the calls."""
     root = str(runs_root(results_dir))
     stages, skipped, links = {}, [], []
     for name in _subdirs(root, links):
         run_path = os.path.join(root, name)
         if not os.path.isfile(os.path.join(run_path, DONE)):
-            why = (
-                "failed (see its FAILED file)"
-                if os.path.isfile(os.path.join(run_path, FAILED))
-                else "incomplete (no DONE marker)"
-            )
+            failed = os.path.isfile(os.path.join(run_path, FAILED))
+            why = FAILED_WHY if failed else "incomplete (no DONE marker)"
             skipped.append((Path(run_path), why))
             continue
         posthoc = os.path.join(run_path, "posthoc")
         for stage in _subdirs(posthoc, links):
-            stage_path = os.path.join(posthoc, stage)
+            stage_path = f"{posthoc}/{stage}"
             try:
-                stages[Path(stage_path)] = os.stat(os.path.join(stage_path, DONE)).st_mtime_ns
+                st = os.stat(f"{stage_path}/{DONE}")
+                stages[f"{name}/{stage}"] = (stage_path, (st.st_mtime_ns, st.st_size))
             except FileNotFoundError:
                 skipped.append((Path(stage_path), "incomplete post-hoc stage (no DONE marker)"))
     skipped += [(Path(link), SYMLINK_REFUSED) for link in links]
@@ -301,11 +304,6 @@ def merge_staging(results_dir: str | Path, token: str) -> Path:
 def stage_done_path(stage: Path) -> Path:
     """DONE of a stage folder listed by finished_stages."""
     return stage / DONE
-
-
-def stage_identity(stage: Path) -> str:
-    """ "<run folder>/<eval_id>" of a stage folder listed by finished_stages."""
-    return f"{stage.parent.parent.name}/{stage.name}"
 
 
 def scores_path(results_dir: str | Path, run_id: str, eval_id: str, split: str) -> Path:

@@ -2,7 +2,8 @@
 
 Every measured number is one row (docs/results.md). Collection reads the rows of every
 finished post-hoc stage of every finished run (harness/rundir.py lists them); a run
-directory is the source of truth, table.parquet a cache of what was collected.
+directory is the source of truth; the consolidated store (harness/rowstore.py) holds what was
+collected, and table.parquet is an output of the leaderboard.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import stat
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,14 +21,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from harness import rowstore
 from harness.rundir import (
+    FAILED_WHY,
+    RunDir,
     finished_stages,
     run_dirs,
     stage_done_path,
-    stage_identity,
     stage_rows_path,
 )
-from harness.store import atomic_write_json, atomic_write_parquet
+from harness.store import atomic_write_parquet
 
 # The tidy table: one row per number. Later columns may be added, never renamed.
 ROW_COLUMNS = [
@@ -69,58 +73,38 @@ def overall(table: pd.DataFrame) -> pd.Series:
     return (table["group_key"].fillna("") == "") & (table["scorer"].fillna("") == "")
 
 
-def collect(
-    results_dir: str | Path, reuse: tuple[pd.DataFrame, dict[str, int]] | None = None
-) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
-    """Rows of every completed run below results_dir, and what was skipped (with why).
+def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+    """Rows of every completed run below results_dir, and what was skipped (with why), read
+    from the run directories alone (the source of truth; the leaderboard's `collect_cached`
+    takes what it can from the consolidated store instead).
 
     A run counts once its DONE marker exists; its rows are those of each finished post-hoc
     stage (posthoc/<eval_id>/rows.parquet with its own DONE). Never raises on one bad run
-    directory or file: it is skipped with a warning naming it. `reuse` = (an earlier
-    collected table, {"<run_id>/<eval_id>": mtime_ns of the stage's DONE}): stages whose DONE
-    is unchanged are taken from it instead of read again (see `collect_cached`).
+    directory or file: it is skipped with a warning naming it.
     """
-    table, skipped, _ = _collect(results_dir, reuse)
-    return table, skipped
-
-
-def _collect(
-    results_dir: str | Path, reuse: tuple[pd.DataFrame, dict[str, int]] | None
-) -> tuple[pd.DataFrame, list[tuple[Path, str]], dict[str, int]]:
-    """collect, plus {"<run_id>/<eval_id>": DONE mtime_ns} of the stages whose rows it holds."""
-    stages, skipped = finished_stages(results_dir)
-    previous, manifest = reuse if reuse is not None else (None, {})
-    kept, seen, to_read = set(), {}, []
-    for stage, mtime in stages.items():
-        key = stage_identity(stage)
-        seen[key] = mtime
-        if manifest.get(key) == seen[key]:
-            kept.add(key)
-        else:
-            to_read.append((key, stage))
+    listed, skipped = finished_stages(results_dir)
+    stages = [Path(path) for path, _ in listed.values()]
     frames = []
-    for (key, stage), read in zip(to_read, _read_rows([s for _, s in to_read]), strict=True):
+    for stage, read in zip(stages, _read_rows(stages), strict=True):
         if isinstance(read, pa.Table):
             frames.append(read)
         else:  # a corrupt file must not stop the collection
             skipped.append((stage, f"unreadable rows.parquet: {type(read).__name__}: {read}"))
-            del seen[key]
     for path, why in skipped:
         warnings.warn(f"skipping {path}: {why}", stacklevel=2)
-    cached = None
-    if previous is not None and kept == set(manifest):  # the usual case: no stage went away
-        cached = previous
-    elif previous is not None and kept:
-        ids = previous["run_id"].astype(str) + "/" + previous["eval_id"].astype(str)
-        cached = previous[ids.isin(kept)]
-    if not frames:  # only rows of the earlier collection, de-duplicated when it was made
-        table = cached.reset_index(drop=True) if cached is not None else None
-        return (pd.DataFrame(columns=ROW_COLUMNS) if table is None else table), skipped, seen
-    fresh = pa.concat_tables(frames, promote_options="default").to_pandas()
-    table = pd.concat(([cached] if cached is not None else []) + [fresh], ignore_index=True)
+    return to_frame(frames), skipped
+
+
+def to_frame(frames: list[pa.Table], unique: bool = False) -> pd.DataFrame:
+    """The tidy table from arrow tables of rows: concatenated and converted once (10,000
+    small pandas frames would cost twice as much), de-duplicated by identity unless the
+    caller knows the rows are `unique` (the consolidated store's)."""
+    if not frames:
+        return pd.DataFrame(columns=ROW_COLUMNS)
+    table = pa.concat_tables(frames, promote_options="default").to_pandas()
     # rows written before a column existed: augment="" is no augmentation
     table["augment"] = table["augment"].fillna("") if "augment" in table else ""
-    return table.drop_duplicates(subset=_identity_columns(table)), skipped, seen
+    return table if unique else table.drop_duplicates(subset=_identity_columns(table))
 
 
 # What a stage's rows.parquet must hold for the table to mean anything; a file without
@@ -128,9 +112,13 @@ def _collect(
 STAGE_COLUMNS = ("run_id", "eval_id", "split", "scorer", "metric", "value")
 
 
-def _read_one(stage: Path, check_names: bool = True) -> pa.Table | Exception:
+def _read_one(
+    stage: Path, check_names: bool = True, source: Path | None = None
+) -> pa.Table | Exception:
+    """A stage's rows (from `source` instead of its rows.parquet when given: the store's copy),
+    checked; the exception instead when they cannot be trusted."""
     try:
-        path = stage_rows_path(stage)
+        path = stage_rows_path(stage) if source is None else source
         # opening a FIFO (or a device) would block forever: regular files only,
         # and never through a symbolic link (lstat), like run folders (rundir._subdirs)
         if not stat.S_ISREG(os.lstat(path).st_mode):
@@ -176,56 +164,117 @@ def stage_problem(stage: Path) -> str | None:
     return None
 
 
-def _read_rows(stages: list[Path]) -> list[pa.Table | Exception]:
+def _read_rows(stages: list[Path] | list[tuple[Path, Path | None]]) -> list[pa.Table | Exception]:
     """Every stage's rows.parquet as an arrow table (or the exception that reading raised),
     in order. Arrow tables are concatenated and converted once: 10,000 small pandas frames
     would cost twice as much. Reading releases the GIL, so a few threads overlap the
     files' opening and decoding (benchmarks/leaderboard_regen.py)."""
-    if len(stages) < 64:
-        return [_read_one(s) for s in stages]
+    items = [s if isinstance(s, tuple) else (s, None) for s in stages]
+    if len(items) < 64:
+        return [_read_one(s, source=src) for s, src in items]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        return list(pool.map(_read_one, stages))
+        return list(pool.map(lambda item: _read_one(item[0], source=item[1]), items))
 
 
 def collect_cached(
-    results_dir: str | Path,
+    results_dir: str | Path, rebuild: bool = False
 ) -> tuple[pd.DataFrame, list[tuple[Path, str]], bool]:
-    """`collect`, reading only the stages finished (or re-finished) since the last call and
-    taking the others from <results_dir>/table.parquet; writes table.parquet and its manifest
-    table.stages.json (stage -> mtime of its DONE) back. Finished stages are never rewritten,
-    so their rows cannot have changed; a deleted run drops out because only stages present
-    now are kept. An unreadable or inconsistent cache means a full read, never an error.
-    Returns (table, skipped, changed): changed is False when the table is the cached one."""
+    """`collect` through the consolidated store (harness/rowstore.py): a stage whose DONE
+    has the identity (mtime, size) the store holds is taken from it, one the store lacks
+    from its part or, failing that, from its run directory; a stage whose run directory is
+    gone, or whose DONE changed, leaves (and is read again). The store is then compacted:
+    its data file is written again only when a stage came or went. The same table as
+    `collect`, row for row. Call it under the leaderboard's flock (write_leaderboard does). rebuild=True
+    ignores the store and builds it again from every run directory. Returns (table,
+    skipped, changed): changed is False when the store held every stage already."""
     root = Path(results_dir)
-    reuse = None
-    try:
-        manifest = json.loads((root / "table.stages.json").read_text())
-        previous = pd.read_parquet(root / "table.parquet")
-        pairs = previous[["run_id", "eval_id"]].drop_duplicates()
-        ids = set(pairs["run_id"].astype(str) + "/" + pairs["eval_id"].astype(str))
-        manifest = {k: v for k, v in manifest.items() if k in ids}
-        if len(manifest) != len(ids):  # rows the manifest does not vouch for: read them again
-            keep = (previous["run_id"].astype(str) + "/" + previous["eval_id"].astype(str)).isin(
-                set(manifest)
-            )
-            previous = previous[keep]
-        reuse = (previous, manifest)
-    except Exception:  # no cache yet, or one that cannot be trusted: read everything
-        reuse = None
-    table, skipped, manifest = _collect(root, reuse)
-    changed = reuse is None or manifest != reuse[1] or len(table) != len(reuse[0])
+    # the parts before the listing: a part appended after the listing was made is left for
+    # the next compaction, never deleted unread (its run may have finished meanwhile)
+    parts = {} if rebuild else rowstore.list_parts(root)
+    stages, skipped = finished_stages(root)
+    gen = None if rebuild else rowstore.load_generation(root)
+    held = gen.stages if gen is not None else {}
+    kept: dict[str, set[str]] = {}
+    index: dict[str, rowstore.Entry] = {}
+    to_read = []
+    for key, (path, identity) in stages.items():
+        entry = held.get(key)
+        if entry is not None and entry[0] == identity:
+            kept.setdefault(entry[1], set()).add(key)
+            index[key] = entry
+        else:
+            to_read.append((key, Path(path), identity, parts.get(key, {}).get(identity)))
+    found, identities = {}, {}
+    reads = _read_rows([(stage, part) for _, stage, _, part in to_read])
+    for (key, stage, identity, part), read in zip(to_read, reads, strict=True):
+        if isinstance(read, Exception) and part is not None:  # a damaged part: the run's own
+            read = _read_one(stage)
+        if isinstance(read, Exception):
+            skipped.append((stage, f"unreadable rows.parquet: {type(read).__name__}: {read}"))
+            continue
+        found[key], identities[key] = read, identity
+    fresh: dict[str, dict[str, pa.Table]] = {}
+    for key, rows in _without_duplicates(found).items():
+        # one data file, in key order: the table is read back in `collect`'s order with no
+        # reordering (files per dataset would need an interleave on every read; measured
+        # in docs/results.md)
+        fresh.setdefault(rowstore.ROWS, {})[key] = rows
+        index[key] = (identities[key], rowstore.ROWS, rows.num_rows)
+    for path, why in skipped:
+        warnings.warn(f"skipping {path}: {why}", stacklevel=2)
+    counts = Counter(entry[1] for entry in held.values())
+    tables: dict[str, pa.Table] = {}
+    written: dict[str, pa.Table | None] = {}
+    for name in sorted(set(kept) | set(fresh)):  # the data file(s): one, rowstore.ROWS
+        same = kept.get(name, set())
+        old = gen.read(name) if same and gen is not None else None
+        if name not in fresh and len(same) == counts[name]:
+            tables[name], written[name] = old, None  # unchanged: not written again
+            continue
+        new = fresh.get(name, {})
+        merged = rowstore.merge_stages(gen, name, [*same, *new], new, old)
+        tables[name] = written[name] = merged
+    changed = gen is None or set(written) != set(gen.files)
+    changed = changed or any(t is not None for t in written.values())
     if changed:
+        rowstore.write_generation(root, gen, written, index)
+        (root / "table.stages.json").unlink(missing_ok=True)  # the cache before the store
+    rowstore.remove_parts([path for found in parts.values() for path in found.values()])
+    rowstore.clean_temporaries(root)
+    table = to_frame(list(tables.values()), unique=True)
+    if changed or not (root / "table.parquet").is_file():  # an output (harness.export)
         atomic_write_parquet(table, root / "table.parquet")
-        atomic_write_json(root / "table.stages.json", manifest)  # after the table it describes
     return table, skipped, changed
 
 
-def collect_failures(results_dir: str | Path) -> pd.DataFrame:
-    """One row per failed run (FAILED marker, no DONE): who it was and why it failed."""
+def _without_duplicates(stages: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """Each stage's rows less repeated identities (the first kept, as drop_duplicates), once,
+    when the stage enters the store: reading the store then needs no pass over every row.
+    Two stages never share an identity (their run_id and eval_id are their folders')."""
+    if not stages:
+        return stages
+    whole = pa.concat_tables(list(stages.values()), promote_options="default")
+    if not whole.select(_identity_columns(whole)).to_pandas().duplicated().any():
+        return stages  # the usual case: one check over the new rows
+    unique = {}
+    for key, rows in stages.items():
+        repeated = rows.select(_identity_columns(rows)).to_pandas().duplicated().to_numpy()
+        unique[key] = rows.filter(pa.array(~repeated)) if repeated.any() else rows
+    return unique
+
+
+def collect_failures(
+    results_dir: str | Path, skipped: list[tuple[Path, str]] | None = None
+) -> pd.DataFrame:
+    """One row per failed run (FAILED marker, no DONE): who it was and why it failed.
+    `skipped`: what a collection skipped, which names the failed runs already (no second
+    pass over every run directory)."""
     records = []
-    for rd in run_dirs(results_dir):
-        if not rd.is_failed():
-            continue
+    if skipped is None:
+        failed = [rd for rd in run_dirs(results_dir) if rd.is_failed()]
+    else:
+        failed = [RunDir.at(path) for path, why in skipped if why == FAILED_WHY]
+    for rd in failed:
         try:
             info = json.loads(rd.failed.read_text())
             key = rd.read_key()
@@ -248,5 +297,6 @@ def collect_failures(results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(records, columns=columns)
 
 
-def _identity_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in IDENTITY_COLUMNS if c in table]
+def _identity_columns(table: pd.DataFrame | pa.Table) -> list[str]:
+    names = table.column_names if isinstance(table, pa.Table) else table.columns
+    return [c for c in IDENTITY_COLUMNS if c in names]

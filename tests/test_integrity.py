@@ -389,6 +389,7 @@ LEADERBOARD_CASES = {
     "corruption_reference": ("corruption_reference=[a]", "corruption_reference must be a name"),
     "min_effect": ("min_effect=-0.01", "min_effect must be null or a positive number"),
     "headline_split": ("+headline_split.toy=[a]", "headline_split must be a mapping"),
+    "rebuild": ("rebuild=maybe", "rebuild must be true or false"),
     "effective_robustness": (
         "effective_robustness.scale=linear",
         "effective_robustness.scale must be one of",

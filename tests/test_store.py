@@ -129,6 +129,7 @@ def test_atomic_writes_get_ordinary_file_modes(tmp_path):
 
 
 def test_collect_cached_reads_only_new_stages_and_drops_deleted_runs(tmp_path):
+    # the store holds aa's rows: its rows.parquet is not read again while its DONE is unchanged
     import os
     import shutil
 
@@ -148,7 +149,9 @@ def test_collect_cached_reads_only_new_stages_and_drops_deleted_runs(tmp_path):
     assert changed
     assert collect_cached(tmp_path)[2] is False  # nothing new: the cached table, not rewritten
     assert sorted(first["run_id"]) == ["aa", "bb"]
-    assert (tmp_path / "table.parquet").is_file() and (tmp_path / "table.stages.json").is_file()
+    assert (tmp_path / "store" / "MANIFEST.json").is_file() and (
+        tmp_path / "table.parquet"
+    ).is_file()
     # aa's stage is finished: its rows come from the cache, not from the file (made unreadable)
     atomic_write_text(a / "rows.parquet", "not parquet")
     _finished_run(tmp_path, "cc", [{**row, "run_id": "cc"}])
@@ -162,8 +165,8 @@ def test_collect_cached_reads_only_new_stages_and_drops_deleted_runs(tmp_path):
     with pytest.warns(UserWarning, match="unreadable rows.parquet"):
         third, skipped, _ = collect_cached(tmp_path)
     assert sorted(third["run_id"]) == ["cc"]
-    # a cache that cannot be trusted means a full read, never an error
-    atomic_write_text(tmp_path / "table.stages.json", "{not json")
+    # a store that cannot be trusted means a full read, never an error
+    atomic_write_text(tmp_path / "store" / "MANIFEST.json", "{not json")
     _finished_run(tmp_path, "aa", [{**row, "run_id": "aa", "value": 0.9}])
     fourth, _, _ = collect_cached(tmp_path)
     assert sorted(fourth["run_id"]) == ["aa", "cc"]

@@ -1,0 +1,339 @@
+"""The consolidated store: every finished post-hoc stage's rows, kept in one Arrow file below
+the results root, so that the leaderboard reads one file instead of one per run
+(docs/results.md, "The consolidated store").
+
+    <results_dir>/store/
+      MANIFEST.json                    the current generation: {"index": ..., "files":
+                                       {"rows": data file}, "previous": [files]}
+      index-<token>.arrow              one row per stage held: run_id, eval_id, done_mtime_ns,
+                                       done_size (the identity of the stage's DONE), file,
+                                       rows
+      rows-<token>.arrow               the rows of every stage, stage after stage in key
+                                       order (Arrow IPC with LZ4: read 8x faster than Parquet)
+      parts/<run_id>.<eval_id>.<mtime_ns>-<size>.parquet
+                                       appended by a run when its stage finishes: a byte copy
+                                       of the stage's rows.parquet, named by its DONE identity
+
+Writers: a run appends a part (its own name, written to a temporary name and renamed: never
+half visible; two sweeps never write the same name unless they hold the same bytes). The
+leaderboard compacts under its flock (harness/report/build.py): it writes new data and
+index files, then MANIFEST.json (the atomic switch), then deletes the parts it read, and
+only those, so a part appended during the compaction waits for the next one. The run
+directories stay the source of truth: harness/table.py reconciles this store with them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import secrets
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.feather as feather
+
+from harness.keys import content_hash
+from harness.rundir import RUNS, RunDir, check_not_linked
+
+STORE = "store"
+PARTS = "parts"
+MANIFEST = "MANIFEST.json"
+VERSION = 1
+INDEX_COLUMNS = ("run_id", "eval_id", "done_mtime_ns", "done_size", "file", "rows")
+ROWS = "rows"  # the name of the (one) data file's entry in MANIFEST.json
+SUFFIX = ".arrow"  # the compacted files: Arrow IPC (Feather v2, LZ4)
+# a temporary part of a process on another host is removed when it is this old (seconds)
+STALE_TEMPORARY = 3600.0
+_PART = re.compile(r"^([0-9a-f]+)\.([^./]+)\.(\d+)-(\d+)\.parquet$")
+_HOST = content_hash(platform.node())[:8]
+_TMP = re.compile(r"^\.(.+)\.([0-9a-f]{8})\.(\d+)\.tmp$")
+
+Identity = tuple[int, int]  # (st_mtime_ns, st_size) of a stage's DONE
+
+
+def store_dir(results_dir: str | Path) -> Path:
+    return Path(results_dir) / STORE
+
+
+def parts_dir(results_dir: str | Path) -> Path:
+    return store_dir(results_dir) / PARTS
+
+
+def stage_key(run_id: str, eval_id: str) -> str:
+    """ "<run_id>/<eval_id>": the name of a stage in the store and in the listing."""
+    return f"{run_id}/{eval_id}"
+
+
+def row_keys(rows: pa.Table) -> pa.ChunkedArray:
+    """The stage key of each row (large strings: pandas' strings arrive as either type)."""
+    text = pa.large_string()
+    return pc.binary_join_element_wise(
+        rows["run_id"].cast(text), rows["eval_id"].cast(text), pa.scalar("/", text)
+    )
+
+
+# ---------------------------------------------------------------- appending
+
+
+def append_stage(rd: RunDir, eval_id: str) -> Path | None:
+    """Copy a finished stage's rows into the store as a part; returns its path, or None when
+    the run is not under a results root's runs/ folder or the copy failed (warned about: the
+    run directory keeps the rows, and the next collection reads them from there)."""
+    if rd.root.name != RUNS:
+        return None
+    stage = rd.posthoc(eval_id)
+    try:
+        check_not_linked(rd.path)
+        # the identity first, then the bytes: if the stage were rewritten in between, the
+        # part would carry the older name and never match the newer DONE
+        st = os.stat(stage.done)
+        data = stage.rows.read_bytes()
+        name = f"{rd.run_id}.{eval_id}.{st.st_mtime_ns}-{st.st_size}.parquet"
+        return _write_atomic(parts_dir(rd.results_dir) / name, data)
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"store: could not append {stage.path}: {exc}", stacklevel=2)
+        return None
+
+
+def _write_atomic(path: Path, data: bytes) -> Path:
+    """Write to .<name>.<host>.<pid>.tmp, fsync, rename: a reader never sees half a file, and
+    a temporary left by a killed writer names its host and pid (clean_temporaries)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def list_parts(results_dir: str | Path) -> dict[str, dict[Identity, Path]]:
+    """The parts present: {stage key: {identity: path}} (regular files only, never links)."""
+    found: dict[str, dict[Identity, Path]] = {}
+    folder = parts_dir(results_dir)
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    for entry in entries:
+        match = _PART.match(entry.name)
+        if match and entry.is_file(follow_symlinks=False):
+            run_id, eval_id, mtime, size = match.groups()
+            key = stage_key(run_id, eval_id)
+            found.setdefault(key, {})[(int(mtime), int(size))] = folder / entry.name
+    return found
+
+
+def clean_temporaries(results_dir: str | Path) -> list[Path]:
+    """Remove the store's temporary files whose writer is dead (same host: its pid is gone;
+    another host: older than STALE_TEMPORARY). Called under the leaderboard's flock."""
+    removed = []
+    entries = []
+    for folder in (store_dir(results_dir), parts_dir(results_dir)):
+        try:
+            entries += list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    for entry in entries:
+        match = _TMP.match(entry.name)
+        if not match or not entry.is_file(follow_symlinks=False):
+            continue
+        host, pid = match.group(2), int(match.group(3))
+        try:
+            age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+        dead = not _pid_alive(pid) if host == _HOST else age > STALE_TEMPORARY
+        if dead:
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------- the compacted generation
+
+
+class Generation:
+    """The compacted store as MANIFEST.json names it: the index and the data files. In a
+    data file the stages are in key order, each stage's rows in the order of its file."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], index: pa.Table) -> None:
+        self.root, self.manifest = root, manifest
+        self.files: dict[str, str] = dict(manifest["files"])
+        keys = row_keys(index).to_pylist()
+        self.stages: dict[str, Entry] = {
+            k: ((m, s), d, n)
+            for k, m, s, d, n in zip(
+                keys,
+                index["done_mtime_ns"].to_pylist(),
+                index["done_size"].to_pylist(),
+                index["file"].to_pylist(),
+                index["rows"].to_pylist(),
+                strict=True,
+            )
+        }
+
+    def read(self, name: str) -> pa.Table:
+        return _read_arrow(store_dir(self.root) / self.files[name])
+
+    def offsets(self, name: str) -> dict[str, tuple[int, int]]:
+        """{stage key: (first row, rows)} in the data file."""
+        found, at = {}, 0
+        for key in sorted(k for k, e in self.stages.items() if e[1] == name):
+            found[key] = (at, self.stages[key][2])
+            at += self.stages[key][2]
+        return found
+
+
+Entry = tuple[Identity, str, int]  # a stage in the index: (DONE identity, data file, rows)
+
+
+def load_generation(results_dir: str | Path) -> Generation | None:
+    """The current generation, or None when there is none or it cannot be trusted (an
+    unreadable manifest or index, a data file missing): the caller then reads the run
+    directories, never fails."""
+    root = Path(results_dir)
+    try:
+        manifest = json.loads((store_dir(root) / MANIFEST).read_text())
+        if manifest.get("version") != VERSION:
+            return None
+        index = _read_arrow(store_dir(root) / manifest["index"])
+        if not all(c in index.column_names for c in INDEX_COLUMNS):
+            return None
+        for name in manifest["files"].values():
+            if not (store_dir(root) / name).is_file():
+                return None
+        return Generation(root, manifest, index)
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
+        return None
+
+
+def merge_stages(
+    previous: Generation | None,
+    name: str,
+    keys: list[str],
+    fresh: dict[str, pa.Table],
+    old: pa.Table | None,
+) -> pa.Table:
+    """A data file's new rows: the stages `keys` in key order, each from `fresh` or else from
+    the previous data file `old` (runs of neighbouring stages taken as one zero-copy slice,
+    located by the index's row counts: no row is compared or sorted)."""
+    offsets = previous.offsets(name) if previous is not None and old is not None else {}
+    pieces: list[pa.Table] = []
+    start = end = -1
+    for key in sorted(keys):
+        if key in fresh:
+            if end > start:
+                pieces.append(old.slice(start, end - start))
+            start = end = -1
+            pieces.append(fresh[key])
+            continue
+        at, rows = offsets[key]
+        if at != end:  # not the old neighbour of the stage before: a new slice
+            if end > start:
+                pieces.append(old.slice(start, end - start))
+            start = at
+        end = at + rows
+    if end > start:
+        pieces.append(old.slice(start, end - start))
+    merged = pa.concat_tables(pieces, promote_options="default")
+    # a few chunks are read back as they are; many (a rebuild: one per stage) are slow to
+    # convert to pandas, so they are made one
+    return merged.combine_chunks() if merged.column(0).num_chunks > 64 else merged
+
+
+def write_generation(
+    results_dir: str | Path,
+    previous: Generation | None,
+    tables: dict[str, pa.Table | None],
+    stages: dict[str, Entry],
+) -> None:
+    """Publish a new generation: `tables` maps each name to its new rows, or to None when
+    the previous generation's file holds them unchanged; `stages` is the new index. Data and
+    index files first, MANIFEST.json last (the switch); then the files of generations older
+    than the previous one are deleted (a reader without the flock may still hold those of
+    the previous one)."""
+    root = store_dir(results_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    token = f"{int(time.time())}{secrets.token_hex(3)}"
+    files = {}
+    for name, table in tables.items():
+        if table is None:
+            assert previous is not None
+            files[name] = previous.files[name]
+            continue
+        file_name = f"{name}-{token}{SUFFIX}"
+        _write_arrow(table, root / file_name)
+        files[name] = file_name
+    keys = sorted(stages)
+    run_ids, eval_ids = zip(*(k.split("/", 1) for k in keys), strict=True) if keys else ((), ())
+    index = pa.table(
+        {
+            "run_id": pa.array(run_ids, pa.string()),
+            "eval_id": pa.array(eval_ids, pa.string()),
+            "done_mtime_ns": pa.array([stages[k][0][0] for k in keys], pa.int64()),
+            "done_size": pa.array([stages[k][0][1] for k in keys], pa.int64()),
+            "file": pa.array([stages[k][1] for k in keys], pa.string()),
+            "rows": pa.array([stages[k][2] for k in keys], pa.int64()),
+        }
+    )
+    index_name = f"index-{token}{SUFFIX}"
+    _write_arrow(index, root / index_name)
+    kept = set(files.values()) | {index_name}
+    before = set()
+    if previous is not None:
+        before = set(previous.files.values()) | {previous.manifest["index"]}
+    manifest = {
+        "version": VERSION,
+        "index": index_name,
+        "files": files,
+        "previous": sorted(before - kept),
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_atomic(root / MANIFEST, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    for entry in os.scandir(root):  # older generations (and a killed compaction's files)
+        if entry.is_file(follow_symlinks=False) and entry.name.endswith(SUFFIX):
+            if entry.name not in kept | before:
+                Path(entry.path).unlink(missing_ok=True)
+
+
+def _read_arrow(path: Path) -> pa.Table:
+    return feather.read_table(path, memory_map=False)
+
+
+def _write_arrow(table: pa.Table, path: Path) -> None:
+    """Arrow IPC (Feather v2) with LZ4: read back 8x faster than Parquet here (docs/results.md)."""
+    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
+    try:
+        feather.write_feather(table, tmp, compression="lz4")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_parts(paths: list[Path]) -> None:
+    """Delete parts a compaction has read (a part appended meanwhile is not in the list)."""
+    for path in paths:
+        path.unlink(missing_ok=True)
