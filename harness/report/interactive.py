@@ -128,7 +128,8 @@ def severity_figure(
     models = sorted(per_run["model"].unique())
     fig = go.Figure()
     for key in kept:
-        runs = per_run.set_index(line_keys).loc[key].reset_index()
+        # .loc[[key]], not .loc[key]: one matching row would come back as a Series
+        runs = per_run.set_index(line_keys).loc[[key]].reset_index()
         model, method, setting, generated = key
         name = f"{model} / {method} {str(setting)[:8]}" + (" (generated)" if generated else "")
         style = palette.get(str(method), {"color": "black", "symbol": "circle"})
