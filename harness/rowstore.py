@@ -6,13 +6,14 @@ the results root, so that the leaderboard reads one file instead of one per run
       MANIFEST.json                    the current generation: {"index": ..., "files":
                                        {"rows": data file}, "previous": [files]}
       index-<token>.arrow              one row per stage held: run_id, eval_id, done_mtime_ns,
-                                       done_size (the identity of the stage's DONE), file,
+                                       done_size (the stage's identity: stats of its DONE
+                                       and rows.parquet, rundir.stage_stat_identity), file,
                                        rows
       rows-<token>.arrow               the rows of every stage, stage after stage in key
                                        order (Arrow IPC with LZ4: read 8x faster than Parquet)
       parts/<run_id>.<eval_id>.<mtime_ns>-<size>.parquet
                                        appended by a run when its stage finishes: a byte copy
-                                       of the stage's rows.parquet, named by its DONE identity
+                                       of the stage's rows.parquet, named by its identity
 
 Writers: a run appends a part (its own name, written to a temporary name and renamed: never
 half visible; two sweeps never write the same name unless they hold the same bytes). The
@@ -39,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 
 from harness.keys import content_hash
-from harness.rundir import RUNS, RunDir, check_not_linked
+from harness.rundir import RUNS, RunDir, check_not_linked, stage_stat_identity
 
 STORE = "store"
 PARTS = "parts"
@@ -54,7 +55,7 @@ _PART = re.compile(r"^([0-9a-f]+)\.([^./]+)\.(\d+)-(\d+)\.parquet$")
 _HOST = content_hash(platform.node())[:8]
 _TMP = re.compile(r"^\.(.+)\.([0-9a-f]{8})\.(\d+)\.tmp$")
 
-Identity = tuple[int, int]  # (st_mtime_ns, st_size) of a stage's DONE
+Identity = tuple[int, int]  # rundir.stage_stat_identity: stats of a stage's DONE and rows
 
 
 def store_dir(results_dir: str | Path) -> Path:
@@ -92,9 +93,9 @@ def append_stage(rd: RunDir, eval_id: str) -> Path | None:
         check_not_linked(rd.path)
         # the identity first, then the bytes: if the stage were rewritten in between, the
         # part would carry the older name and never match the newer DONE
-        st = os.stat(stage.done)
+        mtime, size = stage_stat_identity(str(stage.path))
         data = stage.rows.read_bytes()
-        name = f"{rd.run_id}.{eval_id}.{st.st_mtime_ns}-{st.st_size}.parquet"
+        name = f"{rd.run_id}.{eval_id}.{mtime}-{size}.parquet"
         return _write_atomic(parts_dir(rd.results_dir) / name, data)
     except (OSError, ValueError) as exc:
         warnings.warn(f"store: could not append {stage.path}: {exc}", stacklevel=2)

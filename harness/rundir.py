@@ -265,8 +265,8 @@ def finished_stages(
     results_dir: str | Path,
 ) -> tuple[dict[str, tuple[str, tuple[int, int]]], list[tuple[Path, str]]]:
     """The finished post-hoc stages of finished runs, {"<run folder>/<eval_id>": (stage
-    folder, identity)} in key order, where identity = (st_mtime_ns, st_size) of the stage's
-    DONE; and what was skipped (with why). No file is read (the consolidated store compares
+    folder, identity)} in key order, where identity = stage_stat_identity (DONE and
+    rows.parquet); and what was skipped (with why). No file is read (the consolidated store compares
     the identities), and os.scandir and plain strings only: 10,000 runs cost three system
     calls each, and pathlib's objects would cost more than the calls."""
     root = str(runs_root(results_dir))
@@ -282,12 +282,27 @@ def finished_stages(
         for stage in _subdirs(posthoc, links):
             stage_path = f"{posthoc}/{stage}"
             try:
-                st = os.stat(f"{stage_path}/{DONE}")
-                stages[f"{name}/{stage}"] = (stage_path, (st.st_mtime_ns, st.st_size))
+                stages[f"{name}/{stage}"] = (stage_path, stage_stat_identity(stage_path))
             except FileNotFoundError:
                 skipped.append((Path(stage_path), "incomplete post-hoc stage (no DONE marker)"))
     skipped += [(Path(link), SYMLINK_REFUSED) for link in links]
     return stages, skipped
+
+
+def stage_stat_identity(stage_path: str) -> tuple[int, int]:
+    """A finished stage's identity from two stats, no read: (the later st_mtime_ns, the
+    sizes) of its DONE and its rows.parquet, so that rows.parquet damaged or rewritten after
+    the stage was stored is read again (and warned about) rather than served from the store's
+    older copy. A missing rows.parquet counts as size 0, which no stored copy has.
+    FileNotFoundError: no DONE."""
+    done = os.stat(f"{stage_path}/{DONE}")
+    try:
+        rows = os.stat(f"{stage_path}/rows.parquet")
+        rows_time, rows_size = rows.st_mtime_ns, rows.st_size
+    except FileNotFoundError:
+        rows_time, rows_size = 0, 0
+    # DONE is a small JSON file (< 10**6 bytes): the two sizes stay apart in one integer
+    return max(done.st_mtime_ns, rows_time), rows_size * 10**6 + done.st_size
 
 
 def stage_rows_path(stage: Path) -> Path:

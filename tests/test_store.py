@@ -152,13 +152,20 @@ def test_collect_cached_reads_only_new_stages_and_drops_deleted_runs(tmp_path):
     assert (tmp_path / "store" / "MANIFEST.json").is_file() and (
         tmp_path / "table.parquet"
     ).is_file()
-    # aa's stage is finished: its rows come from the cache, not from the file (made unreadable)
-    atomic_write_text(a / "rows.parquet", "not parquet")
+    # aa's stage is finished: its rows come from the store, not from the file (garbage of the
+    # same size and mtime: the stage's identity, from stats only, is unchanged)
+    st = (a / "rows.parquet").stat()
+    (a / "rows.parquet").write_bytes(b"\0" * st.st_size)
+    os.utime(a / "rows.parquet", ns=(st.st_atime_ns, st.st_mtime_ns))
     _finished_run(tmp_path, "cc", [{**row, "run_id": "cc"}])
     shutil.rmtree(tmp_path / "runs" / "bb")
     second, skipped, changed = collect_cached(tmp_path)
     assert changed
     assert sorted(second["run_id"]) == ["aa", "cc"] and skipped == []
+    # a rows.parquet rewritten after it was stored is read again: damaged, skipped with why
+    atomic_write_text(a / "rows.parquet", "not parquet")
+    with pytest.warns(UserWarning, match="unreadable rows.parquet"):
+        assert sorted(collect_cached(tmp_path)[0]["run_id"]) == ["cc"]
     # a stage whose DONE changed is read again (here: the unreadable file, skipped with why)
     done = a / "DONE"
     os.utime(done, ns=(done.stat().st_atime_ns, done.stat().st_mtime_ns + 10**9))
