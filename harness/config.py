@@ -26,9 +26,9 @@ from harness.outputs import FEATURE_DTYPES
 from harness.retention import check_policy
 from harness.rundir import runs_root
 from harness.samplers import check_group_sampler
-from harness.unlabeled import check_method_and_split, check_unlabeled_option
 from harness.search import check_objective_format
 from harness.selection import EPOCH_RULES, is_epoch_rule
+from harness.unlabeled import check_method_and_split, check_unlabeled_option
 
 
 def validate(cfg: dict[str, Any]) -> None:
