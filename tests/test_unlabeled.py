@@ -20,11 +20,12 @@ from harness.rundir import RunDir
 from harness.unlabeled import CyclingBatchSampler
 from methods.coral import CORAL
 from methods.dann import DANN
+from methods.pseudo_label import PseudoLabel
 
 from .conftest import TINY, compose_config, run_rows
 
 UL = [*TINY, "dataset=rotated_digits", "eval=minimal", "trainer.unlabeled_split=test"]
-METHODS = {"coral_unlabeled": CORAL, "dann_unlabeled": DANN}
+METHODS = {"coral_unlabeled": CORAL, "dann_unlabeled": DANN, "pseudo_label": PseudoLabel}
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -57,7 +58,8 @@ def test_the_method_gets_the_held_out_domains_inputs_and_no_labels(method, tmp_p
         assert (matches.sum(1) >= 1).all()
     run_dir = tmp_path / "runs" / summary["run_id"]
     key = json.loads((run_dir / "key.json").read_text())["payload"]
-    assert key["trainer"]["unlabeled_split"] == "test" and key["method"]["unlabeled"] is True
+    assert key["trainer"]["unlabeled_split"] == "test"
+    assert key["method"]["name"] == method and "search_space" not in key["method"]
 
 
 def _train_values(results_dir) -> pd.Series:
@@ -187,6 +189,9 @@ class _SmallModel(nn.Module):
     def get_classifier(self):
         return self.head
 
+    def forward(self, x):
+        return self.head(self.features(x))
+
 
 def _batch(seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -270,3 +275,59 @@ def test_dann_unlabeled_discriminates_the_target_as_one_more_domain():
     assert out["disc_loss"] == pytest.approx(ce(d_out, domains), rel=1e-5)
     assert out["loss"] == pytest.approx(ce(logits, batch["y"].numpy()), rel=1e-5)
     assert DANN.uses_unlabeled({"unlabeled": True}) and not DANN.uses_unlabeled({})
+
+
+def test_pseudo_label_loss_is_the_masked_cross_entropy_against_confident_predictions():
+    torch.manual_seed(0)
+    model = _SmallModel()
+    with torch.no_grad():
+        model.head.weight.mul_(6.0)  # some confident, some not, at threshold 0.6
+    method = PseudoLabel(model, 3, threshold=0.6, unlabeled_weight=2.0, rampup_steps=4)
+    method.attach_optimizer(torch.optim.SGD(method.parameters(), lr=0.1))
+    batch = _batch()
+    with torch.no_grad():
+        zu = model(batch["unlabeled_x"]).numpy().astype(np.float64)
+        zx = model(batch["x"]).numpy().astype(np.float64)
+    probs = np.exp(zu - zu.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    keep = probs.max(1) >= 0.6
+    assert 0 < keep.sum() < len(keep)  # the threshold bites both ways
+    logp_u = np.log(probs)
+    expected_u = np.where(keep, -logp_u[np.arange(8), probs.argmax(1)], 0.0).mean()
+    shifted = zx - zx.max(1, keepdims=True)
+    logp_x = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    expected_x = -logp_x[np.arange(12), batch["y"].numpy()].mean()
+    # the step: the gradient of CE + λ_1 · masked CE, λ_1 = 2 · 1/4, with fixed pseudo-labels
+    params = list(model.parameters())
+    before = [p.detach().clone() for p in params]
+    pseudo = torch.as_tensor(probs.argmax(1))
+    mask = torch.as_tensor(keep, dtype=torch.float32)
+    loss = (
+        F.cross_entropy(model(batch["x"]), batch["y"])
+        + 0.5
+        * (F.cross_entropy(model(batch["unlabeled_x"]), pseudo, reduction="none") * mask).mean()
+    )
+    grads = torch.autograd.grad(loss, params)
+    out = method.update(batch)
+    assert out["unlabeled_loss"] == pytest.approx(expected_u, rel=1e-5)
+    assert out["loss"] == pytest.approx(expected_x, rel=1e-5)
+    assert out["kept_fraction"] == pytest.approx(keep.mean())
+    for b, p, g in zip(before, params, grads, strict=True):
+        torch.testing.assert_close(p.detach(), b - 0.1 * g)
+    assert [method.current_weight(t) for t in (1, 2, 4, 9)] == [0.5, 1.0, 2.0, 2.0]
+    assert PseudoLabel(model, 3).current_weight(1) == 1.0  # no ramp
+    assert int(method.update_count) == 1  # a buffer: resumes with the method
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"threshold": 1.5}, "method.threshold"),
+        ({"unlabeled_weight": -1.0}, "method.unlabeled_weight"),
+        ({"rampup_steps": 1.5}, "method.rampup_steps"),
+        ({"rampup_steps": True}, "method.rampup_steps"),
+    ],
+)
+def test_bad_pseudo_label_options_are_refused_naming_the_key(options, message):
+    with pytest.raises(ValueError, match=message):
+        PseudoLabel(_SmallModel(), 3, **options)
