@@ -167,6 +167,28 @@ def test_bad_unlabeled_settings_are_refused_naming_the_key(overrides, message, t
         run_mod.run(compose_config([*base, *overrides]))
 
 
+@pytest.mark.parametrize("method", list(METHODS))
+def test_hparams_seed_draws_into_valid_settings(method):
+    import timm
+    from omegaconf import OmegaConf
+
+    from harness.search import apply_hparams_seed
+
+    drawn = []
+    for k in (1, 2, 3):
+        cfg = OmegaConf.to_container(
+            compose_config([*UL, f"method={method}", f"hparams_seed={k}"]), resolve=True
+        )
+        cfg = apply_hparams_seed(cfg)
+        options = {
+            k: v for k, v in cfg["method"].items() if k not in ("name", "_target_", "search_space")
+        }
+        METHODS[method](timm.create_model("test_resnet", num_classes=2), 2, **options)
+        assert METHODS[method].uses_unlabeled(options)  # the draw keeps the unlabeled form
+        drawn.append(json.dumps([options, cfg["trainer"]], sort_keys=True))
+    assert len(set(drawn)) == 3
+
+
 # ---------------------------------------------------------------- the mechanisms
 
 
