@@ -197,7 +197,8 @@ def validate_domain_batches(c: dict[str, Any]) -> None:
     """A method that trains on domain-balanced batches (Method.domain_batches) cannot also
     get trainer.group_sampler's batches: refused before anything is written."""
     t = c["trainer"]
-    if t["epochs"] > 0:  # a method that needs unlabeled batches gets them, and only it
+    # a method that needs unlabeled batches gets them, and only it
+    if t["epochs"] > 0 and (c["method"].get("_target_") or t.get("unlabeled_split") is not None):
         cls = registry.resolve_target("method", c["method"])
         check_method_and_split(cls, c["method"], t.get("unlabeled_split"))
     if t["epochs"] == 0 or t.get("group_sampler") is None:
