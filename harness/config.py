@@ -28,6 +28,7 @@ from harness.rundir import runs_root
 from harness.samplers import check_group_sampler
 from harness.search import check_objective_format
 from harness.selection import EPOCH_RULES, is_epoch_rule
+from harness.unlabeled import check_method_and_split, check_unlabeled_option
 
 
 def validate(cfg: dict[str, Any]) -> None:
@@ -109,6 +110,7 @@ def validate(cfg: dict[str, Any]) -> None:
         )
     if t.get("domain_sampler") and t.get("group_sampler") is not None:
         raise ValueError("trainer.domain_sampler and trainer.group_sampler: use one of them")
+    check_unlabeled_option(t.get("unlabeled_split"))
     augment.validate(cfg.get("augment"))
     check_objective_format(cfg.get("sweep_objective"))
     if augment.augment_name(cfg.get("augment")) != "none" and t["epochs"] == 0:
@@ -195,6 +197,10 @@ def validate_domain_batches(c: dict[str, Any]) -> None:
     """A method that trains on domain-balanced batches (Method.domain_batches) cannot also
     get trainer.group_sampler's batches: refused before anything is written."""
     t = c["trainer"]
+    # a method that needs unlabeled batches gets them, and only it
+    if t["epochs"] > 0 and (c["method"].get("_target_") or t.get("unlabeled_split") is not None):
+        cls = registry.resolve_target("method", c["method"])
+        check_method_and_split(cls, c["method"], t.get("unlabeled_split"))
     if t["epochs"] == 0 or t.get("group_sampler") is None:
         return
     if getattr(registry.resolve_target("method", c["method"]), "domain_batches", False):

@@ -125,6 +125,7 @@ TRAINER_KEY_DEFAULTS: dict[str, Any] = {
     "precision": "fp32",
     "accumulate_steps": 1,
     "channels_last": False,
+    "unlabeled_split": None,
 }
 # Options of how outputs are made that change the numbers, with their defaults: in the run
 # key only when not at the default, so that the keys of existing runs stay as they were.

@@ -34,7 +34,8 @@ class Method(nn.Module):
 
     `batch` is a dict: x (inputs), y (labels), index (row in the split), group (group id
     from the benchmark's group columns), domain (domain id from the benchmark's domain
-    column; the group id where it has none). Hyperparameters arrive as keyword arguments from
+    column; the group id where it has none); with trainer.unlabeled_split also unlabeled_x
+    (inputs of that split, no labels: harness/unlabeled.py). Hyperparameters arrive as keyword arguments from
     the method's YAML (everything but `name` and `_target_`).
     """
 
@@ -116,6 +117,13 @@ class Method(nn.Module):
         ids (0..n-1, harness.samplers.domain_ids): modules sized by the number of training
         domains (DANN's discriminator) are built here, before the optimisers. Default:
         nothing."""
+
+    @classmethod
+    def uses_unlabeled(cls, options: dict[str, Any]) -> bool:
+        """True when the method, with these options (its YAML), trains on batch["unlabeled_x"]:
+        the run must then set trainer.unlabeled_split, and other methods must not. Default:
+        False."""
+        return False
 
     @classmethod
     def prerequisites(cls, options: dict[str, Any]) -> dict[str, Prerequisite]:

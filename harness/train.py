@@ -26,6 +26,7 @@ from harness.rundir import RunDir
 from harness.samplers import DomainBalancedBatchSampler, GroupBalancedBatchSampler, domain_ids
 from harness.selection import epoch_score
 from harness.store import atomic_torch_save, atomic_write_parquet
+from harness.unlabeled import unlabeled_batches, unlabeled_split
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,12 @@ def train(
     train_split = bench.train_split()
     groups = bench.group_ids(train_split)
     domains = domain_ids(bench, train_split)
+    # trainer.unlabeled_split: inputs only, beside each labeled batch (harness/unlabeled.py)
+    target = (
+        None
+        if cfg.get("unlabeled_split") is None
+        else unlabeled_split(bench, cfg["unlabeled_split"])
+    )
     dataset = GroupedSplit(train_split, groups, train_transform or transform, domains)
     epochs, max_steps = int(cfg["epochs"]), cfg.get("max_steps")
     steps_per_epoch = math.ceil(len(dataset) / cfg["batch_size"])
@@ -253,12 +260,18 @@ def train(
             leave=False,
         )
         losses = []
+        unlabeled = None if target is None else unlabeled_batches(
+            target, dataset.transform, cfg, len(loader), seed, epoch
+        )  # fmt: skip
         for batch in bar:
             if step >= total:
                 break
+            if unlabeled is not None:
+                batch["unlabeled_x"] = next(unlabeled)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             if channels_last:
-                batch["x"] = batch["x"].contiguous(memory_format=torch.channels_last)
+                for k in ("x", "unlabeled_x") if unlabeled is not None else ("x",):
+                    batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, PRECISIONS[precision], enabled=precision != "fp32"):
                 out = method.update(batch)
             if not all(math.isfinite(v) for v in out.values()):

@@ -10,6 +10,13 @@ Features are the model's penultimate features (`predict`'s second output). Envir
 the batch's domains (`batch["domain"]`, domain-balanced batches: Method.domain_batches). An
 environment with fewer than two examples in a batch has no covariance: it adds to the risk
 but to no pair.
+
+Unlabeled form (`unlabeled: true`, conf/method/coral_unlabeled.yaml; WILDS 2.0's DeepCORAL
+with unlabeled data): the batch of unlabeled target inputs (`batch["unlabeled_x"]`,
+trainer.unlabeled_split) goes through the model in one forward pass with the labeled batch
+(as WILDS concatenates them: batch-norm statistics see both) and its features join the
+penalty as one more environment, paired with every training environment; the risk stays the
+labeled environments' alone. The target's labels never reach the method.
 """
 
 from __future__ import annotations
@@ -36,18 +43,29 @@ class CORAL(Method):
     distance = staticmethod(coral_distance)
     min_pair_size = 2
 
-    def __init__(self, model, num_classes, num_groups=1, mmd_gamma: float = 1.0):
+    def __init__(
+        self, model, num_classes, num_groups=1, mmd_gamma: float = 1.0, unlabeled: bool = False
+    ):
         super().__init__(model, num_classes, num_groups, mmd_gamma=mmd_gamma)
         if not mmd_gamma >= 0:
             raise ValueError(f"method.mmd_gamma must be >= 0, got {mmd_gamma}")
-        self.mmd_gamma = float(mmd_gamma)
+        if not isinstance(unlabeled, bool):
+            raise ValueError(f"method.unlabeled must be true or false, got {unlabeled!r}")
+        self.mmd_gamma, self.unlabeled = float(mmd_gamma), unlabeled
 
-    def objective(self, logits, features, y, domains):
-        """(mean risk over environments, mean distance over pairs of environments)."""
+    @classmethod
+    def uses_unlabeled(cls, options):
+        return bool(options.get("unlabeled", False))
+
+    def objective(self, logits, features, y, domains, target=None):
+        """(mean risk over environments, mean distance over pairs of environments); `target`:
+        the unlabeled target's features, one more environment of the penalty only."""
         envs = domain_indices(domains)
         risk = torch.stack([F.cross_entropy(logits[e], y[e]) for e in envs]).mean()
         features = features.to(torch.promote_types(features.dtype, torch.float32))
         feats = [features[e] for e in envs if len(e) >= self.min_pair_size]
+        if target is not None and len(target) >= self.min_pair_size:
+            feats.append(target.to(features.dtype))
         pairs = [
             self.distance(feats[i], feats[j])
             for i in range(len(feats))
@@ -57,8 +75,15 @@ class CORAL(Method):
         return risk, penalty
 
     def update(self, batch):
-        logits, features = self.predict(batch["x"])
-        risk, penalty = self.objective(logits, features, batch["y"], batch["domain"])
+        if not self.unlabeled:
+            logits, features = self.predict(batch["x"])
+            risk, penalty = self.objective(logits, features, batch["y"], batch["domain"])
+        else:  # one forward pass over labeled and unlabeled inputs, as WILDS
+            n = len(batch["x"])
+            logits, features = self.predict(torch.cat([batch["x"], batch["unlabeled_x"]]))
+            risk, penalty = self.objective(
+                logits[:n], features[:n], batch["y"], batch["domain"], target=features[n:]
+            )
         self.step(risk + self.mmd_gamma * penalty)
         # DomainBed reports the classification objective as `loss`, the penalty beside it
         return {"loss": risk.item(), "penalty": penalty.item()}

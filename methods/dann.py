@@ -22,6 +22,13 @@ state in last.pt and restores it on resume; the update counter is a buffer (stat
 `dann_lambda` is DomainBed's `lambda` (a Python keyword). `loss` reported on every update is
 the classification loss; `disc_loss` beside it.
 
+Unlabeled form (`unlabeled: true`, conf/method/dann_unlabeled.yaml; WILDS 2.0's DANN
+with unlabeled data, in DomainBed's alternating form): the unlabeled target batch
+(`batch["unlabeled_x"]`, trainer.unlabeled_split) goes through the model in one forward pass
+with the labeled batch and is one more domain for the discriminator (output n, after the n
+training domains): L_d is over the labeled and the unlabeled features together; the
+classification loss over the labeled ones alone. The target's labels never reach the method.
+
 Differences from DomainBed: DomainBed's generator Adam has betas (beta1, 0.9); here the
 generator optimiser is trainer.optimizer as configured (AdamW by default). The penalty is
 not computed when grad_penalty is 0 (its contribution is exactly zero then).
@@ -85,6 +92,7 @@ class DANN(Method):
         mlp_width: int = 256,
         mlp_depth: int = 3,
         mlp_dropout: float = 0.0,
+        unlabeled: bool = False,
     ):
         super().__init__(model, num_classes, num_groups)
         for key, value in (("dann_lambda", dann_lambda), ("weight_decay_d", weight_decay_d),
@@ -101,6 +109,9 @@ class DANN(Method):
                 raise ValueError(f"method.{key} must be an integer >= {least}, got {value!r}")
         if not 0 <= mlp_dropout < 1:
             raise ValueError(f"method.mlp_dropout must be in [0, 1), got {mlp_dropout}")
+        if not isinstance(unlabeled, bool):
+            raise ValueError(f"method.unlabeled must be true or false, got {unlabeled!r}")
+        self.unlabeled, self.target_domain = unlabeled, 0
         self.lam, self.grad_penalty = float(dann_lambda), float(grad_penalty)
         self.d_steps = d_steps_per_g_step
         self.disc_options = {"lr": float(lr_d), "weight_decay": float(weight_decay_d),
@@ -113,7 +124,13 @@ class DANN(Method):
     def prepare_domains(self, domains: np.ndarray) -> None:
         # one output per training domain (DomainBed: num_domains = the training environments)
         n = int(np.max(domains)) + 1 if len(domains) else 1
-        self.discriminator = mlp(feature_width(self.model), n, **self.mlp_options)
+        self.target_domain = n  # the unlabeled target: one more output
+        n_out = n + 1 if self.unlabeled else n
+        self.discriminator = mlp(feature_width(self.model), n_out, **self.mlp_options)
+
+    @classmethod
+    def uses_unlabeled(cls, options):
+        return bool(options.get("unlabeled", False))
 
     def _disc(self) -> nn.Module:
         if self.discriminator is None:
@@ -135,8 +152,13 @@ class DANN(Method):
 
     def update(self, batch):
         self.update_count += 1
-        logits, z = self.predict(batch["x"])
-        domains = batch["domain"]
+        domains, n = batch["domain"], len(batch["x"])
+        if not self.unlabeled:
+            logits, z = self.predict(batch["x"])
+        else:  # one forward pass; the target's features are domain `target_domain`
+            logits, z = self.predict(torch.cat([batch["x"], batch["unlabeled_x"]]))
+            target = domains.new_full((len(z) - n,), self.target_domain)
+            logits, domains = logits[:n], torch.cat([domains, target])
         if self.grad_penalty > 0 and not z.requires_grad:  # a frozen backbone: still a leaf
             z = z.requires_grad_()
         disc_loss = discriminator_loss(self._disc(), z, domains, self.grad_penalty)

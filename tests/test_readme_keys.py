@@ -42,6 +42,7 @@ CASES = {
     "dataset.limit": ("dataset.limit=-5", "limit"),
     "dataset.test_domains": ("dataset=rotated_digits dataset.test_domains=[7]", "test_domains"),
     "trainer.domain_sampler": ("trainer.domain_sampler=maybe", "trainer.domain_sampler"),
+    "trainer.unlabeled_split": ("trainer.unlabeled_split=test", "trainer.unlabeled_split"),
     "dataset.classes": ("dataset=pacs dataset.classes=[person,dog]", "dataset.classes"),
     "dataset.holdout_fraction": (
         "dataset=rotated_digits dataset.holdout_fraction=1.5",
