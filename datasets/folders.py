@@ -350,6 +350,7 @@ class OODFolder(DatasetAdapter):
     config's `tune:` entry, harness/tuning.py); in the key only when ood_val."""
 
     path_options = ("root", "image_list")
+    key_exclude = ("how",)  # where to get the data (verify messages), not data
 
     def __init__(
         self,
@@ -358,6 +359,7 @@ class OODFolder(DatasetAdapter):
         root: str = "",
         image_list: str | None = None,
         role: str = "ood",
+        how: str = "",
     ) -> None:
         if role not in ("ood", "ood_val"):
             raise ValueError(
@@ -367,6 +369,9 @@ class OODFolder(DatasetAdapter):
         self.name = name or Path(root).name
         self.root = Path(root)
         self.image_list = Path(image_list) if image_list else None
+        # where to get the data, for verify's messages (a preset names OpenOOD's download
+        # script); not data, so never in the key (key_config names what enters it)
+        self.how = how or "OpenOOD distributes benchmark_imglist/ with its download script"
 
     def listed(self) -> list[Path]:
         """The images an image list names, relative to root (an error naming a bad line)."""
@@ -384,15 +389,15 @@ class OODFolder(DatasetAdapter):
 
     def verify(self) -> list[str]:
         problems = super().verify()
-        if problems:
-            return problems
+        if problems:  # a missing root or list: say where to get it
+            return [f"{p}; {self.how}" for p in problems]
         if self.image_list is None:
             if not list_images(self.root):
                 problems.append(f"OOD set {self.name!r}: {self.root} has no images")
             return problems
         if not self.image_list.is_file():
             return [f"OOD set {self.name!r}: image list {self.image_list} does not exist "
-                    "(OpenOOD distributes benchmark_imglist/ with its download script)"]  # fmt: skip
+                    f"({self.how})"]  # fmt: skip
         try:
             missing = [p for p in self.listed() if not p.is_file()]
         except ValueError as exc:
@@ -400,7 +405,7 @@ class OODFolder(DatasetAdapter):
         if missing:
             problems.append(
                 f"OOD set {self.name!r}: {len(missing)} images of {self.image_list} are missing "
-                f"below {self.root}, e.g. {missing[0]}"
+                f"below {self.root}, e.g. {missing[0]} ({self.how})"
             )
         return problems
 

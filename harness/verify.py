@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness import registry
 from harness.augment import check_refusals
+from harness.config import build_dataset
 from harness.models import check_pretrained_weights
 from harness.registry import CONF_DIR
 
@@ -26,7 +27,8 @@ def verify_dataset(cfg_dataset: dict) -> list[str]:
 
 def verify_run(c: dict[str, Any]) -> list[str]:
     """Every problem found with what a run of config `c` needs, each naming it."""
-    adapter = registry.build("dataset", c["dataset"])
+    # with the top-level ood_sets attached, so that each missing OOD folder or list is named
+    adapter = build_dataset(c)
     problems = adapter.verify()
     checks = [lambda: check_refusals(c.get("augment"), adapter)]
     m = c.get("model") or {}
