@@ -46,6 +46,7 @@ def test_tuned_scorers_pick_the_validation_argmax(tmp_path):
                 "eval.fit_size=40",
                 "eval.scorers.knn.k=5",
                 "eval.scorers.knn.backend=sklearn",
+                "eval.scorers.knn.faiss_blocks=null",
                 "eval.scorers.nnguide.k=5",
                 "eval.tune.scorers={knn: {k: [1, 3, 10]}, react: {percentile: [50, 90, 99]}}",
             ]

@@ -53,7 +53,10 @@ def check_faiss_blocks(scorer: str, backend: str, blocks: Any) -> tuple[int, int
     if blocks is None:
         return None
     if backend != "faiss":
-        raise ValueError(f"{scorer} faiss_blocks needs backend='faiss', got {backend!r}")
+        raise ValueError(
+            f"{scorer} faiss_blocks needs backend='faiss', got {backend!r} "
+            f"(with another backend set faiss_blocks=null)"
+        )
     if (
         not isinstance(blocks, (list, tuple))
         or len(blocks) != 2
