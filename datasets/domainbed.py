@@ -34,6 +34,7 @@ from shiftbench_datasets.folders import (
     class_rows,
     image_split,
 )
+from shiftbench_datasets.rotated_digits import check_held_out_domains
 
 from harness.data import Benchmark, DatasetAdapter, hash_arrays, listing_digest
 
@@ -79,18 +80,7 @@ class DomainFolders(DatasetAdapter):
         group_cols: list[str] | None = None,
     ) -> None:
         domains, test = self.options["domains"], self.options["test_domains"]
-        if len(set(domains)) != len(domains) or len(domains) < 2:
-            raise ValueError(f"dataset.domains must be 2 or more distinct folders, got {domains}")
-        unknown = [d for d in test if d not in domains]
-        if unknown:
-            raise ValueError(f"dataset.test_domains: {unknown} not among dataset.domains={domains}")
-        if not test or len(test) >= len(domains):
-            raise ValueError(
-                f"dataset.test_domains must hold out at least one and leave at least one of "
-                f"dataset.domains={domains} for training, got {test}"
-            )
-        if not 0.0 < holdout_fraction < 1.0:
-            raise ValueError(f"dataset.holdout_fraction must be in (0, 1), got {holdout_fraction}")
+        check_held_out_domains(domains, test, holdout_fraction, "folders")
         if classes != "sorted":
             classes = _names(classes, "classes")
             if classes != sorted(classes):

@@ -87,18 +87,7 @@ class RotatedDigits(DatasetAdapter):
         group_cols: list[str] | None = None,
     ) -> None:
         domains, test = self.options["domains"], self.options["test_domains"]
-        if len(set(domains)) != len(domains) or len(domains) < 2:
-            raise ValueError(f"dataset.domains must be 2 or more distinct angles, got {domains}")
-        unknown = [d for d in test if d not in domains]
-        if unknown:
-            raise ValueError(f"dataset.test_domains: {unknown} not among dataset.domains={domains}")
-        if not test or len(test) >= len(domains):
-            raise ValueError(
-                f"dataset.test_domains must hold out at least one and leave at least one of "
-                f"dataset.domains={domains} for training, got {test}"
-            )
-        if not 0.0 < holdout_fraction < 1.0:
-            raise ValueError(f"dataset.holdout_fraction must be in (0, 1), got {holdout_fraction}")
+        check_held_out_domains(domains, test, holdout_fraction, "angles")
         if image_size < 8:
             raise ValueError(f"dataset.image_size must be at least 8, got {image_size}")
         self.domains, self.test_domains = domains, test
@@ -172,3 +161,22 @@ class RotatedDigits(DatasetAdapter):
         )
         info = {"domains": [d for d, _ in parts]}
         return array_split(name, role, images, meta, info=info)
+
+
+def check_held_out_domains(
+    domains: list, test_domains: list, holdout_fraction: float, unit: str
+) -> None:
+    """The leave-domains-out options every domain adapter shares (this one and the DomainBed
+    folders), each bad value a ValueError naming its key."""
+    if len(set(domains)) != len(domains) or len(domains) < 2:
+        raise ValueError(f"dataset.domains must be 2 or more distinct {unit}, got {domains}")
+    unknown = [d for d in test_domains if d not in domains]
+    if unknown:
+        raise ValueError(f"dataset.test_domains: {unknown} not among dataset.domains={domains}")
+    if not test_domains or len(test_domains) >= len(domains):
+        raise ValueError(
+            f"dataset.test_domains must hold out at least one and leave at least one of "
+            f"dataset.domains={domains} for training, got {test_domains}"
+        )
+    if not 0.0 < holdout_fraction < 1.0:
+        raise ValueError(f"dataset.holdout_fraction must be in (0, 1), got {holdout_fraction}")

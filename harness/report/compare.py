@@ -22,6 +22,9 @@ from harness.stats.paired import VERDICTS
 # Only test splits are compared (train and val numbers are not claims): the family of one
 # dataset × model × eval config whose p-values are adjusted together.
 TEST_ROLES = ("id_test", "shift_test")
+# what every comparison table reports after its own identifying columns
+STATISTIC_COLUMNS = ["seeds", "examples", "difference", "ci_low", "ci_high", "p_value",
+                     "p_adjusted", "adjustment", "verdict", "level", "interval", "note"]  # fmt: skip
 COMPARISON_COLUMNS = [
     "dataset",
     "model",
@@ -30,18 +33,7 @@ COMPARISON_COLUMNS = [
     "setting_id",
     "baseline",
     "split",
-    "seeds",
-    "examples",
-    "difference",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-    "adjustment",
-    "verdict",
-    "level",
-    "interval",
-    "note",
+    *STATISTIC_COLUMNS,
 ]
 
 
@@ -175,18 +167,7 @@ SCORER_COLUMNS = [
     "baseline",
     "metric",
     "split",
-    "seeds",
-    "examples",
-    "difference",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-    "adjustment",
-    "verdict",
-    "level",
-    "interval",
-    "note",
+    *STATISTIC_COLUMNS,
 ]
 
 
