@@ -73,6 +73,18 @@ def test_openood_preset_composes_to_its_row_and_groups(preset):
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_verify_names_each_missing_list_and_where_openood_publishes_it(preset, tmp_path):
+    # in-process for every preset (harness.verify's own function); the CLI path once below
+    from harness.verify import verify_run
+
+    c = _config(preset, [f"data_root={tmp_path / 'none'}"])
+    problems = "\n".join(verify_run(c))
+    for entry in c["ood_sets"]:
+        assert entry["image_list"] in problems
+    assert "scripts/download/download.py" in problems
+
+
+def test_the_verify_command_exits_1_naming_the_missing_lists(tmp_path):
+    preset = PRESETS[0]
     out = run_cli(
         [f"+experiment={preset}", f"data_root={tmp_path / 'none'}"],
         cwd=tmp_path,
