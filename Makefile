@@ -17,8 +17,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 # --durations=25: every change sees what its tests cost.
 # pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
+# TEST_WORKERS: pytest-xdist processes (one per core of the 2-core CI machine); test files
+# stay whole on one worker (--dist loadfile) so module fixtures are built once. 0 = serial.
+TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest -q --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow
