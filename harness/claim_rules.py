@@ -38,6 +38,14 @@ size); with several splits the root mean of the squared ratios. Its interval is 
 chi-square interval of a normal variance (k seeds: k - 1 df per split, the splits' dfs
 added, which treats splits as independent); the verdict compares ratio - 1 with the margin.
 
+Across settings (harness/claim_fits.py): `rank_correlation` (the rule's `scorers`, ranked
+per seed by side a's metric and by side b's, Spearman's ρ, Student's t over seeds; the
+verdict compares ρ - `reference` with the margin) and `r2` (per seed and split, the R² of
+the line of scale(metric on the split) on scale(metric on `x_splits`) over the seed's runs,
+`scale` probit / logit / linear, on the rule or a side; then compared with b as a
+difference is). A side's `scorers: [...]` with `reduce: max|min|mean` stands for several
+scorers reduced per seed and split (e.g. the best other scorer).
+
 Verdicts (`verdict`): *holds* when the interval lies inside the claimed region, *does not
 hold* when it lies wholly outside it (the interval excludes the claimed direction), else
 *not distinguishable*. Intervals are two-sided at the claim's confidence, Bonferroni-
