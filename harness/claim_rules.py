@@ -354,6 +354,7 @@ def apply_rule(table: pd.DataFrame, t: Mapping[str, Any], confidence: float) -> 
                 for s in ("a", "b"))  # fmt: skip
         rhos = claim_fits.rank_correlations(a, b, t["name"])
         est, low, high = seeds_t(rhos, confidence)
+        low, high = max(low, -1.0), min(high, 1.0)  # ρ's own range bounds its interval
         ref = float(t.get("reference", 0.0))
         v = verdict(low - ref, high - ref, t["direction"], float(t.get("margin", 0.0)))
         interval = f"Student t over per-seed Spearman ρ (compared with {ref:g})"
