@@ -18,8 +18,9 @@ HARNESS = Path(__file__).resolve().parent.parent
 
 SCALE_NOTE = """\
 **What "does not hold here" means.** Every claim is tested on data that ships with the
-harness (digits_c, coloured_digits, maze) with tiny models (timm's `test_resnet`, a few
-epochs on about a thousand 32×32 images, a few seeds), because the suite must run in an hour
+harness (digits_c, coloured_digits, maze) with tiny models (timm's `test_resnet`, and
+`test_vit` / `test_efficientnet` where a claim needs architectures; a few epochs on about a
+thousand 32×32 images, a few seeds), because the suite must run in an hour
 on two CPU cores. "Does not hold here" says only that, on this data, at this scale and with
 these seeds, the interval of the declared statistic lies wholly outside the claimed region:
 the published claim's premise (ImageNet-scale models, their training recipes, their shifts)
@@ -74,7 +75,7 @@ def claim_section(record: dict[str, Any]) -> list[str]:
             else ""
         ),
         "",
-        "| rule | in claim | a − b (slope; ratio) | interval | mean a | mean b | seeds × splits | "
+        "| rule | in claim | a − b (slope; ratio; ρ) | interval | mean a | mean b | seeds × splits | "
         "interval method | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
