@@ -38,6 +38,14 @@ size); with several splits the root mean of the squared ratios. Its interval is 
 chi-square interval of a normal variance (k seeds: k - 1 df per split, the splits' dfs
 added, which treats splits as independent); the verdict compares ratio - 1 with the margin.
 
+Across settings (harness/claim_fits.py): `rank_correlation` (the rule's `scorers`, ranked
+per seed by side a's metric and by side b's, Spearman's ρ, Student's t over seeds; the
+verdict compares ρ - `reference` with the margin) and `r2` (per seed and split, the R² of
+the line of scale(metric on the split) on scale(metric on `x_splits`) over the seed's runs,
+`scale` probit / logit / linear, on the rule or a side; then compared with b as a
+difference is). A side's `scorers: [...]` with `reduce: max|min|mean` stands for several
+scorers reduced per seed and split (e.g. the best other scorer).
+
 Verdicts (`verdict`): *holds* when the interval lies inside the claimed region, *does not
 hold* when it lies wholly outside it (the interval excludes the claimed direction), else
 *not distinguishable*. Intervals are two-sided at the claim's confidence, Bonferroni-
@@ -57,16 +65,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from harness import claim_fits
 from harness.stats import paired_difference
 
 HOLDS, FAILS, UNCLEAR = "holds", "does not hold", "not distinguishable"
 DIRECTIONS = ("greater", "less", "equivalent")
-STATISTICS = ("difference", "slope", "std_ratio")
+STATISTICS = ("difference", "slope", "std_ratio", "rank_correlation", "r2")
 TESTS = ("crossed", "seeds_t")
-SIDE_KEYS = {"scorer", "metric", "splits", "where", "value", "groups"}
+SIDE_KEYS = {"scorer", "metric", "splits", "where", "value", "groups", "scorers", "reduce", "scale"}
 CLAIM_KEYS = {"title", "paper", "statement", "notes", "confidence", "tests", "results"}
 TEST_KEYS = {"name", "statistic", "test", "metric", "splits", "where", "scorer", "a", "b",
-             "direction", "margin", "claim", "x", "x_key"}  # fmt: skip
+             "direction", "margin", "claim", "x", "x_key", "scorers", "reference", "x_splits",
+             "scale"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -173,6 +183,7 @@ def _check_test(t: Any, where: str) -> None:
         raise ValueError(f"{where}.b: statistic std_ratio uses side a only")
     elif t["statistic"] == "difference" and "b" not in t:
         raise ValueError(f"{where}.b is required for statistic difference")
+    claim_fits.check_fit_rule(t, where)
     for side in ("a", "b"):
         s = t.get(side, {})
         if not isinstance(s, Mapping) or (unknown := sorted(set(s) - SIDE_KEYS)):
@@ -186,23 +197,30 @@ def _check_test(t: Any, where: str) -> None:
         g = t.get(side, {}).get("groups")
         if g is not None and not (isinstance(g, list) and g and all(isinstance(v, str) for v in g)):
             raise ValueError(f"{where}.{side}.groups must be a non-empty list of group values")
-    if not (t.get("metric") or t.get("a", {}).get("metric")):
+    if (
+        not (t.get("metric") or t.get("a", {}).get("metric"))
+        and t["statistic"] != "rank_correlation"
+    ):
         raise ValueError(f"{where}.metric is required (on the rule or on side a)")
 
 
-def side_matrix(table: pd.DataFrame, t: Mapping[str, Any], side: str) -> pd.DataFrame:
-    """The (seeds × splits) values one side of a rule selects: its own entries over the
-    rule's; one row per seed and split, or a ValueError saying what is missing or ambiguous."""
+def side_rows(
+    table: pd.DataFrame, t: Mapping[str, Any], side: str, **override: Any
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The rows one side of a rule selects (its own entries over the rule's, then
+    `override`'s) and the merged entries; a ValueError when none match."""
     s = {**{k: t[k] for k in ("scorer", "metric", "splits", "where") if k in t}, **t.get(side, {})}
     # a side's `where` adds to the rule's (the other entries replace the rule's)
     s["where"] = {**(t.get("where") or {}), **(t.get(side, {}).get("where") or {})}
+    s.update(override)
     groups = s.get("groups")
     gv = table["group_value"].fillna("")
     # overall rows (and worst-group rows), or the named groups' rows
     sel = table[gv.isin(groups)] if groups else table[gv == ""]
-    sel = sel[
-        (sel["scorer"].fillna("") == (s.get("scorer") or "")) & (sel["metric"] == s["metric"])
-    ]
+    scorer = sel["scorer"].fillna("")
+    names = s.get("scorers") or t.get("scorers")  # several (reduced, or ranked), or one
+    sel = sel[(scorer.isin(names) if names else scorer == (s.get("scorer") or ""))
+              & (sel["metric"] == s["metric"])]  # fmt: skip
     for col, value in (s.get("where") or {}).items():
         if col not in sel:
             raise ValueError(f"rule {t['name']!r}: where names no column {col!r} of the table")
@@ -213,6 +231,14 @@ def side_matrix(table: pd.DataFrame, t: Mapping[str, Any], side: str) -> pd.Data
         sel = sel[keep.astype(bool)] if len(sel) else sel
     if sel.empty:
         raise ValueError(f"rule {t['name']!r}, side {side}: no rows match {dict(s)}")
+    return sel, s
+
+
+def side_matrix(table: pd.DataFrame, t: Mapping[str, Any], side: str) -> pd.DataFrame:
+    """The (seeds × splits) values one side of a rule selects: one row per seed and split,
+    or a ValueError saying what is missing or ambiguous."""
+    sel, s = side_rows(table, t, side)
+    groups = s.get("groups")
     column = f"key:{t['x_key']}" if "x_key" in t else "split"
     if column != "split":
         if column not in sel:
@@ -225,6 +251,9 @@ def side_matrix(table: pd.DataFrame, t: Mapping[str, Any], side: str) -> pd.Data
             raise ValueError(f"rule {t['name']!r}, side {side}: no rows of groups {missing}")
         by = ["seed", "split", "run_id"] + ([column] if column != "split" else [])
         sel = sel.groupby(by, as_index=False)["value"].mean()
+    if s.get("scorers"):  # e.g. the best of several scorers, per seed and split (and run)
+        by = ["seed", "split", "run_id"] + ([column] if column != "split" else [])
+        sel = claim_fits.reduce_scorers(sel, s["reduce"], by, s["scorers"], t["name"])
     dup = sel.duplicated(["seed", column], keep=False)
     if dup.any():
         first = sel[dup].iloc[0]
@@ -320,7 +349,19 @@ def std_ratio(values: np.ndarray, n: np.ndarray, confidence: float) -> tuple[flo
 
 def apply_rule(table: pd.DataFrame, t: Mapping[str, Any], confidence: float) -> TestResult:
     """One declared rule on the tidy table: statistic, interval, verdict."""
-    a = side_matrix(table, t, "a")
+    if t["statistic"] == "rank_correlation":
+        a, b = (claim_fits.scorer_matrix(side_rows(table, t, s)[0], t["scorers"], t["name"])
+                for s in ("a", "b"))  # fmt: skip
+        rhos = claim_fits.rank_correlations(a, b, t["name"])
+        est, low, high = seeds_t(rhos, confidence)
+        low, high = max(low, -1.0), min(high, 1.0)  # ρ's own range bounds its interval
+        ref = float(t.get("reference", 0.0))
+        v = verdict(low - ref, high - ref, t["direction"], float(t.get("margin", 0.0)))
+        interval = f"Student t over per-seed Spearman ρ (compared with {ref:g})"
+        return TestResult(t["name"], est, low, high, confidence, interval, v, len(rhos),
+                          a.shape[1], float(a.to_numpy().mean()), float(b.to_numpy().mean()),
+                          bool(t.get("claim", True)))  # fmt: skip
+    a = _r2_side(table, t, "a") if t["statistic"] == "r2" else side_matrix(table, t, "a")
     if t["statistic"] == "slope":
         xs = _slope_xs(t, list(a.columns))
         mean_a, mean_b = float(a.to_numpy(float).mean()), float("nan")
@@ -345,7 +386,10 @@ def apply_rule(table: pd.DataFrame, t: Mapping[str, Any], confidence: float) -> 
                           int(units), mean_a, mean_b, bool(t.get("claim", True)))  # fmt: skip
     else:
         side_b = t["b"]
-        b = a * 0 + float(side_b["value"]) if "value" in side_b else side_matrix(table, t, "b")
+        if "value" in side_b:
+            b = a * 0 + float(side_b["value"])
+        else:
+            b = _r2_side(table, t, "b") if t["statistic"] == "r2" else side_matrix(table, t, "b")
         av, bv = _paired(a, b, t["name"])
         seeds, units = av.shape
         mean_a, mean_b = float(av.mean()), float(bv.mean())
@@ -359,6 +403,14 @@ def apply_rule(table: pd.DataFrame, t: Mapping[str, Any], confidence: float) -> 
     v = verdict(low, high, t["direction"], float(t.get("margin", 0.0)))
     return TestResult(t["name"], float(est), float(low), float(high), confidence, interval, v,
                       int(seeds), int(units), mean_a, mean_b, bool(t.get("claim", True)))  # fmt: skip
+
+
+def _r2_side(table: pd.DataFrame, t: Mapping[str, Any], side: str) -> pd.DataFrame:
+    """(seeds × splits) R² of the side's splits on the rule's x_splits (claim_fits.r2_matrix)."""
+    y, s = side_rows(table, t, side)
+    x, _ = side_rows(table, t, side, splits=t["x_splits"])
+    scale = s.get("scale") or t.get("scale") or "probit"
+    return claim_fits.r2_matrix(y, x, scale, t["name"])
 
 
 def evaluate_claim(table: pd.DataFrame, claim: Mapping[str, Any]) -> dict[str, Any]:

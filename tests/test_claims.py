@@ -349,3 +349,202 @@ def test_add_key_columns_reads_each_runs_key(tmp_path):
     out = add_key_columns(table, str(tmp_path), ["dataset.correlation", "dataset.nope"])
     assert out["key:dataset.correlation"].tolist() == [0.8, 0.99, 0.8]
     assert out["key:dataset.nope"].isna().all()
+
+
+# ----------------------------------------------------------------- claims 2 and 5's statistics
+
+
+SCORERS = ["s1", "s2", "s3", "s4", "s5"]
+
+
+def scorer_table(seeds=4, seed=0):
+    """Per seed, each scorer's OOD AUROC on two OOD splits and its pooled failure AUROC."""
+    rng = np.random.default_rng(seed)
+    ood = rng.uniform(0.5, 1.0, (seeds, len(SCORERS), 2))
+    fail = rng.uniform(0.5, 1.0, (seeds, len(SCORERS)))
+    rows = []
+    for s in range(seeds):
+        for j, name in enumerate(SCORERS):
+            common = dict(seed=s, scorer=name, group_value="", method="erm", run_id=f"r{s}")
+            for k, split in enumerate(("ood_a", "ood_b")):
+                rows.append(dict(split=split, split_role="ood", metric="auroc_vs_id_test",
+                                 value=ood[s, j, k], **common))  # fmt: skip
+            rows.append(dict(split="pooled_test", split_role="pooled", metric="auroc_error",
+                             value=fail[s, j], **common))  # fmt: skip
+    return pd.DataFrame(rows), ood, fail
+
+
+def rank_rule(**kw):
+    base = dict(name="rho", statistic="rank_correlation", test="seeds_t", scorers=SCORERS,
+                a={"metric": "auroc_vs_id_test", "splits": ["role:ood"]},
+                b={"metric": "auroc_error", "splits": ["pooled_test"]},
+                reference=0.5, direction="less", margin=0.0)  # fmt: skip
+    return {**base, **kw}
+
+
+def test_rank_correlation_is_the_per_seed_spearman_rho_with_a_t_interval():
+    table, ood, fail = scorer_table()
+    t = rank_rule()
+    cr.check_claim({"title": "t", "paper": "p", "tests": [t]})
+    r = cr.apply_rule(table, t, 0.9)
+
+    # brute force: ranks by sorting (no ties in continuous draws), Pearson of the ranks
+    def ranks(v):
+        return np.argsort(np.argsort(v)).astype(float)
+
+    rhos = [np.corrcoef(ranks(ood[s].mean(axis=1)), ranks(fail[s]))[0, 1] for s in range(4)]
+    low, high = stats.t.interval(0.9, 3, np.mean(rhos), stats.sem(rhos))
+    assert low < -1  # these draws' t interval leaves ρ's range: clipped to [-1, 1]
+    low, high = max(low, -1.0), min(high, 1.0)
+    assert (r.estimate, r.ci_low, r.ci_high) == pytest.approx((np.mean(rhos), low, high))
+    assert (r.seeds, r.units) == (4, len(SCORERS))
+    assert r.verdict == cr.verdict(low - 0.5, high - 0.5, "less", 0.0)
+    # identical rankings: rho = 1 on every seed
+    same = table.copy()
+    pooled = same["metric"] == "auroc_error"
+    same.loc[pooled, "value"] = same[pooled]["scorer"].map({s: i for i, s in enumerate(SCORERS)})
+    ood_rows = same["metric"] == "auroc_vs_id_test"
+    same.loc[ood_rows, "value"] = same[ood_rows]["scorer"].map(
+        {s: i for i, s in enumerate(SCORERS)}
+    )
+    assert cr.apply_rule(same, t, 0.9).estimate == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="scorers without rows"):
+        cr.apply_rule(table[table["scorer"] != "s5"], t, 0.9)
+
+
+def test_a_side_reduced_over_scorers_is_their_per_seed_maximum():
+    table, _, fail = scorer_table()
+    t = rule(test="seeds_t", metric="auroc_error", splits=["pooled_test"], a={"scorer": "s1"},
+             b={"scorers": SCORERS[1:], "reduce": "max"}, direction="greater")  # fmt: skip
+    cr.check_claim({"title": "t", "paper": "p", "tests": [t]})
+    r = cr.apply_rule(table, t, 0.95)
+    diff = fail[:, 0] - fail[:, 1:].max(axis=1)
+    low, high = stats.t.interval(0.95, 3, diff.mean(), stats.sem(diff))
+    assert (r.estimate, r.ci_low, r.ci_high) == pytest.approx((diff.mean(), low, high))
+    with pytest.raises(ValueError, match="not every one"):
+        cr.apply_rule(table[~((table["scorer"] == "s5") & (table["seed"] == 0))], t, 0.95)
+
+
+def line_table(seeds=3, models=6, seed=0):
+    """Per seed, `models` runs: accuracy on id_test (x) and on three shifted splits; the
+    first two follow a probit line with noise, the third is unrelated to x."""
+    from scipy.special import ndtr, ndtri
+
+    rng = np.random.default_rng(seed)
+    rows, acc = [], {}
+    for s in range(seeds):
+        x = rng.uniform(0.3, 0.97, models)
+        ys = {"shift-1": ndtr(0.8 * ndtri(x) - 0.5 + rng.normal(0, 0.1, models)),
+              "shift-2": ndtr(1.1 * ndtri(x) - 1.0 + rng.normal(0, 0.3, models)),
+              "label": rng.uniform(0.2, 0.8, models)}  # fmt: skip
+        acc[s] = {"id_test": x, **ys}
+        for m in range(models):
+            for split, v in acc[s].items():
+                role = "id_test" if split == "id_test" else "shift_test"
+                rows.append(dict(seed=s, split=split, split_role=role, scorer="",
+                                 metric="accuracy", value=v[m], group_value="", method="erm",
+                                 model=f"m{m % 2}", run_id=f"r{s}-{m}"))  # fmt: skip
+    return pd.DataFrame(rows), acc
+
+
+def brute_r2(x, y, transform):
+    """R² as the squared Pearson correlation of the transformed accuracies (numpy)."""
+    return np.corrcoef(transform(x), transform(y))[0, 1] ** 2
+
+
+def test_r2_is_the_probit_line_fit_per_seed_and_split_against_numpy():
+    from scipy.special import ndtri
+
+    from harness.stats import paired_difference
+
+    table, acc = line_table()
+    t = rule(statistic="r2", metric="accuracy", x_splits=["id_test"], splits=["shift-*"], a={},
+             b={"value": 0.8}, direction="greater")  # fmt: skip
+    cr.check_claim({"title": "t", "paper": "p", "tests": [t]})
+    r = cr.apply_rule(table, t, 0.95)
+    r2 = np.array([[brute_r2(acc[s]["id_test"], acc[s][sp], ndtri) for sp in ("shift-1", "shift-2")]
+                   for s in range(3)])  # fmt: skip
+    expected = paired_difference(r2, np.full_like(r2, 0.8), confidence=0.95)
+    assert (r.estimate, r.ci_low, r.ci_high) == pytest.approx(
+        (expected.difference, expected.ci_low, expected.ci_high)
+    )
+    assert r.mean_a == pytest.approx(r2.mean()) and (r.seeds, r.units) == (3, 2)
+    # two R² sides (the unrelated split vs the two lines), one split paired with both;
+    # linear axes on side b
+    t2 = rule(statistic="r2", test="seeds_t", metric="accuracy", x_splits=["id_test"],
+              a={"splits": ["label"]}, b={"splits": ["shift-*"], "scale": "linear"},
+              direction="less")  # fmt: skip
+    cr.check_claim({"title": "t", "paper": "p", "tests": [t2]})
+    r = cr.apply_rule(table, t2, 0.95)
+    per_seed = [
+        brute_r2(acc[s]["id_test"], acc[s]["label"], ndtri)
+        - np.mean(
+            [brute_r2(acc[s]["id_test"], acc[s][sp], lambda v: v) for sp in ("shift-1", "shift-2")]
+        )  # fmt: skip
+        for s in range(3)
+    ]
+    low, high = stats.t.interval(0.95, 2, np.mean(per_seed), stats.sem(per_seed))
+    assert (r.estimate, r.ci_low, r.ci_high) == pytest.approx((np.mean(per_seed), low, high))
+    # one family: only its runs are the points (3 per seed)
+    r = cr.apply_rule(table, {**t, "where": {"model": "m0"}}, 0.95)
+    first = [brute_r2(acc[s]["id_test"][::2], acc[s]["shift-1"][::2], ndtri) for s in range(3)]
+    assert r.mean_a == pytest.approx(
+        np.mean(
+            first
+            + [brute_r2(acc[s]["id_test"][::2], acc[s]["shift-2"][::2], ndtri) for s in range(3)]
+        )  # fmt: skip
+    )
+    with pytest.raises(ValueError, match="a line needs"):
+        cr.apply_rule(table[table["run_id"].str.endswith(("-0", "-1"))], t, 0.95)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"scorers": ["s1", "s2"]}, "tests[0].scorers"),
+        ({"test": "crossed"}, "tests[0].test"),
+        ({"reference": 1.5}, "tests[0].reference"),
+        ({"b": {"value": 0.5}}, "tests[0].b"),
+        ({"statistic": "difference", "metric": "auroc_error"}, "rank_correlation"),
+        (
+            {"statistic": "r2", "scorers": None, "reference": None, "metric": "accuracy"},
+            "tests[0].x_splits",
+        ),  # fmt: skip
+        (
+            {
+                "statistic": "r2",
+                "scorers": None,
+                "reference": None,
+                "metric": "accuracy",
+                "x_splits": ["id_test"],
+                "b": {"value": 0.8, "scale": "log"},
+            },
+            "tests[0].b.scale",
+        ),  # fmt: skip
+        (
+            {
+                "statistic": "difference",
+                "scorers": None,
+                "reference": None,
+                "metric": "m",
+                "b": {"scorers": ["s1"], "reduce": "median"},
+            },
+            "tests[0].b",
+        ),  # fmt: skip
+        (
+            {
+                "statistic": "difference",
+                "scorers": None,
+                "reference": None,
+                "metric": "m",
+                "x_splits": ["id_test"],
+            },
+            "x_splits",
+        ),  # fmt: skip
+    ],
+)
+def test_bad_rank_and_line_rules_are_refused_naming_the_key(change, key):
+    t = {k: v for k, v in {**rank_rule(), **change}.items() if v is not None}
+    with pytest.raises(ValueError, match="claim") as err:
+        cr.check_claim({"title": "t", "paper": "p", "tests": [t]})
+    assert key in str(err.value)
