@@ -21,6 +21,8 @@ from scipy.spatial.distance import cdist
 import harness.run as run_mod
 from harness.data import Split
 from harness.forward import forward_split
+from harness.keys import make_keys
+from harness.models import forward_outputs
 from harness.outputs import Outputs
 from harness.posthoc import load_scores
 from harness.rundir import RunDir
@@ -163,3 +165,29 @@ def test_a_cache_without_stages_skips_it_with_a_note(tmp_path):
     for notes in Path(first["run_dir"]).glob("posthoc/*/notes.json"):
         skipped.update(json.loads(notes.read_text()).get("skipped_scorers", {}))
     assert "no per-stage features cached" in skipped["mahalanobis_multi"]
+
+
+def test_an_out_of_memory_retry_keeps_the_stages_whole():
+    """A batch that runs out of memory is run again in halves: the failed attempt's stage
+    records are dropped, so each example has its stages once."""
+    torch.manual_seed(0)
+    model = timm.create_model("test_resnet", pretrained=False, num_classes=3).eval()
+    x = torch.randn(6, 3, 32, 32)
+    split = Split("s", "id_test", pd.DataFrame({"label": [0] * 6}), lambda i: x[i])
+
+    def predict(inputs):
+        out = forward_outputs(model, inputs)  # the hooks fire, then the "device" gives up
+        if len(inputs) > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return out
+
+    out = forward_split(model, split, 6, torch.device("cpu"), predict=predict, stages=stage_modules(model))  # fmt: skip
+    for got, want in zip(out.stages, pooled_stages(model, x, None), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_stage_request_enters_the_forward_key_only_when_set():
+    keys = make_keys({"seed": 0, "x": 1})
+    plain = keys.forward_key("test", {"t": 1}, None, "fp32")
+    assert keys.forward_key("test", {"t": 1}, None, "fp32", stage_features=False) == plain
+    assert keys.forward_key("test", {"t": 1}, None, "fp32", stage_features=True) != plain
