@@ -1,6 +1,7 @@
 """Post-hoc cost per example vs one forward pass of resnet18 at 224×224, side by side.
 
     python benchmarks/posthoc_cost.py [--eval openood] [--fit 50000 --score 100000 --dim 512 --classes 10]
+                                      [--stages 64,64,128,256,512]
 
 Fits every cache-only scorer of an eval config (conf/eval/<name>.yaml, with the configs it
 extends; default: default) on `fit` ID examples, scores
@@ -8,6 +9,8 @@ extends; default: default) on `fit` ID examples, scores
 with the time per example of timm's resnet18 forward pass at 224×224 on this machine
 (measured on a few batches). Prints the ratio (goal <= 0.05 for default, 0.03 for openood,
 as issue 19 asks) and writes a JSON record. Scorers that need the model (ODIN) are left out.
+The synthetic outputs carry per-stage features of the widths `--stages` (resnet18's stem and
+four stages by default) for the scorers that need them (mahalanobis_multi, eval=openood_full).
 """
 
 from __future__ import annotations
@@ -30,11 +33,19 @@ from harness.scorer import FitData
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def synthetic_outputs(n: int, dim: int, classes: int, rng: np.random.Generator, head: Head):
+def synthetic_outputs(
+    n: int, dim: int, classes: int, rng: np.random.Generator, head: Head, stages: list[int] = ()
+):
     labels = rng.integers(0, classes, n)
     centres = rng.normal(0, 1, (classes, dim))
     feats = np.maximum(centres[labels] + rng.normal(0, 1, (n, dim)), 0).astype(np.float32)
-    return Outputs(head(feats).astype(np.float32), feats, labels, np.arange(n))
+    per_stage = [
+        (rng.normal(0, 1, (classes, w))[labels] + rng.normal(0, 1, (n, w))).astype(np.float32)
+        for w in stages
+    ]
+    return Outputs(
+        head(feats).astype(np.float32), feats, labels, np.arange(n), stages=per_stage or None
+    )
 
 
 def eval_config(name: str) -> dict:
@@ -69,13 +80,15 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--eval", default="default", help="conf/eval/<name>.yaml")
+    parser.add_argument("--stages", default="64,64,128,256,512", help="per-stage widths")
     parser.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "posthoc_cost.json"))
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
     head = Head(rng.normal(0, 0.1, (args.classes, args.dim)), np.zeros(args.classes))
-    train = synthetic_outputs(args.fit, args.dim, args.classes, rng, head)
-    test = synthetic_outputs(args.score, args.dim, args.classes, rng, head)
+    widths = [int(w) for w in args.stages.split(",") if w]
+    train = synthetic_outputs(args.fit, args.dim, args.classes, rng, head, widths)
+    test = synthetic_outputs(args.score, args.dim, args.classes, rng, head, widths)
     cfg = eval_config(args.eval)
     goal = 0.03 if args.eval == "openood" else 0.05
     fit = FitData(train=train, val=train, head=head, num_classes=args.classes)

@@ -20,7 +20,10 @@ Split layouts (`splits: {name: {path, role, layout}}`, paths relative to `root`)
 - `classes` (default): `<path>/<class folder>/**/<image>`;
 - `flat`: every image below `<path>`, no labels (role ood or unlabeled);
 - `corruptions`: `<path>/<corruption>/<severity>/<class folder>/<image>` (ImageNet-C): one
-  shift_test split per corruption and severity, named `<corruption>-<severity>`.
+  shift_test split per corruption and severity, named `<corruption>-<severity>`;
+- `openood_list`: the images OpenOOD's list `image_list` names (relative to `root`), with its
+  labels; `path` is the images' root (OpenOOD's images_largescale/). With list splits
+  `class_map` stays null: the classes come from the lists (shiftbench_datasets/openood_lists.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from shiftbench_datasets import corruptions as C
+from shiftbench_datasets.openood_lists import (
+    classes_from_lists,
+    list_digest,
+    list_problems,
+    read_list,
+)
 
 from harness.data import ROLES, Benchmark, DatasetAdapter, Split, hash_arrays, listing_digest
 
@@ -46,7 +55,7 @@ NAMED_MAPS = {
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-LAYOUTS = ("classes", "flat", "corruptions")
+LAYOUTS = ("classes", "flat", "corruptions", "openood_list")
 
 
 def timm_synsets(name: str) -> list[str]:
@@ -176,8 +185,19 @@ class ImageFolders(DatasetAdapter):
                     f"dataset.splits.{split} = {spec}: needs path, a role in {ROLES} and a "
                     f"layout in {LAYOUTS}"
                 )
+            if spec["layout"] == "openood_list" and not spec.get("image_list"):
+                raise ValueError(
+                    f"dataset.splits.{split}: layout openood_list needs image_list (OpenOOD's "
+                    "benchmark_imglist/<benchmark>/<split>_<set>.txt, relative to root)"
+                )
             self.split_specs[split] = spec
-        labelled = any(s["layout"] != "flat" for s in self.split_specs.values())
+        self.lists = [k for k, s in self.split_specs.items() if s["layout"] == "openood_list"]
+        if self.lists and class_map is not None:
+            raise ValueError(
+                f"dataset.class_map must be null with openood_list splits {self.lists}: the "
+                "classes come from OpenOOD's lists"
+            )
+        labelled = any(s["layout"] in ("classes", "corruptions") for s in self.split_specs.values())
         if labelled and class_map is None:
             raise ValueError(
                 "dataset.class_map is required for class-per-folder splits (imagenet, "
@@ -223,11 +243,21 @@ class ImageFolders(DatasetAdapter):
         return found
 
     def verify(self) -> list[str]:
+        # a missing OpenOOD list is named (with where OpenOOD publishes it) even without root
+        listed = [
+            problem
+            for k in self.lists
+            for problem in list_problems(
+                k, self.root / self.split_specs[k]["image_list"], self._path(self.split_specs[k]), self.how
+            )
+        ]  # fmt: skip
         problems = super().verify()
-        if problems:
-            return problems
+        if problems or listed:
+            return problems + listed
         for split, spec in self.split_specs.items():
             folder = self._path(spec)
+            if spec["layout"] == "openood_list":
+                continue
             if not folder.is_dir() and spec.get("optional"):
                 continue
             if not folder.is_dir():
@@ -268,7 +298,12 @@ class ImageFolders(DatasetAdapter):
         )
 
     def fingerprint(self) -> str:
-        listings = [listing_digest(self._path(s)) for s in self.split_specs.values()]
+        listings = [
+            list_digest(self.root / s["image_list"], self._path(s))
+            if s["layout"] == "openood_list"
+            else listing_digest(self._path(s))
+            for s in self.split_specs.values()
+        ]
         return hash_arrays(
             self.key_config(), self.class_map.names if self.class_map else None, *listings
         )
@@ -288,8 +323,18 @@ class ImageFolders(DatasetAdapter):
 
     def load(self, cache_dir: Path) -> Benchmark:
         splits: dict[str, Split] = {}
+        listed = {
+            k: read_list(self.root / self.split_specs[k]["image_list"], self._path(self.split_specs[k]))
+            for k in self.lists
+        }  # fmt: skip
+        if listed:  # the benchmark's classes, from the lists (ImageNet-200's 200 WordNet ids)
+            self.class_map = ClassMap(classes_from_lists(listed))
         for split, spec in self.split_specs.items():
             folder = self._path(spec)
+            if split in listed:
+                info = {"folder": str(folder), "image_list": spec["image_list"]}
+                splits[split] = image_split(split, spec["role"], listed[split], info)
+                continue
             if spec.get("optional") and not folder.is_dir():
                 continue
             if spec["layout"] == "flat":
@@ -375,17 +420,7 @@ class OODFolder(DatasetAdapter):
 
     def listed(self) -> list[Path]:
         """The images an image list names, relative to root (an error naming a bad line)."""
-        paths = []
-        for k, line in enumerate(self.image_list.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) < 1 or (len(parts) > 1 and not parts[-1].lstrip("-").isdigit()):
-                raise ValueError(
-                    f"{self.image_list}, line {k}: expected '<path> <label>', got {line!r}"
-                )
-            paths.append(self.root / " ".join(parts[:-1] if len(parts) > 1 else parts))
-        return paths
+        return [Path(p) for p in read_list(self.image_list, self.root)["path"]]
 
     def verify(self) -> list[str]:
         problems = super().verify()

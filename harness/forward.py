@@ -27,6 +27,7 @@ from harness.method import Method
 from harness.models import forward_outputs, map_logits
 from harness.outputs import Outputs
 from harness.rundir import RunDir, dataset_eval_path
+from harness.stages import StageRecorder, concat_stages, stage_modules, stage_request
 from harness.store import atomic_save_npy, atomic_write_json, atomic_write_parquet
 
 log = logging.getLogger("harness.forward")
@@ -184,13 +185,15 @@ def forward_split(
     predict: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     options: ForwardOptions | None = None,
     loader: DataLoader | None = None,
+    stages: list[str] | None = None,
 ) -> Outputs:
     """One pass over the split (in its own order) in eval mode. `loader` (e.g. from a
     SplitLoader) replaces the one made here from batch_size and num_workers.
 
     On an out-of-memory error of the device the batch is run again in halves, and the smaller size
     kept for the rest of the split (timm's validate.py halves and starts over); a warning in
-    the run log says so. Each example's outputs do not depend on its batch."""
+    the run log says so. Each example's outputs do not depend on its batch. `stages` (module
+    names, harness/stages.py) adds each one's pooled output to the Outputs, from this pass."""
     options = options or ForwardOptions()
     was_training = model.training
     model.eval()
@@ -209,42 +212,52 @@ def forward_split(
         else nullcontext()
     )
     chunk = batch_size
-    logits, feats, labels, index = [], [], [], []
-    for x, y, i in tqdm(
-        batches(loader), desc=f"eval {split.name}", disable=None if progress else True, leave=False
-    ):
-        x = x.to(device, non_blocking=True)
-        if options.channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        while True:
-            try:
-                with autocast:
-                    outs = [predict(part) for part in x.split(chunk)]
-                break
-            except Exception as exc:
-                if not is_out_of_memory(exc) or chunk == 1:
-                    raise
-                smaller = max(1, min(chunk, len(x)) // 2)
-                log.warning(
-                    "eval %s: out of memory at batch size %d; retrying with %d",
-                    split.name,
-                    min(chunk, len(x)),
-                    smaller,
-                )
-                chunk = smaller
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-        for out, feat in outs:
-            logits.append(map_logits(out, label_index).float().cpu())
-            feats.append(feat.float().cpu())
-        labels.append(y)
-        index.append(i)
+    logits, feats, labels, index, stage_parts = [], [], [], [], []
+    recorder = StageRecorder(model, stages) if stages else None
+    with recorder or nullcontext():
+        for x, y, i in tqdm(
+            batches(loader),
+            desc=f"eval {split.name}",
+            disable=None if progress else True,
+            leave=False,
+        ):
+            x = x.to(device, non_blocking=True)
+            if options.channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            while True:
+                try:
+                    if recorder is not None:
+                        recorder.begin()
+                    with autocast:
+                        outs = [predict(part) for part in x.split(chunk)]
+                    break
+                except Exception as exc:
+                    if not is_out_of_memory(exc) or chunk == 1:
+                        raise
+                    smaller = max(1, min(chunk, len(x)) // 2)
+                    log.warning(
+                        "eval %s: out of memory at batch size %d; retrying with %d",
+                        split.name,
+                        min(chunk, len(x)),
+                        smaller,
+                    )
+                    chunk = smaller
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+            for out, feat in outs:
+                logits.append(map_logits(out, label_index).float().cpu())
+                feats.append(feat.float().cpu())
+            labels.append(y)
+            index.append(i)
+            if recorder is not None:
+                stage_parts.append(recorder.take(len(y)))
     model.train(was_training)
     return Outputs(
         torch.cat(logits).numpy(),
         torch.cat(feats).numpy(),
         torch.cat(labels).numpy().astype(np.int64),
         torch.cat(index).numpy().astype(np.int64),
+        stages=concat_stages(stage_parts) if recorder is not None else None,
     )
 
 
@@ -291,9 +304,16 @@ def forward_run(
     x.model.to(x.device)
     options = forward_options(c, x.device)
     features_dtype = output_settings(c)["features_dtype"]
+    # per-stage pooled features, only when a scorer asks and the model has timm stages
+    stages = stage_modules(x.model) if stage_request(c["eval"]) else None
     forward_keys = {
         s.name: keys.forward_key(
-            s.name, x.transform_desc, None, c["precision"], features_dtype=features_dtype
+            s.name,
+            x.transform_desc,
+            None,
+            c["precision"],
+            features_dtype=features_dtype,
+            stage_features=stages is not None,
         )
         for s in x.bench.splits.values()
     }
@@ -340,6 +360,7 @@ def forward_run(
                 predict=forward,
                 options=options,
                 loader=decoded[split.name] if split.name in decoded else loaders.loader(split.name),
+                stages=stages,
             ).save(path, features_dtype)
         record_dataset_eval(x.bench, split, path)
         atomic_write_parquet(split.meta, rd.meta(split.name))
@@ -384,7 +405,6 @@ def run_model_scorers(
         if "model" not in getattr(cls, "needs", ()):
             continue
         scorer = registry.construct(cls, scorer_cfg)
-        fitted = "stage_features" not in scorer.needs  # multi-layer Mahalanobis fits first
         if getattr(scorer, "uses_model", False):  # e.g. MC dropout switches dropout on
             scorer.model = x.model
         for split in x.bench.splits.values():
@@ -401,20 +421,7 @@ def run_model_scorers(
             own_predict = (
                 predict is not None and getattr(predict, "__func__", None) is not Method.predict
             )
-            if "stage_features" in scorer.needs:
-                if own_predict or not hasattr(x.model, "forward_intermediates"):
-                    log.warning("scorer %s skipped: no timm stages for this model/method", name)
-                    break
-                if not fitted:  # on the ID train split (else val), with its labels
-                    fit_split = (x.bench.by_role("train") or x.bench.by_role("val"))[0]
-                    fit_loader = DataLoader(fit_split.with_transform(x.transform),
-                                            batch_size=c["trainer"]["eval_batch_size"])  # fmt: skip
-                    scorer.fit_model(
-                        x.model, ((i.to(x.device), y) for i, y, _ in batches(fit_loader))
-                    )
-                    fitted = True
-                scores = scorer.score_model(x.model, inputs_on_device)
-            elif "feature_maps" in scorer.needs:  # RankFeat: the timm backbone and head apart
+            if "feature_maps" in scorer.needs:  # RankFeat: the timm backbone and head apart
                 # a method's own predict (not the timm forward) would not match these parts
                 if own_predict:
                     log.warning("scorer %s skipped: the method has its own predict", name)

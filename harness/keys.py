@@ -58,9 +58,13 @@ class RunKeys:
         tta: Any,
         precision: str,
         features_dtype: str = "float32",
+        stage_features: bool = False,
     ) -> str:
-        # features_dtype enters only when not float32: existing caches keep their keys
+        # features_dtype and the per-stage features (harness/stages.py) enter only when not
+        # at their defaults: existing caches keep their keys
         storage = {} if features_dtype == "float32" else {"features_dtype": features_dtype}
+        if stage_features:
+            storage["stage_features"] = "feature_info_mean"
         return content_hash(
             {
                 "train": self.run_id,

@@ -25,6 +25,9 @@ class Outputs:
     # K × N × C: each member's logits, kept by ensembles (harness/ensemble.py) for the
     # scorers that need them (needs = ("members",)); None for a single model
     members: np.ndarray | None = None
+    # per-stage pooled features (one N × D_l array per stage of the model, harness/stages.py),
+    # kept only when a scorer of the eval config asks (needs "stage_features"); else None
+    stages: list[np.ndarray] | None = None
 
     def save(self, path: str | Path, features_dtype: str = "float32") -> None:
         """features_dtype=float16 halves the cache of wide features (logits stay float32)."""
@@ -39,6 +42,10 @@ class Outputs:
             labels=self.labels,
             index=self.index,
             **({} if self.members is None else {"members": self.members}),
+            **{
+                f"stage_{i}": f.astype(features_dtype, copy=False)
+                for i, f in enumerate(self.stages or [])
+            },
         )
 
     @classmethod
@@ -49,12 +56,15 @@ class Outputs:
         with np.load(path) as z:
             features = z["features"]
             members = z["members"] if "members" in z.files else None
+            count = sum(name.startswith("stage_") for name in z.files)
+            stages = [z[f"stage_{i}"].astype(np.float32, copy=False) for i in range(count)]
             out = cls(
                 z["logits"],
                 features.astype(np.float32, copy=False),
                 z["labels"],
                 z["index"],
                 members,
+                stages or None,
             )
         if rows is not None and len(out.labels) != rows:
             raise ValueError(

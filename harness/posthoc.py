@@ -73,7 +73,10 @@ def _subsample(out: Outputs, size: int | None, seed: int = 0) -> Outputs:
         return out
     idx = np.sort(np.random.default_rng(seed).choice(len(out.labels), size, replace=False))
     members = None if out.members is None else out.members[:, idx]
-    return Outputs(out.logits[idx], out.features[idx], out.labels[idx], out.index[idx], members)
+    stages = None if out.stages is None else [f[idx] for f in out.stages]
+    return Outputs(
+        out.logits[idx], out.features[idx], out.labels[idx], out.index[idx], members, stages
+    )
 
 
 def _label_rows(

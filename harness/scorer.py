@@ -26,7 +26,8 @@ class FitData:
 class Scorer:
     """Base class of methods/scorers/. Hyperparameters arrive as keyword arguments."""
 
-    # any of: logits, features, head, model, members (an ensemble's member logits,
+    # any of: logits, features, head, model, stage_features (per-stage pooled features,
+    # Outputs.stages: recorded by the forward pass only when a scorer asks), members (an ensemble's member logits,
     # Outputs.members; skipped with a note for single models); nonnegative_features: the method assumes
     # post-ReLU features (ReAct, ASH, SCALE) and is skipped, with a note, where the ID
     # features take negative values (CLIP's normalised embeddings, ViTs)
@@ -56,6 +57,13 @@ def inapplicable(scorer: Scorer, data: FitData, head_note: str) -> str | None:
         return head_note
     if "features" in scorer.needs and data.train is not None and data.train.features.shape[1] == 0:
         return "no features cached: the model gives logits only"
+    if "stage_features" in scorer.needs and data.train is not None and data.train.stages is None:
+        return (
+            "no per-stage features cached: harness.run records them in its forward pass when "
+            "a scorer of its eval config needs them (eval=openood_full); a run finished under "
+            "another eval config, a TTA, probe, ensemble or imported run, or a model without "
+            "timm's feature_info has none"
+        )
     if "members" in scorer.needs and (data.train is None or data.train.members is None):
         return (
             "needs the members' predictions of an ensemble (ensemble=seeds); this run is a "

@@ -130,3 +130,32 @@ def test_the_cifar10_preset_runs_end_to_end_on_fixtures(tmp_path):
     assert len(auroc) and set(auroc["n"]) == {10 + 4}
     # the ood_val set takes no part in any OOD metric
     assert not rows.loc[rows["split"] == "ood_tin_val", "metric"].str.contains("auroc").any()
+
+
+def test_the_imagenet200_preset_reads_openood_id_lists(tmp_path):
+    """ID train/val/test from synthetic lists in OpenOOD's format (benchmark_imglist/
+    imagenet200/*_imagenet200.txt); the classes are the lists' folders in label order."""
+    from shiftbench_datasets.folders import write_class_folders
+
+    data = tmp_path / "data"
+    over = _openood_fixture("openood/imagenet200", data)[:1]  # no val_size: lists cut val
+    images, order = data / "openood" / "images_largescale", ["n09", "n02", "n05"]
+    for part in ("train", "val", "test"):
+        written = write_class_folders(images / "imagenet_1k" / part, order, per_class=4, seed=len(part))  # fmt: skip
+        lines = "".join(f"{p.relative_to(images)} {order.index(p.parent.name)}\n" for p in written)
+        (data / "openood" / "benchmark_imglist" / "imagenet200" / f"{part}_imagenet200.txt").write_text(lines)  # fmt: skip
+    summary = run_mod.run(
+        compose_config(
+            ["+experiment=openood/imagenet200", *over, *TINY, "dataset.image_size=32",
+             "eval.scorers.knn.k=2", "eval.scorers.nnguide.k=2", f"results_dir={tmp_path / 'res'}"]
+        )
+    )  # fmt: skip
+    assert summary["status"] == "finished"
+    run_dir = tmp_path / "res" / "runs" / summary["run_id"]
+    import json
+
+    assert json.loads((run_dir / "benchmark.json").read_text())["classes"] == order
+    rows = run_rows(run_dir)
+    assert {"ood_ssb_hard", "near_ood", "far_ood"} <= set(rows["split"])
+    test_n = rows[(rows["split"] == "test") & (rows["metric"] == "accuracy")]["n"]
+    assert set(test_n) == {12}

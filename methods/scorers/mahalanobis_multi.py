@@ -4,33 +4,36 @@ equal layer weights, as pytorch-ood's MultiMahalanobis): per stage ℓ, the stag
 map averaged over space, class means μ_ℓk and one shared covariance Σ_ℓ fitted on ID
 training data; the score is −½ Σ_ℓ min_k (f_ℓ − μ_ℓk)ᵀ Σ_ℓ⁻¹ (f_ℓ − μ_ℓk) (higher = ID).
 
-A model scorer: the per-stage maps come from timm's forward_intermediates, in a pass of
-its own per split during `harness.run` (harness/forward.py fits it on the train split's
-stages first, labels included). Not done: the stages in the Outputs cache (so that it
-would be cache-only) and Lee et al.'s logistic-regression layer weights, which need OOD
-validation data."""
+Cache-only: it needs "stage_features", so the run's forward pass records each timm stage's
+pooled output (the modules of feature_info, harness/stages.py) into the Outputs cache, in
+the same pass as the logits; it fits on the eval config's ID training subset (fit_size).
+Not done: Lee et al.'s logistic-regression layer weights, which need OOD validation data."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from harness.scorer import Scorer
+from harness.outputs import Outputs
+from harness.scorer import FitData, Scorer
+from methods.scorers.mahalanobis import min_sq_distance
 
 
 def pooled_stages(
     model: torch.nn.Module, x: torch.Tensor, stages: Sequence[int] | None
 ) -> list[np.ndarray]:
-    """Each stage's feature map of timm's forward_intermediates, averaged over space."""
+    """Each stage's feature map of timm's forward_intermediates, averaged over space (an
+    independent route to what the forward pass caches, for tests and notebooks)."""
     maps = model.forward_intermediates(x, intermediates_only=True)
     chosen = maps if stages is None else [maps[i] for i in stages]
-    return [m.flatten(2).mean(dim=2).double().cpu().numpy() for m in chosen]
+    return [m.detach().flatten(2).mean(dim=2).double().cpu().numpy() for m in chosen]
 
 
 class MultiMahalanobis(Scorer):
-    needs = ("model", "stage_features")
+    needs = ("stage_features",)
+    min_fit_size = 2  # a covariance needs two examples
 
     def __init__(self, stages: list[int] | None = None):
         if stages is not None and not (
@@ -42,6 +45,20 @@ class MultiMahalanobis(Scorer):
                 f"mahalanobis_multi stages must be null or a list of stage indices, got {stages!r}"
             )
         self.stages = stages
+
+    def chosen(self, outputs: Outputs) -> list[np.ndarray]:
+        if outputs.stages is None:
+            raise ValueError("mahalanobis_multi: these outputs have no per-stage features cached")
+        try:
+            picked = (
+                outputs.stages if self.stages is None else [outputs.stages[i] for i in self.stages]
+            )
+        except IndexError:
+            raise ValueError(
+                f"mahalanobis_multi stages {self.stages}: the model has "
+                f"{len(outputs.stages)} stages"
+            ) from None
+        return [f.astype(np.float64) for f in picked]
 
     def fit_stages(self, feats: list[np.ndarray], labels: np.ndarray) -> None:
         """Class means and the shared (pooled within-class) covariance of each stage."""
@@ -57,25 +74,11 @@ class MultiMahalanobis(Scorer):
     def score_stages(self, feats: list[np.ndarray]) -> np.ndarray:
         total = np.zeros(len(feats[0]))
         for f, mu, prec in zip(feats, self.means, self.precisions, strict=True):
-            d = f[:, None, :] - mu[None, :, :]  # N × K × D
-            md = np.einsum("nkd,de,nke->nk", d, prec, d)
-            total += -0.5 * md.min(axis=1)
+            total += -0.5 * min_sq_distance(f, mu, prec)  # in chunks of examples
         return total
 
-    def fit_model(
-        self, model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
-    ) -> None:
-        """Fit on ID training batches (inputs, labels) through the model's stages."""
-        parts, labels = [], []
-        with torch.no_grad():
-            for x, y in batches:
-                parts.append(pooled_stages(model, x, self.stages))
-                labels.append(y.cpu().numpy())
-        self.fit_stages(
-            [np.concatenate(p) for p in zip(*parts, strict=True)], np.concatenate(labels)
-        )
+    def fit(self, data: FitData) -> None:
+        self.fit_stages(self.chosen(data.train), data.train.labels)
 
-    def score_model(self, model: torch.nn.Module, batches: Iterable[torch.Tensor]) -> np.ndarray:
-        with torch.no_grad():
-            scores = [self.score_stages(pooled_stages(model, x, self.stages)) for x in batches]
-        return np.concatenate(scores) if scores else np.zeros(0)
+    def score(self, outputs: Outputs) -> np.ndarray:
+        return self.score_stages(self.chosen(outputs))
