@@ -78,7 +78,10 @@ def test_estimators_match_their_definitions():
         ({"_target_": "methods.estimators.atc.ATC", "score": "nope"}, "negative_entropy"),
         ({"_target_": "methods.estimators.atc.ATC"}, "score"),
         ({"_target_": "methods.estimators.ac.AC", "alpha": 1}, "AC()"),
-        ({"_target_": "methods.estimators.nope.Nope"}, "available estimators: ac, atc, cot, doc, nuclear_norm"),
+        (
+            {"_target_": "methods.estimators.nope.Nope"},
+            "available estimators: ac, atc, cot, doc, nuclear_norm",
+        ),
         ({"score": "msp"}, "needs a _target_"),
     ],
 )

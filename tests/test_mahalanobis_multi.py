@@ -191,3 +191,10 @@ def test_the_stage_request_enters_the_forward_key_only_when_set():
     plain = keys.forward_key("test", {"t": 1}, None, "fp32")
     assert keys.forward_key("test", {"t": 1}, None, "fp32", stage_features=False) == plain
     assert keys.forward_key("test", {"t": 1}, None, "fp32", stage_features=True) != plain
+
+
+def test_an_unknown_fit_is_refused_naming_the_option():
+    from methods.scorers.mahalanobis_multi import MultiMahalanobis
+
+    with pytest.raises(ValueError, match="mahalanobis_multi fit"):
+        MultiMahalanobis(fit="train")

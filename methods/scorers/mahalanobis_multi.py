@@ -35,7 +35,14 @@ class MultiMahalanobis(Scorer):
     needs = ("stage_features",)
     min_fit_size = 2  # a covariance needs two examples
 
-    def __init__(self, stages: list[int] | None = None):
+    # `fit` names what the class statistics are fitted on. It is an option (in the eval_id) because
+    # the earlier model-scorer form fitted on the whole train split: results of the two must not
+    # share an eval_id. Only the cache's fit subset exists now.
+    FITS = ("fit_subset",)
+
+    def __init__(self, stages: list[int] | None = None, fit: str = "fit_subset"):
+        if fit not in self.FITS:
+            raise ValueError(f"mahalanobis_multi fit must be one of {self.FITS}, got {fit!r}")
         if stages is not None and not (
             isinstance(stages, list)
             and stages
