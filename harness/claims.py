@@ -85,6 +85,18 @@ def add_key_columns(table: Any, results_dir: str, keys: list[str]) -> Any:
     return table
 
 
+def claim_keys(claim: dict[str, Any]) -> list[str]:
+    """The run-configuration keys a claim's rules read: each `x_key`, and each `where`
+    column spelled `key:<dotted key>` (e.g. `key:tta.batch_size`, a TTA option that the
+    table has no column for)."""
+    keys = set()
+    for t in claim["tests"]:
+        keys |= {t["x_key"]} if "x_key" in t else set()
+        for w in (t.get("where"), *(t.get(s, {}).get("where") for s in ("a", "b"))):
+            keys |= {c[len("key:") :] for c in (w or {}) if str(c).startswith("key:")}
+    return sorted(keys)
+
+
 def evaluate(name: str, composed: dict[str, Any]) -> dict[str, Any]:
     """The claim's rules applied to its sweep's rows of its eval config."""
     from harness.claim_rules import evaluate_claim
@@ -97,8 +109,7 @@ def evaluate(name: str, composed: dict[str, Any]) -> dict[str, Any]:
     if table.empty:
         return {"verdict": "error", "tests": [], "confidence": None,
                 "errors": {"(all)": f"no finished runs under {composed['results_dir']}"}}  # fmt: skip
-    x_keys = {t["x_key"] for t in composed["claim"]["tests"] if "x_key" in t}
-    table = add_key_columns(table, composed["results_dir"], sorted(x_keys))
+    table = add_key_columns(table, composed["results_dir"], claim_keys(composed["claim"]))
     result = evaluate_claim(table, composed["claim"])
     result["runs"] = int(table["run_id"].nunique())
     result["seeds"] = sorted(int(s) for s in table["seed"].unique())
