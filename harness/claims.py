@@ -71,6 +71,8 @@ def run_sweep(overrides: list[str]) -> tuple[int, float, str]:
 def add_key_columns(table: Any, results_dir: str, keys: list[str]) -> Any:
     """The table with a column `key:<dotted key>` per key: the value in each run's key.json
     payload (e.g. `dataset.correlation`), for rules whose x is a setting (`x_key`)."""
+    import pandas as pd
+
     from harness.rundir import RunDir
 
     table = table.copy()
@@ -81,7 +83,10 @@ def add_key_columns(table: Any, results_dir: str, keys: list[str]) -> Any:
             for part in key.split("."):
                 node = node.get(part) if isinstance(node, dict) else None
             values[run_id] = node
-        table[f"key:{key}"] = table["run_id"].map(values)
+        # object dtype: a run without the key (None) must not turn 5 into 5.0, which a
+        # rule's `where: {key:...: 5}` would then miss
+        table[f"key:{key}"] = pd.Series([values[r] for r in table["run_id"]], index=table.index,
+                                        dtype=object)  # fmt: skip
     return table
 
 

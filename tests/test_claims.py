@@ -430,3 +430,21 @@ def test_claim_keys_are_the_x_keys_and_the_key_columns_of_where():
         rule(a={"where": {"key:tta.batch_size": 4, "tta": "tent"}}, b={"where": {"method": "erm"}}),
     ]}  # fmt: skip
     assert claim_keys(claim) == ["dataset.correlation", "tta.batch_size", "tta.lr"]
+
+
+def test_an_integer_key_stays_an_integer_beside_runs_without_it(tmp_path):
+    from harness.claims import add_key_columns
+    from harness.rundir import RunDir
+
+    for run_id, tta in (("aa", {"batch_size": 5}), ("bb", None), ("cc", {"batch_size": 128})):
+        rd = RunDir(tmp_path, run_id)
+        rd.path.mkdir(parents=True)
+        rd.key_json.write_text(json.dumps({"payload": {"tta": tta}}))
+    table = pd.DataFrame({"run_id": ["aa", "bb", "cc"], "seed": [0, 0, 0], "split": "s",
+                          "split_role": "shift_test", "scorer": "", "metric": "accuracy",
+                          "value": [0.5, 0.7, 0.9], "group_value": ""})  # fmt: skip
+    out = add_key_columns(table, str(tmp_path), ["tta.batch_size"])
+    # not 5.0: a rule's where compares the text of the value
+    assert out["key:tta.batch_size"].map(str).tolist() == ["5", "None", "128"]
+    t = rule(metric="accuracy", splits=["s"], a={"where": {"key:tta.batch_size": 5}})
+    assert cr.side_matrix(out, t, "a").to_numpy().tolist() == [[0.5]]
