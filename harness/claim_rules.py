@@ -5,12 +5,16 @@ A claim has `tests`, each a rule:
 
     - name: ATC's error is smaller than AC's            # what the row says
       statistic: difference      # mean of a - b | slope (per seed, of the metric over x) |
-                                 # std_ratio (run-to-run std over the binomial prediction)
+                                 # std_ratio (run-to-run std over the binomial prediction) |
+                                 # peak_x | peak_drop | value_at_max_x (curves over x, per
+                                 # seed: harness/claim_curves.py)
       test: crossed              # crossed: harness.stats.paired_difference over seeds × units
                                  # seeds_t: Student's t over the per-seed means (seeds - 1 df)
       metric: abs_error
       splits: [role:shift_test]  # fnmatch patterns on split names, or role:<split_role>
-      where: {selection_rule: id_val_accuracy}   # filters on the table's columns
+      where: {selection_rule: id_val_accuracy}   # filters on the table's columns (and
+                                 #   `key:<dotted key>` of the runs' key.json, e.g.
+                                 #   key:tta.batch_size, added by harness/claims.py)
       a: {scorer: atc_mc}        # each side may override scorer, metric, splits (its
                                  #   `where` adds to the rule's)
       b: {scorer: ac}            # or {value: 0.5}: a constant
@@ -66,11 +70,12 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from harness import claim_fits
+from harness.claim_curves import CURVE_STATISTICS, curve_values
 from harness.stats import paired_difference
 
 HOLDS, FAILS, UNCLEAR = "holds", "does not hold", "not distinguishable"
 DIRECTIONS = ("greater", "less", "equivalent")
-STATISTICS = ("difference", "slope", "std_ratio", "rank_correlation", "r2")
+STATISTICS = ("difference", "slope", "std_ratio", "rank_correlation", "r2", *CURVE_STATISTICS)
 TESTS = ("crossed", "seeds_t")
 SIDE_KEYS = {"scorer", "metric", "splits", "where", "value", "groups", "scorers", "reduce", "scale"}
 CLAIM_KEYS = {"title", "paper", "statement", "notes", "confidence", "tests", "results"}
@@ -164,21 +169,24 @@ def _check_test(t: Any, where: str) -> None:
         raise ValueError(f"{where}.margin must be a number, got {margin!r}")
     if t["direction"] == "equivalent" and margin <= 0:
         raise ValueError(f"{where}.margin must be > 0 for direction equivalent")
-    if t["statistic"] in ("slope", "std_ratio") and t["test"] != "seeds_t":
+    over_x = ("slope", *CURVE_STATISTICS)  # statistics of a side's values over x
+    if t["statistic"] in (*over_x, "std_ratio") and t["test"] != "seeds_t":
         raise ValueError(f"{where}.test must be seeds_t for statistic {t['statistic']}")
-    if t["statistic"] == "slope" and "x_key" in t:
+    if t["statistic"] in over_x and "x_key" in t:
         if "x" in t or not (isinstance(t["x_key"], str) and re.fullmatch(r"[\w.]+", t["x_key"])):
             raise ValueError(
                 f"{where}.x_key must be a dotted config key (and no x), got {t['x_key']!r}"
             )
-    elif t["statistic"] == "slope":
+    elif t["statistic"] in over_x:
         try:
             if re.compile(t.get("x") or "").groups < 1:
                 raise re.error("no group")
         except re.error as exc:
             raise ValueError(f"{where}.x must be a regular expression with a group: {exc}") from exc
     elif "x_key" in t or "x" in t:
-        raise ValueError(f"{where}: x / x_key belong to statistic slope only")
+        raise ValueError(
+            f"{where}: x / x_key belong to statistic slope only (and {CURVE_STATISTICS})"
+        )
     if t["statistic"] == "std_ratio" and t.get("b"):
         raise ValueError(f"{where}.b: statistic std_ratio uses side a only")
     elif t["statistic"] == "difference" and "b" not in t:
@@ -375,6 +383,9 @@ def apply_rule(table: pd.DataFrame, t: Mapping[str, Any], confidence: float) -> 
         est, low, high = seeds_t(np.array(slopes), confidence)
         interval, units = "Student t over per-seed OLS slopes", a.shape[1]
         seeds = len(a)
+    elif t["statistic"] in CURVE_STATISTICS:
+        est, low, high, seeds, units, mean_a, mean_b = _curve_rule(table, t, a, confidence)
+        interval = f"Student t over per-seed {t['statistic']} differences"
     elif t["statistic"] == "std_ratio":
         n = side_matrix(table.assign(value=table["n"]), t, "a")
         est, low, high = std_ratio(a.to_numpy(float), n.to_numpy(float), confidence)
@@ -411,6 +422,28 @@ def _r2_side(table: pd.DataFrame, t: Mapping[str, Any], side: str) -> pd.DataFra
     x, _ = side_rows(table, t, side, splits=t["x_splits"])
     scale = s.get("scale") or t.get("scale") or "probit"
     return claim_fits.r2_matrix(y, x, scale, t["name"])
+
+
+def _curve_rule(
+    table: pd.DataFrame, t: Mapping[str, Any], a: pd.DataFrame, confidence: float
+) -> tuple[float, float, float, int, int, float, float]:
+    """A curve statistic (harness/claim_curves.py) per seed on each side, a - b per seed
+    (b: another side's curve, a constant `value`, or 0), and its Student-t interval."""
+    per_a = curve_values(a, _slope_xs(t, list(a.columns)), t["statistic"])
+    side_b = t.get("b") or {"value": 0.0}
+    if "value" in side_b:
+        per_b = per_a * 0 + float(side_b["value"])
+    else:
+        b = side_matrix(table, t, "b")
+        per_b = curve_values(b, _slope_xs(t, list(b.columns)), t["statistic"])
+    seeds = per_a.index.intersection(per_b.index)
+    if len(seeds) < 2:
+        raise ValueError(f"rule {t['name']!r}: needs at least 2 seeds on both sides, has "
+                         f"{list(seeds)}")  # fmt: skip
+    diff = per_a[seeds].to_numpy(float) - per_b[seeds].to_numpy(float)
+    est, low, high = seeds_t(diff, confidence)
+    mean_a, mean_b = float(per_a[seeds].mean()), float(per_b[seeds].mean())
+    return est, low, high, len(seeds), a.shape[1], mean_a, mean_b
 
 
 def evaluate_claim(table: pd.DataFrame, claim: Mapping[str, Any]) -> dict[str, Any]:

@@ -71,6 +71,8 @@ def run_sweep(overrides: list[str]) -> tuple[int, float, str]:
 def add_key_columns(table: Any, results_dir: str, keys: list[str]) -> Any:
     """The table with a column `key:<dotted key>` per key: the value in each run's key.json
     payload (e.g. `dataset.correlation`), for rules whose x is a setting (`x_key`)."""
+    import pandas as pd
+
     from harness.rundir import RunDir
 
     table = table.copy()
@@ -81,8 +83,23 @@ def add_key_columns(table: Any, results_dir: str, keys: list[str]) -> Any:
             for part in key.split("."):
                 node = node.get(part) if isinstance(node, dict) else None
             values[run_id] = node
-        table[f"key:{key}"] = table["run_id"].map(values)
+        # object dtype: a run without the key (None) must not turn 5 into 5.0, which a
+        # rule's `where: {key:...: 5}` would then miss
+        table[f"key:{key}"] = pd.Series([values[r] for r in table["run_id"]], index=table.index,
+                                        dtype=object)  # fmt: skip
     return table
+
+
+def claim_keys(claim: dict[str, Any]) -> list[str]:
+    """The run-configuration keys a claim's rules read: each `x_key`, and each `where`
+    column spelled `key:<dotted key>` (e.g. `key:tta.batch_size`, a TTA option that the
+    table has no column for)."""
+    keys = set()
+    for t in claim["tests"]:
+        keys |= {t["x_key"]} if "x_key" in t else set()
+        for w in (t.get("where"), *(t.get(s, {}).get("where") for s in ("a", "b"))):
+            keys |= {c[len("key:") :] for c in (w or {}) if str(c).startswith("key:")}
+    return sorted(keys)
 
 
 def evaluate(name: str, composed: dict[str, Any]) -> dict[str, Any]:
@@ -97,8 +114,7 @@ def evaluate(name: str, composed: dict[str, Any]) -> dict[str, Any]:
     if table.empty:
         return {"verdict": "error", "tests": [], "confidence": None,
                 "errors": {"(all)": f"no finished runs under {composed['results_dir']}"}}  # fmt: skip
-    x_keys = {t["x_key"] for t in composed["claim"]["tests"] if "x_key" in t}
-    table = add_key_columns(table, composed["results_dir"], sorted(x_keys))
+    table = add_key_columns(table, composed["results_dir"], claim_keys(composed["claim"]))
     result = evaluate_claim(table, composed["claim"])
     result["runs"] = int(table["run_id"].nunique())
     result["seeds"] = sorted(int(s) for s in table["seed"].unique())

@@ -498,6 +498,64 @@ def test_r2_is_the_probit_line_fit_per_seed_and_split_against_numpy():
         cr.apply_rule(table[table["run_id"].str.endswith(("-0", "-1"))], t, 0.95)
 
 
+# ----------------------------------------------------------------- curves over a setting
+
+
+def curve_table(seeds=4, epochs=(1, 2, 4, 8), seed=0):
+    """worst_group_accuracy on test_balanced of two methods at several trainer.epochs (the
+    column harness/claims.py adds from key.json), with ties and a NaN-free grid."""
+    rng = np.random.default_rng(seed)
+    values = {m: np.round(rng.uniform(0.3, 0.9, (seeds, len(epochs))), 1) for m in ("up", "uw")}
+    rows = [dict(seed=s, split="test_balanced", split_role="shift_test", scorer="",
+                 metric="worst_group_accuracy", value=values[m][s, j], n=300, group_value="",
+                 method=m, run_id=f"{m}{s}{e}", **{"key:trainer.epochs": e})
+            for m in values for s in range(seeds) for j, e in enumerate(epochs)]  # fmt: skip
+    return pd.DataFrame(rows), values, list(epochs)
+
+
+def brute_force(curve, epochs, statistic):
+    """The curve statistic of one seed, by a loop over the points."""
+    best, best_x = -np.inf, None
+    for x, v in sorted(zip(epochs, curve, strict=True)):
+        if v > best:  # strictly greater: the first (smallest x) peak wins a tie
+            best, best_x = v, x
+    last = dict(zip(epochs, curve, strict=True))[max(epochs)]
+    return {"peak_x": best_x, "peak_drop": best - last, "value_at_max_x": last}[statistic]
+
+
+@pytest.mark.parametrize("statistic", ["peak_x", "peak_drop", "value_at_max_x"])
+def test_curve_statistics_match_a_brute_force_loop_and_scipys_t(statistic):
+    table, values, epochs = curve_table()
+    t = rule(statistic=statistic, test="seeds_t", metric="worst_group_accuracy",
+             splits=["test_balanced"], x_key="trainer.epochs", a={"where": {"method": "up"}},
+             b={"where": {"method": "uw"}}, direction="less")  # fmt: skip
+    cr.check_claim({"title": "t", "paper": "p", "tests": [t]})
+    r = cr.apply_rule(table, t, 0.9)
+    per = {m: [brute_force(values[m][s], epochs, statistic) for s in range(4)] for m in values}
+    diff = np.subtract(per["up"], per["uw"])
+    ci = stats.ttest_1samp(diff, 0.0).confidence_interval(0.9)
+    assert (r.estimate, r.ci_low, r.ci_high) == pytest.approx((diff.mean(), ci.low, ci.high))
+    assert (r.seeds, r.units, r.mean_a) == (4, 4, pytest.approx(np.mean(per["up"])))
+    # no b: the statistic itself against 0; a constant b: against it
+    r0 = cr.apply_rule(table, {**t, "b": {}}, 0.9)
+    assert r0.estimate == pytest.approx(np.mean(per["up"]))
+    rc = cr.apply_rule(table, {**t, "b": {"value": 0.5}}, 0.9)
+    assert rc.estimate == pytest.approx(np.mean(per["up"]) - 0.5)
+
+
+def test_a_curve_statistic_reads_x_off_the_split_name_and_ignores_unfinished_seeds():
+    from harness.claim_curves import curve_values
+
+    m = pd.DataFrame([[0.2, 0.9, 0.9, 0.5], [0.1, 0.2, 0.3, np.nan]], index=[0, 1],
+                     columns=["s-4", "s-1", "s-2", "s-3"])  # fmt: skip
+    xs = [4.0, 1.0, 2.0, 3.0]  # columns out of order: x decides, not the column order
+    assert curve_values(m, xs, "peak_x").to_dict() == {0: 1.0}  # tie 0.9 at x=1, 2
+    assert curve_values(m, xs, "peak_drop").to_dict() == {0: pytest.approx(0.7)}
+    assert curve_values(m, xs, "value_at_max_x").to_dict() == {0: 0.2}
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        curve_values(m, xs, "median")
+
+
 @pytest.mark.parametrize(
     ("change", "key"),
     [
@@ -548,3 +606,44 @@ def test_bad_rank_and_line_rules_are_refused_naming_the_key(change, key):
     with pytest.raises(ValueError, match="claim") as err:
         cr.check_claim({"title": "t", "paper": "p", "tests": [t]})
     assert key in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"statistic": "peak_x", "test": "crossed", "x_key": "trainer.epochs"}, "tests[0].test"),
+        ({"statistic": "peak_drop", "test": "seeds_t"}, "tests[0].x"),
+    ],
+)
+def test_bad_curve_rules_are_refused_naming_the_key(change, key):
+    with pytest.raises(ValueError, match="claim") as err:
+        cr.check_claim({"title": "t", "paper": "p", "tests": [{**rule(), **change}]})
+    assert key in str(err.value)
+
+
+def test_claim_keys_are_the_x_keys_and_the_key_columns_of_where():
+    from harness.claims import claim_keys
+
+    claim = {"tests": [
+        rule(statistic="slope", x_key="dataset.correlation", where={"key:tta.lr": 0.1}),
+        rule(a={"where": {"key:tta.batch_size": 4, "tta": "tent"}}, b={"where": {"method": "erm"}}),
+    ]}  # fmt: skip
+    assert claim_keys(claim) == ["dataset.correlation", "tta.batch_size", "tta.lr"]
+
+
+def test_an_integer_key_stays_an_integer_beside_runs_without_it(tmp_path):
+    from harness.claims import add_key_columns
+    from harness.rundir import RunDir
+
+    for run_id, tta in (("aa", {"batch_size": 5}), ("bb", None), ("cc", {"batch_size": 128})):
+        rd = RunDir(tmp_path, run_id)
+        rd.path.mkdir(parents=True)
+        rd.key_json.write_text(json.dumps({"payload": {"tta": tta}}))
+    table = pd.DataFrame({"run_id": ["aa", "bb", "cc"], "seed": [0, 0, 0], "split": "s",
+                          "split_role": "shift_test", "scorer": "", "metric": "accuracy",
+                          "value": [0.5, 0.7, 0.9], "group_value": ""})  # fmt: skip
+    out = add_key_columns(table, str(tmp_path), ["tta.batch_size"])
+    # not 5.0: a rule's where compares the text of the value
+    assert out["key:tta.batch_size"].map(str).tolist() == ["5", "None", "128"]
+    t = rule(metric="accuracy", splits=["s"], a={"where": {"key:tta.batch_size": 5}})
+    assert cr.side_matrix(out, t, "a").to_numpy().tolist() == [[0.5]]

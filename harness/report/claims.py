@@ -34,12 +34,11 @@ over a claim's rules."""
 
 def stats_version() -> str:
     """A digest of the code that makes the intervals and verdicts: harness/stats/*.py,
-    harness/claim_rules.py and harness/claim_fits.py (there is no version number to cite instead)."""
+    harness/claim_rules.py, harness/claim_fits.py and harness/claim_curves.py (there is no
+    version number to cite instead)."""
     h = hashlib.sha256()
-    for path in sorted((HARNESS / "stats").glob("*.py")) + [
-        HARNESS / "claim_rules.py",
-        HARNESS / "claim_fits.py",
-    ]:
+    rules = [HARNESS / "claim_rules.py", HARNESS / "claim_fits.py", HARNESS / "claim_curves.py"]
+    for path in sorted((HARNESS / "stats").glob("*.py")) + rules:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:12]
 
@@ -110,7 +109,7 @@ def render(records: dict[str, dict[str, Any] | None], provenance: dict[str, Any]
         "",
         f"Made at commit `{provenance['git_sha']}`{dirty}, RESULTS_VERSION "
         f"{RESULTS_VERSION}, statistics {stats_version()} (a digest of harness/stats/, "
-        "harness/claim_rules.py and harness/claim_fits.py).",
+        "harness/claim_rules.py, harness/claim_fits.py and harness/claim_curves.py).",
         "",
         SCALE_NOTE,
         "",
