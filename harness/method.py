@@ -35,7 +35,8 @@ class Method(nn.Module):
     `batch` is a dict: x (inputs), y (labels), index (row in the split), group (group id
     from the benchmark's group columns), domain (domain id from the benchmark's domain
     column; the group id where it has none); with trainer.unlabeled_split also unlabeled_x
-    (inputs of that split, no labels: harness/unlabeled.py). Hyperparameters arrive as keyword arguments from
+    (inputs of that split, no labels: harness/unlabeled.py), or unlabeled_<view> for the
+    views a method asks for (unlabeled_views). Hyperparameters arrive as keyword arguments from
     the method's YAML (everything but `name` and `_target_`).
     """
 
@@ -49,6 +50,10 @@ class Method(nn.Module):
     # True: the runner feeds domain-balanced batches (harness.samplers.
     # DomainBalancedBatchSampler), as DomainBed gives its algorithms one minibatch per domain
     domain_batches: bool = False
+
+    # the options unlabeled_views / unlabeled_ratio read at training time (a method that
+    # asks for views sets them in __init__ from its own hyperparameters)
+    unlabeled_options: dict[str, Any] = {}
 
     # set by the runner (trainer.accumulate_steps, trainer.precision=fp16)
     accumulate_steps: int = 1
@@ -124,6 +129,21 @@ class Method(nn.Module):
         the run must then set trainer.unlabeled_split, and other methods must not. Default:
         False."""
         return False
+
+    @classmethod
+    def unlabeled_views(cls, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Augmented views of each unlabeled input the method asks for, by name: {view:
+        augment config (conf/augment/'s torchvision kinds)}. With any, the runner puts
+        batch["unlabeled_<view>"] (each drawn from the raw image, seeded per (seed, epoch,
+        example, view): harness/unlabeled.py) in place of batch["unlabeled_x"]; the benchmark's
+        refusals apply to each. Default: none (FixMatch: weak and strong)."""
+        return {}
+
+    @classmethod
+    def unlabeled_ratio(cls, options: dict[str, Any]) -> int:
+        """Unlabeled inputs per labeled one: the unlabeled batch is this × trainer.batch_size
+        (FixMatch's mu). Default: 1."""
+        return 1
 
     @classmethod
     def prerequisites(cls, options: dict[str, Any]) -> dict[str, Prerequisite]:

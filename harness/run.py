@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import registry
-from harness.augment import augment_name, check_refusals
+from harness.augment import augment_name
 from harness.callbacks import job_status_path  # also registers ${process_token:}
 from harness.config import build_dataset, build_method, check_writable, validate, validate_plugins
 from harness.data import Benchmark, resolve_transform
@@ -55,6 +55,7 @@ from harness.rundir import LockHeld, RunDir, RunLock, check_not_linked
 from harness.search import apply_hparams_seed, check_objective
 from harness.store import atomic_write_json, atomic_write_text, provenance
 from harness.table import overall
+from harness.unlabeled import check_method_views
 
 log = logging.getLogger("harness.run")
 
@@ -114,7 +115,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     c = compose(cfg)
     adapter = build_dataset(c)
     adapter.check()
-    check_refusals(c.get("augment"), adapter)  # a refused augmentation fails before any write
+    check_method_views(c, adapter)  # a refused augmentation (or view) fails before any write
     parents = plan(c)
     in_key = {name: p.keys.run_id for name, p in parents.items() if p.in_key}
     keys = make_keys(run_payload(c, adapter, in_key))
