@@ -46,6 +46,7 @@ from harness.keys import (
     run_payload,
     tta_config,
 )
+from harness.method_checks import check_method_run
 from harness.models import create_model, model_label, resolve_device, save_head
 from harness.posthoc import evaluate_run
 from harness.probe import execute_probe
@@ -55,7 +56,6 @@ from harness.rundir import LockHeld, RunDir, RunLock, check_not_linked
 from harness.search import apply_hparams_seed, check_objective
 from harness.store import atomic_write_json, atomic_write_text, provenance
 from harness.table import overall
-from harness.unlabeled import check_method_views
 
 log = logging.getLogger("harness.run")
 
@@ -115,7 +115,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     c = compose(cfg)
     adapter = build_dataset(c)
     adapter.check()
-    check_method_views(c, adapter)  # a refused augmentation (or view) fails before any write
+    check_method_run(c, adapter)  # refused augmentations, views, steps: before any write
     parents = plan(c)
     in_key = {name: p.keys.run_id for name, p in parents.items() if p.in_key}
     keys = make_keys(run_payload(c, adapter, in_key))

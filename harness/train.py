@@ -186,6 +186,10 @@ def train(
     # the method's own optimisers and schedules (DANN's discriminator): checkpointed with ours
     owned = {"extra_optimizers": method.extra_optimizers(),
              "extra_schedulers": method.extra_schedulers()}  # fmt: skip
+    # fp16: each owned optimiser steps through a GradScaler of its own (Method.owned_step)
+    method.owned_scalers = {name: torch.amp.GradScaler(device.type)
+                            for name in owned["extra_optimizers"]} if method.scaler else {}  # fmt: skip
+    owned["extra_scalers"] = method.owned_scalers
     val_splits = bench.by_role("val")
 
     records: list[dict[str, Any]] = []
@@ -200,7 +204,8 @@ def train(
             method.scaler.load_state_dict(state["scaler"])
         for kind, objects in owned.items():
             for name, obj in objects.items():
-                obj.load_state_dict(state[kind][name])
+                if kind in state or kind != "extra_scalers":  # scalers: absent before them
+                    obj.load_state_dict(state[kind][name])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
         best = (float(state["best_score"]), int(state["best_epoch"]))
         # epochs.parquet may already hold the epoch after last.pt (killed between the two

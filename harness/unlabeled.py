@@ -94,19 +94,6 @@ def check_views(views: dict[str, dict[str, Any]], adapter: Any = None) -> None:
             raise ValueError(f"method.{name}: {exc}") from exc
 
 
-def check_method_views(c: dict[str, Any], adapter: Any) -> None:
-    """The views a training run's method asks for, against the benchmark's refusals, before
-    anything is written (with the training augmentation's own check, augment.check_refusals)."""
-    augment.check_refusals(c.get("augment"), adapter)
-    if c["trainer"]["epochs"] == 0 or c["trainer"].get("unlabeled_split") is None:
-        return
-    from harness import registry
-
-    cls = registry.resolve_target("method", c["method"])
-    options = {k: v for k, v in c["method"].items() if k not in ("name", "search_space")}
-    check_views(cls.unlabeled_views(options), adapter)
-
-
 class CyclingBatchSampler(Sampler[list[int]]):
     """`num_batches` batches of `batch_size` indices of 0..n-1: a random order that restarts
     (re-drawn) when used up, every draw from `generator`."""
