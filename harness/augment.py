@@ -245,10 +245,12 @@ def training_transform(
 
 
 @contextmanager
-def seeded(seed: int, epoch: int, index: int) -> Iterator[None]:
+def seeded(seed: int, epoch: int, index: int, stream: int | None = None) -> Iterator[None]:
     """Python's random, NumPy's global generator and torch's CPU generator seeded from
-    (seed, epoch, index); their previous states restored afterwards."""
-    words = np.random.SeedSequence([seed, epoch, index]).generate_state(2)
+    (seed, epoch, index) and, where given, a stream number (e.g. FixMatch's weak and strong
+    views of one unlabeled input draw apart); their previous states restored afterwards."""
+    entropy = [seed, epoch, index] + ([] if stream is None else [stream])
+    words = np.random.SeedSequence(entropy).generate_state(2)
     py, npy, cpu = random.getstate(), np.random.get_state(), torch.default_generator.get_state()
     random.seed(int(words[0]))
     np.random.seed(int(words[0]))
@@ -263,13 +265,16 @@ def seeded(seed: int, epoch: int, index: int) -> Iterator[None]:
 
 class SeededTransform:
     """A random transform made a function of (seed, epoch, example index): call with the
-    image and its index; `epoch` is set by the training loop before each epoch's loader."""
+    image and its index; `epoch` is set by the training loop before each epoch's loader.
+    `stream` (None: the training split's) keeps other streams' draws apart."""
 
-    def __init__(self, transform: Callable[[Any], torch.Tensor], seed: int) -> None:
-        self.transform, self.seed, self.epoch = transform, int(seed), 0
+    def __init__(
+        self, transform: Callable[[Any], torch.Tensor], seed: int, stream: int | None = None
+    ) -> None:
+        self.transform, self.seed, self.epoch, self.stream = transform, int(seed), 0, stream
 
     def __call__(self, image: Any, index: int) -> torch.Tensor:
-        with seeded(self.seed, self.epoch, int(index)):
+        with seeded(self.seed, self.epoch, int(index), self.stream):
             return self.transform(image)
 
     def __repr__(self) -> str:

@@ -35,7 +35,8 @@ class Method(nn.Module):
     `batch` is a dict: x (inputs), y (labels), index (row in the split), group (group id
     from the benchmark's group columns), domain (domain id from the benchmark's domain
     column; the group id where it has none); with trainer.unlabeled_split also unlabeled_x
-    (inputs of that split, no labels: harness/unlabeled.py). Hyperparameters arrive as keyword arguments from
+    (inputs of that split, no labels: harness/unlabeled.py), or unlabeled_<view> for the
+    views a method asks for (unlabeled_views). Hyperparameters arrive as keyword arguments from
     the method's YAML (everything but `name` and `_target_`).
     """
 
@@ -50,10 +51,21 @@ class Method(nn.Module):
     # DomainBalancedBatchSampler), as DomainBed gives its algorithms one minibatch per domain
     domain_batches: bool = False
 
-    # set by the runner (trainer.accumulate_steps, trainer.precision=fp16)
+    # the options unlabeled_views / unlabeled_ratio read at training time (a method that
+    # asks for views sets them in __init__ from its own hyperparameters)
+    unlabeled_options: dict[str, Any] = {}
+
+    # set by the runner (trainer.accumulate_steps, trainer.precision=fp16); owned_scalers:
+    # one GradScaler per method-owned optimiser (extra_optimizers' names), checkpointed
     accumulate_steps: int = 1
     scaler: torch.amp.GradScaler | None = None
+    owned_scalers: dict[str, torch.amp.GradScaler] = {}
     _pending: int = 0  # backward passes since the last optimiser step
+
+    # False: the method's steps cannot be accumulated (trainer.accumulate_steps > 1 is
+    # refused at config time, harness/method_checks.py), with the reason in `no_accumulation`
+    accumulates: bool = True
+    no_accumulation: str = ""
 
     def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
@@ -76,6 +88,8 @@ class Method(nn.Module):
     def flush_step(self) -> None:
         """The optimiser step of the gradients accumulated so far (the runner calls it at the
         end of each epoch, so no gradient carries over into the next)."""
+        for name in list(self.__dict__.get("_owned", {})):  # the owned steps' too
+            self._flush_owned(name)
         if self._pending == 0 or self.optimizer is None:
             return
         if self.scaler is not None:
@@ -84,6 +98,54 @@ class Method(nn.Module):
         else:
             self.optimizer.step()
         self._pending = 0
+
+    def owned_step(
+        self,
+        name: str,
+        optimizer: torch.optim.Optimizer,
+        loss: torch.Tensor,
+        params: list[nn.Parameter],
+        accumulate: bool = True,
+    ) -> None:
+        """A step of a method-owned optimiser (`name` in extra_optimizers) on the gradient of
+        `loss` with respect to `params` alone, as step() does for the runner's: under fp16
+        the loss is scaled by the optimiser's own GradScaler (owned_scalers[name]) and the
+        step unscaled by it; with accumulate_steps=k the gradients of k calls of this step
+        are averaged (loss / k each) before one step. The gradients are kept apart from
+        .grad until the step, so other backward passes in between (the runner's steps)
+        cannot leak into them. accumulate=False: every call steps."""
+        k = self.accumulate_steps if accumulate else 1
+        scaler = self.owned_scalers.get(name)
+        loss = loss / k if k > 1 else loss
+        grads = torch.autograd.grad(
+            scaler.scale(loss) if scaler is not None else loss, params, allow_unused=True
+        )
+        pending = self.__dict__.setdefault("_owned", {}).setdefault(
+            name, [optimizer, params, None, 0]
+        )
+        sums = pending[2] or [None] * len(params)
+        pending[2] = [
+            g if s is None else (s if g is None else s + g)
+            for s, g in zip(sums, grads, strict=True)
+        ]
+        pending[3] += 1
+        if pending[3] >= k:
+            self._flush_owned(name)
+
+    def _flush_owned(self, name: str) -> None:
+        optimizer, params, sums, count = self.__dict__.get("_owned", {}).pop(name, (None,) * 4)
+        if not count:
+            return
+        optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(params, sums, strict=True):
+            p.grad = g
+        scaler = self.owned_scalers.get(name)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         raise NotImplementedError
@@ -124,6 +186,21 @@ class Method(nn.Module):
         the run must then set trainer.unlabeled_split, and other methods must not. Default:
         False."""
         return False
+
+    @classmethod
+    def unlabeled_views(cls, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Augmented views of each unlabeled input the method asks for, by name: {view:
+        augment config (conf/augment/'s torchvision kinds)}. With any, the runner puts
+        batch["unlabeled_<view>"] (each drawn from the raw image, seeded per (seed, epoch,
+        example, view): harness/unlabeled.py) in place of batch["unlabeled_x"]; the benchmark's
+        refusals apply to each. Default: none (FixMatch: weak and strong)."""
+        return {}
+
+    @classmethod
+    def unlabeled_ratio(cls, options: dict[str, Any]) -> int:
+        """Unlabeled inputs per labeled one: the unlabeled batch is this × trainer.batch_size
+        (FixMatch's mu). Default: 1."""
+        return 1
 
     @classmethod
     def prerequisites(cls, options: dict[str, Any]) -> dict[str, Prerequisite]:

@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import registry
-from harness.augment import augment_name, check_refusals
+from harness.augment import augment_name
 from harness.callbacks import job_status_path  # also registers ${process_token:}
 from harness.config import build_dataset, build_method, check_writable, validate, validate_plugins
 from harness.data import Benchmark, resolve_transform
@@ -46,6 +46,7 @@ from harness.keys import (
     run_payload,
     tta_config,
 )
+from harness.method_checks import check_method_run
 from harness.models import create_model, model_label, resolve_device, save_head
 from harness.posthoc import evaluate_run
 from harness.probe import execute_probe
@@ -114,7 +115,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
     c = compose(cfg)
     adapter = build_dataset(c)
     adapter.check()
-    check_refusals(c.get("augment"), adapter)  # a refused augmentation fails before any write
+    check_method_run(c, adapter)  # refused augmentations, views, steps: before any write
     parents = plan(c)
     in_key = {name: p.keys.run_id for name, p in parents.items() if p.in_key}
     keys = make_keys(run_payload(c, adapter, in_key))

@@ -26,7 +26,7 @@ from harness.rundir import RunDir
 from harness.samplers import DomainBalancedBatchSampler, GroupBalancedBatchSampler, domain_ids
 from harness.selection import epoch_score
 from harness.store import atomic_torch_save, atomic_write_parquet
-from harness.unlabeled import unlabeled_batches, unlabeled_split
+from harness.unlabeled import unlabeled_batches, unlabeled_split, view_transforms
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +156,10 @@ def train(
         if cfg.get("unlabeled_split") is None
         else unlabeled_split(bench, cfg["unlabeled_split"])
     )
+    # views of the unlabeled inputs a method asks for (FixMatch's weak and strong), and
+    # how many unlabeled inputs per labeled one
+    views = view_transforms(method.unlabeled_views(method.unlabeled_options), transform, seed)
+    ratio = method.unlabeled_ratio(method.unlabeled_options)
     dataset = GroupedSplit(train_split, groups, train_transform or transform, domains)
     epochs, max_steps = int(cfg["epochs"]), cfg.get("max_steps")
     steps_per_epoch = math.ceil(len(dataset) / cfg["batch_size"])
@@ -182,6 +186,10 @@ def train(
     # the method's own optimisers and schedules (DANN's discriminator): checkpointed with ours
     owned = {"extra_optimizers": method.extra_optimizers(),
              "extra_schedulers": method.extra_schedulers()}  # fmt: skip
+    # fp16: each owned optimiser steps through a GradScaler of its own (Method.owned_step)
+    method.owned_scalers = {name: torch.amp.GradScaler(device.type)
+                            for name in owned["extra_optimizers"]} if method.scaler else {}  # fmt: skip
+    owned["extra_scalers"] = method.owned_scalers
     val_splits = bench.by_role("val")
 
     records: list[dict[str, Any]] = []
@@ -196,7 +204,8 @@ def train(
             method.scaler.load_state_dict(state["scaler"])
         for kind, objects in owned.items():
             for name, obj in objects.items():
-                obj.load_state_dict(state[kind][name])
+                if kind in state or kind != "extra_scalers":  # scalers: absent before them
+                    obj.load_state_dict(state[kind][name])
         start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
         best = (float(state["best_score"]), int(state["best_epoch"]))
         # epochs.parquet may already hold the epoch after last.pt (killed between the two
@@ -261,16 +270,17 @@ def train(
         )
         losses = []
         unlabeled = None if target is None else unlabeled_batches(
-            target, dataset.transform, cfg, len(loader), seed, epoch
+            target, dataset.transform, cfg, len(loader), seed, epoch, views, ratio
         )  # fmt: skip
         for batch in bar:
             if step >= total:
                 break
             if unlabeled is not None:
-                batch["unlabeled_x"] = next(unlabeled)
+                u = next(unlabeled)  # inputs, or the method's views of them
+                batch.update(u if isinstance(u, dict) else {"unlabeled_x": u})
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             if channels_last:
-                for k in ("x", "unlabeled_x") if unlabeled is not None else ("x",):
+                for k in [k for k in batch if k == "x" or k.startswith("unlabeled_")]:
                     batch[k] = batch[k].contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, PRECISIONS[precision], enabled=precision != "fp32"):
                 out = method.update(batch)

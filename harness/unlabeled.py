@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from harness.augment import SeededTransform
+from harness import augment
+from harness.augment import SeededTransform, TorchvisionAugment
 from harness.data import Benchmark, Split
 from harness.forward import batches
 
@@ -40,6 +41,57 @@ class UnlabeledInputs(Dataset):
         if isinstance(self.transform, SeededTransform):
             return self.transform(image, i)
         return self.transform(image)
+
+
+class UnlabeledViews(Dataset):
+    """A split's inputs as the views a method asks for (Method.unlabeled_views): each view a
+    SeededTransform of the raw image with a stream of its own, so the views of one input are
+    drawn apart and every draw is a function of (seed, epoch, example, view). Labels are never
+    read (`load_image`)."""
+
+    def __init__(self, split: Split, views: dict[str, SeededTransform]) -> None:
+        self.split, self.views = split, views
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image = self.split.load_image(i)
+        return {f"unlabeled_{name}": view(image, i) for name, view in self.views.items()}
+
+
+def view_transforms(
+    views: dict[str, dict[str, Any]], eval_transform: Any, seed: int
+) -> dict[str, SeededTransform]:
+    """The views' transforms: the augmentation on the raw image, then the evaluation
+    transform (as augment=<kind> does for the training split), seeded per view: stream
+    STREAM_OFFSET + 1, + 2, ... in the views' sorted order."""
+    return {
+        name: SeededTransform(
+            TorchvisionAugment(views[name], eval_transform), seed, STREAM_OFFSET + j + 1
+        )
+        for j, name in enumerate(sorted(views))
+    }
+
+
+def check_views(views: dict[str, dict[str, Any]], adapter: Any = None) -> None:
+    """Each view is a valid torchvision augmentation (conf/augment/'s kinds, not timm) and,
+    with the dataset adapter, one the benchmark does not refuse; errors name method.<view>."""
+    for name, cfg in views.items():
+        try:
+            if (
+                not isinstance(cfg, dict)
+                or augment.augment_name(cfg) not in augment.TORCHVISION_KINDS
+            ):
+                raise ValueError(
+                    f"must be a torchvision augmentation {sorted(augment.TORCHVISION_KINDS)}, "
+                    f"got {cfg!r}"
+                )
+            augment.validate(cfg)
+            if adapter is not None:
+                augment.check_refusals(cfg, adapter)
+        except ValueError as exc:
+            raise ValueError(f"method.{name}: {exc}") from exc
 
 
 class CyclingBatchSampler(Sampler[list[int]]):
@@ -109,12 +161,25 @@ def unlabeled_split(bench: Benchmark, name: str) -> Split:
 
 
 def unlabeled_batches(
-    split: Split, transform: Any, cfg: dict[str, Any], num_batches: int, seed: int, epoch: int
-) -> Iterator[torch.Tensor]:
-    """This epoch's unlabeled input batches (trainer.batch_size each), seeded by (seed, epoch)."""
+    split: Split,
+    transform: Any,
+    cfg: dict[str, Any],
+    num_batches: int,
+    seed: int,
+    epoch: int,
+    views: dict[str, SeededTransform] | None = None,
+    ratio: int = 1,
+) -> Iterator[torch.Tensor | dict[str, torch.Tensor]]:
+    """This epoch's unlabeled input batches (ratio × trainer.batch_size each), seeded by
+    (seed, epoch): tensors, or with `views` dicts {unlabeled_<view>: tensor}."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch + STREAM_OFFSET)
-    sampler = CyclingBatchSampler(len(split), int(cfg["batch_size"]), num_batches, generator)
-    loader = DataLoader(
-        UnlabeledInputs(split, transform), batch_sampler=sampler, num_workers=cfg["num_workers"]
-    )
+    size = int(cfg["batch_size"]) * int(ratio)
+    sampler = CyclingBatchSampler(len(split), size, num_batches, generator)
+    if views:
+        for view in views.values():  # set before the loader copies them to workers
+            view.epoch = epoch
+        dataset: Dataset = UnlabeledViews(split, views)
+    else:
+        dataset = UnlabeledInputs(split, transform)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg["num_workers"])
     return batches(loader)

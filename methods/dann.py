@@ -165,9 +165,9 @@ class DANN(Method):
         cls_loss = F.cross_entropy(logits, batch["y"])
         if self.is_disc_step(int(self.update_count)):
             optimizer = self.extra_optimizers()["discriminator"]
-            optimizer.zero_grad(set_to_none=True)
-            disc_loss.backward(inputs=list(self._disc().parameters()))  # not the model's
-            optimizer.step()
+            # on the discriminator's parameters alone; fp16 scaling and accumulation as
+            # the runner's steps (Method.owned_step)
+            self.owned_step("discriminator", optimizer, disc_loss, list(self._disc().parameters()))
         else:
             self.step(cls_loss - self.lam * disc_loss)
         return {"loss": cls_loss.item(), "disc_loss": disc_loss.item()}

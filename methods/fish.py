@@ -39,6 +39,8 @@ from harness.models import forward_outputs
 
 class Fish(Method):
     domain_batches = True
+    accumulates = False
+    no_accumulation = "its update is a loop of inner steps and a meta step, not one gradient"
 
     def __init__(self, model, num_classes, num_groups=1, meta_lr: float = 0.5,
                  inner_weight_decay: float = 0.0):  # fmt: skip
@@ -78,9 +80,8 @@ class Fish(Method):
         for env in envs or [torch.arange(len(y), device=y.device)]:
             logits, _ = forward_outputs(inner, x[env])
             loss = F.cross_entropy(logits, y[env])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            # fp16: through the inner optimiser's own GradScaler (Method.owned_step)
+            self.owned_step("inner", optimizer, loss, list(inner.parameters()), accumulate=False)
         with torch.no_grad():
             inner_state = inner.state_dict()
             for name, value in self.model.state_dict().items():

@@ -39,6 +39,10 @@ class ProductOfExperts(Method):
         )
         self.weak_optimizer = torch.optim.SGD(self.weak.parameters(), lr=weak_lr)
 
+    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        # plain SGD keeps no state; named here so that fp16 gives it a GradScaler of its own
+        return {"weak": self.weak_optimizer}
+
     def update(self, batch):
         x, y = batch["x"], batch["y"]
         logits, _ = self.predict(x)
@@ -47,8 +51,6 @@ class ProductOfExperts(Method):
         main_loss = F.cross_entropy(product, y)
         self.step(main_loss)  # the weak model has no gradient here: the run's optimiser skips it
         weak_loss = F.cross_entropy(weak_logits, y)
-        self.weak_optimizer.zero_grad(set_to_none=True)
-        weak_loss.backward()
-        self.weak_optimizer.step()
-        self.weak.zero_grad(set_to_none=True)
+        # fp16 scaling and accumulation as the runner's step (Method.owned_step)
+        self.owned_step("weak", self.weak_optimizer, weak_loss, list(self.weak.parameters()))
         return {"loss": main_loss.item(), "weak_loss": weak_loss.item()}

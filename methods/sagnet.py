@@ -18,8 +18,9 @@ z (the featurizer f) feed the content head c (the model's own classifier) and a 
 The style head's optimiser is method-owned (Method.extra_optimizers: checkpointed, restored
 on resume). The runner's optimiser steps twice per update (content, adversary), the schedule
 once. `loss` reported is the content loss; `loss_s`, `loss_adv` beside it. Prediction is the
-plain network, c(f(x)). Under trainer.accumulate_steps > 1 the two runner steps accumulate
-as separate backward passes (not DomainBed's; keep it 1).
+plain network, c(f(x)). trainer.accumulate_steps > 1 is refused at config time (the two
+runner steps of an update would merge); trainer.precision=fp16 scales the runner's steps by
+its GradScaler and the style head's by one of its own (Method.owned_step).
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def randomize(z: torch.Tensor, what: str, eps: float = 1e-5) -> torch.Tensor:
 
 
 class SagNet(Method):
+    accumulates = False
+    no_accumulation = (
+        "its update takes two steps of the runner's optimiser (content, adversary), which "
+        "accumulation would merge"
+    )
+
     domain_batches = True  # DomainBed's batch: the training domains' minibatches, pooled
 
     def __init__(self, model, num_classes, num_groups=1, sag_w_adv: float = 0.1,
@@ -86,9 +93,7 @@ class SagNet(Method):
         # 2. style: the style head on content-randomised features
         style = self.extra_optimizers()["style"]
         loss_s = F.cross_entropy(self.style_head(randomize(self._features(x), "content")), y)
-        style.zero_grad(set_to_none=True)
-        loss_s.backward(inputs=list(self.style_head.parameters()))
-        style.step()
+        self.owned_step("style", style, loss_s, list(self.style_head.parameters()))
         # 3. adversary: f towards features whose style says nothing of the class
         logp = F.log_softmax(self.style_head(randomize(self._features(x), "content")), dim=1)
         loss_adv = self.w_adv * -logp.mean(1).mean()
