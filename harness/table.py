@@ -96,6 +96,29 @@ def collect(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str
     return to_frame(frames), skipped
 
 
+def collect_current(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[Path, str]]]:
+    """`collect`'s table and skipped, from the consolidated store when it is current (it holds
+    exactly the finished stages the run directories list, each with the identity of its
+    DONE): one file read instead of one per run. Otherwise from the run directories
+    (`collect`). Writes nothing, so it needs no flock (harness.export, corruption_metrics)."""
+    root = Path(results_dir)
+    stages, skipped = finished_stages(root)
+    gen = rowstore.load_generation(root)
+    current = gen is not None and len(gen.stages) == len(stages)
+    current = current and all(
+        gen.stages.get(key, ((None, None),))[0] == identity for key, (_, identity) in stages.items()
+    )
+    if not current:
+        return collect(root)
+    try:
+        tables = [gen.read(name) for name in sorted(gen.files)]
+    except (OSError, pa.ArrowException):  # compacted away meanwhile: the run directories
+        return collect(root)
+    for path, why in skipped:
+        warnings.warn(f"skipping {path}: {why}", stacklevel=2)
+    return to_frame(tables, unique=True), skipped
+
+
 def to_frame(frames: list[pa.Table], unique: bool = False) -> pd.DataFrame:
     """The tidy table from arrow tables of rows: concatenated and converted once (10,000
     small pandas frames would cost twice as much), de-duplicated by identity unless the

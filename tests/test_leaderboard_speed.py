@@ -176,3 +176,76 @@ def test_an_index_without_facts_is_completed(roots: tuple[Path, Path], tmp_path:
     # nothing new: the store is left as it is
     assert collect_cached(old)[2] is False
     assert isinstance(index, pa.Table)
+
+
+def test_markdown_table_is_tabulates(roots: tuple[Path, Path], tmp_path: Path, monkeypatch) -> None:
+    """harness/report/mdtable.py against pandas' to_markdown (tabulate): random frames of
+    text (wide and ambiguous characters too) and integers, and every page of the root."""
+    import random
+
+    import pandas as pd
+
+    from harness.report import domains, estimators, export, headline, markdown, robustness
+    from harness.report.mdtable import markdown_table
+
+    rng = random.Random(0)
+    pieces = ["a", "bb", "±", "—", "†", "▲", "0.123 ± 0.004", "x y", "漢字", "é", "1", "1e3"]
+    for _ in range(200):
+        rows = rng.randint(1, 6)
+        frame = pd.DataFrame(
+            {
+                f"{rng.choice(['model', 'seeds', 'rank (id_test)', '漢'])}{k}": (
+                    pd.Series([rng.randint(-5, 300) for _ in range(rows)], dtype="int64")
+                    if rng.random() < 0.3
+                    else ["".join(rng.choices(pieces, k=rng.randint(1, 3))) for _ in range(rows)]
+                )
+                for k in range(rng.randint(1, 5))
+            }
+        )
+        assert markdown_table(frame) == frame.to_markdown(index=False, disable_numparse=True)
+    # missing values and floats go to tabulate itself
+    odd = pd.DataFrame({"a": ["x", None], "b": [0.5, float("nan")]})
+    assert markdown_table(odd) == odd.to_markdown(index=False, disable_numparse=True)
+    # the pages of the root, written with tabulate, are the same files
+    inc, _ = roots
+    slow = tmp_path / "slow"
+    shutil.copytree(inc / "runs", slow / "runs")
+    for module in (domains, estimators, export, headline, markdown, robustness):
+        monkeypatch.setattr(
+            module, "markdown_table", lambda f: f.to_markdown(index=False, disable_numparse=True)
+        )
+    write_leaderboard(slow, "erm", outputs=TABLES)
+    fast = leaderboard_files(inc)
+    for name, data in leaderboard_files(slow).items():
+        if name.endswith(".md"):
+            assert data == fast[name], name
+
+
+def test_collect_current_reads_the_store_only_when_current(tmp_path: Path, monkeypatch) -> None:
+    """harness.export / corruption_metrics / claims: the store's table when it holds every
+    finished stage (no rows.parquet opened), the run directories' otherwise; both equal to
+    `collect` (pandas over every rows.parquet)."""
+    import pandas as pd
+
+    from harness import table as table_module
+    from harness.table import collect_current
+
+    root = tmp_path / "r"
+    n = make_root(root)
+    collect_cached(root)  # the store, current
+    expected = collect(root)[0]
+    opened = []
+    real = table_module._read_one
+    monkeypatch.setattr(
+        table_module, "_read_one", lambda *a, **k: opened.append(a) or real(*a, **k)
+    )
+    got = collect_current(root)[0]
+    assert opened == []
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
+    write_run(root, n, "plain", "erm", 7, 0)  # a run the store lacks: the run directories
+    got = collect_current(root)[0]
+    assert opened and got["run_id"].nunique() == expected["run_id"].nunique() + 1
+    ref = pd.concat(
+        [pd.read_parquet(p) for p in sorted((root / "runs").glob("*/posthoc/*/rows.parquet"))]
+    )
+    assert len(got) == len(ref) and abs(got["value"].sum() - ref["value"].sum()) < 1e-9

@@ -20,6 +20,7 @@ import pandas as pd
 
 from harness.keyfacts import domain_facts, facts_of, parse_domains
 from harness.oracle import REPORT, SELECT
+from harness.report.mdtable import markdown_table
 from harness.table import overall
 
 SETTING = [
@@ -248,7 +249,7 @@ def _domain_table(sub: pd.DataFrame, title: str, text: str) -> list[str]:
         ["model", "method", "domain_setting", "eval_id"]
     )[["n_held_out", "n_domains", "n_seeds"]]
     wide = wide.join(counts).reset_index().rename(columns={AVERAGE: "avg"})
-    return ["", f"## {title}", "", text, "", wide.to_markdown(index=False, disable_numparse=True)]
+    return ["", f"## {title}", "", text, "", markdown_table(wide)]
 
 
 def _angle(value: str) -> tuple[int, float | str]:
