@@ -54,11 +54,13 @@ def markdown_table(frame: pd.DataFrame) -> str:
         for h, cells in zip(headers, columns, strict=True)
     ]
 
-    def line(cells: list[str]) -> str:
-        padded = (c + " " * (w - _width(c)) for c, w in zip(cells, widths, strict=True))
-        return "| " + " | ".join(padded) + " |"
+    def padded(cells: list[str], width: int) -> list[str]:
+        if all(c.isascii() for c in cells):
+            return [c.ljust(width) for c in cells]
+        return [c + " " * (width - _width(c)) for c in cells]
 
     rule = "|" + "|".join(":" + "-" * (w + 1) for w in widths) + "|"
-    return "\n".join(
-        [line(headers), rule, *(line(list(row)) for row in zip(*columns, strict=True))]
-    )
+    header = "| " + " | ".join(padded([h], w)[0] for h, w in zip(headers, widths, strict=True))
+    header += " |"
+    body = zip(*(padded(c, w) for c, w in zip(columns, widths, strict=True)), strict=True)
+    return "\n".join([header, rule, *("| " + " | ".join(row) + " |" for row in body)])
