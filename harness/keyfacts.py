@@ -16,7 +16,7 @@ from typing import Any
 
 from harness import rowstore
 from harness.keys import content_hash
-from harness.rundir import RunDir
+from harness.rundir import RunDir, runs_root
 
 # the facts as stored: (search_id, domain facts as JSON text; "" when the run holds out no
 # domains); None = the key.json could not be read (read again when asked)
@@ -58,7 +58,8 @@ def domain_facts(payload: dict[str, Any]) -> dict[str, Any] | None:
 def read_facts(results_dir: str | Path, run_id: str) -> Facts:
     """A run's facts from its key.json; None when it cannot be read."""
     try:
-        payload = RunDir(results_dir, run_id).read_key()["payload"]
+        # .at: any folder name, as selection read it (RunDir() would refuse a non-hex id)
+        payload = RunDir.at(runs_root(results_dir) / run_id).read_key()["payload"]
         domains = domain_facts(payload)
         return search_id(payload), "" if domains is None else json.dumps(domains)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
