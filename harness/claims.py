@@ -106,9 +106,9 @@ def evaluate(name: str, composed: dict[str, Any]) -> dict[str, Any]:
     """The claim's rules applied to its sweep's rows of its eval config."""
     from harness.claim_rules import evaluate_claim
     from harness.keys import eval_id
-    from harness.table import collect
+    from harness.table import collect_current
 
-    table, _ = collect(composed["results_dir"])
+    table, _ = collect_current(composed["results_dir"])  # the store when current
     if not table.empty:
         table = table[table["eval_id"] == eval_id(composed["eval"])]
     if table.empty:

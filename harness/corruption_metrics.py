@@ -31,7 +31,7 @@ from harness.report.corruption import (
     summarize,
 )
 from harness.store import atomic_write_csv
-from harness.table import collect
+from harness.table import collect_current
 
 __all__ = [
     "ALEXNET_IMAGENET_CLEAN_ERROR",
@@ -82,7 +82,7 @@ def overrides(argv: Sequence[str]) -> list[str]:
 
 def report(results_dir: str | Path, reference: str | None, metric: str = "accuracy") -> Path:
     """Computes, prints and writes the corruption tables; returns their folder."""
-    table, _ = collect(results_dir)
+    table, _ = collect_current(results_dir)  # the store when current, else the run dirs
     if table.empty:
         raise SystemExit(f"{results_dir}: no finished runs")
     errors = corruption_errors(table, metric)

@@ -8,7 +8,8 @@ the results root, so that the leaderboard reads one file instead of one per run
       index-<token>.arrow              one row per stage held: run_id, eval_id, done_mtime_ns,
                                        done_size (the stage's identity: stats of its DONE
                                        and rows.parquet, rundir.stage_stat_identity), file,
-                                       rows
+                                       rows, search_id, domain_facts (its run's key.json
+                                       facts, harness/keyfacts.py; null: not known)
       rows-<token>.arrow               the rows of every stage, stage after stage in key
                                        order (Arrow IPC with LZ4: read 8x faster than Parquet)
       parts/<run_id>.<eval_id>.<mtime_ns>-<size>.parquet
@@ -47,6 +48,8 @@ PARTS = "parts"
 MANIFEST = "MANIFEST.json"
 VERSION = 1
 INDEX_COLUMNS = ("run_id", "eval_id", "done_mtime_ns", "done_size", "file", "rows")
+# the run's key.json facts (harness/keyfacts.py); an index written before them lacks them
+FACT_COLUMNS = ("search_id", "domain_facts")
 ROWS = "rows"  # the name of the (one) data file's entry in MANIFEST.json
 SUFFIX = ".arrow"  # the compacted files: Arrow IPC (Feather v2, LZ4)
 # a temporary part of a process on another host is removed when it is this old (seconds)
@@ -193,6 +196,18 @@ class Generation:
                 strict=True,
             )
         }
+        # {stage key: (search_id, domain facts)}; None where not known
+        self.facts: dict[str, tuple[str, str] | None] = dict.fromkeys(keys)
+        if all(c in index.column_names for c in FACT_COLUMNS):
+            pairs = zip(*(index[c].to_pylist() for c in FACT_COLUMNS), strict=True)
+            self.facts = {
+                k: None if s is None or d is None else (s, d)
+                for k, (s, d) in zip(keys, pairs, strict=True)
+            }
+
+    def run_facts(self) -> dict[str, tuple[str, str] | None]:
+        """{run_id: key.json facts} (harness/keyfacts.py) of the runs held."""
+        return {k.split("/", 1)[0]: f for k, f in self.facts.items() if f is not None}
 
     def read(self, name: str) -> pa.Table:
         return _read_arrow(store_dir(self.root) / self.files[name])
@@ -268,12 +283,14 @@ def write_generation(
     previous: Generation | None,
     tables: dict[str, pa.Table | None],
     stages: dict[str, Entry],
+    facts: dict[str, tuple[str, str] | None] | None = None,
 ) -> None:
     """Publish a new generation: `tables` maps each name to its new rows, or to None when
-    the previous generation's file holds them unchanged; `stages` is the new index. Data and
-    index files first, MANIFEST.json last (the switch); then the files of generations older
-    than the previous one are deleted (a reader without the flock may still hold those of
-    the previous one)."""
+        the previous generation's file holds them unchanged; `stages` is the new index, `facts`
+    each stage's run's key.json facts (harness/keyfacts.py; missing: not known). Data and
+        index files first, MANIFEST.json last (the switch); then the files of generations older
+        than the previous one are deleted (a reader without the flock may still hold those of
+        the previous one)."""
     root = store_dir(results_dir)
     root.mkdir(parents=True, exist_ok=True)
     token = f"{int(time.time())}{secrets.token_hex(3)}"
@@ -298,6 +315,11 @@ def write_generation(
             "rows": pa.array([stages[k][2] for k in keys], pa.int64()),
         }
     )
+    known = [(facts or {}).get(k) for k in keys]  # each stage's run's key.json facts
+    for i, name in enumerate(FACT_COLUMNS):
+        index = index.append_column(
+            name, pa.array([None if f is None else f[i] for f in known], pa.string())
+        )
     index_name = f"index-{token}{SUFFIX}"
     _write_arrow(index, root / index_name)
     kept = set(files.values()) | {index_name}

@@ -40,8 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.keys import content_hash
-from harness.rundir import RunDir, runs_root
+from harness.keyfacts import facts_of
 
 log = logging.getLogger("harness.selection")
 
@@ -158,25 +157,13 @@ SEARCH_COLUMNS = ["dataset", "search_id", "model", "method", "tta", "eval_id"]
 
 def search_ids(table: pd.DataFrame, results_dir: str | Path | None) -> pd.Series:
     """setting_id -> search_id: the hash of a run's key payload without the seed, the method's
-    options (its name stays) and the trainer. Read from one key.json per setting; without a
-    results root (or key.json), settings are grouped by dataset, model and method alone."""
-    out = {}
+    options (its name stays) and the trainer. From the store's index (or one key.json per
+    setting it lacks); without a results root (or key.json), settings are grouped by
+    dataset, model and method alone."""
     first_run = table.drop_duplicates("setting_id").set_index("setting_id")["run_id"]
-    for setting_id, run_id in first_run.items():
-        payload = None
-        if results_dir is not None:
-            try:
-                payload = RunDir.at(runs_root(results_dir) / run_id).read_key()["payload"]
-            except (OSError, ValueError, KeyError):
-                payload = None
-        if payload is None:
-            out[setting_id] = ""
-            continue
-        method = payload.get("method") or {}
-        searched = {k: v for k, v in payload.items() if k not in ("seed", "method", "trainer")} | {
-            "method": method.get("name")
-        }
-        out[setting_id] = content_hash(searched)[:16]
+    # the store's index holds each run's search id (harness/keyfacts.py): no key.json read
+    facts = facts_of(results_dir, first_run.to_numpy())
+    out = {s: "" if facts[str(r)] is None else facts[str(r)][0] for s, r in first_run.items()}
     return pd.Series(out, name="search_id")
 
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.keys import content_hash
+from harness.keyfacts import domain_facts, facts_of, parse_domains
 from harness.oracle import REPORT, SELECT
-from harness.rundir import RunDir
+from harness.report.mdtable import markdown_table
 from harness.table import overall
 
 SETTING = [
@@ -53,17 +53,23 @@ def domain_setting(payload: dict[str, Any], searched: bool = False) -> tuple[str
     """(the setting without seed and held-out domain, the held-out domain, the number of
     domains) of a run's key payload; None unless exactly one domain is held out. `searched`:
     without the method's options and the trainer either (a search, harness/selection.py)."""
-    dataset = payload.get("dataset") or {}
-    held = dataset.get("test_domains")
-    if not isinstance(held, list) or len(held) != 1:
+    return _setting_of(domain_facts(payload), searched)
+
+
+def _setting_of(
+    facts: dict[str, Any] | None, searched: bool = False
+) -> tuple[str, str, int] | None:
+    """domain_setting from a run's domain facts (harness/keyfacts.py)."""
+    if facts is None or len(facts["held"]) != 1:
         return None
-    rest = {k: v for k, v in payload.items() if k not in ("seed", "parents")}
-    if searched:
-        rest.pop("trainer", None)
-        rest["method"] = (payload.get("method") or {}).get("name")
-    # the fingerprint hashes the options, test_domains included: the rest of them stand in
-    rest["dataset"] = {k: v for k, v in dataset.items() if k not in ("test_domains", "fingerprint")}
-    return content_hash(rest)[:16], str(held[0]), len(dataset.get("domains") or [])
+    return facts["search" if searched else "hp"], facts["held"][0], len(facts["domains"])
+
+
+def _domain_facts(results_dir: str | Path, run_ids: Any) -> dict[str, Any]:
+    """{run_id: domain facts or None} (from the consolidated store's index where it holds the
+    run, else its key.json); runs whose key cannot be read are left out."""
+    found = facts_of(results_dir, run_ids)
+    return {r: parse_domains(f) for r, f in found.items() if f is not None}
 
 
 def domain_generalisation(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
@@ -72,13 +78,9 @@ def domain_generalisation(table: pd.DataFrame, results_dir: str | Path) -> pd.Da
     held-out domains (`held_out` = average; `n_held_out` of `n_domains` domains)."""
     if table.empty:
         return pd.DataFrame(columns=COLUMNS)
-    found = {}
-    # only runs with a shift_test split can hold a domain out: their keys alone are read
-    for run_id in table.loc[table["split_role"] == "shift_test", "run_id"].unique():
-        try:
-            found[run_id] = domain_setting(RunDir(results_dir, run_id).read_key()["payload"])
-        except (OSError, ValueError, KeyError):  # a run the table has but whose key is gone
-            continue
+    # only runs with a shift_test split can hold a domain out: their facts alone are read
+    runs = table.loc[table["split_role"] == "shift_test", "run_id"].unique()
+    found = {r: _setting_of(f) for r, f in _domain_facts(results_dir, runs).items()}
     found = {k: v for k, v in found.items() if v is not None}
     keep = (
         overall(table)
@@ -95,25 +97,13 @@ def _held_out_runs(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame
     """Per run with a shift_test split: its held-out domains, its search (the setting
     without seed, held-out domains, method options and trainer) and its hyperparameter
     setting (the same with method options and trainer)."""
-    out = []
-    for run_id in table.loc[table["split_role"] == "shift_test", "run_id"].unique():
-        try:
-            payload = RunDir(results_dir, run_id).read_key()["payload"]
-        except (OSError, ValueError, KeyError):
-            continue
-        dataset = payload.get("dataset") or {}
-        held = dataset.get("test_domains")
-        if not isinstance(held, list) or len(held) not in (1, 2):
-            continue
-        rest = {k: v for k, v in payload.items() if k not in ("seed", "parents")}
-        rest["dataset"] = {
-            k: v for k, v in dataset.items() if k not in ("test_domains", "fingerprint")
-        }
-        searched = {**rest, "method": (payload.get("method") or {}).get("name")}
-        searched.pop("trainer", None)
-        out.append({"run_id": run_id, "held": tuple(str(d) for d in held),
-                    "domains": [str(d) for d in dataset.get("domains") or []],
-                    "search": content_hash(searched)[:16], "hp": content_hash(rest)[:16]})  # fmt: skip
+    runs = table.loc[table["split_role"] == "shift_test", "run_id"].unique()
+    out = [
+        {"run_id": run_id, "held": tuple(f["held"]), "domains": f["domains"],
+         "search": f["search"], "hp": f["hp"]}
+        for run_id, f in _domain_facts(results_dir, runs).items()
+        if f is not None
+    ]  # fmt: skip
     return pd.DataFrame(out, columns=["run_id", "held", "domains", "search", "hp"])
 
 
@@ -170,13 +160,8 @@ def _oracle(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
     if not len(runs):
         return pd.DataFrame(columns=COLUMNS)
     chosen = apply_selection(table[table["run_id"].isin(runs)], "test_domain_oracle", results_dir)
-    found = {}
-    for run_id in chosen["run_id"].unique():
-        try:
-            payload = RunDir(results_dir, run_id).read_key()["payload"]
-        except (OSError, ValueError, KeyError):
-            continue
-        found[run_id] = domain_setting(payload, searched=True)
+    facts = _domain_facts(results_dir, chosen["run_id"].unique())
+    found = {r: _setting_of(f, searched=True) for r, f in facts.items()}
     found = {k: v for k, v in found.items() if v is not None}
     keep = overall(chosen) & (chosen["metric"] == REPORT) & chosen["run_id"].isin(list(found))
     return _aggregate(chosen[keep], found)
@@ -264,7 +249,7 @@ def _domain_table(sub: pd.DataFrame, title: str, text: str) -> list[str]:
         ["model", "method", "domain_setting", "eval_id"]
     )[["n_held_out", "n_domains", "n_seeds"]]
     wide = wide.join(counts).reset_index().rename(columns={AVERAGE: "avg"})
-    return ["", f"## {title}", "", text, "", wide.to_markdown(index=False, disable_numparse=True)]
+    return ["", f"## {title}", "", text, "", markdown_table(wide)]
 
 
 def _angle(value: str) -> tuple[int, float | str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.report.aggregate import SETTING_COLUMNS
+from harness.report.mdtable import markdown_table
 
 COLUMNS = [*SETTING_COLUMNS, "estimator", "mean_abs_error", "worst_abs_error", "n_splits", "rank"]
 
@@ -58,5 +59,5 @@ def estimators_section(frame: pd.DataFrame, dataset: str) -> list[str]:
         "seeds), averaged over the splits; rank 1 = smallest within a setting and eval "
         "config. `estimators.csv`.",
         "",
-        shown.to_markdown(index=False, disable_numparse=True),
+        markdown_table(shown),
     ]

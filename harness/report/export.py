@@ -15,18 +15,21 @@ import numpy as np
 import pandas as pd
 
 from harness.report.aggregate import LOWER_IS_BETTER, aggregate, metric_rows, split_order
+from harness.report.mdtable import markdown_table
 from harness.selection import LABELS, apply_selection
-from harness.table import collect
+from harness.table import collect_current
 
 FORMATS = ("latex", "markdown", "csv")
 AXES = ("dataset", "model", "method", "tta", "setting_id", "eval_id", "split", "metric", "scorer")
 
 
 def load_table(results_dir: str | Path) -> pd.DataFrame:
+    """The tidy table: table.parquet when present, else the consolidated store when it is
+    current (harness/table.py's collect_current), else every run directory."""
     path = Path(results_dir) / "table.parquet"
     if path.is_file():
         return pd.read_parquet(path)
-    table, _ = collect(results_dir)
+    table, _ = collect_current(results_dir)
     return table
 
 
@@ -129,7 +132,7 @@ def render(
     bold.columns = cells.columns
     if fmt == "markdown":
         shown = cells.where(~bold, "**" + cells + "**")
-        return shown.reset_index().to_markdown(index=False, disable_numparse=True) + "\n"
+        return markdown_table(shown.reset_index()) + "\n"
     # Row labels become ordinary columns so the header is one line; they are escaped for
     # LaTeX, the numbers (which carry $\pm$) are not.
     labels = cells.index.to_frame(index=False).astype(str)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.aggregate import LOWER_IS_BETTER, split_order, uncertain_ranks
+from harness.report.mdtable import markdown_table
 
 TEST_ROLES = ("id_test", "shift_test")
 HOVER = "(hover a cell for the number of seeds and how the interval was made)"
@@ -97,9 +98,12 @@ def headline(
     verdicts = _verdicts(comparisons, dataset, split)
     rows, titles = [], []
     # plain dicts per setting: a lookup per cell in the frames cost 20 s for 1,000 settings
-    records = settings.to_dict("index")
+    # only the fields read below: to_dict of every column cost 0.2 s for 2,000 settings
+    records = settings[[c for c in ("model", "method", "tta", "augment") if c in settings]]
+    records = records.to_dict("index")
+    needed = ["mean", "ci_low", "ci_high", "interval", "n_seeds"]
     cells = {
-        name: frame.drop_duplicates("setting_id").set_index("setting_id").to_dict("index")
+        name: frame.drop_duplicates("setting_id").set_index("setting_id")[needed].to_dict("index")
         for name, frame in columns.items()
     }
     seeds = key["n_seeds"].to_dict()
@@ -153,5 +157,5 @@ def headline_markdown(h: Headline | None) -> list[str]:
         "",
         h.caption.replace(HOVER, "(`seeds`; summary.csv says how each interval was made)"),
         "",
-        h.table.to_markdown(index=False, disable_numparse=True),
+        markdown_table(h.table),
     ]

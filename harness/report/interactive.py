@@ -29,13 +29,18 @@ def _probit(p: np.ndarray | pd.Series) -> np.ndarray:
     return stats.norm.ppf(np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS))
 
 
-def _hover(frame: pd.DataFrame) -> list[str]:
-    return [
-        f"{m} / {me}<br>setting {str(s)[:8]}, seed {seed}"
-        for m, me, s, seed in zip(
-            *(frame[c].tolist() for c in ("model", "method", "setting_id", "seed")), strict=True
-        )
-    ]
+def _hover(frame: pd.DataFrame) -> np.ndarray:
+    # an array, not a list: plotly checks a list element by element (0.2 s at 10,000 runs)
+    return np.array(
+        [
+            f"{m} / {me}<br>setting {str(s)[:8]}, seed {seed}"
+            for m, me, s, seed in zip(
+                *(frame[c].tolist() for c in ("model", "method", "setting_id", "seed")),
+                strict=True,
+            )
+        ],
+        dtype=object,
+    )
 
 
 def accuracy_on_the_line_figure(

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.report.aggregate import BOOTSTRAP_RESAMPLES, metric_table
+from harness.report.mdtable import markdown_table
 
 
 def dataset_markdown(
@@ -55,7 +56,7 @@ def dataset_markdown(
         table = metric_table(sub, metric, scorer, with_interval=metric == primary_metric)
         if not table.empty:
             title += " (primary metric)" if metric == primary_metric and not scorer else ""
-            parts += ["", f"## {title}", "", table.to_markdown(index=False, disable_numparse=True)]
+            parts += ["", f"## {title}", "", markdown_table(table)]
     if selected is not None:
         parts += _selection_section(agg, selected[selected["dataset"] == dataset], primary_metric)
     comp = comparisons[comparisons["dataset"] == dataset] if comparisons is not None else None
@@ -82,7 +83,7 @@ def dataset_markdown(
             f"over this table ({comp['adjustment'].iat[0]}), test splits only. Few seeds "
             "rarely separate methods: 'not distinguishable' is the honest default.",
             "",
-            shown.to_markdown(index=False, disable_numparse=True),
+            markdown_table(shown),
         ]
     if corruptions is not None:
         parts += _corruption_section(corruptions, dataset)
@@ -123,7 +124,7 @@ def _selection_section(agg: pd.DataFrame, selected: pd.DataFrame, metric: str) -
         f"best {rule} (mean over seeds, `criterion`) among `settings` settings. "
         "Chosen from recorded numbers; nothing was retrained.",
         "",
-        table.to_markdown(index=False, disable_numparse=True),
+        markdown_table(table),
     ]
 
 
@@ -193,7 +194,7 @@ def _scorer_section(comp: pd.DataFrame) -> list[str]:
         "correct vs wrong predictions; `auroc_vs_<id split>`: that split vs the shifted one. "
         "Intervals: `scorer_comparisons.csv`.",
         "",
-        wide.to_markdown(index=False, disable_numparse=True),
+        markdown_table(wide),
     ]
 
 
@@ -240,5 +241,5 @@ def _failures_section(failures: pd.DataFrame) -> list[str]:
         "Rerunning the sweep retries them (`retry_failed=false` skips them). Reasons "
         "and tracebacks: `runs/<run_id>/FAILED`.",
         "",
-        per_setting.to_markdown(index=False, disable_numparse=True),
+        markdown_table(per_setting),
     ]

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import special, stats
 
 from harness.report.aggregate import SETTING_COLUMNS, metric_rows
+from harness.report.mdtable import markdown_table
 
 SCALES = {
     "logit": (special.logit, special.expit),
@@ -139,5 +140,5 @@ def robustness_section(frame: pd.DataFrame | None, dataset: str) -> list[str]:
         f"accuracies ({sub['scale'].iat[0]} scale, each setting left out of its own fit; "
         "Taori et al. 2020). Means over seeds: `effective_robustness.csv`.",
         "",
-        table.to_markdown(index=False, disable_numparse=True),
+        markdown_table(table),
     ]

@@ -67,20 +67,24 @@ def headline_html(dataset: str, h: Any) -> str:
     if h is None:
         return ""
     header = "".join(f"<th>{html.escape(str(c))}</th>" for c in h.table.columns)
+    # plain lists, not iterrows and .iat per cell (0.3 s for 2,000 settings)
+    columns = [str(c) for c in h.table.columns]
+    values = h.table.astype(object).to_numpy().tolist()
+    titles = h.titles.astype(object).to_numpy().tolist()
     body = "".join(
         "<tr>"
         + "".join(
-            f'<td title="{html.escape(str(h.titles.iat[i, k]))}">'
+            f'<td title="{html.escape(str(t))}">'
             + (
                 f'<span class="badge {html.escape(str(v))}">{html.escape(str(v))}</span>'
                 if c == "verdict" and v
                 else html.escape(str(v))
             )
             + "</td>"
-            for k, (c, v) in enumerate(row.items())
+            for c, v, t in zip(columns, row, title_row, strict=True)
         )
         + "</tr>"
-        for i, (_, row) in enumerate(h.table.iterrows())
+        for row, title_row in zip(values, titles, strict=True)
     )
     return (
         f'<p class="what">{html.escape(h.caption)}</p>\n'
