@@ -75,7 +75,8 @@ def aggregates_table(
     """Per dataset × model × eval config and setting: the IQM of its runs × shifted splits
     (statistic `iqm`) and, for every setting but the baseline method's, its probability of
     improvement over the baseline (`probability_of_improvement`, versus the baseline), each
-    with a stratified bootstrap interval (none with fewer than 5 runs per task).
+    with a stratified bootstrap interval (expanded percentile; none with fewer than 5 runs
+    per task).
     `metric_of`: dataset -> the metric (its primary one)."""
     out = []
     for dataset, metric in sorted(metric_of.items()):
