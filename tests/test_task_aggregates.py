@@ -196,3 +196,73 @@ def test_write_leaderboard_writes_aggregates_only_when_asked(tmp_path):
     assert set(out["task_names"]) == {"a|b|c"} and (out["runs"] == 5).all()
     with pytest.raises(ValueError, match="aggregates must be true or false"):
         write_leaderboard(tmp_path, outputs=["markdown"], aggregates="yes")
+
+
+def _two_datasets():
+    """Datasets p (shifted splits a, b) and q (x, y, z) with one model and eval config, and
+    r on another metric; erm and mixup on 5 seeds (q's seed 4 lacks split z for mixup),
+    mixup twice on r (two settings); ID test and pooled rows that are never tasks."""
+    rng = np.random.default_rng(7)
+    rows = []
+    plan = {"p": ["a", "b"], "q": ["x", "y", "z"], "r": ["u", "v"]}
+    for dataset, splits in plan.items():
+        metric = "worst_group_accuracy" if dataset == "r" else "accuracy"
+        settings = [("erm", "0"), ("mixup", "0")] + ([("mixup", "1")] if dataset == "r" else [])
+        for method, variant in settings:
+            for seed in range(5):
+                for split in ["id_test", *splits, "pooled"]:
+                    if dataset == "q" and method == "mixup" and seed == 4 and split == "z":
+                        continue
+                    role = {"id_test": "id_test", "pooled": "pooled"}.get(split, "shift_test")
+                    rows.append(
+                        {
+                            "dataset": dataset, "model": "m", "eval_id": "e", "method": method,
+                            "tta": "", "setting_id": f"{dataset}_{method}{variant}",
+                            "seed": seed, "run_id": f"{dataset}{method}{variant}{seed}",
+                            "split": split, "split_role": role, "scorer": "", "metric": metric,
+                            "group_key": "", "group_value": "",
+                            "value": float(np.round(rng.uniform(0.5, 0.9), 2)),
+                        }
+                    )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_rows_across_datasets_against_brute_force():
+    from harness.report.task_aggregates import aggregates_table
+
+    table = _two_datasets()
+    metric_of = {"p": "accuracy", "q": "accuracy", "r": "worst_group_accuracy"}
+    out = aggregates_table(table, metric_of, "erm")
+    across = out[out["dataset"] == "all"]
+    # only p and q share a metric; r (another metric, and two mixup settings) is not in it
+    assert set(across["task_names"]) == {"p/a|p/b|q/x|q/y|q/z"}
+    assert set(across["metric"]) == {"accuracy"} and (across["tasks"] == 5).all()
+
+    def brute(method):  # seeds with every (dataset, split) task: a dict per task
+        shifted = table[(table["split_role"] == "shift_test") & table["dataset"].isin(["p", "q"])]
+        shifted = shifted[shifted["method"] == method]
+        tasks = {}
+        for (dataset, split), rows in shifted.groupby(["dataset", "split"]):
+            tasks[(dataset, split)] = dict(zip(rows["seed"], rows["value"], strict=True))
+        seeds = set.intersection(*(set(t) for t in tasks.values()))
+        return [[task[s] for s in sorted(seeds)] for task in tasks.values()], seeds
+
+    for method, runs in (("erm", 5), ("mixup", 4)):  # mixup lacks q/z on seed 4
+        values, seeds = brute(method)
+        assert len(seeds) == runs
+        flat = sorted(v for task in values for v in task)
+        cut = len(flat) // 4  # the interquartile mean: drop a quarter at each end
+        row = across[(across["method"] == method) & (across["statistic"] == "iqm")].iloc[0]
+        assert row["value"] == pytest.approx(np.mean(flat[cut : len(flat) - cut]), abs=1e-12)
+        assert row["runs"] == runs and row["setting_id"] == f"p_{method}0|q_{method}0"
+    (mixup, _), (erm, _) = brute("mixup"), brute("erm")
+    wins = [
+        np.mean([(x > y) + 0.5 * (x == y) for x in xs for y in ys])
+        for xs, ys in zip(mixup, erm, strict=True)
+    ]
+    row = across[across["statistic"] == "probability_of_improvement"].iloc[0]
+    assert row["method"] == "mixup" and row["versus"] == "erm"
+    assert row["value"] == pytest.approx(np.mean(wins), abs=1e-12)
+    assert np.isnan(row["ci_low"])  # 4 runs of mixup: fewer than 5 per task
+    # the per-dataset rows are still there, one set per dataset
+    assert set(out["dataset"]) == {"p", "q", "r", "all"}
