@@ -9,7 +9,7 @@ from the two-way ANOVA mean squares (no replication):
     Var(mean d) = (MS_seed + MS_example - MS_residual) / (S * N)
 
 with Satterthwaite's degrees of freedom for that linear combination (see _crossed_variance
-for the two guards on the df). Both sources count
+for the guards on the df). Both sources count
 once: plain Student's t over per-seed means ignores that the examples are shared (and calls
 per-example differences significant, ~30% false positives at 10 seeds in the statistics
 issue's simulation); adding each seed's example variance to it counts the examples twice.
