@@ -11,8 +11,9 @@ the 95% interval holds the quantity it is labelled with: the expected difference
 and test distributions ("method-level", 0 under a null), or, with one seed, that seed's
 models' population difference ("model-level (1 seed)").
 
-Aggregates: coverage of the stratified bootstrap intervals of IQM and probability of
-improvement by runs per task (at most 2000 draws).
+Aggregates: coverage of the stratified bootstrap intervals (expanded percentile, and the
+plain percentile for comparison) of IQM and probability of improvement by runs per task
+(at most 2000 draws).
 
 Usage: python benchmarks/stats_simulation.py [draws] [methods|scorers|aggregates|both]
 (default 2000 draws, both = all three; one stated seed, 0). The docs' tables: 10000 draws.
@@ -141,22 +142,46 @@ def simulate_scorers(rng: np.random.Generator, draws: int) -> list[str]:
     return lines
 
 
-def simulate_aggregates(rng: np.random.Generator, draws: int) -> list[str]:
-    """Coverage of harness.stats.aggregate's stratified percentile bootstrap intervals: IQM
-    over 4 tasks (runs N(task mean, 1)) and probability of improvement of two equal
-    methods (truth 0.5), by runs per task (the leaderboard gives none below 5)."""
-    lines = _Lines(["aggregates: runs_per_task  iqm_coverage  improvement_coverage"])
+AGGREGATE_RUNS = (3, 5, 10, 20)
+
+
+def aggregate_coverage(
+    rng: np.random.Generator, runs: int, draws: int, reps: int = 1000
+) -> dict[str, float]:
+    """Coverage of the IQM interval (4 tasks, runs N(task mean, 1)) and of the probability
+    of improvement of two equal methods (truth 0.5) at `runs` runs per task, for the
+    expanded percentile interval the leaderboard prints and the plain percentile one."""
     means = np.array([0.0, 0.5, 1.0, 2.0])
     truth = stats.trim_mean((rng.normal(0, 1, (400_000, 4)) + means).ravel(), 0.25)
-    for runs in (3, 5, 10):
-        iqm_hits = imp_hits = 0
-        for k in range(draws):
-            r = iqm_interval(rng.normal(0, 1, (runs, 4)) + means, reps=1000, seed=k, min_runs=1)
-            iqm_hits += r.ci_low <= truth <= r.ci_high
-            x, y = rng.normal(0, 1, (runs, 4)), rng.normal(0, 1, (runs, 4))
-            r = improvement_interval(x, y, reps=1000, seed=k, min_runs=1)
-            imp_hits += r.ci_low <= 0.5 <= r.ci_high
-        lines.append(f"{runs:5}  {iqm_hits / draws:.3f}  {imp_hits / draws:.3f}")
+    hits = dict.fromkeys(("iqm", "iqm_percentile", "improvement", "improvement_percentile"), 0)
+    for k in range(draws):
+        v = rng.normal(0, 1, (runs, 4)) + means
+        x, y = rng.normal(0, 1, (runs, 4)), rng.normal(0, 1, (runs, 4))
+        for expanded, tail in ((True, ""), (False, "_percentile")):
+            r = iqm_interval(v, reps=reps, seed=k, min_runs=1, expanded=expanded)
+            hits["iqm" + tail] += r.ci_low <= truth <= r.ci_high
+            r = improvement_interval(x, y, reps=reps, seed=k, min_runs=1, expanded=expanded)
+            hits["improvement" + tail] += r.ci_low <= 0.5 <= r.ci_high
+    return {key: n / draws for key, n in hits.items()}
+
+
+def simulate_aggregates(rng: np.random.Generator, draws: int) -> list[str]:
+    """Coverage of harness.stats.aggregate's stratified bootstrap intervals: IQM over 4
+    tasks (runs N(task mean, 1)) and probability of improvement of two equal methods (truth
+    0.5), by runs per task; expanded percentile (printed from MIN_RUNS = 5 runs per task)
+    and, for comparison, rliable's plain percentile interval."""
+    lines = _Lines(
+        [
+            "aggregates: runs_per_task  iqm_coverage (expanded, percentile)  "
+            "improvement_coverage (expanded, percentile)"
+        ]
+    )
+    for runs in AGGREGATE_RUNS:
+        c = aggregate_coverage(rng, runs, draws)
+        lines.append(
+            f"{runs:5}  {c['iqm']:.3f} {c['iqm_percentile']:.3f}  "
+            f"{c['improvement']:.3f} {c['improvement_percentile']:.3f}"
+        )
     return lines
 
 

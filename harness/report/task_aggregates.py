@@ -4,7 +4,9 @@ performance-profile plot.
 
 Tasks are the splits of role `shift_test` of one dataset × model × eval config, on one
 metric (the dataset's primary one); derived rows (pooled splits, near / far means) have
-other roles and are never tasks. Runs are the seeds that have a value on every task.
+other roles and are never tasks. Runs are the seeds that have a value on every task. Rows of
+dataset `all` aggregate over datasets sharing the model, eval config and metric (tasks:
+(dataset, split) pairs; cross_dataset_rows).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def aggregates_table(
     """Per dataset × model × eval config and setting: the IQM of its runs × shifted splits
     (statistic `iqm`) and, for every setting but the baseline method's, its probability of
     improvement over the baseline (`probability_of_improvement`, versus the baseline), each
-    with a stratified bootstrap interval (none with fewer than 5 runs per task).
+    with a stratified bootstrap interval (expanded percentile; none with fewer than 5 runs
+    per task). Then the rows across datasets (dataset `all`, cross_dataset_rows).
     `metric_of`: dataset -> the metric (its primary one)."""
     out = []
     for dataset, metric in sorted(metric_of.items()):
@@ -84,41 +87,94 @@ def aggregates_table(
         for (_, model, eval_id), settings in sorted(task_values(sub, metric).items()):
             base = [sid for sid in settings if names[sid] == (baseline, "")]
             for setting_id, wide in sorted(settings.items()):
-                method, tta = names[setting_id]
-                common = {
-                    "dataset": dataset,
-                    "model": model,
-                    "eval_id": eval_id,
-                    "metric": metric,
-                    "method": method + (f"+{tta}" if tta else ""),
-                    "setting_id": setting_id,
-                    "tasks": wide.shape[1],
-                    "task_names": "|".join(wide.columns),
-                }
-                results = [("iqm", "", iqm_interval(wide.to_numpy()))]
-                if len(base) == 1 and setting_id != base[0]:
-                    other = settings[base[0]]
-                    results.append(
-                        (
-                            "probability_of_improvement",
-                            baseline,
-                            improvement_interval(wide.to_numpy(), other.to_numpy()),
-                        )
-                    )
-                for statistic, versus, r in results:
-                    out.append(
-                        {
-                            **common,
-                            "statistic": statistic,
-                            "versus": versus,
-                            "runs": r.runs,
-                            "value": r.value,
-                            "ci_low": r.ci_low,
-                            "ci_high": r.ci_high,
-                            "interval": r.interval,
-                        }
-                    )
+                other = settings[base[0]] if len(base) == 1 and setting_id != base[0] else None
+                common = {"dataset": dataset, "model": model, "eval_id": eval_id}
+                common.update(metric=metric, setting_id=setting_id)
+                out += _rows(common, names[setting_id], wide, other, baseline)
+    out += cross_dataset_rows(table, metric_of, baseline)
     return pd.DataFrame(out, columns=AGGREGATE_COLUMNS)
+
+
+CROSS_DATASET = "all"  # the dataset column of a row aggregated over datasets
+
+
+def cross_dataset_rows(
+    table: pd.DataFrame, metric_of: dict[str, str], baseline: str = "erm"
+) -> list[dict]:
+    """Rows over datasets (dataset `all`): per model × eval config × metric shared by at
+    least two datasets (as their primary metric), the tasks are the (dataset, shifted split)
+    pairs, named `dataset/split`; derived rows (pooled, near/far means) have other roles and
+    are never tasks. A method (and its TTA) takes part when it has exactly one setting in
+    each of these datasets (several, without model_selection, would be ambiguous) with a
+    value on every task; its runs are the seeds present on every task of every dataset.
+    Settings of one method are matched by name across datasets: their setting_ids differ,
+    and the row's setting_id joins them with `|` in the datasets' order."""
+    groups: dict[tuple, dict[tuple, dict[str, list]]] = {}
+    for dataset, metric in sorted(metric_of.items()):
+        sub = table[table["dataset"] == dataset]
+        names = {sid: _name(rows) for sid, rows in sub.groupby("setting_id")}
+        for (_, model, eval_id), settings in task_values(sub, metric).items():
+            for setting_id, wide in settings.items():
+                by_name = groups.setdefault((model, eval_id, metric), {})
+                by_name.setdefault(names[setting_id], {}).setdefault(dataset, []).append(
+                    (setting_id, wide.rename(columns=lambda c, d=dataset: f"{d}/{c}"))
+                )
+    out = []
+    for (model, eval_id, metric), by_name in sorted(groups.items()):
+        datasets = sorted({d for by_dataset in by_name.values() for d in by_dataset})
+        if len(datasets) < 2:
+            continue
+        joined = {}
+        for name, by_dataset in by_name.items():
+            if sorted(by_dataset) != datasets or any(len(v) != 1 for v in by_dataset.values()):
+                continue
+            frames = [by_dataset[d][0][1] for d in datasets]
+            wide = pd.concat(frames, axis=1, join="inner").dropna()
+            if len(wide):
+                joined[name] = ("|".join(by_dataset[d][0][0] for d in datasets), wide)
+        base = joined.get((baseline, ""))
+        for name, (setting_id, wide) in sorted(joined.items()):
+            other = base[1] if base is not None and name != (baseline, "") else None
+            common = {"dataset": CROSS_DATASET, "model": model, "eval_id": eval_id}
+            common.update(metric=metric, setting_id=setting_id)
+            out += _rows(common, name, wide, other, baseline)
+    return out
+
+
+def _rows(
+    common: dict,
+    name: tuple[str, str],
+    wide: pd.DataFrame,
+    other: pd.DataFrame | None,
+    baseline: str,
+) -> list[dict]:
+    """The iqm row of one setting's (runs × tasks) frame and, with the baseline's frame
+    (`other`, the same tasks), its probability_of_improvement row."""
+    method, tta = name
+    common = {
+        **common,
+        "method": method + (f"+{tta}" if tta else ""),
+        "tasks": wide.shape[1],
+        "task_names": "|".join(wide.columns),
+    }
+    results = [("iqm", "", iqm_interval(wide.to_numpy()))]
+    if other is not None:
+        other = other.reindex(columns=wide.columns)
+        improvement = improvement_interval(wide.to_numpy(), other.to_numpy())
+        results.append(("probability_of_improvement", baseline, improvement))
+    return [
+        {
+            **common,
+            "statistic": statistic,
+            "versus": versus,
+            "runs": r.runs,
+            "value": r.value,
+            "ci_low": r.ci_low,
+            "ci_high": r.ci_high,
+            "interval": r.interval,
+        }
+        for statistic, versus, r in results
+    ]
 
 
 def performance_profiles(

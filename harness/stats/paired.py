@@ -8,7 +8,8 @@ from the two-way ANOVA mean squares (no replication):
 
     Var(mean d) = (MS_seed + MS_example - MS_residual) / (S * N)
 
-with Satterthwaite's degrees of freedom for that linear combination. Both sources count
+with Satterthwaite's degrees of freedom for that linear combination (see _crossed_variance
+for the guards on the df). Both sources count
 once: plain Student's t over per-seed means ignores that the examples are shared (and calls
 per-example differences significant, ~30% false positives at 10 seeds in the statistics
 issue's simulation); adding each seed's example variance to it counts the examples twice.
@@ -92,9 +93,25 @@ def paired_difference(
 
 def _crossed_variance(d: np.ndarray) -> tuple[float, float]:
     """Variance of the grand mean of d (seeds × examples) under crossed random effects and
-    its Satterthwaite degrees of freedom. When the combination falls below one of its
-    mean squares (a negative variance component estimated), that mean square alone is
-    used: never below what the seed or example spread alone implies."""
+    its Satterthwaite degrees of freedom.
+
+    The variance is the unbiased combination MS_seed + MS_example - MS_residual, with no
+    mean square truncated or swapped for another on what the data happen to show:
+    - the example part (MS_example - MS_residual) is not cut at 0: with no example effect
+      it is zero-mean noise, and its positive part is a bias that is large beside a small
+      seed mean square (with ceiling accuracies most examples are right on every seed and
+      MS_example is far noisier than its N - 1 df say: 0.028 false positives at 3 seeds);
+    - the seed mean square is never replaced by MS_example when it falls below MS_residual
+      (the rule before: the draws whose seeds happened to agree got a narrow interval and
+      those whose seeds disagreed a wide one, 7% false positives at 3 seeds, and a guard
+      tuned on one null that left the ceiling null at 0.028).
+    Satterthwaite's df plugs the estimated mean squares in; when MS_seed fell below
+    MS_residual, its lower bound under the model (E MS_seed >= E MS_residual), the plug-in
+    df claims many df exactly where the seed variance was underestimated (measured: 7% false
+    positives at 3 seeds with per-example differences), so the df uses that bound for the
+    seed term and is never below S - 1, the seed mean square's own df. A combination <= 0
+    (MS_seed + MS_example < MS_residual, rare) falls back to Student's t over seed means.
+    Simulated: docs/statistics.md, benchmarks/stats_simulation.py."""
     s, n = d.shape
     grand = d.mean()
     seed_means, example_means = d.mean(axis=1), d.mean(axis=0)
@@ -102,20 +119,16 @@ def _crossed_variance(d: np.ndarray) -> tuple[float, float]:
     ms_example = s * float(((example_means - grand) ** 2).sum()) / (n - 1)
     residual = d - seed_means[:, None] - example_means[None, :] + grand
     ms_residual = float((residual**2).sum()) / ((s - 1) * (n - 1))
-    terms = [(ms_seed, s - 1.0), (ms_example, n - 1.0), (-ms_residual, (s - 1.0) * (n - 1.0))]
     combined = ms_seed + ms_example - ms_residual
-    if combined < max(ms_seed, ms_example):
-        terms = [max((ms_seed, s - 1.0), (ms_example, n - 1.0))]
-        if ms_example > ms_seed and s > 2:
-            # the seed component estimated negative: with few seeds that estimate is noise,
-            # and the example mean square alone (df ~ N) made 1 in 3 of these draws a false
-            # positive at 3 seeds (7% overall). Keep a share 2/S of MS_seed, which vanishes
-            # as seeds grow (simulated against 1/(S-1) and 1: docs/statistics.md,
-            # "small-sample guard"); 2 seeds keep their conservative rule below.
-            terms = [(ms_example, n - 1.0), (2.0 * ms_seed / s, s - 1.0)]
-        combined = sum(ms for ms, _ in terms)
-    denominator = sum(ms**2 / df for ms, df in terms)
-    df = combined**2 / denominator if denominator > 0 else float(s - 1)
+    if combined <= 0:
+        combined, df = ms_seed, s - 1.0
+    else:
+        denominator = (
+            max(ms_seed, ms_residual) ** 2 / (s - 1)
+            + ms_example**2 / (n - 1)
+            + ms_residual**2 / ((s - 1) * (n - 1))
+        )
+        df = max(combined**2 / denominator, s - 1.0) if denominator > 0 else s - 1.0
     # Satterthwaite's df trusts the seed mean square's estimate, which 2 seeds cannot give
     # (measured: 10-12% false positives at 2 seeds): there, the seeds' one df (conservative).
     return combined / (s * n), (1.0 if s == 2 else df)
