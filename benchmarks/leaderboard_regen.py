@@ -202,6 +202,8 @@ def main() -> None:
     def forget_plots():
         for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
             record_file.unlink()
+        # and the pages' keys (harness/report/increment.py): every page is made again
+        (root / "leaderboard" / ".pages.json").unlink(missing_ok=True)
 
     measure("list run dirs + stat DONE (reconciliation)", finished_stages, root)
     if not args.skip_full:
@@ -245,7 +247,7 @@ def main() -> None:
             if new_run is not None:
                 write_store(root, 1, seeds=5, first=new_run[0])
                 new_run[0] += 1
-            elif outputs is not TABLES:
+            else:  # a full regeneration: every page and plot made again
                 forget_plots()
             PAGE_TIMES.clear()
             name = f"{label}: " + {id(TABLES): "(a) tables", id(PAGE): "tables + page"}.get(
@@ -253,7 +255,7 @@ def main() -> None:
             )
             measure(name, write_leaderboard, root, "method0", outputs=outputs, rebuild=rebuild)
             parts[id(outputs)] = (seconds[name], cpu[name])
-            if PAGE_TIMES:
+            if outputs is PAGE:
                 page = f"{label}: (b) page"
                 seconds[page] = sum(w for w, _ in PAGE_TIMES)
                 cpu[page] = sum(c for _, c in PAGE_TIMES)
