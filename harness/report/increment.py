@@ -2,8 +2,8 @@
 dataset's Markdown page depends only on its own rows (every table on it is computed per
 dataset: aggregates per setting, comparisons and their p-value families per dataset x model
 x eval config, selection per search) and on the leaderboard's options. Its key: the store's
-stages of that dataset with their DONE identities, the options, and the report code's
-files; kept in leaderboard/.pages.json. A page whose key is unchanged is neither computed
+stages of that dataset with their DONE identities, the options, the harness's files and
+the numeric libraries' versions; kept in leaderboard/.pages.json. A page whose key is unchanged is neither computed
 nor written again (its mtime and inode stay)."""
 
 from __future__ import annotations
@@ -22,10 +22,15 @@ PAGES_FILE = ".pages.json"
 
 
 def _code_key() -> str:
-    """The report code's files (size and mtime): a changed renderer draws every page again."""
-    here = Path(__file__).resolve().parent
-    files = sorted([*here.glob("*.py"), here.parent / "selection.py", here.parent / "table.py"])
-    return repr([(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+    """The harness's files (size and mtime; ~60 stats) and the numeric libraries' versions:
+    a changed renderer, statistic or formatting makes every page again."""
+    import numpy
+    import scipy
+
+    harness = Path(__file__).resolve().parent.parent
+    files = sorted([*harness.glob("*.py"), *harness.glob("report/*.py")])
+    stats = [(str(p.relative_to(harness)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return repr((stats, pd.__version__, numpy.__version__, scipy.__version__))
 
 
 def page_keys(root: Path, table: pd.DataFrame, options: dict[str, Any]) -> dict[str, str]:
