@@ -8,8 +8,9 @@ then times, each with the load average of the moment (the machine is shared): th
 of the run directories (what reconciling the consolidated store costs), reading every
 rows.parquet, rebuilding the consolidated store (harness/rowstore.py) from every run
 directory, reading it; the stages on their own; `write_leaderboard` cold (rebuild=true,
-every plot), the tables alone from the store (no plots), tables and plots, warm, and after
-one new run (tables alone, then tables and that dataset's plots). Writes a JSON record. The
+every plot), then from the store and after one new run each: (a) the tables (CSV +
+Markdown), (b) the page (index.html, timed inside the call), (c) the plots (every output
+less tables + page); warm. Writes a JSON record. The
 store has 2 datasets × 4 models × 25 methods... settings with 5 seeds each.
 """
 
@@ -30,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.keys import RESULTS_VERSION
+from harness.report import build
 from harness.report.aggregate import aggregate
 from harness.report.build import write_leaderboard
 from harness.report.compare import paired_comparisons, scorer_comparisons
@@ -146,7 +148,24 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-TABLES = ["markdown", "html"]  # every table, CSV, Markdown page and index.html; no plots
+# What is measured (docs/benchmarks.md): (a) the tables: table.csv, the summary and
+# comparison CSVs, the Markdown pages and README.md (outputs=[markdown]); (b) the page:
+# index.html, its figures and JSON (write_page, timed inside the call); (c) the plots (PNG +
+# PDF, in worker processes): what the call with every output costs beyond (a) and (b).
+TABLES = ["markdown"]
+PAGE = ["markdown", "html"]
+PAGE_TIMES: list[tuple[float, float]] = []  # (wall, CPU) of each write_page call
+
+
+def _timed_page(*args, **kwargs):
+    start, cpu = time.perf_counter(), time.process_time()  # this process only: not the
+    out = _write_page(*args, **kwargs)  # plot workers reaped meanwhile
+    PAGE_TIMES.append((time.perf_counter() - start, time.process_time() - cpu))
+    return out
+
+
+_write_page = build.write_page
+build.write_page = _timed_page
 
 
 def main() -> None:
@@ -183,6 +202,8 @@ def main() -> None:
     def forget_plots():
         for record_file in (root / "leaderboard" / "plots").glob("*/.plots.json"):
             record_file.unlink()
+        # and the pages' keys (harness/report/increment.py): every page is made again
+        (root / "leaderboard" / ".pages.json").unlink(missing_ok=True)
 
     measure("list run dirs + stat DONE (reconciliation)", finished_stages, root)
     if not args.skip_full:
@@ -215,16 +236,43 @@ def main() -> None:
         "method0",
         rebuild=not args.skip_full,
     )
-    measure("tables from the store (no plots)", write_leaderboard, root, "method0", outputs=TABLES)
-    forget_plots()
-    measure("tables and every plot from the store", write_leaderboard, root, "method0")
+
+    def measure_split(label, *, rebuild=False, new_run=None, plots=True):
+        """(a) tables, (b) page, (c) plots, each with wall and CPU s: three calls (a new
+        run before each when new_run is given, so each call sees one new run)."""
+        parts = {}
+        for outputs in (TABLES, PAGE, list(build.OUTPUTS) if plots else None):
+            if outputs is None:
+                continue
+            if new_run is not None:
+                write_store(root, 1, seeds=5, first=new_run[0])
+                new_run[0] += 1
+            else:  # a full regeneration: every page and plot made again
+                forget_plots()
+            PAGE_TIMES.clear()
+            name = f"{label}: " + {id(TABLES): "(a) tables", id(PAGE): "tables + page"}.get(
+                id(outputs), "tables + page + plots"
+            )
+            measure(name, write_leaderboard, root, "method0", outputs=outputs, rebuild=rebuild)
+            parts[id(outputs)] = (seconds[name], cpu[name])
+            if outputs is PAGE:
+                page = f"{label}: (b) page"
+                seconds[page] = sum(w for w, _ in PAGE_TIMES)
+                cpu[page] = sum(c for _, c in PAGE_TIMES)
+                loads[page] = loads[name]
+                print(f"{page:>50}: {seconds[page]:7.2f} s wall, {cpu[page]:7.2f} s CPU")
+        if plots:
+            everything = [v for k, v in parts.items() if k not in (id(TABLES), id(PAGE))][0]
+            name = f"{label}: (c) plots (every output less tables + page)"
+            seconds[name] = everything[0] - parts[id(PAGE)][0]
+            cpu[name] = everything[1] - parts[id(PAGE)][1]
+            loads[name] = loads[f"{label}: tables + page + plots"]
+            print(f"{name:>50}: {seconds[name]:7.2f} s wall, {cpu[name]:7.2f} s CPU")
+
+    measure_split("from the store")
     measure("warm rebuild (nothing new)", write_leaderboard, root, "method0")
-    write_store(root, 1, seeds=5, first=args.runs)
-    measure(
-        "tables after one new run (no plots)", write_leaderboard, root, "method0", outputs=TABLES
-    )
-    write_store(root, 1, seeds=5, first=args.runs + 1)
-    measure("tables and its dataset's plots after one new run", write_leaderboard, root, "method0")
+    first_new = [args.runs]
+    measure_split("after one new run", new_run=first_new)
     record = {
         "runs": args.runs,
         "rows": len(table),
@@ -234,7 +282,7 @@ def main() -> None:
         "plot_workers": resolve_plot_workers("auto"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
     }
-    for run in range(args.runs, args.runs + 2):  # the store is left as it was
+    for run in range(args.runs, first_new[0]):  # the store is left as it was
         shutil.rmtree(RunDir(root, run_id_of(run)).path, ignore_errors=True)
     name = "leaderboard_regen.json" if args.runs == 10000 else f"leaderboard_regen_{args.runs}.json"
     out = Path(__file__).resolve().parent.parent / "results" / "benchmarks" / name

@@ -17,8 +17,10 @@ import pyarrow.feather as feather
 import pytest
 
 from harness import rowstore
+from harness.report import build
 from harness.report.build import write_leaderboard
 from harness.report.domains import domain_generalisation
+from harness.report.increment import PAGES_FILE
 from harness.rundir import RunDir
 from harness.selection import search_ids
 from harness.store import atomic_write_parquet
@@ -104,7 +106,7 @@ def leaderboard_files(root: Path) -> dict[str, bytes]:
     found = {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted((root / "leaderboard").rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != PAGES_FILE  # the pages' keys: DONE mtimes of that root
     }
     found["table.csv"] = (root / "table.csv").read_bytes()
     return found
@@ -249,3 +251,42 @@ def test_collect_current_reads_the_store_only_when_current(tmp_path: Path, monke
         [pd.read_parquet(p) for p in sorted((root / "runs").glob("*/posthoc/*/rows.parquet"))]
     )
     assert len(got) == len(ref) and abs(got["value"].sum() - ref["value"].sum()) < 1e-9
+
+
+def test_one_new_run_remakes_only_its_datasets_page(tmp_path: Path, monkeypatch) -> None:
+    """After one new run in dataset `rot`, only rot's page is computed and written: plain.md
+    keeps its inode and mtime, and every file equals a rebuild=true copy's; a changed
+    option (the baseline) makes every page again."""
+    root = tmp_path / "inc"
+    n = make_root(root)
+    write_leaderboard(root, "erm", outputs=TABLES)
+    board = root / "leaderboard"
+    before = {d: (board / f"{d}.md").stat() for d in ("plain", "rot")}
+    made = []
+    real = build.dataset_markdown
+    monkeypatch.setattr(
+        build,
+        "dataset_markdown",
+        lambda agg, dataset, *a, **k: made.append(dataset) or real(agg, dataset, *a, **k),
+    )
+    write_run(root, n, "rot", "irm", 3, 1, ["30"])
+    write_leaderboard(root, "erm", outputs=TABLES)
+    assert made == ["rot"]
+    after = {d: (board / f"{d}.md").stat() for d in ("plain", "rot")}
+    plain_b, plain_a = before["plain"], after["plain"]
+    assert (plain_a.st_ino, plain_a.st_mtime_ns) == (plain_b.st_ino, plain_b.st_mtime_ns)
+    assert after["rot"].st_ino != before["rot"].st_ino  # written again (atomic replace)
+    full = tmp_path / "full"
+    shutil.copytree(root / "runs", full / "runs")
+    write_leaderboard(full, "erm", outputs=TABLES, rebuild=True)
+    assert leaderboard_files(root) == leaderboard_files(full)
+    # another baseline: every page is made again, equal to a rebuild's with that baseline
+    made.clear()
+    write_leaderboard(root, "irm", outputs=TABLES)
+    write_leaderboard(full, "irm", outputs=TABLES, rebuild=True)
+    assert sorted(made) == ["plain", "plain", "rot", "rot"]
+    assert leaderboard_files(root) == leaderboard_files(full)
+    # nothing new: no page computed
+    made.clear()
+    write_leaderboard(root, "irm", outputs=TABLES)
+    assert made == []

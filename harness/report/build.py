@@ -17,6 +17,7 @@ from harness.report.domains import domain_generalisation, domain_markdown
 from harness.report.drawing import resolve_plot_workers
 from harness.report.estimators import estimator_ranking, estimators_section
 from harness.report.headline import headline, headline_markdown
+from harness.report.increment import page_keys, record_pages, unchanged_pages
 from harness.report.markdown import dataset_markdown, index_markdown, plots_section
 from harness.report.page import write_page
 from harness.report.plotcache import CachedPlots
@@ -52,6 +53,8 @@ def write_leaderboard(
     The rows come through the consolidated store (<root>/store/, harness/rowstore.py),
     reconciled with the run directories; rebuild=True builds the store again from every
     run directory."""
+    # what a dataset's page depends on besides its rows (harness/report/increment.py)
+    locals_options = {k: v for k, v in locals().items() if k not in ("results_dir", "rebuild")}
     root = Path(results_dir)
     unknown = set(outputs) - set(OUTPUTS)
     if unknown:
@@ -154,7 +157,12 @@ def write_leaderboard(
                 )
                 for dataset in datasets
             }
-            # the Markdown too, while the plots are drawn; their links are added after
+            # the Markdown too, while the plots are drawn; their links are added after.
+            # A dataset whose stages and options are those its page was written from is
+            # left as it is (harness/report/increment.py): after one new run, only its
+            # dataset's page is made
+            keys = page_keys(root, table, locals_options) if "markdown" in outputs else {}
+            kept = set() if rebuild else unchanged_pages(board, keys)
             texts = {
                 dataset: dataset_markdown(
                     agg,
@@ -171,6 +179,7 @@ def write_leaderboard(
                 + "".join(f"{line}\n" for line in domain_markdown(held_out, dataset))
                 + "".join(f"{line}\n" for line in estimators_section(ranking, dataset))
                 for dataset in (datasets if "markdown" in outputs else [])
+                if dataset not in kept
             }
             failures = collect_failures(root, skipped)
             all_plots = {out_dir.name: files for out_dir, files in plots.result().items()}
@@ -179,11 +188,14 @@ def write_leaderboard(
             "csv": root / "table.csv",
             "index": board / "README.md",
         }
-        for dataset, text in texts.items():
-            path = board / f"{dataset}.md"
+        for dataset in datasets if "markdown" in outputs else []:
+            path = paths[dataset] = board / f"{dataset}.md"
+            if dataset in kept:  # unchanged: not written again
+                continue
             links = plots_section(dataset, all_plots.get(dataset))
-            atomic_write_text(path, text + "".join(f"{line}\n" for line in links))
-            paths[dataset] = path
+            atomic_write_text(path, texts[dataset] + "".join(f"{line}\n" for line in links))
+        if keys:
+            record_pages(board, keys)
         if "html" in outputs:
             paths["html"] = write_page(
                 agg,
