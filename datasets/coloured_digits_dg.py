@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from shiftbench_datasets.rotated_digits import check_held_out_domains
+from shiftbench_datasets.rotated_digits import check_held_out_domains, int_domains
 
 from harness.data import Benchmark, DatasetAdapter, array_split, hash_arrays
 
@@ -45,18 +45,13 @@ def agreement(domain: int) -> float:
 
 
 def _domains(value: Any, key: str) -> list[int]:
-    if isinstance(value, int | float | str) or not hasattr(value, "__iter__"):
-        raise ValueError(f"dataset.{key} must be a list of environments (e.g. [90, 80, -90])")
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v:
-            raise ValueError(f"dataset.{key} must be a list of integers, got {value!r}")
-        if not 0 < abs(int(v)) <= 100:
+    out = int_domains(value, key, "environments")
+    for v in out:
+        if not 0 < abs(v) <= 100:
             raise ValueError(
                 f"dataset.{key}: {v} is not an environment: +p or -p with 0 < p <= 100 "
                 "(colour agrees with the label p% of the time, or 100 - p%)"
             )
-        out.append(int(v))
     return out
 
 

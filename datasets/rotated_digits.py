@@ -46,13 +46,15 @@ def rotated_digits(images: np.ndarray, angle: float, size: int) -> np.ndarray:
     return out
 
 
-def _int_list(value: Any, key: str) -> list[int]:
+def int_domains(value: Any, key: str, what: str = "angles") -> list[int]:
+    """dataset.<key> as a list of integer domain names (angles here; coloured_digits_dg's
+    environments too), refused naming the key when it is not one."""
     if isinstance(value, int | float | str) or not hasattr(value, "__iter__"):
-        raise ValueError(f"dataset.{key} must be a list of angles, got {value!r}")
+        raise ValueError(f"dataset.{key} must be a list of {what}, got {value!r}")
     out = []
     for v in value:
         if isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v:
-            raise ValueError(f"dataset.{key} must be a list of integer angles, got {value!r}")
+            raise ValueError(f"dataset.{key} must be a list of integer {what}, got {value!r}")
         out.append(int(v))
     return out
 
@@ -63,9 +65,9 @@ class RotatedDigits(DatasetAdapter):
     @classmethod
     def normalise_options(cls, options: dict[str, Any]) -> dict[str, Any]:
         domains = options["domains"]
-        domains = _int_list(DEFAULT_DOMAINS if domains is None else domains, "domains")
+        domains = int_domains(DEFAULT_DOMAINS if domains is None else domains, "domains")
         test = options["test_domains"]
-        test = _int_list(DEFAULT_TEST_DOMAINS if test is None else test, "test_domains")
+        test = int_domains(DEFAULT_TEST_DOMAINS if test is None else test, "test_domains")
         # the held-out set, not its spelling, is the setting: [75, 0] and [0, 75] are one run
         groups = options["group_cols"]
         return {

@@ -20,7 +20,7 @@ from harness.unlabeled import STREAM_OFFSET
 from methods.fixmatch import FixMatch
 
 from .conftest import TINY, compose_config, run_rows
-from .test_unlabeled import _SmallModel, _train_values
+from .test_unlabeled import _SmallModel, assert_target_labels_unused
 
 TARGET = "gen-noise-1"
 FM = [
@@ -237,29 +237,4 @@ def test_the_targets_labels_cannot_change_fixmatch(tmp_path, monkeypatch):
     """The views are read without labels: the target's labels scrambled, and any labelled
     read of it refused, give exactly the same numbers."""
     extra = [*FM, "trainer.max_steps=3"]
-    run_mod.run(compose_config([*extra, f"results_dir={tmp_path / 'clean'}"]))
-    real = train_mod.unlabeled_split
-
-    class NoLabels:
-        def __init__(self, split):
-            self._split = split
-            self._labels = np.random.default_rng(0).permutation(split.labels)  # scrambled
-
-        def __getattr__(self, name):
-            return getattr(self._split, name)
-
-        def __len__(self):
-            return len(self._split)
-
-        def __getitem__(self, i):
-            raise AssertionError("an example read with its label")
-
-        @property
-        def labels(self):
-            return self._labels
-
-    monkeypatch.setattr(train_mod, "unlabeled_split", lambda *a: NoLabels(real(*a)))
-    run_mod.run(compose_config([*extra, f"results_dir={tmp_path / 'scrambled'}"]))
-    pd.testing.assert_series_equal(
-        _train_values(tmp_path / "clean"), _train_values(tmp_path / "scrambled"), check_exact=True
-    )
+    assert_target_labels_unused(extra, tmp_path, monkeypatch)

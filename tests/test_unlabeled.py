@@ -68,11 +68,9 @@ def _train_values(results_dir) -> pd.Series:
     return epochs.set_index(["epoch", "split", "metric"])["value"].sort_index()
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-def test_the_targets_labels_cannot_change_training(method, tmp_path, monkeypatch):
-    """Training with the target split's labels scrambled, and any read of an example through
-    the split's labelled __getitem__ refused, gives exactly the same numbers."""
-    extra = [*UL, f"method={method}", "trainer.max_steps=3"]
+def assert_target_labels_unused(extra: list[str], tmp_path, monkeypatch) -> None:
+    """A run of `extra` with the target split's labels scrambled, and any labelled read of
+    one of its examples refused, gives exactly the numbers of a clean run."""
     run_mod.run(compose_config([*extra, f"results_dir={tmp_path / 'clean'}"]))
     real = train_mod.unlabeled_split
 
@@ -99,6 +97,14 @@ def test_the_targets_labels_cannot_change_training(method, tmp_path, monkeypatch
     pd.testing.assert_series_equal(
         _train_values(tmp_path / "clean"), _train_values(tmp_path / "scrambled"), check_exact=True
     )
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_the_targets_labels_cannot_change_training(method, tmp_path, monkeypatch):
+    """Training with the target split's labels scrambled, and any read of an example through
+    the split's labelled __getitem__ refused, gives exactly the same numbers."""
+    extra = [*UL, f"method={method}", "trainer.max_steps=3"]
+    assert_target_labels_unused(extra, tmp_path, monkeypatch)
 
 
 def _values(run_dir: RunDir) -> pd.Series:

@@ -37,6 +37,16 @@ COMPARISON_COLUMNS = [
 ]
 
 
+# the test's own fields in a comparison row (adjustment and verdict are added per family)
+RESULT_FIELDS = ("seeds", "examples", "difference", "ci_low", "ci_high", "p_value", "level",
+                 "interval")  # fmt: skip
+
+
+def result_fields(result: Any) -> dict[str, Any]:
+    """A paired test's result (harness.stats) as the comparison row's statistic fields."""
+    return {f: getattr(result, f) for f in RESULT_FIELDS}
+
+
 def with_scores(frame: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
     """The rows of runs that kept per-example scores (posthoc/<eval_id>/scores/): one
     directory check per run, so that a store whose scores were pruned costs no file reads."""
@@ -134,14 +144,7 @@ def paired_comparisons(
                         "setting_id": setting_id,
                         "baseline": baseline,
                         "split": split,
-                        "seeds": result.seeds,
-                        "examples": result.examples,
-                        "difference": result.difference,
-                        "ci_low": result.ci_low,
-                        "ci_high": result.ci_high,
-                        "p_value": result.p_value,
-                        "level": result.level,
-                        "interval": result.interval,
+                        **result_fields(result),
                         **planned,
                     }
                 )
@@ -245,14 +248,7 @@ def scorer_comparisons(
                         "baseline": baseline,
                         "metric": metric,
                         "split": split,
-                        "seeds": result.seeds,
-                        "examples": result.examples,
-                        "difference": result.difference,
-                        "ci_low": result.ci_low,
-                        "ci_high": result.ci_high,
-                        "p_value": result.p_value,
-                        "level": result.level,
-                        "interval": result.interval,
+                        **result_fields(result),
                     }
                 )
     out = []
