@@ -5,11 +5,18 @@ A plugin gets a fresh copy of the trained network for every split (so nothing it
 split reaches the next) and the split's inputs only: the driver reads images through the
 split's image loader, never through the (image, label, index) items, so labels cannot reach
 the plugin. Labels are attached by the runner afterwards, for the metrics.
+
+A split whose size leaves a final batch of one example (len % tta.batch_size == 1) has that
+example folded into the previous batch, but only where the plugin would otherwise fail on it:
+batch norm computing batch statistics refuses a single value per channel. A trial adaptation
+of a throwaway copy on one example decides, so runs that worked before keep their batches.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +35,7 @@ from harness.rundir import RunDir
 from harness.store import atomic_write_parquet
 
 Batches = Callable[[], Iterator[torch.Tensor]]
+log = logging.getLogger("harness.tta")
 
 
 class TTA:
@@ -76,6 +84,66 @@ class InputsOnly(Dataset):
         return self.transform(self.load_image(i))
 
 
+class _OneValue(Exception):
+    """Raised in a trial where batch norm would compute statistics over one value."""
+
+
+def _refuse_one_value(module: nn.Module, args: tuple[Any, ...]) -> None:
+    # torch's own condition (F.batch_norm checks it when it computes batch statistics)
+    x = args[0]
+    batch_stats = module.training or module.running_mean is None
+    if batch_stats and x.shape[0] * math.prod(x.shape[2:]) == 1:
+        raise _OneValue
+
+
+def fails_on_one_example(tta: TTA, net: nn.Module, example: torch.Tensor) -> bool:
+    """Whether `tta` fails on a batch of one example because a batch-norm layer would
+    compute batch statistics over a single value per channel; tried on a throwaway copy."""
+    trial = copy.deepcopy(net).to(example.device).eval()
+    for m in trial.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.register_forward_pre_hook(_refuse_one_value)
+    try:
+        tta.adapt(trial, lambda: iter([example[None]]))
+    except _OneValue:
+        return True
+    except Exception:  # only batch norm is asked about; the real run reports the rest
+        return False
+    return False
+
+
+def fold_last_batch(
+    tta: TTA, net: nn.Module, split: Split, transform: Callable[[Any], torch.Tensor], device
+) -> bool:
+    """Whether `split`'s final batch of one example must join the previous batch (the plugin
+    would fail on it alone); a ValueError when the split has one example and nothing to join."""
+    if len(split) % tta.batch_size != 1:
+        return False
+    if not fails_on_one_example(tta, net, transform(split.load_image(0)).to(device)):
+        return False
+    if len(split) == 1:
+        raise ValueError(
+            f"tta ({type(tta).__name__}): split {split.name!r} has a single example, and "
+            "batch norm in training mode needs at least 2 per batch; leave the split out "
+            "or use a TTA plugin without batch statistics (tta=lame)"
+        )
+    log.info(
+        "tta.batch_size=%d: split %s's final example joins the previous batch (%d examples: "
+        "batch norm in training mode refuses a batch of one)",
+        *(tta.batch_size, split.name, tta.batch_size + 1),
+    )
+    return True
+
+
+def batch_indices(n: int, batch_size: int, fold_last: bool = False) -> list[list[int]]:
+    """Consecutive batches of `batch_size` over range(n); a final batch of one joins the
+    previous batch when `fold_last`."""
+    out = [list(range(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
+    if fold_last and len(out) > 1 and len(out[-1]) == 1:
+        out[-2:] = [out[-2] + out[-1]]
+    return out
+
+
 def adapt_split(
     tta: TTA,
     net: nn.Module,
@@ -83,15 +151,18 @@ def adapt_split(
     transform: Callable[[Any], torch.Tensor],
     device: torch.device,
     num_workers: int = 0,
+    fold_last: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits and features of every example of `split`, in its order, from a fresh copy of
-    `net` that `tta` adapts on the split's inputs alone; `net` itself is left unchanged."""
+    `net` that `tta` adapts on the split's inputs alone; `net` itself is left unchanged.
+    `fold_last`: None decides it here (fold_last_batch)."""
+    if fold_last is None:
+        fold_last = fold_last_batch(tta, net, split, transform, device)
     adapted = copy.deepcopy(net).to(device)
     adapted.eval()
     loader = DataLoader(
         InputsOnly(split, transform),
-        batch_size=tta.batch_size,
-        shuffle=False,
+        batch_sampler=batch_indices(len(split), tta.batch_size, fold_last),
         num_workers=num_workers,
     )
 
@@ -124,24 +195,28 @@ def adapt_run(
     inputs alone (harness/tta.py), into the Outputs cache; labels attached afterwards, for
     the metrics only. Forward keys: the trained run's key + split + transform + TTA config."""
     features_dtype = output_settings(c)["features_dtype"]
-    forward_keys: dict[str, str] = {}
-    for split in x.bench.splits.values():
-        fkey = trained.forward_key(
-            split.name,
+    splits = list(x.bench.splits.values())
+    forward_keys = {
+        s.name: trained.forward_key(
+            s.name,
             x.transform_desc,
             tta=tta_config(c),
             precision=c["precision"],
             features_dtype=features_dtype,
         )
-        path = rd.output_path(split.name, fkey)
-        if not path.is_file():
-            logits, features = adapt_split(
-                plugin, net, split, x.transform, x.device, c["trainer"]["num_workers"]
-            )
-            labels = split.labels.copy()
-            Outputs(logits, features, labels, np.arange(len(split), dtype=np.int64)).save(
-                path, features_dtype
-            )
+        for s in splits
+    }
+    todo = [s for s in splits if not rd.output_path(s.name, forward_keys[s.name]).is_file()]
+    # every split's final batch decided (or refused) before any split is adapted
+    fold = {s.name: fold_last_batch(plugin, net, s, x.transform, x.device) for s in todo}
+    for split in todo:
+        logits, features = adapt_split(
+            plugin, net, split, x.transform, x.device, c["trainer"]["num_workers"], fold[split.name]
+        )
+        labels = split.labels.copy()
+        Outputs(logits, features, labels, np.arange(len(split), dtype=np.int64)).save(
+            rd.output_path(split.name, forward_keys[split.name]), features_dtype
+        )
+    for split in splits:
         atomic_write_parquet(split.meta, rd.meta(split.name))
-        forward_keys[split.name] = fkey
     return forward_keys
