@@ -113,7 +113,11 @@ def fails_on_one_example(tta: TTA, net: nn.Module, example: torch.Tensor) -> boo
 
 
 def fold_last_batch(
-    tta: TTA, net: nn.Module, split: Split, transform: Callable[[Any], torch.Tensor], device
+    tta: TTA,
+    net: nn.Module,
+    split: Split,
+    transform: Callable[[Any], torch.Tensor],
+    device: torch.device,
 ) -> bool:
     """Whether `split`'s final batch of one example must join the previous batch (the plugin
     would fail on it alone); a ValueError when the split has one example and nothing to join."""
