@@ -55,7 +55,7 @@ def rebuild(
     stages, skipped = finished_stages(root)
     items = [(key, path) for key, (path, _) in stages.items()]  # the listing's order
     ordered = sorted(items)  # the store's order: merge_stages' sorted keys
-    workers = min(os.cpu_count() or 1, 4, max(1, len(items) // MIN_PARALLEL))
+    workers = min(os.cpu_count() or 1, 8, max(1, len(items) // MIN_PARALLEL))
     bounds = [len(items) * i // workers for i in range(workers + 1)]
     chunks = [ordered[bounds[i] : bounds[i + 1]] for i in range(workers)]
     token = f"bulk{secrets.token_hex(3)}"
