@@ -68,9 +68,13 @@ def test_rebuild_equals_collect_over_bad_files(tmp_path, monkeypatch, per_worker
     finish_run(tmp_path, 2, eval_id="e2")  # a second stage of one run
     spoil(tmp_path)
     monkeypatch.setattr(bulkread, "MIN_PARALLEL", per_worker)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)  # three chunks: two forked workers
+    forked, real = [], bulkread._in_workers
+    monkeypatch.setattr(bulkread, "_in_workers", lambda *a: forked.append(len(a[1])) or real(*a))
     expected, skipped, warned = outcome(lambda: collect(tmp_path))
     assert len(skipped) == BAD
     table, rebuilt_skipped, rebuilt_warned = outcome(lambda: collect_cached(tmp_path, rebuild=True))
+    assert forked == ([3] if per_worker == 30 else [])  # the path meant was taken
     assert (rebuilt_skipped, rebuilt_warned) == (skipped, warned)
     expected = expected.reset_index(drop=True)  # collect's drop_duplicates leaves gaps
     pd.testing.assert_frame_equal(table, expected, check_exact=True)  # dtypes and order
