@@ -75,6 +75,8 @@ def rebuild(
         for key, path in items:
             if key in bad:  # read again here: the exception `collect` reports, as it is
                 read = read_one(Path(path))
+                if not isinstance(read, Exception):  # rewritten meanwhile: the next rebuild
+                    read = ValueError("rows.parquet changed while the store was rebuilt")
                 why = f"unreadable rows.parquet: {type(read).__name__}: {read}"
                 skipped.append((Path(path), why))
         for path, why in skipped:
@@ -113,7 +115,8 @@ def _run_chunks(
 def _in_workers(
     root: Path, chunks: list, outs: list[Path], read_one: ReadOne, without_duplicates: Dedup
 ) -> list[Chunk]:
-    # fork: the workers inherit the functions passed in (nothing pickled but paths and ids)
+    """`_run_chunks` with forked workers (no interpreter start, no imports: the module-level
+    functions passed in are pickled by name, the chunks as paths and ids)."""
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=len(chunks) - 1, mp_context=context) as pool:
         futures = [

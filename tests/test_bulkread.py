@@ -110,3 +110,20 @@ def independent_good(root: Path) -> pd.DataFrame:
 def test_a_run_without_stages_and_an_empty_root(tmp_path):
     assert collect_cached(tmp_path, rebuild=True)[0].empty
     assert json.loads((tmp_path / "store" / "MANIFEST.json").read_text())["files"] == {}
+
+
+def test_workers_that_cannot_start_leave_the_same_table(tmp_path, monkeypatch):
+    for n in range(12):
+        finish_run(tmp_path, n)
+    monkeypatch.setattr(bulkread, "MIN_PARALLEL", 4)
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+
+    def refused(*args):
+        raise OSError("no fork here")
+
+    monkeypatch.setattr(bulkread, "_in_workers", refused)
+    with pytest.warns(UserWarning, match="in one process: no fork here"):
+        table, skipped, _ = collect_cached(tmp_path, rebuild=True)
+    assert not skipped
+    expected = collect(tmp_path)[0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(table, expected, check_exact=True)
