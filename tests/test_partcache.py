@@ -50,7 +50,10 @@ def write_run(root: Path, number: int, dataset: str, method: str, lr: int, seed:
     rows, an estimator's abs_error rows, corruption splits (dataset `plain`), per-domain
     rows (held-out domains) and per-example scores of every split."""
     payload = {
-        "dataset": {"name": dataset, **({"test_domains": held, "domains": DOMAINS} if held else {})},
+        "dataset": {
+            "name": dataset,
+            **({"test_domains": held, "domains": DOMAINS} if held else {}),
+        },
         "model": {"name": model},
         "method": {"name": method, "lr": lr},
         "trainer": {"epochs": 2},
@@ -92,7 +95,9 @@ def write_run(root: Path, number: int, dataset: str, method: str, lr: int, seed:
                 records.append((split, role, "doc", "abs_error", "", "", rng.uniform(0, 0.2)))
             if role == "shift_test" and held:
                 for d in held:
-                    records.append((split, role, "", "accuracy", "domain", d, rng.uniform(0.3, 0.8)))
+                    records.append(
+                        (split, role, "", "accuracy", "domain", d, rng.uniform(0.3, 0.8))
+                    )
         frame = pd.DataFrame(
             records,
             columns=["split", "split_role", "scorer", "metric", "group_key", "group_value", "value"],
@@ -110,7 +115,9 @@ def write_run(root: Path, number: int, dataset: str, method: str, lr: int, seed:
         atomic_write_parquet(frame, stage.rows)
         stage.done.write_text(json.dumps({"rows": len(frame)}))
     rd = RunDir(root, run_id)
-    rd.key_json.write_text(json.dumps({"run_id": run_id, "setting_id": setting, "payload": payload}))
+    rd.key_json.write_text(
+        json.dumps({"run_id": run_id, "setting_id": setting, "payload": payload})
+    )
     rd.done.write_text("{}")
 
 
@@ -232,7 +239,10 @@ def test_pieces_round_trip_their_files(table_root, tmp_path: Path) -> None:
     o = Options(**OPTIONS[0], primary_of=lambda d: "accuracy", headline_split=None)
     rows = table.take(np.flatnonzero((table["dataset"] == "plain").to_numpy()))
     agg = aggregate(rows, root)
-    frames = {"summary": agg, **{n: f for n, f in derived(rows, agg, root, o).items() if f is not None}}
+    frames = {
+        "summary": agg,
+        **{n: f for n, f in derived(rows, agg, root, o).items() if f is not None},
+    }
     h = headline(agg, "plain", "accuracy", frames["comparisons"])
     hf, info = partcache.headline_frames(h)
     partcache.save(tmp_path, "k1", frames | hf, {**info, "names": sorted(frames)})

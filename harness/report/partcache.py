@@ -26,10 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.feather as feather
 
+from harness.oracle import REPORT
 from harness.report.aggregate import ROW_KEY, SETTING_COLUMNS
 from harness.report.domains import AVERAGE, LODO
 from harness.report.headline import Headline
-from harness.oracle import REPORT
 
 PARTS_DIR = ".parts"
 META = "meta.json"
@@ -103,9 +103,9 @@ def stage_starts(table: pd.DataFrame) -> pd.Series:
     if table.empty:
         return pd.Series([], dtype="int64")
     run, ev = pa.array(table["run_id"]), pa.array(table["eval_id"])
-    change = pc.or_(
-        pc.not_equal(run[1:], run[:-1]), pc.not_equal(ev[1:], ev[:-1])
-    ).to_numpy(zero_copy_only=False)
+    change = pc.or_(pc.not_equal(run[1:], run[:-1]), pc.not_equal(ev[1:], ev[:-1])).to_numpy(
+        zero_copy_only=False
+    )
     starts = np.r_[0, np.flatnonzero(change) + 1]
     take = pa.array(starts)
     keys = [f"{r}/{e}" for r, e in zip(run.take(take).to_pylist(), ev.take(take).to_pylist(),
@@ -268,7 +268,9 @@ def derived(
     }
     for name, frame in corruption_tables(table, o.corruption_reference).items():
         out[f"corruptions.{name}"] = frame
-    out["effective_robustness"] = effective_robustness(agg, **o.robustness) if o.robustness else None
+    out["effective_robustness"] = (
+        effective_robustness(agg, **o.robustness) if o.robustness else None
+    )
     out["estimators"] = estimator_ranking(agg)
     out["domain_generalisation"] = domain_generalisation(table, root)
     return out
@@ -436,4 +438,3 @@ class PartCache:
             if d in self.keys and "summary" in frames and "names" in self.extra.get(d, {}):
                 save(self.board, self.keys[d], frames, self.extra[d])
         prune(self.board, {self.keys[d] for d in self.datasets if d in self.keys})
-
