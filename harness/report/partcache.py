@@ -27,12 +27,15 @@ import pyarrow.compute as pc
 import pyarrow.feather as feather
 
 from harness.oracle import REPORT
-from harness.report.aggregate import ROW_KEY, SETTING_COLUMNS
+from harness.report.aggregate import ROW_KEY
 from harness.report.domains import AVERAGE, LODO
 from harness.report.headline import Headline
 
 PARTS_DIR = ".parts"
 META = "meta.json"
+# columns of the table that no derived frame reads (left out of a dataset's rows)
+PROVENANCE = ("n", "selected_epoch", "forward_key", "posthoc_key", "results_version", "git_sha",
+              "git_dirty", "lock_hash", "versions", "created_at")  # fmt: skip
 STAGE, OFFSET = "_stage", "_offset"  # where a summary row's group first appears (see below)
 
 
@@ -117,12 +120,13 @@ def stage_starts(table: pd.DataFrame) -> pd.Series:
 
 
 def first_rows(rows: pd.DataFrame) -> np.ndarray:
-    """Per group of `aggregate` (its keys, first appearance order: groupby sort=False), the
-    position in `rows` of the group's first row: where the whole table's summary puts it."""
+    """Per group of `aggregate` (first appearance order: groupby sort=False), the position
+    in `rows` of the group's first row: where the whole table's summary puts it. Grouped by
+    setting_id and eval_id for all of SETTING_COLUMNS (the setting names its dataset, model,
+    method...): were it coarser, the count of groups would differ (with_stages refuses)."""
     if rows.empty:
         return np.zeros(0, dtype=np.int64)
-    rows = rows.assign(augment=rows["augment"].fillna("") if "augment" in rows else "")
-    groups = rows.groupby([*SETTING_COLUMNS, *ROW_KEY], dropna=False, sort=False).ngroup()
+    groups = rows.groupby(["setting_id", "eval_id", *ROW_KEY], dropna=False, sort=False).ngroup()
     _, first = np.unique(groups.to_numpy(), return_index=True)
     return first
 
@@ -302,7 +306,9 @@ class PartCache:
         """A changed dataset's rows, selected once (a take per column of the arrow table)."""
         if dataset not in self._rows:
             mask = (self.table["dataset"] == dataset).to_numpy(dtype=bool)
-            self._rows[dataset] = self.table.take(np.flatnonzero(mask))
+            # without the provenance columns no derived frame reads (a third of the take)
+            keep = [c for c in self.table.columns if c not in PROVENANCE]
+            self._rows[dataset] = self.table[keep].take(np.flatnonzero(mask))
         return self._rows[dataset]
 
     def starts(self) -> pd.Series:
@@ -331,8 +337,13 @@ class PartCache:
                 piece = self.held[d][0]["summary"]
             else:
                 rows = self.rows(d)
-                positions = rows.index.to_numpy()[first_rows(rows)]
-                piece = with_stages(aggregate(rows, self.root), positions, self.starts())
+                try:
+                    positions = rows.index.to_numpy()[first_rows(rows)]
+                    piece = with_stages(aggregate(rows, self.root), positions, self.starts())
+                except Unjoinable:  # another row order: the whole table, nothing cached
+                    self.keys, self.whole, self.held = {}, True, {}
+                    self.pieces = {d: {} for d in self.datasets}
+                    return self.summary()
                 self.pieces[d]["summary"] = piece
                 self.agg_of[d] = piece.drop(columns=[STAGE, OFFSET])
             pieces.append(piece)
