@@ -346,7 +346,14 @@ def test_one_new_run_recomputes_only_its_datasets_frames(tmp_path: Path, monkeyp
     write_leaderboard(root, "erm", **options)
     assert seen == {"aggregate": [], "derived": []}
     assert leaderboard_files(root) == expected
+    # a damaged piece: that dataset computed again, the same files
+    keys = json.loads((root / "leaderboard" / PAGES_FILE).read_text())
+    (parts / keys["rot"] / "summary.arrow").write_bytes(b"damaged")
+    write_leaderboard(root, "erm", **options)
+    assert seen == {"aggregate": [["rot"]], "derived": [["rot"]]}
+    assert leaderboard_files(root) == expected
     # another option: every dataset again (the whole table), equal to a rebuild's
+    seen["aggregate"].clear(), seen["derived"].clear()
     write_leaderboard(root, "irm", **options)
     assert seen["aggregate"] == [["plain", "rot", "solo"]]
     write_leaderboard(full, "irm", **options, rebuild=True)

@@ -256,3 +256,18 @@ def test_pieces_round_trip_their_files(table_root, tmp_path: Path) -> None:
     assert partcache.load(tmp_path, "k1") is None
     partcache.prune(tmp_path, set())
     assert not folder.exists()
+
+
+def test_what_cannot_be_joined_says_so() -> None:
+    """Pieces whose dtypes differ (a column of floats in one, objects in another) and a
+    table whose stages are not contiguous are Unjoinable: the whole table is used instead."""
+    a = pd.DataFrame({"dataset": ["a"], "x": [0.5]})
+    b = pd.DataFrame({"dataset": ["b"], "x": [None]}, dtype=object)
+    with pytest.raises(partcache.Unjoinable):
+        join([a, b], Kind())
+    assert join([a, b.iloc[:0]], Kind()).equals(a)  # an empty piece's dtypes do not count
+    table = pd.DataFrame({"run_id": ["r1", "r1", "r2", "r1"], "eval_id": ["e"] * 4})
+    with pytest.raises(partcache.Unjoinable):
+        stage_starts(table)
+    ok = stage_starts(table.iloc[:3])
+    assert ok.to_dict() == {"r1/e": 0, "r2/e": 2}
