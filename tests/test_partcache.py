@@ -21,8 +21,7 @@ from harness.report import partcache
 from harness.report.aggregate import aggregate
 from harness.report.headline import headline
 from harness.report.partcache import (
-    KINDS,
-    Kind,
+    ORDERS,
     Options,
     derived,
     first_rows,
@@ -205,9 +204,8 @@ def test_each_frame_is_its_datasets_pieces_put_together(table_root, options, mon
         if frame is None:
             assert all(pieces[d][name] is None for d in datasets), name
             continue
-        kind = KINDS.get(name, Kind())
         have = [pieces[d][name] for d in datasets if pieces[d].get(name) is not None]
-        _same(join(have, kind), frame, name)
+        _same(join(have, ORDERS.get(name)), frame, name)
     assert set(whole) == {n for d in datasets for n in pieces[d]}
     # what each function had to produce for the test to mean something
     assert len(whole["estimators"]) and len(whole["domain_generalisation"])
@@ -264,8 +262,8 @@ def test_what_cannot_be_joined_says_so() -> None:
     a = pd.DataFrame({"dataset": ["a"], "x": [0.5]})
     b = pd.DataFrame({"dataset": ["b"], "x": [None]}, dtype=object)
     with pytest.raises(partcache.Unjoinable):
-        join([a, b], Kind())
-    assert join([a, b.iloc[:0]], Kind()).equals(a)  # an empty piece's dtypes do not count
+        join([a, b])
+    assert join([a, b.iloc[:0]]).equals(a)  # an empty piece's dtypes do not count
     table = pd.DataFrame({"run_id": ["r1", "r1", "r2", "r1"], "eval_id": ["e"] * 4})
     with pytest.raises(partcache.Unjoinable):
         stage_starts(table)

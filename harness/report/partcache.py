@@ -43,14 +43,6 @@ class Unjoinable(Exception):
     """Pieces that cannot be put together as the whole-table computation would give them."""
 
 
-@dataclass
-class Kind:
-    """How one frame's per-dataset pieces are put together: `order` reorders the joined
-    pieces (a stable sort) where the whole-table computation is not dataset-major."""
-
-    order: Callable[[pd.DataFrame], np.ndarray] | None = None
-
-
 def _by_criterion(frame: pd.DataFrame) -> np.ndarray:
     """select_settings sorts its searches by criterion (then setting_id) across datasets;
     ties keep the searches' group order, dataset first: a stable sort of the joined pieces
@@ -70,18 +62,16 @@ def _by_block(frame: pd.DataFrame) -> np.ndarray:
     return np.argsort(block, kind="stable")
 
 
-KINDS = {
-    "summary": Kind(),  # put in table order by positions instead (join_summary)
-    "selection": Kind(_by_criterion),
-    "comparisons": Kind(),
-    "scorer_comparisons": Kind(),
-    "effective_robustness": Kind(),
-    "estimators": Kind(),
-    "domain_generalisation": Kind(_by_block),
+# frames whose whole-table order is not dataset-major: how the joined pieces are reordered
+ORDERS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
+    "selection": _by_criterion,
+    "domain_generalisation": _by_block,
 }
 
 
-def join(pieces: list[pd.DataFrame], kind: Kind) -> pd.DataFrame:
+def join(
+    pieces: list[pd.DataFrame], order: Callable[[pd.DataFrame], np.ndarray] | None = None
+) -> pd.DataFrame:
     """The pieces of datasets in sorted order as one frame: empty pieces left out (their
     dtypes are placeholders); a column whose dtype differs between pieces is Unjoinable."""
     full = [p for p in pieces if len(p)]
@@ -95,8 +85,8 @@ def join(pieces: list[pd.DataFrame], kind: Kind) -> pd.DataFrame:
         if len({str(p[column].dtype) for p in full if column in p}) > 1:
             raise Unjoinable(f"column {column} has different dtypes")
     out = full[0].reset_index(drop=True) if len(full) == 1 else pd.concat(full, ignore_index=True)
-    if kind.order is not None and len(full) > 1:
-        out = out.take(kind.order(out)).reset_index(drop=True)
+    if order is not None and len(full) > 1:
+        out = out.take(order(out)).reset_index(drop=True)
     return out
 
 
@@ -145,7 +135,7 @@ def with_stages(agg: pd.DataFrame, positions: np.ndarray, starts: pd.Series) -> 
 def join_summary(pieces: list[pd.DataFrame], starts: pd.Series) -> pd.DataFrame:
     """The summary pieces (with their stage columns) in the whole table's order: each
     group where its first row is in the table now."""
-    out = join(pieces, Kind())
+    out = join(pieces)
     if not len(out):
         return out.drop(columns=[STAGE, OFFSET], errors="ignore")
     at = starts.index.get_indexer(out[STAGE])
@@ -294,9 +284,9 @@ class PartCache:
                 found = load(self.board, keys[d]) if d in keys else None
                 if found is not None:
                     self.held[d] = found
-        self.changed = [d for d in self.datasets if d not in self.held]
-        self.pieces: dict[str, dict[str, pd.DataFrame]] = {d: {} for d in self.changed}
-        self.extra: dict[str, dict[str, Any]] = {d: {} for d in self.changed}
+        changed = [d for d in self.datasets if d not in self.held]
+        self.pieces: dict[str, dict[str, pd.DataFrame]] = {d: {} for d in changed}
+        self.extra: dict[str, dict[str, Any]] = {d: {} for d in changed}
         self._rows: dict[str, pd.DataFrame] = {}
         self._starts: pd.Series | None = None
         self.agg_of: dict[str, pd.DataFrame] = {}
@@ -417,7 +407,7 @@ class PartCache:
                 out[name] = None
                 continue
             try:
-                out[name] = join(pieces, KINDS[name])
+                out[name] = join(pieces, ORDERS.get(name))
             except Unjoinable:  # computed from the whole table, as before
                 whole = whole or derived(self.table, self.agg, self.root, o)
                 out[name] = whole[name]
@@ -431,7 +421,7 @@ class PartCache:
         out = {}
         for name in sorted({n for d in having for n in mine[d] if n.startswith("corruptions.")}):
             try:
-                out[name] = join([mine[d][name] for d in having if name in mine[d]], Kind())
+                out[name] = join([mine[d][name] for d in having if name in mine[d]])
             except Unjoinable:
                 from harness.report.corruption import corruption_tables
 
