@@ -311,7 +311,7 @@ def test_one_new_run_recomputes_only_its_datasets_frames(tmp_path: Path, monkeyp
         corruption_reference="vit",
     )
     root = tmp_path / "inc"
-    n = make_rich_root(root)
+    n = make_rich_root(root, lrs=(1,))  # one setting per method: a quicker root
     write_leaderboard(root, "erm", **options)
     parts = root / "leaderboard" / partcache.PARTS_DIR
     assert len(list(parts.iterdir())) == 3  # one folder per dataset

@@ -120,13 +120,13 @@ def write_run(root: Path, number: int, dataset: str, method: str, lr: int, seed:
     rd.done.write_text("{}")
 
 
-def make_root(root: Path) -> int:
+def make_root(root: Path, lrs: tuple[int, ...] = (1, 2)) -> int:
     """plain: 3 methods x 2 lr x 2 seeds under two eval configs, and one `vit` setting (the
     corruption reference); rot: held-out domains with their LODO pairs; solo: one seed per
     setting (bootstrap intervals)."""
     n = 0
     for method in ("erm", "irm", "mixup"):
-        for lr in (1, 2):
+        for lr in lrs:
             for seed in (0, 1):
                 write_run(root, n, "plain", method, lr, seed, evals=("e1", "e2"))
                 n += 1
