@@ -21,6 +21,7 @@ from harness.report import build
 from harness.report.build import write_leaderboard
 from harness.report.domains import domain_generalisation
 from harness.report.increment import PAGES_FILE
+from harness.report.partcache import PARTS_DIR
 from harness.rundir import RunDir
 from harness.selection import search_ids
 from harness.store import atomic_write_parquet
@@ -106,7 +107,9 @@ def leaderboard_files(root: Path) -> dict[str, bytes]:
     found = {
         str(p.relative_to(root)): p.read_bytes()
         for p in sorted((root / "leaderboard").rglob("*"))
-        if p.is_file() and p.name != PAGES_FILE  # the pages' keys: DONE mtimes of that root
+        if p.is_file()
+        and p.name != PAGES_FILE  # the pages' keys: DONE mtimes of that root
+        and PARTS_DIR not in p.parts  # the derived frames' cache: the same keys
     }
     found["table.csv"] = (root / "table.csv").read_bytes()
     return found
@@ -290,3 +293,69 @@ def test_one_new_run_remakes_only_its_datasets_page(tmp_path: Path, monkeypatch)
     made.clear()
     write_leaderboard(root, "irm", outputs=TABLES)
     assert made == []
+
+
+def test_one_new_run_recomputes_only_its_datasets_frames(tmp_path: Path, monkeypatch) -> None:
+    """harness/report/partcache.py: after one new run in dataset `plain`, only plain's rows
+    are aggregated and its frames derived (rot's and solo's are read from leaderboard/.parts/),
+    and every output file equals a rebuild=true copy's; a changed option computes every
+    dataset again; the folders of keys no dataset has any more are removed."""
+    from harness.report import aggregate as aggregate_module
+    from harness.report import partcache
+    from tests.test_partcache import make_root as make_rich_root
+    from tests.test_partcache import write_run as write_rich_run
+
+    options = dict(
+        outputs=("markdown",),  # the page (html) reads the same frames; 1 s a call here
+        effective_robustness_options={"scale": "logit"},
+        corruption_reference="vit",
+    )
+    root = tmp_path / "inc"
+    n = make_rich_root(root, lrs=(1,))  # one setting per method: a quicker root
+    write_leaderboard(root, "erm", **options)
+    parts = root / "leaderboard" / partcache.PARTS_DIR
+    assert len(list(parts.iterdir())) == 3  # one folder per dataset
+    seen: dict[str, list[list[str]]] = {"aggregate": [], "derived": []}
+
+    def spy(name, real):
+        def wrapped(table, *args, **kwargs):
+            seen[name].append(sorted(table["dataset"].unique()))
+            return real(table, *args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(aggregate_module, "aggregate", spy("aggregate", aggregate_module.aggregate))
+    monkeypatch.setattr(partcache, "derived", spy("derived", partcache.derived))
+    write_rich_run(root, n, "plain", "irm", 3, 0, evals=("e1", "e2"))
+    write_leaderboard(root, "erm", **options)
+    assert seen == {"aggregate": [["plain"]], "derived": [["plain"]]}
+    assert len(list(parts.iterdir())) == 3  # plain's old key's folder removed
+    full = tmp_path / "full"
+    shutil.copytree(root / "runs", full / "runs")
+    write_leaderboard(full, "erm", **options, rebuild=True)
+    got, expected = leaderboard_files(root), leaderboard_files(full)
+    assert sorted(got) == sorted(expected)
+    for name in expected:
+        assert got[name] == expected[name], name
+    for name in ("comparisons.csv", "scorer_comparisons.csv", "selection.csv",
+                 "corruptions_mce.csv", "effective_robustness.csv", "estimators.csv",
+                 "domain_generalisation.csv", "summary.csv"):  # fmt: skip
+        assert len(got[f"leaderboard/{name}"].splitlines()) > 2, name
+    # nothing new: nothing computed, the same files
+    seen["aggregate"].clear(), seen["derived"].clear()
+    write_leaderboard(root, "erm", **options)
+    assert seen == {"aggregate": [], "derived": []}
+    assert leaderboard_files(root) == expected
+    # a damaged piece: that dataset computed again, the same files
+    keys = json.loads((root / "leaderboard" / PAGES_FILE).read_text())
+    (parts / keys["rot"] / "summary.arrow").write_bytes(b"damaged")
+    write_leaderboard(root, "erm", **options)
+    assert seen == {"aggregate": [["rot"]], "derived": [["rot"]]}
+    assert leaderboard_files(root) == expected
+    # another option: every dataset again (the whole table), equal to a rebuild's
+    seen["aggregate"].clear(), seen["derived"].clear()
+    write_leaderboard(root, "irm", **options)
+    assert seen["aggregate"] == [["plain", "rot", "solo"]]
+    write_leaderboard(full, "irm", **options, rebuild=True)
+    assert leaderboard_files(root) == leaderboard_files(full)
+    assert len(list(parts.iterdir())) == 3

@@ -10,20 +10,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from harness.report.aggregate import aggregate
-from harness.report.compare import paired_comparisons, scorer_comparisons
-from harness.report.corruption import corruption_tables
-from harness.report.domains import domain_generalisation, domain_markdown
+from harness.report.domains import domain_markdown
 from harness.report.drawing import resolve_plot_workers
-from harness.report.estimators import estimator_ranking, estimators_section
-from harness.report.headline import headline, headline_markdown
+from harness.report.estimators import estimators_section
+from harness.report.headline import headline_markdown
 from harness.report.increment import page_keys, record_pages, unchanged_pages
 from harness.report.markdown import dataset_markdown, index_markdown, plots_section
 from harness.report.page import write_page
+from harness.report.partcache import Options, PartCache
 from harness.report.plotcache import CachedPlots
-from harness.report.robustness import check_options, effective_robustness, robustness_section
+from harness.report.robustness import check_options, robustness_section
 from harness.report.task_aggregates import aggregates_table
-from harness.selection import select_settings
 from harness.store import atomic_write_csv, atomic_write_text
 from harness.table import collect_cached, collect_failures
 
@@ -86,7 +83,12 @@ def write_leaderboard(
     with leaderboard_lock(root):
         table, skipped, changed = collect_cached(root, rebuild=rebuild)
         _warn_unknown_baselines(table, baseline, scorer_baseline)
-        agg = aggregate(table, root)
+        # what a dataset's page and its derived frames depend on (increment.py): its stages,
+        # the options, the code; frames of datasets whose key is unchanged are read from
+        # leaderboard/.parts/, the others computed from their rows (partcache.py)
+        keys = page_keys(root, table, locals_options)
+        parts = PartCache(root, table, keys, rebuild)
+        agg = parts.summary()
         board = root / "leaderboard"
         datasets = sorted(agg["dataset"].unique())
 
@@ -107,61 +109,53 @@ def write_leaderboard(
             if changed or not (root / "table.csv").is_file():
                 atomic_write_csv(table, root / "table.csv")
             atomic_write_csv(agg, board / "summary.csv")
-            selected = None
-            if model_selection:
-                selected = select_settings(table, model_selection, root)
+            # scorer_resamples is accepted but no longer used: DeLong needs no resamples
+            frames, headlines = parts.frames(
+                Options(baseline, scorer_baseline, multiple_comparisons,
+                        scorer_multiple_comparisons, model_selection, min_effect,
+                        corruption_reference, robustness, primary_of, headline_split)
+            )  # fmt: skip
+            selected = frames["selection"]
+            if selected is not None:
                 atomic_write_csv(selected, board / "selection.csv")
-            # after a hyperparameter search, the chosen setting of each method is what is
-            # compared (with several baseline settings and no selection, there is no single
-            # baseline)
-            chosen = (
-                table
-                if selected is None
-                else table[table["setting_id"].isin(selected["setting_id"])]
-            )
-            comparisons = paired_comparisons(
-                chosen, root, baseline, multiple_comparisons, min_effect
-            )
+            comparisons = frames["comparisons"]
             atomic_write_csv(comparisons, board / "comparisons.csv")
-            scorer_comp = None
-            if scorer_baseline:
-                # scorer_resamples is accepted but no longer used: DeLong needs no resamples
-                scorer_comp = scorer_comparisons(
-                    table, root, scorer_baseline, scorer_multiple_comparisons
-                )
+            scorer_comp = frames["scorer_comparisons"]
+            if scorer_comp is not None:
                 atomic_write_csv(scorer_comp, board / "scorer_comparisons.csv")
             if aggregates:  # IQM and probability of improvement over the shifted splits
+                # after a search, the chosen setting of each method (as the comparisons)
+                chosen = (
+                    table
+                    if selected is None
+                    else table[table["setting_id"].isin(selected["setting_id"])]
+                )
                 metric_of = {dataset: primary_of(dataset) for dataset in datasets}
                 atomic_write_csv(
                     aggregates_table(chosen, metric_of, baseline), board / "aggregates.csv"
                 )
-            corruptions = corruption_tables(table, corruption_reference)
+            corruptions = {
+                name.removeprefix("corruptions."): frame
+                for name, frame in frames.items()
+                if name.startswith("corruptions.")
+            }
             for name, frame in corruptions.items():
                 atomic_write_csv(frame, board / f"corruptions_{name}.csv")
-            eff = effective_robustness(agg, **robustness) if robustness else None
+            eff = frames["effective_robustness"]
             if eff is not None:
                 atomic_write_csv(eff, board / "effective_robustness.csv")
-            ranking = estimator_ranking(agg)  # accuracy estimators by MAE on shifted splits
+            ranking = frames["estimators"]  # accuracy estimators by MAE on shifted splits
             if not ranking.empty:
                 atomic_write_csv(ranking, board / "estimators.csv")
-            held_out = domain_generalisation(table, root)  # leave-one-domain-out sweeps only
+            held_out = frames["domain_generalisation"]  # leave-one-domain-out sweeps only
             if not held_out.empty:
                 atomic_write_csv(held_out, board / "domain_generalisation.csv")
-            headlines = {
-                dataset: headline(
-                    agg,
-                    dataset,
-                    primary_of(dataset),
-                    comparisons,
-                    (headline_split or {}).get(dataset),
-                )
-                for dataset in datasets
-            }
             # the Markdown too, while the plots are drawn; their links are added after.
             # A dataset whose stages and options are those its page was written from is
             # left as it is (harness/report/increment.py): after one new run, only its
             # dataset's page is made
-            keys = page_keys(root, table, locals_options) if "markdown" in outputs else {}
+            if "markdown" not in outputs:
+                keys = {}
             kept = set() if rebuild else unchanged_pages(board, keys)
             texts = {
                 dataset: dataset_markdown(
@@ -209,6 +203,7 @@ def write_leaderboard(
                 corruptions=corruptions,
                 failures=failures,
             )
+        parts.save()
         index = index_markdown(table, len(skipped), datasets, "html" in outputs, failures)
         atomic_write_text(board / "README.md", index)
         return paths

@@ -4,7 +4,8 @@ dataset: aggregates per setting, comparisons and their p-value families per data
 x eval config, selection per search) and on the leaderboard's options. Its key: the store's
 stages of that dataset with their DONE identities, the options, the harness's files and
 the numeric libraries' versions; kept in leaderboard/.pages.json. A page whose key is unchanged is neither computed
-nor written again (its mtime and inode stay)."""
+nor written again (its mtime and inode stay). The same keys name each dataset's derived
+frames in leaderboard/.parts/ (harness/report/partcache.py)."""
 
 from __future__ import annotations
 
