@@ -284,13 +284,13 @@ def write_generation(
     tables: dict[str, pa.Table | None],
     stages: dict[str, Entry],
     facts: dict[str, tuple[str, str] | None] | None = None,
-) -> None:
+) -> str:
     """Publish a new generation: `tables` maps each name to its new rows, or to None when
         the previous generation's file holds them unchanged; `stages` is the new index, `facts`
     each stage's run's key.json facts (harness/keyfacts.py; missing: not known). Data and
         index files first, MANIFEST.json last (the switch); then the files of generations older
         than the previous one are deleted (a reader without the flock may still hold those of
-        the previous one)."""
+        the previous one). Returns the new index file's name (the generation's name)."""
     root = store_dir(results_dir)
     root.mkdir(parents=True, exist_ok=True)
     token = f"{int(time.time())}{secrets.token_hex(3)}"
@@ -338,6 +338,7 @@ def write_generation(
         if entry.is_file(follow_symlinks=False) and entry.name.endswith(SUFFIX):
             if entry.name not in kept | before:
                 Path(entry.path).unlink(missing_ok=True)
+    return index_name
 
 
 def _read_arrow(path: Path) -> pa.Table:

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harness import rowstore
+from harness import rowstore, tablefiles
 from harness.keyfacts import read_facts
 from harness.rundir import (
     FAILED_WHY,
@@ -31,7 +31,6 @@ from harness.rundir import (
     stage_done_path,
     stage_rows_path,
 )
-from harness.store import atomic_write_parquet
 
 # The tidy table: one row per number. Later columns may be added, never renamed.
 ROW_COLUMNS = [
@@ -201,7 +200,7 @@ def _read_rows(stages: list[Path] | list[tuple[Path, Path | None]]) -> list[pa.T
 
 
 def collect_cached(
-    results_dir: str | Path, rebuild: bool = False
+    results_dir: str | Path, rebuild: bool = False, csv: bool = False, background: bool = False
 ) -> tuple[pd.DataFrame, list[tuple[Path, str]], bool]:
     """`collect` through the consolidated store (harness/rowstore.py): a stage whose DONE
     has the identity (mtime, size) the store holds is taken from it, one the store lacks
@@ -210,8 +209,12 @@ def collect_cached(
     its data file is written again only when a stage came or went. The same table as
     `collect`, row for row. Call it under the leaderboard's flock (write_leaderboard does). rebuild=True
     ignores the store and builds it again from every run directory. Returns (table,
-    skipped, changed): changed is False when the store held every stage already."""
+    skipped, changed): changed is False when the store held every stage already.
+    table.parquet (and table.csv when `csv`) is written again when it is not the current
+    generation's (harness/tablefiles.py): in a thread when `background`, which the caller
+    joins with tablefiles.wait(results_dir) before anything reads the files."""
     root = Path(results_dir)
+    tablefiles.wait(root)  # a previous collection's files: renamed before this one starts
     # the parts before the listing: a part appended after the listing was made is left for
     # the next compaction, never deleted unread (its run may have finished meanwhile)
     parts = {} if rebuild else rowstore.list_parts(root)
@@ -268,14 +271,17 @@ def collect_cached(
     for key in missing:
         facts[key] = read[key.split("/", 1)[0]]
     changed = changed or any(facts[k] is not None for k in missing)  # something learned
+    name = gen.manifest["index"] if gen is not None else ""  # the generation's name
     if changed:
-        rowstore.write_generation(root, gen, written, index, facts)
+        name = rowstore.write_generation(root, gen, written, index, facts)
         (root / "table.stages.json").unlink(missing_ok=True)  # the cache before the store
     rowstore.remove_parts([path for found in parts.values() for path in found.values()])
     rowstore.clean_temporaries(root)
     table = to_frame(list(tables.values()), unique=True)
-    if changed or not (root / "table.parquet").is_file():  # an output (harness.export)
-        atomic_write_parquet(table, root / "table.parquet")
+    # the outputs (harness.export reads table.parquet) not written from this generation
+    held = tablefiles.current(root, name)
+    names = [n for n in (tablefiles.PARQUET, tablefiles.CSV)[: 1 + csv] if n not in held]
+    tablefiles.write(root, table, names, name, background)
     return table, skipped, changed
 
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness import tablefiles
 from harness.report.aggregate import aggregate
 from harness.report.compare import paired_comparisons, scorer_comparisons
 from harness.report.corruption import corruption_tables
@@ -84,7 +85,8 @@ def write_leaderboard(
     # one rebuild of a root at a time: a second process (an overlapping sweep's end, a
     # user's command) waits, then rebuilds from what is there (issue 24, item 4)
     with leaderboard_lock(root):
-        table, skipped, changed = collect_cached(root, rebuild=rebuild)
+        # table.parquet/.csv written in a thread meanwhile (joined in leaderboard_lock)
+        table, skipped, changed = collect_cached(root, rebuild, csv=True, background=True)
         _warn_unknown_baselines(table, baseline, scorer_baseline)
         agg = aggregate(table, root)
         board = root / "leaderboard"
@@ -104,8 +106,6 @@ def write_leaderboard(
         }
         # the plots are drawn (in worker processes) while the tables are made here
         with CachedPlots(jobs, root, resolve_plot_workers(plot_workers)) as plots:
-            if changed or not (root / "table.csv").is_file():
-                atomic_write_csv(table, root / "table.csv")
             atomic_write_csv(agg, board / "summary.csv")
             selected = None
             if model_selection:
@@ -223,7 +223,10 @@ def leaderboard_lock(root: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            try:  # collect_cached's background writes: done before another rebuild may start
+                tablefiles.wait(root)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_headline_split(value: Any) -> None:
