@@ -224,6 +224,11 @@ class Generation:
 Entry = tuple[Identity, str, int]  # a stage in the index: (DONE identity, data file, rows)
 
 
+# the last generation this process read, per root, with its manifest and its index file's
+# stats: the leaderboard loads it three times (collection, page keys, key facts)
+_LOADED: dict[str, tuple[dict[str, Any], tuple[int, int], Generation]] = {}
+
+
 def load_generation(results_dir: str | Path) -> Generation | None:
     """The current generation, or None when there is none or it cannot be trusted (an
     unreadable manifest or index, a data file missing): the caller then reads the run
@@ -233,13 +238,20 @@ def load_generation(results_dir: str | Path) -> Generation | None:
         manifest = json.loads((store_dir(root) / MANIFEST).read_text())
         if manifest.get("version") != VERSION:
             return None
-        index = _read_arrow(store_dir(root) / manifest["index"])
-        if not all(c in index.column_names for c in INDEX_COLUMNS):
-            return None
         for name in manifest["files"].values():
             if not (store_dir(root) / name).is_file():
                 return None
-        return Generation(root, manifest, index)
+        st = os.stat(store_dir(root) / manifest["index"])
+        seen = (manifest, (st.st_mtime_ns, st.st_size))
+        held = _LOADED.get(os.path.abspath(root))
+        if held is not None and held[:2] == seen:
+            return held[2]
+        index = _read_arrow(store_dir(root) / manifest["index"])
+        if not all(c in index.column_names for c in INDEX_COLUMNS):
+            return None
+        gen = Generation(root, manifest, index)
+        _LOADED[os.path.abspath(root)] = (*seen, gen)
+        return gen
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
         return None
 
