@@ -15,6 +15,8 @@ the results root, so that the leaderboard reads one file instead of one per run
       parts/<run_id>.<eval_id>.<mtime_ns>-<size>.parquet
                                        appended by a run when its stage finishes: a byte copy
                                        of the stage's rows.parquet, named by its identity
+      TABLES.json                      the generation table.parquet/.csv were written from
+                                       (harness/tablefiles.py)
 
 Writers: a run appends a part (its own name, written to a temporary name and renamed: never
 half visible; two sweeps never write the same name unless they hold the same bytes). The
