@@ -12,7 +12,6 @@ import json
 import os
 import stat
 import warnings
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -110,7 +109,7 @@ def collect_current(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[P
     if not current:
         return collect(root)
     try:
-        tables = [gen.read(name) for name in sorted(gen.files)]
+        tables = [rowstore.read_ordered(gen)]
     except (OSError, pa.ArrowException):  # compacted away meanwhile: the run directories
         return collect(root)
     for path, why in skipped:
@@ -221,13 +220,11 @@ def collect_cached(
     stages, skipped = finished_stages(root)
     gen = None if rebuild else rowstore.load_generation(root)
     held = gen.stages if gen is not None else {}
-    kept: dict[str, set[str]] = {}
     index: dict[str, rowstore.Entry] = {}
     to_read = []
     for key, (path, identity) in stages.items():
         entry = held.get(key)
         if entry is not None and entry[0] == identity:
-            kept.setdefault(entry[1], set()).add(key)
             index[key] = entry
         else:
             to_read.append((key, Path(path), identity, parts.get(key, {}).get(identity)))
@@ -240,27 +237,12 @@ def collect_cached(
             skipped.append((stage, f"unreadable rows.parquet: {type(read).__name__}: {read}"))
             continue
         found[key], identities[key] = read, identity
-    fresh: dict[str, dict[str, pa.Table]] = {}
-    for key, rows in _without_duplicates(found).items():
-        # one data file, in key order: the table is read back in `collect`'s order with no
-        # reordering (files per dataset would need an interleave on every read; measured
-        # in docs/results.md)
-        fresh.setdefault(rowstore.ROWS, {})[key] = rows
-        index[key] = (identities[key], rowstore.ROWS, rows.num_rows)
     for path, why in skipped:
         warnings.warn(f"skipping {path}: {why}", stacklevel=2)
-    counts = Counter(entry[1] for entry in held.values())
-    tables: dict[str, pa.Table] = {}
-    written: dict[str, pa.Table | None] = {}
-    for name in sorted(set(kept) | set(fresh)):  # the data file(s): one, rowstore.ROWS
-        same = kept.get(name, set())
-        old = gen.read(name) if same and gen is not None else None
-        if name not in fresh and len(same) == counts[name]:
-            tables[name], written[name] = old, None  # unchanged: not written again
-            continue
-        new = fresh.get(name, {})
-        merged = rowstore.merge_stages(gen, name, [*same, *new], new, old)
-        tables[name] = written[name] = merged
+    # stage after stage in key order: the table is read back in `collect`'s order with no
+    # reordering (rowstore.compact: one data file, and a small one of the latest stages)
+    new = {k: (identities[k], rows) for k, rows in _without_duplicates(found).items()}
+    whole, written = rowstore.compact(gen, index, new)
     changed = gen is None or set(written) != set(gen.files)
     changed = changed or any(t is not None for t in written.values())
     # each stage's run's key.json facts (harness/keyfacts.py): read once, when the stage
@@ -277,7 +259,7 @@ def collect_cached(
         (root / "table.stages.json").unlink(missing_ok=True)  # the cache before the store
     rowstore.remove_parts([path for found in parts.values() for path in found.values()])
     rowstore.clean_temporaries(root)
-    table = to_frame(list(tables.values()), unique=True)
+    table = to_frame([whole] if whole.num_columns else [], unique=True)
     # the outputs (harness.export reads table.parquet) not written from this generation
     held = tablefiles.current(root, name)
     names = [n for n in (tablefiles.PARQUET, tablefiles.CSV)[: 1 + csv] if n not in held]
