@@ -12,6 +12,8 @@ the results root, so that the leaderboard reads one file instead of one per run
                                        facts, harness/keyfacts.py; null: not known)
       rows-<token>.arrow               the rows of every stage, stage after stage in key
                                        order (Arrow IPC with LZ4: read 8x faster than Parquet)
+      delta-<token>.arrow              the few stages added since rows-<token> was written
+                                       (compact); the index's `file` says which holds a stage
       parts/<run_id>.<eval_id>.<mtime_ns>-<size>.parquet
                                        appended by a run when its stage finishes: a byte copy
                                        of the stage's rows.parquet, named by its identity
