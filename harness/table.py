@@ -109,7 +109,7 @@ def collect_current(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[P
     if not current:
         return collect(root)
     try:
-        tables = [rowstore.read_ordered(gen)]
+        tables = [t for t in [rowstore.read_ordered(gen)] if t.num_columns]  # none: empty
     except (OSError, pa.ArrowException):  # compacted away meanwhile: the run directories
         return collect(root)
     for path, why in skipped:

@@ -387,3 +387,7 @@ def test_a_few_new_stages_go_to_a_delta_file_and_the_table_keeps_collects_order(
     incremental = collect_cached(tmp_path)[0].reset_index(drop=True)
     rebuilt = collect_cached(tmp_path, rebuild=True)[0].reset_index(drop=True)
     pd.testing.assert_frame_equal(incremental, rebuilt, check_exact=True)
+    shutil.rmtree(tmp_path / "runs")  # every stage gone: an empty table, not a broken one
+    (tmp_path / "runs").mkdir()
+    for table in (collect_cached(tmp_path)[0], collect_current(tmp_path)[0]):
+        assert table.empty and list(table.columns) == list(collect(tmp_path)[0].columns)
