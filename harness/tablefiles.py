@@ -68,7 +68,7 @@ class _Write(threading.Thread):
             self.error = exc
 
 
-_pending: dict[Path, _Write] = {}
+_pending: dict[str, _Write] = {}  # by absolute path: one pending write per root
 _guard = threading.Lock()
 
 
@@ -95,14 +95,14 @@ def write(
             raise job.error
         return
     with _guard:
-        _pending[root] = job
+        _pending[os.path.abspath(root)] = job
     job.start()
 
 
 def wait(results_dir: str | Path | None = None) -> None:
     """Join the pending write of `results_dir` (of every root when None); raise its error."""
     with _guard:
-        roots = list(_pending) if results_dir is None else [Path(results_dir)]
+        roots = list(_pending) if results_dir is None else [os.path.abspath(results_dir)]
         jobs = [_pending.pop(r) for r in roots if r in _pending]
     for job in jobs:
         job.join()
