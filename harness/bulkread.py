@@ -29,10 +29,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from harness import rowstore
+from harness import rowstore, tablefiles
 from harness.keyfacts import Facts, read_facts
 from harness.rundir import finished_stages
-from harness.store import atomic_write_parquet
 
 ReadOne = Callable[[Path], "pa.Table | Exception"]
 Dedup = Callable[[dict[str, pa.Table]], dict[str, pa.Table]]
@@ -46,10 +45,16 @@ Chunk = tuple[str | None, list[tuple[str, int]], list[str], dict[str, Facts]]
 
 
 def rebuild(
-    results_dir: str | Path, read_one: ReadOne, without_duplicates: Dedup, to_frame: Callable
+    results_dir: str | Path,
+    read_one: ReadOne,
+    without_duplicates: Dedup,
+    to_frame: Callable,
+    csv: bool = False,
+    background: bool = False,
 ) -> tuple[pd.DataFrame, list[tuple[Path, str]], bool]:
     """`collect_cached(rebuild=True)`: the store built again from every run directory, then
-    table.parquet; returns (table, skipped, changed=True). `read_one`, `without_duplicates`
+    table.parquet (and table.csv when `csv`; in a thread when `background`: harness/tablefiles.py);
+    returns (table, skipped, changed=True). `read_one`, `without_duplicates`
     and `to_frame` are harness/table.py's (passed in: table.py calls this module)."""
     root = Path(results_dir)
     stages, skipped = finished_stages(root)
@@ -85,11 +90,12 @@ def rebuild(
         index = {key: (stages[key][1], rowstore.ROWS, rows) for key, rows in held}
         facts_of = {key: facts.get(key.split("/", 1)[0]) for key in index}
         written = {rowstore.ROWS: merged} if merged is not None else {}
-        rowstore.write_generation(root, None, written, index, facts_of)
+        index_name = rowstore.write_generation(root, None, written, index, facts_of)
         (root / "table.stages.json").unlink(missing_ok=True)  # the cache before the store
         rowstore.clean_temporaries(root)
         table = to_frame([merged] if merged is not None else [], unique=True)
-        atomic_write_parquet(table, root / "table.parquet")
+        names = [tablefiles.PARQUET, tablefiles.CSV][: 1 + csv]
+        tablefiles.write(root, table, names, index_name, background)
         return table, skipped, True
     finally:
         for path in outs:

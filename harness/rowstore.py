@@ -12,9 +12,13 @@ the results root, so that the leaderboard reads one file instead of one per run
                                        facts, harness/keyfacts.py; null: not known)
       rows-<token>.arrow               the rows of every stage, stage after stage in key
                                        order (Arrow IPC with LZ4: read 8x faster than Parquet)
+      delta-<token>.arrow              the few stages added since rows-<token> was written
+                                       (compact); the index's `file` says which holds a stage
       parts/<run_id>.<eval_id>.<mtime_ns>-<size>.parquet
                                        appended by a run when its stage finishes: a byte copy
                                        of the stage's rows.parquet, named by its identity
+      TABLES.json                      the generation table.parquet/.csv were written from
+                                       (harness/tablefiles.py)
 
 Writers: a run appends a part (its own name, written to a temporary name and renamed: never
 half visible; two sweeps never write the same name unless they hold the same bytes). The
@@ -50,7 +54,10 @@ VERSION = 1
 INDEX_COLUMNS = ("run_id", "eval_id", "done_mtime_ns", "done_size", "file", "rows")
 # the run's key.json facts (harness/keyfacts.py); an index written before them lacks them
 FACT_COLUMNS = ("search_id", "domain_facts")
-ROWS = "rows"  # the name of the (one) data file's entry in MANIFEST.json
+ROWS = "rows"  # the data file's entry in MANIFEST.json
+# a second data file: the stages added since `rows` was written, when they are few (at most
+# DELTA_SHARE of its rows and DELTA_STAGES stages), so one new run rewrites them, not `rows`
+DELTA, DELTA_SHARE, DELTA_STAGES = "delta", 0.1, 32
 SUFFIX = ".arrow"  # the compacted files: Arrow IPC (Feather v2, LZ4)
 # a temporary part of a process on another host is removed when it is this old (seconds)
 STALE_TEMPORARY = 3600.0
@@ -212,16 +219,13 @@ class Generation:
     def read(self, name: str) -> pa.Table:
         return _read_arrow(store_dir(self.root) / self.files[name])
 
-    def offsets(self, name: str) -> dict[str, tuple[int, int]]:
-        """{stage key: (first row, rows)} in the data file."""
-        found, at = {}, 0
-        for key in sorted(k for k, e in self.stages.items() if e[1] == name):
-            found[key] = (at, self.stages[key][2])
-            at += self.stages[key][2]
-        return found
-
 
 Entry = tuple[Identity, str, int]  # a stage in the index: (DONE identity, data file, rows)
+
+
+# the last generation this process read, per root, with its manifest and its index file's
+# stats: the leaderboard loads it three times (collection, page keys, key facts)
+_LOADED: dict[str, tuple[dict[str, Any], tuple[int, int], Generation]] = {}
 
 
 def load_generation(results_dir: str | Path) -> Generation | None:
@@ -233,49 +237,99 @@ def load_generation(results_dir: str | Path) -> Generation | None:
         manifest = json.loads((store_dir(root) / MANIFEST).read_text())
         if manifest.get("version") != VERSION:
             return None
-        index = _read_arrow(store_dir(root) / manifest["index"])
-        if not all(c in index.column_names for c in INDEX_COLUMNS):
-            return None
         for name in manifest["files"].values():
             if not (store_dir(root) / name).is_file():
                 return None
-        return Generation(root, manifest, index)
+        st = os.stat(store_dir(root) / manifest["index"])
+        seen = (manifest, (st.st_mtime_ns, st.st_size))
+        held = _LOADED.get(os.path.abspath(root))
+        if held is not None and held[:2] == seen:
+            return held[2]
+        index = _read_arrow(store_dir(root) / manifest["index"])
+        if not all(c in index.column_names for c in INDEX_COLUMNS):
+            return None
+        gen = Generation(root, manifest, index)
+        _LOADED[os.path.abspath(root)] = (*seen, gen)
+        return gen
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException):
         return None
 
 
-def merge_stages(
-    previous: Generation | None,
-    name: str,
-    keys: list[str],
-    fresh: dict[str, pa.Table],
-    old: pa.Table | None,
-) -> pa.Table:
-    """A data file's new rows: the stages `keys` in key order, each from `fresh` or else from
-    the previous data file `old` (runs of neighbouring stages taken as one zero-copy slice,
-    located by the index's row counts: no row is compared or sorted)."""
-    offsets = previous.offsets(name) if previous is not None and old is not None else {}
+def ordered(keys: list[str], sources: dict[str, tuple[pa.Table, int, int]]) -> pa.Table:
+    """The stages `keys` in key order as one table, each the slice (table, first row, rows)
+    of `sources`; neighbouring stages of one table are one zero-copy slice (no row is
+    compared or sorted). Many chunks (a rebuild: one per stage) are made one: they are slow
+    to convert to pandas."""
     pieces: list[pa.Table] = []
-    start = end = -1
+    run: list = [None, 0, 0]  # the slice being extended: table, start, end
     for key in sorted(keys):
-        if key in fresh:
-            if end > start:
-                pieces.append(old.slice(start, end - start))
-            start = end = -1
-            pieces.append(fresh[key])
-            continue
-        at, rows = offsets[key]
-        if at != end:  # not the old neighbour of the stage before: a new slice
-            if end > start:
-                pieces.append(old.slice(start, end - start))
-            start = at
-        end = at + rows
-    if end > start:
-        pieces.append(old.slice(start, end - start))
+        table, at, rows = sources[key]
+        if table is not run[0] or at != run[2]:
+            if run[0] is not None:
+                pieces.append(run[0].slice(run[1], run[2] - run[1]))
+            run = [table, at, at]
+        run[2] = at + rows
+    if run[0] is not None:
+        pieces.append(run[0].slice(run[1], run[2] - run[1]))
+    if not pieces:
+        return pa.table({})
     merged = pa.concat_tables(pieces, promote_options="default")
-    # a few chunks are read back as they are; many (a rebuild: one per stage) are slow to
-    # convert to pandas, so they are made one
     return merged.combine_chunks() if merged.column(0).num_chunks > 64 else merged
+
+
+def locations(stages: dict[str, Entry]) -> dict[str, tuple[str, int]]:
+    """{stage key: (data file, first row)}: in each data file the stages lie in key order."""
+    found, at = {}, {}
+    for key in sorted(stages):
+        name, rows = stages[key][1], stages[key][2]
+        found[key] = (name, at.get(name, 0))
+        at[name] = at.get(name, 0) + rows
+    return found
+
+
+def read_ordered(gen: Generation) -> pa.Table:
+    """Every stage the generation holds, in key order, from its data file(s)."""
+    if list(gen.files) == [ROWS]:
+        return gen.read(ROWS)  # one file: in key order already
+    tables = {name: gen.read(name) for name in gen.files}
+    where = locations(gen.stages)
+    return ordered(
+        list(gen.stages), {k: (tables[f], at, gen.stages[k][2]) for k, (f, at) in where.items()}
+    )
+
+
+def compact(
+    gen: Generation | None, index: dict[str, Entry], new: dict[str, tuple[Identity, pa.Table]]
+) -> tuple[pa.Table, dict[str, pa.Table | None]]:
+    """The stages `index` kept from `gen` and the `new` ones (entered into `index`): their
+    table in key order, and the data files to write ({name: rows}; None: the previous file
+    unchanged). Only a few stages added and none gone: `rows` stays and DELTA is written
+    again with them (a new run costs its own rows, not 500,000); otherwise every stage goes
+    into one new `rows` file."""
+    files, held = (dict(gen.files), gen.stages) if gen is not None else ({}, {})
+    olds = {name: gen.read(name) for name in files} if gen is not None else {}
+    if not new and len(index) == len(held) and list(files) == [ROWS]:
+        return olds[ROWS], {ROWS: None}  # nothing changed, one file: read as it is
+    where = locations(held)
+    sources = {k: (olds[where[k][0]], where[k][1], index[k][2]) for k in index}
+    sources.update({k: (rows, 0, rows.num_rows) for k, (_, rows) in new.items()})
+    kept_all = len(index) == len(held)  # nothing left the store
+    if kept_all and not new:
+        return ordered(list(sources), sources), dict.fromkeys(files)
+    in_delta = [k for k, e in index.items() if e[1] == DELTA]
+    base = sum(e[2] for e in index.values() if e[1] == ROWS)
+    added = sum(index[k][2] for k in in_delta) + sum(r.num_rows for _, r in new.values())
+    few = added <= DELTA_SHARE * base and len(in_delta) + len(new) <= DELTA_STAGES
+    target, keys = (DELTA, [*in_delta, *new]) if kept_all and few else (ROWS, [*index, *new])
+    if not keys:  # every stage gone: no data file
+        return pa.table({}), {}
+    written: dict[str, pa.Table | None] = {ROWS: None} if target == DELTA else {}
+    written[target] = ordered(keys, sources)
+    for key in keys:
+        identity = new[key][0] if key in new else index[key][0]
+        index[key] = (identity, target, sources[key][2])
+    table = written[ROWS] if target == ROWS else ordered(list(index), sources)
+    return table, written
 
 
 def write_generation(
@@ -284,13 +338,13 @@ def write_generation(
     tables: dict[str, pa.Table | None],
     stages: dict[str, Entry],
     facts: dict[str, tuple[str, str] | None] | None = None,
-) -> None:
+) -> str:
     """Publish a new generation: `tables` maps each name to its new rows, or to None when
         the previous generation's file holds them unchanged; `stages` is the new index, `facts`
     each stage's run's key.json facts (harness/keyfacts.py; missing: not known). Data and
         index files first, MANIFEST.json last (the switch); then the files of generations older
         than the previous one are deleted (a reader without the flock may still hold those of
-        the previous one)."""
+        the previous one). Returns the new index file's name (the generation's name)."""
     root = store_dir(results_dir)
     root.mkdir(parents=True, exist_ok=True)
     token = f"{int(time.time())}{secrets.token_hex(3)}"
@@ -338,6 +392,7 @@ def write_generation(
         if entry.is_file(follow_symlinks=False) and entry.name.endswith(SUFFIX):
             if entry.name not in kept | before:
                 Path(entry.path).unlink(missing_ok=True)
+    return index_name
 
 
 def _read_arrow(path: Path) -> pa.Table:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import stat
 import threading
 import time
 import traceback
@@ -266,38 +267,56 @@ def finished_stages(
 ) -> tuple[dict[str, tuple[str, tuple[int, int]]], list[tuple[Path, str]]]:
     """The finished post-hoc stages of finished runs, {"<run folder>/<eval_id>": (stage
     folder, identity)} in key order, where identity = stage_stat_identity (DONE and
-    rows.parquet); and what was skipped (with why). No file is read (the consolidated store compares
-    the identities), and os.scandir and plain strings only: 10,000 runs cost three system
-    calls each, and pathlib's objects would cost more than the calls."""
+    rows.parquet); and what was skipped (with why). No file is read: per run a stat of DONE,
+    a scandir of posthoc/, two stats per stage relative to the open runs/ folder, plain strings."""
     root = str(runs_root(results_dir))
     stages, skipped, links = {}, [], []
-    for name in _subdirs(root, links):
-        run_path = os.path.join(root, name)
-        if not os.path.isfile(os.path.join(run_path, DONE)):
-            failed = os.path.isfile(os.path.join(run_path, FAILED))
-            why = FAILED_WHY if failed else "incomplete (no DONE marker)"
-            skipped.append((Path(run_path), why))
-            continue
-        posthoc = os.path.join(run_path, "posthoc")
-        for stage in _subdirs(posthoc, links):
-            stage_path = f"{posthoc}/{stage}"
+    names = _subdirs(root, links)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY) if names else -1
+    try:
+        for name in names:
+            if not _is_file(f"{name}/{DONE}", fd):
+                why = "incomplete (no DONE marker)"
+                skipped.append(
+                    (Path(root, name), FAILED_WHY if _is_file(f"{name}/{FAILED}", fd) else why)
+                )
+                continue
             try:
-                stages[f"{name}/{stage}"] = (stage_path, stage_stat_identity(stage_path))
-            except FileNotFoundError:
-                skipped.append((Path(stage_path), "incomplete post-hoc stage (no DONE marker)"))
-    skipped += [(Path(link), SYMLINK_REFUSED) for link in links]
-    return stages, skipped
+                with os.scandir(f"{root}/{name}/posthoc") as found:
+                    entries = list(found)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            real = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+            if len(real) < len(entries):  # a file or a link there: _subdirs' rules for links
+                _subdirs(f"{root}/{name}/posthoc", links)
+            for stage in real:
+                path = f"{name}/posthoc/{stage}"
+                try:
+                    stages[f"{name}/{stage}"] = (f"{root}/{path}", stage_stat_identity(path, fd))
+                except FileNotFoundError:
+                    skipped.append((Path(root, path), "incomplete post-hoc stage (no DONE marker)"))
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    return stages, skipped + [(Path(link), SYMLINK_REFUSED) for link in links]
 
 
-def stage_stat_identity(stage_path: str) -> tuple[int, int]:
+def _is_file(path: str, dir_fd: int) -> bool:  # os.path.isfile, relative to an open folder
+    try:
+        return stat.S_ISREG(os.stat(path, dir_fd=dir_fd).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def stage_stat_identity(stage_path: str, dir_fd: int | None = None) -> tuple[int, int]:
     """A finished stage's identity from two stats, no read: (the later st_mtime_ns, the
     sizes) of its DONE and its rows.parquet, so that rows.parquet damaged or rewritten after
     the stage was stored is read again (and warned about) rather than served from the store's
     older copy. A missing rows.parquet counts as size 0, which no stored copy has.
-    FileNotFoundError: no DONE."""
-    done = os.stat(f"{stage_path}/{DONE}")
+    FileNotFoundError: no DONE. dir_fd: stage_path is relative to that open folder."""
+    done = os.stat(f"{stage_path}/{DONE}", dir_fd=dir_fd)
     try:
-        rows = os.stat(f"{stage_path}/rows.parquet")
+        rows = os.stat(f"{stage_path}/rows.parquet", dir_fd=dir_fd)
         rows_time, rows_size = rows.st_mtime_ns, rows.st_size
     except FileNotFoundError:
         rows_time, rows_size = 0, 0

@@ -80,8 +80,22 @@ def atomic_write_csv(df: pd.DataFrame, path: str | Path) -> None:
     except (pa.ArrowException, TypeError, ValueError):
         atomic_write_text(path, df.to_csv(index=False))
         return
+    atomic_write_arrow_csv(table, path)
+
+
+def atomic_write_arrow_csv(table: pa.Table, path: str | Path) -> None:
+    """An arrow table as CSV: atomic_write_csv's bytes for the frame it was made from."""
     with _atomic_path(path) as tmp:
         pa_csv.write_csv(table, tmp)
+
+
+def atomic_write_arrow_parquet(table: pa.Table, path: str | Path) -> None:
+    """An arrow table as Parquet: `DataFrame.to_parquet(index=False)`'s bytes when the table
+    is `pa.Table.from_pandas(frame, preserve_index=False)` (pandas' own call, then snappy)."""
+    import pyarrow.parquet as pq
+
+    with _atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="snappy")
 
 
 def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import stat
 import warnings
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harness import bulkread, rowstore
+from harness import bulkread, rowstore, tablefiles
 from harness.keyfacts import read_facts
 from harness.rundir import (
     FAILED_WHY,
@@ -31,7 +30,6 @@ from harness.rundir import (
     stage_done_path,
     stage_rows_path,
 )
-from harness.store import atomic_write_parquet
 
 # The tidy table: one row per number. Later columns may be added, never renamed.
 ROW_COLUMNS = [
@@ -111,7 +109,7 @@ def collect_current(results_dir: str | Path) -> tuple[pd.DataFrame, list[tuple[P
     if not current:
         return collect(root)
     try:
-        tables = [gen.read(name) for name in sorted(gen.files)]
+        tables = [t for t in [rowstore.read_ordered(gen)] if t.num_columns]  # none: empty
     except (OSError, pa.ArrowException):  # compacted away meanwhile: the run directories
         return collect(root)
     for path, why in skipped:
@@ -202,7 +200,7 @@ def _read_rows(stages: list[Path] | list[tuple[Path, Path | None]]) -> list[pa.T
 
 
 def collect_cached(
-    results_dir: str | Path, rebuild: bool = False
+    results_dir: str | Path, rebuild: bool = False, csv: bool = False, background: bool = False
 ) -> tuple[pd.DataFrame, list[tuple[Path, str]], bool]:
     """`collect` through the consolidated store (harness/rowstore.py): a stage whose DONE
     has the identity (mtime, size) the store holds is taken from it, one the store lacks
@@ -211,23 +209,25 @@ def collect_cached(
     its data file is written again only when a stage came or went. The same table as
     `collect`, row for row. Call it under the leaderboard's flock (write_leaderboard does). rebuild=True
     ignores the store and builds it again from every run directory. Returns (table,
-    skipped, changed): changed is False when the store held every stage already."""
+    skipped, changed): changed is False when the store held every stage already.
+    table.parquet (and table.csv when `csv`) is written again when it is not the current
+    generation's (harness/tablefiles.py): in a thread when `background`, which the caller
+    joins with tablefiles.wait(results_dir) before anything reads the files."""
     root = Path(results_dir)
+    tablefiles.wait(root)  # a previous collection's files: renamed before this one starts
     if rebuild:  # every run directory read again, on every core (harness/bulkread.py)
-        return bulkread.rebuild(root, _read_one, _without_duplicates, to_frame)
+        return bulkread.rebuild(root, _read_one, _without_duplicates, to_frame, csv, background)
     # the parts before the listing: a part appended after the listing was made is left for
     # the next compaction, never deleted unread (its run may have finished meanwhile)
     parts = {} if rebuild else rowstore.list_parts(root)
     stages, skipped = finished_stages(root)
     gen = None if rebuild else rowstore.load_generation(root)
     held = gen.stages if gen is not None else {}
-    kept: dict[str, set[str]] = {}
     index: dict[str, rowstore.Entry] = {}
     to_read = []
     for key, (path, identity) in stages.items():
         entry = held.get(key)
         if entry is not None and entry[0] == identity:
-            kept.setdefault(entry[1], set()).add(key)
             index[key] = entry
         else:
             to_read.append((key, Path(path), identity, parts.get(key, {}).get(identity)))
@@ -240,27 +240,12 @@ def collect_cached(
             skipped.append((stage, f"unreadable rows.parquet: {type(read).__name__}: {read}"))
             continue
         found[key], identities[key] = read, identity
-    fresh: dict[str, dict[str, pa.Table]] = {}
-    for key, rows in _without_duplicates(found).items():
-        # one data file, in key order: the table is read back in `collect`'s order with no
-        # reordering (files per dataset would need an interleave on every read; measured
-        # in docs/results.md)
-        fresh.setdefault(rowstore.ROWS, {})[key] = rows
-        index[key] = (identities[key], rowstore.ROWS, rows.num_rows)
     for path, why in skipped:
         warnings.warn(f"skipping {path}: {why}", stacklevel=2)
-    counts = Counter(entry[1] for entry in held.values())
-    tables: dict[str, pa.Table] = {}
-    written: dict[str, pa.Table | None] = {}
-    for name in sorted(set(kept) | set(fresh)):  # the data file(s): one, rowstore.ROWS
-        same = kept.get(name, set())
-        old = gen.read(name) if same and gen is not None else None
-        if name not in fresh and len(same) == counts[name]:
-            tables[name], written[name] = old, None  # unchanged: not written again
-            continue
-        new = fresh.get(name, {})
-        merged = rowstore.merge_stages(gen, name, [*same, *new], new, old)
-        tables[name] = written[name] = merged
+    # stage after stage in key order: the table is read back in `collect`'s order with no
+    # reordering (rowstore.compact: one data file, and a small one of the latest stages)
+    new = {k: (identities[k], rows) for k, rows in _without_duplicates(found).items()}
+    whole, written = rowstore.compact(gen, index, new)
     changed = gen is None or set(written) != set(gen.files)
     changed = changed or any(t is not None for t in written.values())
     # each stage's run's key.json facts (harness/keyfacts.py): read once, when the stage
@@ -271,14 +256,17 @@ def collect_cached(
     for key in missing:
         facts[key] = read[key.split("/", 1)[0]]
     changed = changed or any(facts[k] is not None for k in missing)  # something learned
+    name = gen.manifest["index"] if gen is not None else ""  # the generation's name
     if changed:
-        rowstore.write_generation(root, gen, written, index, facts)
+        name = rowstore.write_generation(root, gen, written, index, facts)
         (root / "table.stages.json").unlink(missing_ok=True)  # the cache before the store
     rowstore.remove_parts([path for found in parts.values() for path in found.values()])
     rowstore.clean_temporaries(root)
-    table = to_frame(list(tables.values()), unique=True)
-    if changed or not (root / "table.parquet").is_file():  # an output (harness.export)
-        atomic_write_parquet(table, root / "table.parquet")
+    table = to_frame([whole] if whole.num_columns else [], unique=True)
+    # the outputs (harness.export reads table.parquet) not written from this generation
+    held = tablefiles.current(root, name)
+    names = [n for n in (tablefiles.PARQUET, tablefiles.CSV)[: 1 + csv] if n not in held]
+    tablefiles.write(root, table, names, name, background)
     return table, skipped, changed
 
 

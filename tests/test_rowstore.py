@@ -341,3 +341,53 @@ def test_temporaries_of_dead_writers_are_removed_and_a_live_writers_kept(tmp_pat
         paths[name] = path
     collect_cached(tmp_path)
     assert [n for n, p in paths.items() if p.exists()] == [list(names)[2]]
+
+
+def test_a_few_new_stages_go_to_a_delta_file_and_the_table_keeps_collects_order(tmp_path):
+    """rowstore.compact: a new run among 40 (12 rows against 480) is written to the delta
+    file and `rows` is kept; past DELTA_SHARE of the rows, or when a stage leaves, everything
+    is compacted into one file again. The table is `collect`'s row for row at every step,
+    with the new runs' keys falling between the old ones."""
+    from harness.table import collect_current
+
+    def files():
+        return json.loads((tmp_path / "store" / "MANIFEST.json").read_text())["files"]
+
+    def check():
+        table, skipped, _ = collect_cached(tmp_path)
+        expected = collect(tmp_path)[0].reset_index(drop=True)
+        assert not skipped
+        pd.testing.assert_frame_equal(table.reset_index(drop=True), expected, check_exact=True)
+        current = collect_current(tmp_path)[0].reset_index(drop=True)
+        pd.testing.assert_frame_equal(current, expected, check_exact=True)
+        same(store_rows(tmp_path), independent(tmp_path))
+
+    for n in range(0, 80, 2):
+        finish_run(tmp_path, n, dataset=f"toy_{n % 3}")
+    check()
+    base = files()["rows"]
+    for n in (41, 1, 77, 13):  # 48 rows in all: 10% of 480, still the delta
+        finish_run(tmp_path, n, dataset=f"toy_{n % 3}")
+        check()
+        assert sorted(files()) == ["delta", "rows"] and files()["rows"] == base
+    finish_run(tmp_path, 9)  # 60 rows: compacted into one file
+    check()
+    assert sorted(files()) == ["rows"] and files()["rows"] != base
+    base = files()["rows"]
+    finish_run(tmp_path, 11)
+    check()
+    assert sorted(files()) == ["delta", "rows"] and files()["rows"] == base
+    shutil.rmtree(tmp_path / "runs" / f"{4:08x}")  # a stage leaves: compacted
+    check()
+    assert sorted(files()) == ["rows"]
+    finish_run(tmp_path, 15)
+    finish_run(tmp_path, 2, shift=3.0)  # a stage computed again: compacted, new rows
+    check()
+    assert sorted(files()) == ["rows"]
+    incremental = collect_cached(tmp_path)[0].reset_index(drop=True)
+    rebuilt = collect_cached(tmp_path, rebuild=True)[0].reset_index(drop=True)
+    pd.testing.assert_frame_equal(incremental, rebuilt, check_exact=True)
+    shutil.rmtree(tmp_path / "runs")  # every stage gone: an empty table, not a broken one
+    (tmp_path / "runs").mkdir()
+    for table in (collect_cached(tmp_path)[0], collect_current(tmp_path)[0]):
+        assert table.empty and list(table.columns) == list(collect(tmp_path)[0].columns)

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness import tablefiles
 from harness.report.domains import domain_markdown
 from harness.report.drawing import resolve_plot_workers
 from harness.report.estimators import estimators_section
@@ -81,7 +82,8 @@ def write_leaderboard(
     # one rebuild of a root at a time: a second process (an overlapping sweep's end, a
     # user's command) waits, then rebuilds from what is there (issue 24, item 4)
     with leaderboard_lock(root):
-        table, skipped, changed = collect_cached(root, rebuild=rebuild)
+        # table.parquet/.csv written in a thread meanwhile (joined in leaderboard_lock)
+        table, skipped, changed = collect_cached(root, rebuild, csv=True, background=True)
         _warn_unknown_baselines(table, baseline, scorer_baseline)
         # what a dataset's page and its derived frames depend on (increment.py): its stages,
         # the options, the code; frames of datasets whose key is unchanged are read from
@@ -106,8 +108,6 @@ def write_leaderboard(
         }
         # the plots are drawn (in worker processes) while the tables are made here
         with CachedPlots(jobs, root, resolve_plot_workers(plot_workers)) as plots:
-            if changed or not (root / "table.csv").is_file():
-                atomic_write_csv(table, root / "table.csv")
             atomic_write_csv(agg, board / "summary.csv")
             # scorer_resamples is accepted but no longer used: DeLong needs no resamples
             frames, headlines = parts.frames(
@@ -218,7 +218,10 @@ def leaderboard_lock(root: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            try:  # collect_cached's background writes: done before another rebuild may start
+                tablefiles.wait(root)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def check_headline_split(value: Any) -> None:

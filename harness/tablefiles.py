@@ -1,0 +1,149 @@
+"""The tidy table's output files below a results root: table.parquet (harness.export reads it)
+and table.csv, written by `collect_cached` from one arrow table, optionally in a background
+thread so that arrow's C++ writers (the GIL released) overlap the leaderboard's pandas work.
+
+Each file is written to a temporary name and renamed (harness/store.py): a reader sees the
+old file or the new one, never half of one. store/TABLES.json records, for each file, the
+store generation (its index file's name) it was written from, and is written after the
+files: a process killed between the store's switch and the files' renames leaves them
+older than the store, and the next collection writes them again instead of keeping them.
+
+A background write is joined (its exception raised) by `wait`: collect_cached joins the
+root's pending write before it starts, the leaderboard before it releases its flock
+(harness/report/build.py), and every pending write is joined before this process forks
+(a forked child must not inherit a thread inside arrow's writers: the plot workers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from harness.rowstore import store_dir
+from harness.store import (
+    atomic_write_arrow_csv,
+    atomic_write_arrow_parquet,
+    atomic_write_csv,
+    atomic_write_parquet,
+    atomic_write_text,
+)
+
+PARQUET, CSV = "table.parquet", "table.csv"
+MARKER = "TABLES.json"  # in store/: {file name: the generation's index it was written from}
+
+
+def current(results_dir: str | Path, index: str) -> set[str]:
+    """The output files that exist and were written from the generation named by `index`."""
+    root = Path(results_dir)
+    try:
+        held = json.loads((store_dir(root) / MARKER).read_text())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(held, dict):
+        return set()
+    return {name for name in (PARQUET, CSV) if held.get(name) == index and (root / name).is_file()}
+
+
+class _Write(threading.Thread):
+    """The files of one collection, then the marker; the exception kept for `wait`."""
+
+    def __init__(self, root: Path, table: pa.Table, names: list[str], index: str) -> None:
+        super().__init__(name=f"tablefiles {root}", daemon=False)
+        self.root, self.table, self.names, self.index = root, table, names, index
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for name in self.names:
+                write = atomic_write_arrow_parquet if name == PARQUET else atomic_write_arrow_csv
+                write(self.table, self.root / name)
+            _mark(self.root, self.names, self.index)
+        except BaseException as exc:  # raised in the caller by wait()
+            self.error = exc
+
+
+_pending: dict[str, _Write] = {}  # by absolute path: one pending write per root
+_guard = threading.Lock()
+
+
+def write(
+    results_dir: str | Path, table: pd.DataFrame, names: list[str], index: str, background: bool
+) -> None:
+    """Write `names` (PARQUET, CSV) from `table`, the frame of the generation `index`; in a
+    thread when `background` (joined by `wait`), else before returning."""
+    root = Path(results_dir)
+    wait(root)  # never two writes of one root at a time
+    if not names:
+        return
+    try:
+        arrow = _detached(table)
+    except (pa.ArrowException, TypeError, ValueError):  # what pandas alone can write
+        for name in names:
+            (atomic_write_parquet if name == PARQUET else atomic_write_csv)(table, root / name)
+        _mark(root, names, index)
+        return
+    job = _Write(root, arrow, names, index)
+    if not background:
+        job.run()
+        if job.error is not None:
+            raise job.error
+        return
+    with _guard:
+        _pending[os.path.abspath(root)] = job
+    job.start()
+
+
+def wait(results_dir: str | Path | None = None) -> None:
+    """Join the pending write of `results_dir` (of every root when None); raise its error."""
+    with _guard:
+        roots = list(_pending) if results_dir is None else [os.path.abspath(results_dir)]
+        jobs = [_pending.pop(r) for r in roots if r in _pending]
+    for job in jobs:
+        job.join()
+    for job in jobs:
+        if job.error is not None:
+            raise job.error
+
+
+def _wait_before_fork() -> None:
+    with _guard:
+        jobs = list(_pending.values())
+    for job in jobs:  # joined only: the error stays for wait() to raise
+        job.join()
+
+
+os.register_at_fork(before=_wait_before_fork)
+
+
+def _detached(table: pd.DataFrame) -> pa.Table:
+    """`pa.Table.from_pandas(table, preserve_index=False)` (what to_parquet and
+    atomic_write_csv convert: their bytes exactly), with the numeric columns copied out of
+    the frame's numpy buffers (shared, zero-copy): the caller may change the frame while the
+    thread writes."""
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    memory = pa.default_cpu_memory_manager()
+    for i, dtype in enumerate(table.dtypes):
+        if isinstance(dtype, np.dtype):
+            chunks = [chunk.copy_to(memory) for chunk in arrow.column(i).chunks]
+            arrow = arrow.set_column(
+                i, arrow.field(i), pa.chunked_array(chunks, arrow.field(i).type)
+            )
+    return arrow
+
+
+def _mark(root: Path, names: list[str], index: str) -> None:
+    """Record that `names` now hold the generation `index` (after their renames)."""
+    path = store_dir(root) / MARKER
+    try:
+        held = json.loads(path.read_text())
+    except (OSError, ValueError):
+        held = {}
+    held = {k: v for k, v in held.items() if k in (PARQUET, CSV)} if isinstance(held, dict) else {}
+    held.update(dict.fromkeys(names, index))
+    atomic_write_text(path, json.dumps(held, indent=2, sort_keys=True) + "\n")

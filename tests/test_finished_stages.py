@@ -1,0 +1,85 @@
+"""harness/rundir.py's finished_stages (stats relative to the open runs/ folder) against a
+listing written independently with pathlib: the same stages, identities and skipped paths,
+on a root with every odd case (no DONE, FAILED, links to run and stage folders, a file among
+the stages, a stage without DONE or without rows.parquet, a DONE that is a folder)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from harness.rundir import FAILED_WHY, SYMLINK_REFUSED, finished_stages
+
+
+def independent(root: Path) -> tuple[dict, list]:
+    stages, skipped, links = {}, [], []
+    runs = root / "runs"
+    for run in sorted(runs.iterdir()):
+        if run.is_symlink():
+            links.append((run, SYMLINK_REFUSED))
+            continue
+        if not run.is_dir():
+            continue
+        if not (run / "DONE").is_file():
+            why = FAILED_WHY if (run / "FAILED").is_file() else "incomplete (no DONE marker)"
+            skipped.append((run, why))
+            continue
+        posthoc = run / "posthoc"
+        entries = sorted(posthoc.iterdir()) if posthoc.is_dir() else []
+        for stage in entries:
+            if stage.is_symlink() and stage.is_dir():
+                links.append((stage, SYMLINK_REFUSED))
+            if stage.is_symlink() or not stage.is_dir():
+                continue
+            if not (stage / "DONE").exists():
+                skipped.append((stage, "incomplete post-hoc stage (no DONE marker)"))
+                continue
+            done = (stage / "DONE").stat()
+            rows = stage / "rows.parquet"
+            r_time, r_size = (
+                (rows.stat().st_mtime_ns, rows.stat().st_size) if rows.exists() else (0, 0)
+            )
+            identity = (max(done.st_mtime_ns, r_time), r_size * 10**6 + done.st_size)
+            stages[f"{run.name}/{stage.name}"] = (str(stage), identity)
+    return stages, skipped + links
+
+
+def make(root: Path) -> None:
+    runs = root / "runs"
+
+    def stage(run: str, eval_id: str, done=True, rows=True) -> Path:
+        path = runs / run / "posthoc" / eval_id
+        path.mkdir(parents=True, exist_ok=True)
+        if done:
+            (path / "DONE").write_text("{}")
+        if rows:
+            (path / "rows.parquet").write_bytes(b"x" * (len(eval_id) + 7))
+        return path
+
+    for i in range(6):
+        run = f"{i:04x}"
+        stage(run, "e1")
+        stage(run, "e2", rows=i % 2 == 0)
+        (runs / run / "DONE").write_text("{}")
+    stage("0001", "e3", done=False)
+    (runs / "0002" / "posthoc" / "notes.txt").write_text("a file among the stages")
+    os.symlink(runs / "0003" / "posthoc" / "e1", runs / "0002" / "posthoc" / "linked")
+    os.symlink(runs / "0004", runs / "0004-link")
+    stage("0100", "e1")  # no DONE: incomplete
+    stage("0101", "e1")
+    (runs / "0101" / "FAILED").write_text("{}")
+    stage("0102", "e1")
+    (runs / "0102" / "DONE").mkdir()  # a folder: not a DONE file
+    (runs / "0103").mkdir()
+    (runs / "0103" / "DONE").write_text("{}")  # finished, no posthoc
+    (runs / "stray.txt").write_text("")
+
+
+def test_finished_stages_equal_an_independent_listing(tmp_path: Path) -> None:
+    make(tmp_path)
+    got, skipped = finished_stages(tmp_path)
+    want, want_skipped = independent(tmp_path)
+    assert list(got) == sorted(want) and got == want
+    assert sorted(map(str, skipped)) == sorted(map(str, want_skipped))
+    assert len(got) == 12 and len(skipped) == 6
+    assert finished_stages(tmp_path / "nowhere") == ({}, [])

@@ -1,0 +1,139 @@
+"""table.parquet and table.csv written in a background thread (harness/tablefiles.py): the
+same bytes as pandas' own writers of `collect`'s table, never half visible, and written again
+when a process was killed between the store's switch and their renames."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+
+from harness import tablefiles
+from harness.report.build import write_leaderboard
+from harness.table import collect, collect_cached
+from tests.test_leaderboard_speed import make_root, write_run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def expected_files(root: Path) -> dict[str, bytes]:
+    """table.parquet / table.csv as today's writers make them from `collect`'s table (every
+    rows.parquet read afresh): DataFrame.to_parquet and arrow's CSV writer of the frame."""
+    table = collect(root)[0].reset_index(drop=True)
+    parquet = io.BytesIO()
+    table.to_parquet(parquet, index=False)
+    csv = io.BytesIO()
+    pa_csv.write_csv(pa.Table.from_pandas(table, preserve_index=False), csv)
+    return {"table.parquet": parquet.getvalue(), "table.csv": csv.getvalue()}
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {name: (root / name).read_bytes() for name in ("table.parquet", "table.csv")}
+
+
+def test_background_files_equal_pandas_writers_after_new_runs(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    n = make_root(root)
+    write_leaderboard(root, "erm", outputs=["markdown"])
+    assert files(root) == expected_files(root)
+    write_run(root, n, "plain", "irm", 3, 0)  # one new run: written again, in the thread
+    write_run(root, n + 1, "rot", "erm", 3, 0, ["15"])
+    write_leaderboard(root, "erm", outputs=["markdown"])
+    assert files(root) == expected_files(root)
+    stats = {name: (root / name).stat().st_mtime_ns for name in ("table.parquet", "table.csv")}
+    write_leaderboard(root, "erm", outputs=["markdown"])  # nothing new: not written again
+    assert stats == {n: (root / n).stat().st_mtime_ns for n in stats}
+    assert not list(root.glob(".table.*"))  # no temporary left
+
+
+def test_the_frame_changed_meanwhile_does_not_reach_the_files(tmp_path: Path, monkeypatch) -> None:
+    """The thread writes a copy of the numeric columns (from_pandas shares numpy buffers)."""
+    root = tmp_path / "r"
+    make_root(root)
+    changed = threading.Event()
+    real = tablefiles.atomic_write_arrow_parquet
+
+    def after_the_change(table, path):
+        assert changed.wait(30)
+        real(table, path)
+
+    monkeypatch.setattr(tablefiles, "atomic_write_arrow_parquet", after_the_change)
+    table, _, _ = collect_cached(root, csv=True, background=True)
+    table.loc[:, "value"] = -1.0  # in place, while the thread waits to write
+    table.loc[:, "seed"] = 99
+    changed.set()
+    tablefiles.wait(root)
+    assert files(root) == expected_files(root)
+
+
+def test_an_error_in_the_thread_is_raised_by_the_leaderboard(tmp_path: Path, monkeypatch) -> None:
+    root = tmp_path / "r"
+    make_root(root)
+
+    def disk_full(table, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tablefiles, "atomic_write_arrow_csv", disk_full)
+    try:
+        write_leaderboard(root, "erm", outputs=["markdown"])
+    except OSError as exc:
+        assert exc.errno == 28
+    else:
+        raise AssertionError("the thread's error was not raised")
+    monkeypatch.undo()
+    write_leaderboard(root, "erm", outputs=["markdown"])  # the store is current: files again
+    assert files(root) == expected_files(root)
+
+
+KILLED = """
+import sys, time
+from harness import tablefiles
+from harness.report.build import write_leaderboard
+
+real = tablefiles.atomic_write_arrow_parquet
+
+
+def slow(table, path):  # the store has switched; the files are being written
+    print("writing", flush=True)
+    time.sleep(30)
+    real(table, path)
+
+
+tablefiles.atomic_write_arrow_parquet = slow
+write_leaderboard(sys.argv[1], "erm", outputs=["markdown"])
+"""
+
+
+def test_a_kill_before_the_renames_leaves_the_files_written_next_time(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    n = make_root(root)
+    write_leaderboard(root, "erm", outputs=["markdown"])
+    before = files(root)
+    write_run(root, n, "plain", "irm", 3, 0)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED), str(root)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout.readline().strip() == "writing"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert files(root) == before  # the old files, whole; the store holds the new run already
+    table, _, changed = collect_cached(root)
+    assert not changed and table["run_id"].nunique() == n + 1
+    write_leaderboard(root, "erm", outputs=["markdown"])
+    assert files(root) == expected_files(root) != before
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(root / "table.parquet"), collect(root)[0].reset_index(drop=True)
+    )
