@@ -250,10 +250,10 @@ def _metric_table_fast(
         return None
     if sel["n_seeds"].dtype != np.int64 or sel["mean"].dtype != np.float64:
         return None
-    columns = {c: sel[c].to_numpy(dtype=object) for c in [*keys, "split_role"]}
     mean = sel["mean"].to_numpy()
-    if np.isnan(mean).any() or any(pd.isna(columns[c]).any() for c in keys):
+    if np.isnan(mean).any() or any(sel[c].isna().any() for c in keys):
         return None
+    columns = {c: sel[c].to_numpy(dtype=object) for c in [*keys, "split_role"]}
     entries = list(zip(*(columns[c] for c in index), strict=True))
     splits = columns["split"].tolist()
     if len(set(zip(entries, splits, strict=True))) != len(entries):
