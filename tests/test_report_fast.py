@@ -140,3 +140,39 @@ def test_markdown_table_odd_characters_are_tabulates() -> None:
             }
         )
         assert markdown_table(frame) == frame.to_markdown(index=False, disable_numparse=True)
+
+
+def test_corruption_errors_parse_each_row_as_the_pattern() -> None:
+    """corruption_errors (split names parsed once per name) against a per-row regex match
+    and a dict of means: random runs, corruption splits (generated too) among others."""
+    import re
+
+    from harness.report.corruption import SPLIT_PATTERN, corruption_errors
+
+    rng = np.random.default_rng(2)
+    splits = ["test", "val", "fog-1", "fog-3", "gen-snow-2", "gen-fog-1", "bad-9", "x_y-5"]
+    rows = []
+    for run in range(60):
+        setting = f"s{run % 7}"
+        for split in rng.choice(splits, size=5, replace=False):
+            for eval_id in ("e1", "e2"):  # label metrics repeat per eval config
+                rows.append(dict(dataset="d", setting_id=setting, model=f"m{run % 2}",
+                                 method="erm", run_id=f"r{run}", eval_id=eval_id,
+                                 split=str(split), split_role="shift_test", scorer="",
+                                 metric="accuracy", group_key="", group_value="",
+                                 value=float(rng.uniform())))  # fmt: skip
+    table = pd.DataFrame(rows).astype({c: "str" for c in ("split", "run_id", "setting_id")})
+    got = corruption_errors(table)
+    want: dict[tuple, list] = {}
+    for r in table.drop_duplicates(["run_id", "split"]).itertuples():
+        m = re.match(SPLIT_PATTERN, r.split)
+        if m:
+            key = (r.dataset, r.setting_id, r.model, r.method, m["corruption"],
+                   int(m["severity"]), m["generated"] is not None)  # fmt: skip
+            want.setdefault(key, []).append((1.0 - r.value, r.run_id))
+    assert len(got) == len(want)
+    for row in got.itertuples(index=False):
+        errors = want[(row.dataset, row.setting_id, row.model, row.method, row.corruption,
+                       row.severity, row.generated)]  # fmt: skip
+        assert row.error == pytest.approx(np.mean([e for e, _ in errors]), abs=1e-12)
+        assert row.n_runs == len({r for _, r in errors})
