@@ -263,10 +263,11 @@ def _metric_table_fast(
     rows = sorted(set(entries))  # pivot_table's row order: the keys sorted
     at = {e: i for i, e in enumerate(rows)}
     row_of = np.array([at[e] for e in entries], dtype=np.int64)
-    order = split_order(sel)
-    role = {}
+    role: dict[str, Any] = {}  # each split's first role, in the order the splits come
     for split, r in zip(splits, columns["split_role"].tolist(), strict=True):
         role.setdefault(split, r)
+    ranks = {r: i for i, r in enumerate(ROLES)}  # split_order's, without a drop_duplicates
+    order = sorted(role, key=lambda s: ranks.get(role[s], len(ranks)))
     sort_col = next((s for s in order if role[s] == "id_test"), order[0])
     by_split = {s: np.flatnonzero(columns["split"] == s) for s in order}
     seeds = np.full(len(rows), np.iinfo(np.int64).min, dtype=np.int64)
