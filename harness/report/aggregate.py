@@ -7,7 +7,9 @@ seeds, never across hyperparameters or data limits: mean, sample standard deviat
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -117,9 +119,11 @@ def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.
     agg["interval"] = np.where(several, "t over seeds", "")
     _clip_to_range(agg)
     if results_dir is not None:
-        runs = grouped["run_id"].first().reset_index(drop=True)
         plain = (agg["metric"] == "accuracy") & overall(agg)
-        for i in np.flatnonzero(~several.to_numpy() & plain.to_numpy()):
+        single = np.flatnonzero(~several.to_numpy() & plain.to_numpy())
+        # each entry's run only when some entry has one seed (0.08 s at 10,000 runs)
+        runs = grouped["run_id"].first().reset_index(drop=True) if len(single) else None
+        for i in single:
             row = agg.iloc[i]
             low, high = bootstrap_accuracy(results_dir, runs.iat[i], row["eval_id"], row["split"])
             if np.isfinite(low):
@@ -132,17 +136,23 @@ def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.
 
 
 def _clip_to_range(agg: pd.DataFrame) -> None:
-    """Intervals of bounded metrics clipped to the metric's range, in place, and marked."""
-    ranges = agg["metric"].map(metric_range)
-    low = np.array([r[0] for r in ranges])
-    high = np.array([r[1] for r in ranges])
-    outside = (agg["ci_low"] < low) | (agg["ci_high"] > high)
-    agg["ci_low"] = agg["ci_low"].where(~(agg["ci_low"] < low), low)
-    agg["ci_high"] = agg["ci_high"].where(~(agg["ci_high"] > high), high)
-    marks = [f", clipped to [{lo:g}, {hi:g}]" for lo, hi in zip(low, high, strict=True)]
-    agg["interval"] = np.where(
-        outside, agg["interval"] + pd.Series(marks, index=agg.index), agg["interval"]
-    )
+    """Intervals of bounded metrics clipped to the metric's range, in place, and marked.
+    The range and its mark are worked out once per metric name, not once per row (0.19 s
+    for 100,000 rows at 10,000 runs)."""
+    codes, names = pd.factorize(agg["metric"].to_numpy(dtype=object), use_na_sentinel=False)
+    ranges = [metric_range(m) for m in names]
+    low = np.array([r[0] for r in ranges], dtype=float)[codes]
+    high = np.array([r[1] for r in ranges], dtype=float)[codes]
+    ci_low, ci_high = agg["ci_low"].to_numpy(dtype=float), agg["ci_high"].to_numpy(dtype=float)
+    below, above = ci_low < low, ci_high > high  # NaN compares False: left as it is
+    outside = np.flatnonzero(below | above)
+    agg["ci_low"] = np.where(below, low, ci_low)
+    agg["ci_high"] = np.where(above, high, ci_high)
+    marks = [f", clipped to [{lo:g}, {hi:g}]" for lo, hi in ranges]
+    interval = agg["interval"].to_numpy(dtype=object, copy=True)
+    for i in outside:
+        interval[i] = interval[i] + marks[codes[i]]
+    agg["interval"] = interval
 
 
 def bootstrap_accuracy(
@@ -165,13 +175,6 @@ def bootstrap_accuracy(
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def _cell(mean: float, std: float, n: int, low: float = np.nan, high: float = np.nan) -> str:
-    cell = f"{mean:.3f} ± {std:.3f}" if n > 1 and np.isfinite(std) else f"{mean:.3f}"
-    if np.isfinite(low) and np.isfinite(high):
-        cell += f" [{low:.3f}, {high:.3f}]"
-    return cell
-
-
 def metric_table(
     agg: pd.DataFrame, metric: str, scorer: str = "", with_interval: bool = False
 ) -> pd.DataFrame:
@@ -188,20 +191,11 @@ def metric_table(
         else INDEX
     )
     clipped = sel["interval"].astype(str).str.contains("clipped")
-    sel = sel.assign(
-        cell=[
-            _cell(m, s, n, lo, hi) + ("†" if c else "") if with_interval else _cell(m, s, n)
-            for m, s, n, lo, hi, c in zip(
-                sel["mean"],
-                sel["std"],
-                sel["n_seeds"],
-                sel["ci_low"],
-                sel["ci_high"],
-                clipped,
-                strict=True,
-            )
-        ]
-    )
+    cells = _cells(sel, clipped.to_numpy(dtype=bool), with_interval)
+    fast = _metric_table_fast(sel, index, cells, metric, with_interval)
+    if fast is not None:
+        return fast
+    sel = sel.assign(cell=cells)
     wide = sel.pivot_table(index=index, columns="split", values="cell", aggfunc="first")
     seeds = sel.groupby(index)["n_seeds"].max().rename("seeds")
     order = [s for s in split_order(sel) if s in wide.columns]
@@ -225,6 +219,91 @@ def metric_table(
     wide["setting_id"] = wide["setting_id"].str[:8]
     wide["eval_id"] = wide["eval_id"].str[:8]
     return wide[[*index, "seeds", *rank_col, *order]]
+
+
+def _cells(sel: pd.DataFrame, clipped: np.ndarray, with_interval: bool) -> list[str]:
+    """_cell of every row (with its interval and † mark when `with_interval`): the same
+    strings, without a numpy call per cell (math.isfinite on plain floats)."""
+    means, stds = sel["mean"].to_numpy(dtype=float).tolist(), sel["std"].to_numpy(dtype=float)
+    seeds = sel["n_seeds"].tolist()
+    out = [
+        f"{m:.3f} ± {s:.3f}" if n > 1 and math.isfinite(s) else f"{m:.3f}"
+        for m, s, n in zip(means, stds.tolist(), seeds, strict=True)
+    ]
+    if with_interval:
+        lows = sel["ci_low"].to_numpy(dtype=float).tolist()
+        highs = sel["ci_high"].to_numpy(dtype=float).tolist()
+        out = [
+            (f"{c} [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else c)
+            + ("†" if k else "")
+            for c, lo, hi, k in zip(out, lows, highs, clipped.tolist(), strict=True)
+        ]
+    return out
+
+
+def _metric_table_fast(
+    sel: pd.DataFrame, index: list[str], cells: list[str], metric: str, with_interval: bool
+) -> pd.DataFrame | None:
+    """metric_table's frame from plain dicts, the same as its pandas pivots give (0.3 s of a
+    dataset's page at 10,000 runs), for the usual case: string keys without missing values,
+    one row per setting and split, every mean a number. None otherwise (pandas decides)."""
+    keys = [*index, "split"]
+    if not all(isinstance(sel[c].dtype, pd.StringDtype) for c in keys):
+        return None
+    if sel["n_seeds"].dtype != np.int64 or sel["mean"].dtype != np.float64:
+        return None
+    mean = sel["mean"].to_numpy()
+    if np.isnan(mean).any() or any(sel[c].isna().any() for c in keys):
+        return None
+    columns = {c: sel[c].to_numpy(dtype=object) for c in [*keys, "split_role"]}
+    entries = list(zip(*(columns[c] for c in index), strict=True))
+    splits = columns["split"].tolist()
+    if len(set(zip(entries, splits, strict=True))) != len(entries):
+        return None  # several rows of a setting and split: pandas takes the first / mean
+    rows = sorted(set(entries))  # pivot_table's row order: the keys sorted
+    at = {e: i for i, e in enumerate(rows)}
+    row_of = np.array([at[e] for e in entries], dtype=np.int64)
+    role: dict[str, Any] = {}  # each split's first role, in the order the splits come
+    for split, r in zip(splits, columns["split_role"].tolist(), strict=True):
+        role.setdefault(split, r)
+    ranks = {r: i for i, r in enumerate(ROLES)}  # split_order's, without a drop_duplicates
+    order = sorted(role, key=lambda s: ranks.get(role[s], len(ranks)))
+    sort_col = next((s for s in order if role[s] == "id_test"), order[0])
+    by_split = {s: np.flatnonzero(columns["split"] == s) for s in order}
+    seeds = np.full(len(rows), np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(seeds, row_of, sel["n_seeds"].to_numpy())
+    sort_values = np.full(len(rows), np.nan)
+    sort_values[row_of[by_split[sort_col]]] = mean[by_split[sort_col]]
+    lower_is_better = metric in LOWER_IS_BETTER
+    # the same sort as metric_table's (quicksort, NaN last): ties fall the same way
+    shown = pd.Series(sort_values).sort_values(ascending=lower_is_better).index.to_numpy()
+    out: dict[str, Any] = {}
+    for j, c in enumerate(index):
+        values = [rows[i][j] for i in shown]
+        if c in ("setting_id", "eval_id"):
+            values = [v[:8] for v in values]
+        out[c] = pd.array(values, dtype=sel[c].dtype)
+    out["seeds"] = seeds[shown]
+    rank_col = []
+    if with_interval and not lower_is_better:
+        at_sort = by_split[sort_col]
+        bounds = pd.DataFrame(
+            {
+                "mean": mean[at_sort],
+                "ci_low": sel["ci_low"].to_numpy(dtype=float)[at_sort],
+                "ci_high": sel["ci_high"].to_numpy(dtype=float)[at_sort],
+            },
+            index=row_of[at_sort],
+        )
+        rank_col = [f"rank ({sort_col})"]
+        out[rank_col[0]] = uncertain_ranks(bounds).reindex(shown).to_numpy()
+    cell_dtype = pd.Series(cells[:1]).dtype  # what pandas makes of the cell strings
+    for s in order:
+        column: list[Any] = [np.nan] * len(rows)
+        for i, k in zip(row_of[by_split[s]].tolist(), by_split[s].tolist(), strict=True):
+            column[i] = cells[k]
+        out[s] = pd.array([column[i] for i in shown], dtype=cell_dtype)
+    return pd.DataFrame(out)[[*index, "seeds", *rank_col, *order]]
 
 
 def uncertain_ranks(bounds: pd.DataFrame) -> pd.Series:

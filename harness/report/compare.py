@@ -51,9 +51,9 @@ def with_scores(frame: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
     """The rows of runs that kept per-example scores (posthoc/<eval_id>/scores/): one
     directory check per run, so that a store whose scores were pruned costs no file reads."""
     runs = frame[["run_id", "eval_id"]].drop_duplicates()
-    has = [
+    has = [  # tolist, not itertuples: no Python call per arrow-backed cell
         has_scores(str(results_dir), run_id, eval_id)
-        for run_id, eval_id in runs.itertuples(index=False, name=None)
+        for run_id, eval_id in zip(runs["run_id"].tolist(), runs["eval_id"].tolist(), strict=True)
     ]
     return frame.merge(runs[has], on=["run_id", "eval_id"]) if not all(has) else frame
 

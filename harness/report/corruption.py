@@ -62,10 +62,15 @@ SPLIT_PATTERN = re.compile(r"^(?P<generated>gen-)?(?P<corruption>[a-z_]+)-(?P<se
 # the columns that name a setting in the corruption tables: no eval_id, the label metrics
 # are the same in every post-hoc stage
 BY = ("dataset", "setting_id", "model", "method")
+# a table's own description of its corruption splits, when it has one
+SPLIT_FIELDS = ("corruption", "severity", "corruption_source")
 
 
-def _label_rows(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    rows = table[(table["metric"] == metric) & overall(table)]
+def _label_rows(table: pd.DataFrame, metric: str, by: Sequence[str]) -> pd.DataFrame:
+    # only the columns read here are taken (a take per arrow-backed column of the table)
+    wanted = [*by, "run_id", "split", "split_role", "value", *SPLIT_FIELDS]
+    columns = [c for c in dict.fromkeys(wanted) if c in table]
+    rows = table.loc[(table["metric"] == metric) & overall(table), columns]
     # one row per run and split: label metrics repeat in each post-hoc stage (eval_id)
     return rows.drop_duplicates(["run_id", "split"])
 
@@ -75,13 +80,16 @@ def corruption_errors(
 ) -> pd.DataFrame:
     """Error per setting, corruption and severity, averaged over the setting's runs: columns
     *by, corruption, severity, generated, error, n_runs."""
-    rows = _label_rows(table, metric)
+    rows = _label_rows(table, metric, by)
     if {"corruption", "severity"} <= set(rows.columns):
         parsed = rows.assign(
             generated=rows.get("corruption_source", pd.Series("", index=rows.index)).eq("generated")
         )
     else:
-        match = rows["split"].str.extract(SPLIT_PATTERN)
+        # parsed once per split name, not once per row
+        names = rows["split"].drop_duplicates()
+        match = names.str.extract(SPLIT_PATTERN).set_axis(names.to_numpy())
+        match = match.reindex(rows["split"].to_numpy()).set_axis(rows.index)
         parsed = rows.assign(
             corruption=match["corruption"],
             severity=pd.to_numeric(match["severity"]),
@@ -100,7 +108,7 @@ def clean_errors(
     table: pd.DataFrame, metric: str = "accuracy", by: Sequence[str] = BY
 ) -> pd.DataFrame:
     """Error on the ID test split(s) per setting (mean over runs): columns *by, clean_error."""
-    rows = _label_rows(table, metric)
+    rows = _label_rows(table, metric, by)
     rows = rows[rows["split_role"] == "id_test"]
     return (
         rows.assign(clean_error=1.0 - rows["value"].astype(float))

@@ -78,9 +78,10 @@ def domain_generalisation(table: pd.DataFrame, results_dir: str | Path) -> pd.Da
     held-out domains (`held_out` = average; `n_held_out` of `n_domains` domains)."""
     if table.empty:
         return pd.DataFrame(columns=COLUMNS)
-    # only runs with a shift_test split can hold a domain out: their facts alone are read
-    runs = table.loc[table["split_role"] == "shift_test", "run_id"].unique()
-    found = {r: _setting_of(f) for r, f in _domain_facts(results_dir, runs).items()}
+    # only runs with a shift_test split can hold a domain out: their facts alone are read,
+    # once for the plain and the leave-one-domain-out tables
+    facts = _domain_facts(results_dir, _shift_test_runs(table))
+    found = {r: _setting_of(f) for r, f in facts.items()}
     found = {k: v for k, v in found.items() if v is not None}
     keep = (
         overall(table)
@@ -89,31 +90,43 @@ def domain_generalisation(table: pd.DataFrame, results_dir: str | Path) -> pd.Da
         & table["run_id"].isin(list(found))
     )
     plain = _aggregate(table[keep], found)
-    extra = [f for f in (_oracle(table, results_dir), _lodo(table, results_dir)) if len(f)]
+    extra = [f for f in (_oracle(table, results_dir), _lodo(table, results_dir, facts)) if len(f)]
     return pd.concat([plain, *extra], ignore_index=True) if extra else plain
 
 
-def _held_out_runs(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+def _shift_test_runs(table: pd.DataFrame) -> np.ndarray:
+    """The runs with a shift_test split, in order; a numpy array (iterating the arrow-backed
+    one costs a Python call per run)."""
+    runs = table["run_id"][table["split_role"] == "shift_test"].unique()
+    return np.asarray(runs, dtype=object)
+
+
+def _held_out_runs(
+    table: pd.DataFrame, results_dir: str | Path, facts: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """Per run with a shift_test split: its held-out domains, its search (the setting
     without seed, held-out domains, method options and trainer) and its hyperparameter
     setting (the same with method options and trainer)."""
-    runs = table.loc[table["split_role"] == "shift_test", "run_id"].unique()
+    if facts is None:
+        facts = _domain_facts(results_dir, _shift_test_runs(table))
     out = [
         {"run_id": run_id, "held": tuple(f["held"]), "domains": f["domains"],
          "search": f["search"], "hp": f["hp"]}
-        for run_id, f in _domain_facts(results_dir, runs).items()
+        for run_id, f in facts.items()
         if f is not None
     ]  # fmt: skip
     return pd.DataFrame(out, columns=["run_id", "held", "domains", "search", "hp"])
 
 
-def _lodo(table: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+def _lodo(
+    table: pd.DataFrame, results_dir: str | Path, facts: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """DomainBed's leave-one-domain-out validation: for held-out domain t, a hyperparameter
     setting's criterion is the mean over the other domains v of its accuracy on v in the runs
     holding out {t, v} (mean over their seeds; the `domain` group rows of their shift_test
     split); per search and t the setting with the best criterion is chosen (every v needed)
     and its accuracy on t in its leave-one-out runs reported (`lodo_report_accuracy`)."""
-    runs = _held_out_runs(table, results_dir)
+    runs = _held_out_runs(table, results_dir, facts)
     pairs = runs[runs["held"].map(len) == 2]
     if pairs.empty:
         return pd.DataFrame(columns=COLUMNS)

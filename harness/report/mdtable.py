@@ -32,11 +32,30 @@ def _simple(cells: list[str]) -> bool:
     )
 
 
+def _narrow(joined: str) -> bool:
+    """Every cell of a column (joined) is as wide as it is long, as tabulate measures it:
+    ASCII (measured by len), or no character other than printable ones one column wide (a
+    sequence can be wider only through a zero-width or wide character)."""
+    if joined.isascii():
+        return True
+    return all(ch.isprintable() and (ch.isascii() or wcswidth(ch) == 1) for ch in set(joined))
+
+
+def _simple_narrow(cells: list[str], joined: str) -> bool:
+    """_simple of a _narrow column, a column at a time (C loops, not a generator per cell)."""
+    return (
+        all(cells)
+        and "\x1b" not in joined
+        and "\n" not in joined
+        and all(map(str.__eq__, cells, map(str.strip, cells)))
+    )
+
+
 def markdown_table(frame: pd.DataFrame) -> str:
     """`frame.to_markdown(index=False, disable_numparse=True)`, faster: every column is left
     aligned (no number is parsed), each cell padded to its column's widest cell or header."""
     headers = [str(c) for c in frame.columns]
-    columns = []
+    columns, narrow = [], []
     for name in frame.columns:
         column = frame[name]
         if not (pd.api.types.is_string_dtype(column) or pd.api.types.is_integer_dtype(column)):
@@ -44,23 +63,29 @@ def markdown_table(frame: pd.DataFrame) -> str:
         if pd.api.types.is_bool_dtype(column) or column.isna().any():
             return frame.to_markdown(index=False, disable_numparse=True)
         cells = [str(v) for v in column.tolist()]
-        if not _simple(cells):
+        joined = "".join(cells)
+        narrow.append(_narrow(joined))
+        if not (_simple_narrow(cells, joined) if narrow[-1] else _simple(cells)):
             return frame.to_markdown(index=False, disable_numparse=True)
         columns.append(cells)
     if not columns or not columns[0] or not _simple(headers):
         return frame.to_markdown(index=False, disable_numparse=True)
     widths = [
-        max(_width(h) + MIN_PADDING, *(_width(c) for c in cells))
-        for h, cells in zip(headers, columns, strict=True)
+        max(_width(h) + MIN_PADDING, max(map(len if n else _width, cells)))
+        for h, cells, n in zip(headers, columns, narrow, strict=True)
     ]
 
-    def padded(cells: list[str], width: int) -> list[str]:
-        if all(c.isascii() for c in cells):
+    def padded(cells: list[str], width: int, narrow: bool) -> list[str]:
+        if narrow:  # width = length
             return [c.ljust(width) for c in cells]
         return [c + " " * (width - _width(c)) for c in cells]
 
     rule = "|" + "|".join(":" + "-" * (w + 1) for w in widths) + "|"
-    header = "| " + " | ".join(padded([h], w)[0] for h, w in zip(headers, widths, strict=True))
+    header = "| " + " | ".join(
+        padded([h], w, _narrow(h))[0] for h, w in zip(headers, widths, strict=True)
+    )
     header += " |"
-    body = zip(*(padded(c, w) for c, w in zip(columns, widths, strict=True)), strict=True)
+    body = zip(
+        *(padded(c, w, n) for c, w, n in zip(columns, widths, narrow, strict=True)), strict=True
+    )
     return "\n".join([header, rule, *("| " + " | ".join(row) + " |" for row in body)])

@@ -1,0 +1,181 @@
+"""The report's faster paths give the frames and strings of the straightforward pandas
+computations they replace (random data with ties, missing splits, clipped and missing
+intervals): metric_table's dict path vs its pivot_table path, _cells vs one f-string per
+cell, _clip_to_range vs a per-row map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness.report import aggregate as agg_module
+from harness.report.aggregate import metric_range, metric_table
+
+SPLITS = [("zz", "custom"), ("val", "val"), ("test", "id_test"), ("shift_b", "shift_test"),
+          ("shift_a", "shift_test")]  # fmt: skip
+
+
+def _random_agg(seed: int, augment: bool = False) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(int(rng.integers(1, 40))):
+        setting = f"{rng.integers(0, 10**12):012x}"
+        model, method = f"m{rng.integers(0, 3)}", f"meth{rng.integers(0, 4)}"
+        aug = ("" if rng.random() < 0.5 else "randaugment") if augment else ""
+        n = int(rng.integers(1, 4))
+        for metric in ("accuracy", "ece"):
+            for split, role in SPLITS:
+                if rng.random() < 0.15:
+                    continue  # this setting lacks the split
+                mean = round(float(rng.uniform(0, 1)), 2)  # ties
+                std = float(rng.uniform(0, 0.2)) if n > 1 else np.nan
+                lo, hi = (mean - 0.1, mean + 0.1) if rng.random() < 0.8 else (np.nan, np.nan)
+                clipped = (
+                    "t over seeds, clipped to [0, 1]" if rng.random() < 0.1 else "t over seeds"
+                )
+                rows.append(
+                    dict(dataset="d", setting_id=setting, eval_id="e" * 16, model=model,
+                         method=method, tta="", augment=aug, selection_rule="last",
+                         split=split, split_role=role, scorer="", metric=metric,
+                         group_key="", group_value="", mean=mean, std=std, n_seeds=n,
+                         ci_low=lo, ci_high=hi, interval=clipped)
+                )  # fmt: skip
+    return pd.DataFrame(rows).astype({"n_seeds": "int64"})
+
+
+def _pandas_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(agg_module, "_metric_table_fast", lambda *a, **k: None)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_metric_table_fast_path_is_the_pivot(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    agg = _random_agg(seed, augment=seed % 3 == 0)
+    cases = [("accuracy", True), ("accuracy", False), ("ece", False), ("ece", True)]
+    fast = [metric_table(agg, m, with_interval=w) for m, w in cases]
+    _pandas_only(monkeypatch)
+    for (metric, w), got in zip(cases, fast, strict=True):
+        want = metric_table(agg, metric, with_interval=w)
+        pd.testing.assert_frame_equal(got, want, check_column_type=False, check_names=False)
+        assert list(got.columns) == list(want.columns)
+        assert got.to_csv() == want.to_csv()
+        assert got.to_markdown() == want.to_markdown()
+
+
+def test_cells_are_one_format_per_cell() -> None:
+    agg = _random_agg(3)
+    sel = agg[agg["metric"] == "accuracy"]
+    clipped = sel["interval"].str.contains("clipped").to_numpy()
+
+    def cell(m: float, s: float, n: int, lo: float, hi: float) -> str:
+        text = f"{m:.3f} ± {s:.3f}" if n > 1 and np.isfinite(s) else f"{m:.3f}"
+        return text + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) and np.isfinite(hi) else "")
+
+    rows = list(
+        zip(sel["mean"], sel["std"], sel["n_seeds"], sel["ci_low"], sel["ci_high"], strict=True)
+    )
+    assert agg_module._cells(sel, clipped, False) == [
+        cell(m, s, n, np.nan, np.nan) for m, s, n, *_ in rows
+    ]
+    assert agg_module._cells(sel, clipped, True) == [
+        cell(*r) + ("†" if c else "") for r, c in zip(rows, clipped, strict=True)
+    ]  # fmt: skip
+
+
+def test_fallbacks_still_give_the_pivot(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Duplicate setting x split rows and missing means go through pandas itself."""
+    agg = _random_agg(5)
+    dup = pd.concat([agg, agg.iloc[:3].assign(mean=0.5)], ignore_index=True)
+    nan = agg.assign(mean=agg["mean"].where(agg.index % 7 != 0))
+    # (with intervals, a duplicate on the sorting split fails in pandas' reindex: both ways)
+    cases = [(dup, False), (nan, True), (nan, False)]
+    got = [metric_table(f, "accuracy", with_interval=w) for f, w in cases]
+    _pandas_only(monkeypatch)
+    for (frame, w), g in zip(cases, got, strict=True):
+        pd.testing.assert_frame_equal(g, metric_table(frame, "accuracy", with_interval=w))
+
+
+def test_clip_to_range_is_a_per_row_map() -> None:
+    rng = np.random.default_rng(0)
+    metrics = np.array(["accuracy", "nll", "auroc_vs_x", "my_metric", "ece", "fpr95_y"])
+    frame = pd.DataFrame({
+        "metric": metrics[rng.integers(0, len(metrics), 500)],
+        "ci_low": rng.normal(0.2, 0.5, 500),
+        "ci_high": rng.normal(0.8, 0.5, 500),
+        "interval": np.where(rng.random(500) < 0.5, "t over seeds", ""),
+    })  # fmt: skip
+    frame.loc[::9, "ci_low"] = np.nan
+    got = frame.copy()
+    agg_module._clip_to_range(got)
+    low = frame["metric"].map(lambda m: metric_range(m)[0])
+    high = frame["metric"].map(lambda m: metric_range(m)[1])
+    outside = (frame["ci_low"] < low) | (frame["ci_high"] > high)
+    assert got["ci_low"].tolist() == pytest.approx(
+        frame["ci_low"].clip(lower=low).tolist(), nan_ok=True, abs=0
+    )
+    assert got["ci_high"].tolist() == frame["ci_high"].clip(upper=high).tolist()
+    marks = [
+        i + (f", clipped to [{lo:g}, {hi:g}]" if o else "")
+        for i, lo, hi, o in zip(frame["interval"], low, high, outside, strict=True)
+    ]
+    assert got["interval"].tolist() == marks
+    assert got["interval"].dtype == frame["interval"].dtype
+
+
+def test_markdown_table_odd_characters_are_tabulates() -> None:
+    """mdtable's column-at-a-time path (every character one column wide) against tabulate,
+    with characters that break it: combining marks, joiners, variation selectors, wide and
+    characters, non-breaking spaces, blanks at the ends. (ASCII control characters and tabs
+    are left out: there main's mdtable already differed from tabulate, and still does.)"""
+    import random
+
+    from harness.report.mdtable import markdown_table
+
+    rng = random.Random(1)
+    pieces = ["a", "±", "†", "▼", "é", "e\u0301", "\u200d", "\u2764\ufe0f", "漢", "\u00a0",
+              " ", "\u0915\u094d\u0937", "🇺🇸", "\x85", "0.5"]  # fmt: skip
+    for _ in range(300):
+        rows = rng.randint(1, 5)
+        frame = pd.DataFrame(
+            {
+                f"c{k}": ["".join(rng.choices(pieces, k=rng.randint(1, 3))) for _ in range(rows)]
+                for k in range(rng.randint(1, 4))
+            }
+        )
+        assert markdown_table(frame) == frame.to_markdown(index=False, disable_numparse=True)
+
+
+def test_corruption_errors_parse_each_row_as_the_pattern() -> None:
+    """corruption_errors (split names parsed once per name) against a per-row regex match
+    and a dict of means: random runs, corruption splits (generated too) among others."""
+    import re
+
+    from harness.report.corruption import SPLIT_PATTERN, corruption_errors
+
+    rng = np.random.default_rng(2)
+    splits = ["test", "val", "fog-1", "fog-3", "gen-snow-2", "gen-fog-1", "bad-9", "x_y-5"]
+    rows = []
+    for run in range(60):
+        setting = f"s{run % 7}"
+        for split in rng.choice(splits, size=5, replace=False):
+            for eval_id in ("e1", "e2"):  # label metrics repeat per eval config
+                rows.append(dict(dataset="d", setting_id=setting, model=f"m{run % 2}",
+                                 method="erm", run_id=f"r{run}", eval_id=eval_id,
+                                 split=str(split), split_role="shift_test", scorer="",
+                                 metric="accuracy", group_key="", group_value="",
+                                 value=float(rng.uniform())))  # fmt: skip
+    table = pd.DataFrame(rows).astype({c: "str" for c in ("split", "run_id", "setting_id")})
+    got = corruption_errors(table)
+    want: dict[tuple, list] = {}
+    for r in table.drop_duplicates(["run_id", "split"]).itertuples():
+        m = re.match(SPLIT_PATTERN, r.split)
+        if m:
+            key = (r.dataset, r.setting_id, r.model, r.method, m["corruption"],
+                   int(m["severity"]), m["generated"] is not None)  # fmt: skip
+            want.setdefault(key, []).append((1.0 - r.value, r.run_id))
+    assert len(got) == len(want)
+    for row in got.itertuples(index=False):
+        errors = want[(row.dataset, row.setting_id, row.model, row.method, row.corruption,
+                       row.severity, row.generated)]  # fmt: skip
+        assert row.error == pytest.approx(np.mean([e for e, _ in errors]), abs=1e-12)
+        assert row.n_runs == len({r for _, r in errors})
