@@ -86,7 +86,7 @@ def rebuild(
                 skipped.append((Path(path), why))
         for path, why in skipped:
             warnings.warn(f"skipping {path}: {why}", stacklevel=3)
-        merged = pa.concat_tables(tables, promote_options="default") if tables else None
+        merged = pa.concat_tables(tables, promote_options="permissive") if tables else None
         index = {key: (stages[key][1], rowstore.ROWS, rows) for key, rows in held}
         facts_of = {key: facts.get(key.split("/", 1)[0]) for key in index}
         written = {rowstore.ROWS: merged} if merged is not None else {}
@@ -152,10 +152,10 @@ def _read_chunk(
     if not found:
         return None, [], failed, _facts(root, found)
     # one table first: the duplicate check on 5,000 one-stage chunks costs 20x more
-    whole = pa.concat_tables(list(found.values()), promote_options="default").combine_chunks()
+    whole = pa.concat_tables(list(found.values()), promote_options="permissive").combine_chunks()
     if without_duplicates({"": whole})[""].num_rows < whole.num_rows:  # rare: per stage
         found = without_duplicates(found)
-        whole = pa.concat_tables(list(found.values()), promote_options="default")
+        whole = pa.concat_tables(list(found.values()), promote_options="permissive")
         whole = whole.combine_chunks()
     feather.write_feather(whole, out, compression="uncompressed")
     return (

@@ -273,7 +273,7 @@ def ordered(keys: list[str], sources: dict[str, tuple[pa.Table, int, int]]) -> p
         pieces.append(run[0].slice(run[1], run[2] - run[1]))
     if not pieces:
         return pa.table({})
-    merged = pa.concat_tables(pieces, promote_options="default")
+    merged = pa.concat_tables(pieces, promote_options="permissive")
     return merged.combine_chunks() if merged.column(0).num_chunks > 64 else merged
 
 

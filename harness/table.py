@@ -123,7 +123,9 @@ def to_frame(frames: list[pa.Table], unique: bool = False) -> pd.DataFrame:
     caller knows the rows are `unique` (the consolidated store's)."""
     if not frames:
         return pd.DataFrame(columns=ROW_COLUMNS)
-    table = pa.concat_tables(frames, promote_options="default").to_pandas()
+    # permissive: files from other writers (an int32 column, pandas 2's string beside pandas
+    # 3's large_string) widen to one type instead of failing the whole collection
+    table = pa.concat_tables(frames, promote_options="permissive").to_pandas()
     # rows written before a column existed: augment="" is no augmentation
     table["augment"] = table["augment"].fillna("") if "augment" in table else ""
     return table if unique else table.drop_duplicates(subset=_identity_columns(table))
@@ -276,7 +278,7 @@ def _without_duplicates(stages: dict[str, pa.Table]) -> dict[str, pa.Table]:
     Two stages never share an identity (their run_id and eval_id are their folders')."""
     if not stages:
         return stages
-    whole = pa.concat_tables(list(stages.values()), promote_options="default")
+    whole = pa.concat_tables(list(stages.values()), promote_options="permissive")
     if not whole.select(_identity_columns(whole)).to_pandas().duplicated().any():
         return stages  # the usual case: one check over the new rows
     unique = {}

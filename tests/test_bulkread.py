@@ -127,3 +127,29 @@ def test_workers_that_cannot_start_leave_the_same_table(tmp_path, monkeypatch):
     assert not skipped
     expected = collect(tmp_path)[0].reset_index(drop=True)
     pd.testing.assert_frame_equal(table, expected, check_exact=True)
+
+
+def test_narrower_column_types_widen_instead_of_failing(tmp_path):
+    """A rows.parquet written by another tool (int32 n, 32-bit offsets strings, int64 value)
+    beside the usual ones: every path (collect, the cold rebuild, an incremental collection
+    that adds it to a store) gives the rows with the widened types, none fails."""
+    for n in range(6):
+        finish_run(tmp_path, n)
+    rows = RunDir(tmp_path, f"{5:08x}").posthoc("e1").rows
+    frame = pd.read_parquet(rows)
+    narrow = pa.Table.from_pandas(frame.assign(value=7), preserve_index=False)
+    types = {
+        name: pa.int32() if name == "n" else pa.string() if pa.types.is_large_string(t) else t
+        for name, t in zip(narrow.column_names, narrow.schema.types, strict=True)
+    }
+    pq.write_table(narrow.cast(pa.schema(types.items())), rows)
+    assert pq.read_schema(rows).field("n").type == pa.int32()  # the case meant
+    shutil.move(RunDir(tmp_path, f"{5:08x}").path, tmp_path / "later")
+    collect_cached(tmp_path)  # a store without it, then it arrives
+    shutil.move(tmp_path / "later", RunDir(tmp_path, f"{5:08x}").path)
+    for call in (collect, collect_cached, lambda r: collect_cached(r, rebuild=True)):
+        table = call(tmp_path)[0]
+        assert len(table) == 6 * 12
+        assert table["n"].dtype == "int64"
+        assert (table[table["run_id"] == f"{5:08x}"]["value"] == 7.0).all()
+        same(table[table["run_id"] != f"{5:08x}"], collect(tmp_path)[0].iloc[: 5 * 12])

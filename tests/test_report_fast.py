@@ -179,3 +179,39 @@ def test_corruption_errors_parse_each_row_as_the_pattern() -> None:
                        row.severity, row.generated)]  # fmt: skip
         assert row.error == pytest.approx(np.mean([e for e, _ in errors]), abs=1e-12)
         assert row.n_runs == len({r for _, r in errors})
+
+
+def test_markdown_table_empty_cells_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Empty cells (the headline's augment and verdict columns) are padded as tabulate pads
+    them, without falling back to tabulate: checked against tabulate on random frames with
+    empty cells and all-empty columns, tabulate itself forbidden inside markdown_table."""
+    import random
+
+    from harness.report.mdtable import markdown_table
+
+    rng = random.Random(2)
+    pieces = ["", "", "a", "bb", "±", "漢", "é", "0.5 [0.1, 0.9]"]
+    frames = []
+    for _ in range(300):
+        rows = rng.randint(1, 5)
+        frames.append(
+            pd.DataFrame(
+                {
+                    f"h{k}{rng.choice(['', 'x', '漢'])}": (
+                        [""] * rows
+                        if rng.random() < 0.3
+                        else [
+                            "".join(rng.choices(pieces, k=rng.randint(0, 2))) for _ in range(rows)
+                        ]
+                    )
+                    for k in range(rng.randint(1, 4))
+                }
+            )
+        )
+    expected = [f.to_markdown(index=False, disable_numparse=True) for f in frames]
+
+    def forbidden(*args: object, **kwargs: object) -> str:
+        raise AssertionError("markdown_table fell back to tabulate")
+
+    monkeypatch.setattr(pd.DataFrame, "to_markdown", forbidden)
+    assert [markdown_table(f) for f in frames] == expected

@@ -21,9 +21,11 @@ def _width(text: str) -> int:
     return len(text) if text.isascii() else wcswidth(text)
 
 
-def _simple(cells: list[str]) -> bool:
+def _simple(cells: list[str], empty: bool = False) -> bool:
+    """Cells tabulate pads as they are; an empty cell only where `empty` (body cells: an
+    empty header is left to tabulate)."""
     return all(
-        c
+        (c or empty)
         and c == c.strip()
         and "\x1b" not in c
         and "\n" not in c
@@ -44,8 +46,7 @@ def _narrow(joined: str) -> bool:
 def _simple_narrow(cells: list[str], joined: str) -> bool:
     """_simple of a _narrow column, a column at a time (C loops, not a generator per cell)."""
     return (
-        all(cells)
-        and "\x1b" not in joined
+        "\x1b" not in joined
         and "\n" not in joined
         and all(map(str.__eq__, cells, map(str.strip, cells)))
     )
@@ -65,7 +66,7 @@ def markdown_table(frame: pd.DataFrame) -> str:
         cells = [str(v) for v in column.tolist()]
         joined = "".join(cells)
         narrow.append(_narrow(joined))
-        if not (_simple_narrow(cells, joined) if narrow[-1] else _simple(cells)):
+        if not (_simple_narrow(cells, joined) if narrow[-1] else _simple(cells, empty=True)):
             return frame.to_markdown(index=False, disable_numparse=True)
         columns.append(cells)
     if not columns or not columns[0] or not _simple(headers):
