@@ -204,6 +204,8 @@ def main() -> None:
             record_file.unlink()
         # and the pages' keys (harness/report/increment.py): every page is made again
         (root / "leaderboard" / ".pages.json").unlink(missing_ok=True)
+        # and the derived frames (harness/report/partcache.py): every frame computed again
+        shutil.rmtree(root / "leaderboard" / ".parts", ignore_errors=True)
 
     measure("list run dirs + stat DONE (reconciliation)", finished_stages, root)
     if not args.skip_full:
