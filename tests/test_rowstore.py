@@ -391,3 +391,25 @@ def test_a_few_new_stages_go_to_a_delta_file_and_the_table_keeps_collects_order(
     (tmp_path / "runs").mkdir()
     for table in (collect_cached(tmp_path)[0], collect_current(tmp_path)[0]):
         assert table.empty and list(table.columns) == list(collect(tmp_path)[0].columns)
+
+
+def test_data_files_are_uncompressed_and_an_lz4_generation_still_reads(tmp_path):
+    """The store's files are written uncompressed (memory-mapped on reading); a generation an
+    earlier version wrote with LZ4 is read as it is, giving the same table."""
+    import pyarrow.feather as feather
+
+    for n in range(6):
+        finish_run(tmp_path, n)
+    expected = collect_cached(tmp_path)[0]
+    store = tmp_path / "store"
+    data = store / json.loads((store / "MANIFEST.json").read_text())["files"]["rows"]
+    rows = feather.read_table(data)
+    for compression in ("uncompressed", "lz4"):
+        feather.write_feather(rows, tmp_path / compression, compression=compression)
+    sizes = {c: (tmp_path / c).stat().st_size for c in ("uncompressed", "lz4")}
+    assert sizes["lz4"] != sizes["uncompressed"]  # the two can be told apart
+    assert data.stat().st_size == sizes["uncompressed"]
+    shutil.copyfile(tmp_path / "lz4", data)  # an earlier version's generation
+    table, _, changed = collect_cached(tmp_path)
+    assert changed is False
+    pd.testing.assert_frame_equal(table, expected, check_exact=True)
