@@ -269,3 +269,63 @@ def test_what_cannot_be_joined_says_so() -> None:
         stage_starts(table)
     ok = stage_starts(table.iloc[:3])
     assert ok.to_dict() == {"r1/e": 0, "r2/e": 2}
+
+
+def test_a_summary_grown_from_its_previous_piece_is_a_rebuilds(tmp_path: Path, monkeypatch) -> None:
+    """harness/report/summarygrow.py: new seeds of existing settings (plain, rot) and a new
+    setting: only the touched settings' rows are aggregated, and every output equals a
+    rebuild=true copy's (aggregate over the whole table); a stage rewritten since (its DONE
+    touched) aggregates the dataset whole, again equal to a rebuild's."""
+    import os
+    import shutil
+
+    from harness.report import aggregate as aggregate_module
+    from harness.report.build import write_leaderboard
+    from tests.test_leaderboard_speed import leaderboard_files
+
+    options = dict(outputs=("markdown",), effective_robustness_options={"scale": "logit"})
+    root = tmp_path / "grow"
+    n = make_root(root, lrs=(1,))
+    write_leaderboard(root, "erm", **options)
+    sizes: list[tuple[list[str], int]] = []
+    real = aggregate_module.aggregate
+
+    def spy(table, *args, **kwargs):
+        sizes.append((sorted(table["dataset"].unique()), len(table)))
+        return real(table, *args, **kwargs)
+
+    monkeypatch.setattr(aggregate_module, "aggregate", spy)
+
+    def check(name: str) -> pd.DataFrame:
+        full = tmp_path / name
+        shutil.copytree(root / "runs", full / "runs")
+        write_leaderboard(full, "erm", **options, rebuild=True)
+        got, expected = leaderboard_files(root), leaderboard_files(full)
+        assert sorted(got) == sorted(expected)
+        for file in expected:
+            assert got[file] == expected[file], file
+        return collect_cached(full)[0]
+
+    write_run(root, n, "plain", "erm", 1, 2, evals=("e1", "e2"))  # a third seed
+    write_run(root, n + 1, "plain", "mixup", 4, 0, evals=("e1", "e2"))  # a new setting
+    write_run(root, n + 2, "rot", "irm", 1, 2, ["a"])
+    write_leaderboard(root, "erm", **options)
+    grown, _ = list(sizes), sizes.clear()
+    table = check("full1")
+    plain = int((table["dataset"] == "plain").sum())
+    assert [d for d, _ in grown] == [["plain"], ["rot"]]
+    assert 0 < grown[0][1] < plain / 2  # the two touched settings' rows only (of 5)
+    agg = pd.read_csv(root / "leaderboard" / "summary.csv")
+    assert agg["n_seeds"].max() == 3  # the grown group holds the new seed
+    # a stage rewritten (its DONE touched): plain aggregated whole
+    sizes.clear()
+    done = next((root / "runs").glob("*/posthoc/e1/DONE"))
+    dataset = json.loads((done.parent / "rows.parquet").parent.parent.parent.joinpath(
+        "key.json").read_text())["payload"]["dataset"]["name"]  # fmt: skip
+    os.utime(done, ns=(done.stat().st_atime_ns, done.stat().st_mtime_ns + 10**9))
+    write_leaderboard(root, "erm", **options)
+    assert sizes == [([dataset], int((table["dataset"] == dataset).sum()))]
+    check("full2")
+    sizes.clear()  # and with no stage rewritten, nothing aggregated
+    write_leaderboard(root, "erm", **options)
+    assert sizes == []

@@ -15,7 +15,7 @@ from harness.report.domains import domain_markdown
 from harness.report.drawing import resolve_plot_workers
 from harness.report.estimators import estimators_section
 from harness.report.headline import headline_markdown
-from harness.report.increment import page_keys, record_pages, unchanged_pages
+from harness.report.increment import page_keys, record_pages, stage_lines, unchanged_pages
 from harness.report.markdown import dataset_markdown, index_markdown, plots_section
 from harness.report.page import write_page
 from harness.report.partcache import Options, PartCache
@@ -88,8 +88,9 @@ def write_leaderboard(
         # what a dataset's page and its derived frames depend on (increment.py): its stages,
         # the options, the code; frames of datasets whose key is unchanged are read from
         # leaderboard/.parts/, the others computed from their rows (partcache.py)
-        keys = page_keys(root, table, locals_options)
-        parts = PartCache(root, table, keys, rebuild)
+        lines = stage_lines(root, table)  # each dataset's stages
+        keys = page_keys(root, table, locals_options, lines)
+        parts = PartCache(root, table, keys, rebuild, lines)
         agg = parts.summary()
         board = root / "leaderboard"
         datasets = sorted(agg["dataset"].unique())

@@ -8,13 +8,12 @@ read from leaderboard/.parts/<key>/ (the key of harness/report/increment.py's pa
 the dataset's stages, the options, the code). The pieces are put together in the order
 and with the dtypes the whole-table computation gives; where they cannot be (dtypes that
 differ between pieces), that frame is computed from the whole table. Not cached: what
-spans datasets (aggregates=true's "all" rows, failures, the index page)."""
+spans datasets (aggregates=true's "all" rows, failures, the index page). A changed
+dataset's summary is grown from its previous piece when its stages only gained some
+(harness/report/summarygrow.py); the files are harness/report/partfiles.py's."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,15 +23,23 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.feather as feather
 
 from harness.oracle import REPORT
+from harness.report import summarygrow
 from harness.report.aggregate import ROW_KEY
 from harness.report.domains import AVERAGE, LODO
-from harness.report.headline import Headline
+from harness.report.increment import code_key
+from harness.report.partfiles import (  # noqa: F401  (the files' names, as before)
+    META,
+    PARTS_DIR,
+    Pieces,
+    headline_frames,
+    headline_of,
+    load,
+    prune,
+    save,
+)
 
-PARTS_DIR = ".parts"
-META = "meta.json"
 # columns of the table that no derived frame reads (left out of a dataset's rows)
 PROVENANCE = ("n", "selected_epoch", "forward_key", "posthoc_key", "results_version", "git_sha",
               "git_dirty", "lock_hash", "versions", "created_at")  # fmt: skip
@@ -138,80 +145,16 @@ def join_summary(pieces: list[pd.DataFrame], starts: pd.Series) -> pd.DataFrame:
     out = join(pieces)
     if not len(out):
         return out.drop(columns=[STAGE, OFFSET], errors="ignore")
+    return in_order(out, starts).drop(columns=[STAGE, OFFSET])
+
+
+def in_order(out: pd.DataFrame, starts: pd.Series) -> pd.DataFrame:
+    """Summary rows (with their stage columns) by where their group's first row is now."""
     at = starts.index.get_indexer(out[STAGE])
     if (at < 0).any():
         raise Unjoinable("a summary row's stage is not in the table")
     position = starts.to_numpy()[at] + out[OFFSET].to_numpy()
-    out = out.drop(columns=[STAGE, OFFSET])
     return out.take(np.argsort(position, kind="stable")).reset_index(drop=True)
-
-
-# -- the files: leaderboard/.parts/<key>/<name>.arrow + meta.json (written last) ---------
-
-
-def _write_frame(frame: pd.DataFrame, path: Path) -> None:
-    feather.write_feather(pa.Table.from_pandas(frame, preserve_index=False), str(path))
-
-
-def save(board: Path, key: str, frames: dict[str, pd.DataFrame], extra: dict[str, Any]) -> None:
-    """One dataset's pieces under .parts/<key>/, written to a temporary folder and renamed
-    (a reader sees all of them or none); each frame's dtypes kept in meta.json, checked on
-    reading."""
-    parts = board / PARTS_DIR
-    tmp = parts / f".{key}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    dtypes = {}
-    for name, frame in frames.items():
-        _write_frame(frame, tmp / f"{name}.arrow")
-        dtypes[name] = [[str(c), str(t)] for c, t in frame.dtypes.items()]
-    (tmp / META).write_text(json.dumps({"dtypes": dtypes, **extra}, sort_keys=True))
-    final = parts / key
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-
-
-def load(board: Path, key: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]] | None:
-    """A dataset's pieces and meta, or None when missing, unreadable or of other dtypes."""
-    folder = board / PARTS_DIR / key
-    try:
-        meta = json.loads((folder / META).read_text())
-        frames = {}
-        for name, dtypes in meta.pop("dtypes").items():
-            frame = feather.read_table(str(folder / f"{name}.arrow")).to_pandas()
-            if [[str(c), str(t)] for c, t in frame.dtypes.items()] != dtypes:
-                return None
-            frames[name] = frame
-    except (OSError, ValueError, KeyError, pa.ArrowException):
-        return None
-    return frames, meta
-
-
-def prune(board: Path, keep: set[str]) -> None:
-    """Folders of keys no dataset has now (and temporaries of dead writers) removed."""
-    parts = board / PARTS_DIR
-    if not parts.is_dir():
-        return
-    for path in parts.iterdir():
-        if path.name not in keep:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def headline_frames(h: Headline | None) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    if h is None:
-        return {}, {"headline": None}
-    info = {"split": h.split, "metric": h.metric, "caption": h.caption}
-    return {"headline.table": h.table, "headline.titles": h.titles}, {"headline": info}
-
-
-def headline_of(frames: dict[str, pd.DataFrame], meta: dict[str, Any]) -> Headline | None:
-    info = meta["headline"]
-    if info is None:
-        return None
-    return Headline(
-        frames["headline.table"], frames["headline.titles"], info["split"], info["metric"],
-        info["caption"],
-    )  # fmt: skip
 
 
 # -- the frames: computed per changed dataset, read for the others, put together ----------
@@ -274,11 +217,14 @@ class PartCache:
     """One write_leaderboard's derived frames: `summary()` first (the plots need it), then
     `frames()`, then `save()`. keys: page_keys (empty: nothing cached or saved)."""
 
-    def __init__(self, root: Path, table: pd.DataFrame, keys: dict[str, str], rebuild: bool):
-        self.root, self.table, self.keys = root, table, keys
+    def __init__(self, root: Path, table: pd.DataFrame, keys: dict[str, str], rebuild: bool,
+                 lines: dict[str, list[str]] | None = None):  # fmt: skip
+        """lines: each dataset's stage lines (increment.stage_lines): a changed dataset's
+        summary is then grown from its previous piece where it can be (summarygrow.py)."""
+        self.root, self.table, self.keys, self.lines = root, table, keys, lines or {}
         self.board = root / "leaderboard"
         self.datasets = sorted(table["dataset"].unique()) if not table.empty else []
-        self.held: dict[str, tuple[dict[str, pd.DataFrame], dict[str, Any]]] = {}
+        self.held: dict[str, Pieces] = {}
         if not rebuild:
             for d in self.datasets:
                 found = load(self.board, keys[d]) if d in keys else None
@@ -291,6 +237,9 @@ class PartCache:
         self._starts: pd.Series | None = None
         self.agg_of: dict[str, pd.DataFrame] = {}
         self.whole = not self.held  # nothing to reuse: the whole table, as before
+        self.code = code_key() if self.lines else ""
+        was = summarygrow.latest(self.board) if self.held and self.lines else {}
+        self.previous = {d: load(self.board, was[d], "summary") for d in changed if d in was}
 
     def rows(self, dataset: str) -> pd.DataFrame:
         """A changed dataset's rows, selected once (a take per column of the arrow table)."""
@@ -300,6 +249,13 @@ class PartCache:
             keep = [c for c in self.table.columns if c not in PROVENANCE]
             self._rows[dataset] = self.table[keep].take(np.flatnonzero(mask))
         return self._rows[dataset]
+
+    def _staged(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """Rows' summary, each group with the stage and offset of its first row."""
+        from harness.report.aggregate import aggregate
+
+        positions = rows.index.to_numpy()[first_rows(rows)]
+        return with_stages(aggregate(rows, self.root), positions, self.starts())
 
     def starts(self) -> pd.Series:
         if self._starts is None:
@@ -327,9 +283,10 @@ class PartCache:
                 piece = self.held[d][0]["summary"]
             else:
                 rows = self.rows(d)
-                try:
-                    positions = rows.index.to_numpy()[first_rows(rows)]
-                    piece = with_stages(aggregate(rows, self.root), positions, self.starts())
+                try:  # from the previous piece, or the dataset's rows aggregated whole
+                    grown = summarygrow.grown(self.previous.get(d), self.lines.get(d), self.code,
+                                              rows, self._staged)  # fmt: skip
+                    piece = self._staged(rows) if grown is None else in_order(grown, self.starts())
                 except Unjoinable:  # another row order: the whole table, nothing cached
                     self.keys, self.whole, self.held = {}, True, {}
                     self.pieces = {d: {} for d in self.datasets}
@@ -437,5 +394,6 @@ class PartCache:
             return
         for d, frames in self.pieces.items():
             if d in self.keys and "summary" in frames and "names" in self.extra.get(d, {}):
-                save(self.board, self.keys[d], frames, self.extra[d])
+                grow = {"stages": self.lines[d], "code": self.code} if d in self.lines else {}
+                save(self.board, self.keys[d], frames, self.extra[d] | grow)
         prune(self.board, {self.keys[d] for d in self.datasets if d in self.keys})
