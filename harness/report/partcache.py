@@ -394,6 +394,6 @@ class PartCache:
             return
         for d, frames in self.pieces.items():
             if d in self.keys and "summary" in frames and "names" in self.extra.get(d, {}):
-                grow = {"stages": self.lines[d], "code": self.code} if d in self.lines else {}
-                save(self.board, self.keys[d], frames, self.extra[d] | grow)
+                extra = self.extra[d] | {"code": self.code}
+                save(self.board, self.keys[d], frames, extra, self.lines.get(d))
         prune(self.board, {self.keys[d] for d in self.datasets if d in self.keys})

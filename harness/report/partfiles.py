@@ -19,6 +19,7 @@ from harness.report.headline import Headline
 
 PARTS_DIR = ".parts"
 META = "meta.json"
+STAGES = "stages.json"  # the stage lines (summarygrow.py): read only to grow a summary
 Pieces = tuple[dict[str, pd.DataFrame], dict[str, Any]]  # a dataset's frames and meta
 
 
@@ -26,7 +27,8 @@ def _write_frame(frame: pd.DataFrame, path: Path) -> None:
     feather.write_feather(pa.Table.from_pandas(frame, preserve_index=False), str(path))
 
 
-def save(board: Path, key: str, frames: dict[str, pd.DataFrame], extra: dict[str, Any]) -> None:
+def save(board: Path, key: str, frames: dict[str, pd.DataFrame], extra: dict[str, Any],
+         stages: list[str] | None = None) -> None:  # fmt: skip
     """One dataset's pieces under .parts/<key>/, written to a temporary folder and renamed
     (a reader sees all of them or none); each frame's dtypes kept in meta.json, checked on
     reading."""
@@ -38,6 +40,8 @@ def save(board: Path, key: str, frames: dict[str, pd.DataFrame], extra: dict[str
     for name, frame in frames.items():
         _write_frame(frame, tmp / f"{name}.arrow")
         dtypes[name] = [[str(c), str(t)] for c, t in frame.dtypes.items()]
+    if stages is not None:  # 50,000 lines at 100,000 runs: not in meta.json, read each time
+        (tmp / STAGES).write_text(json.dumps(stages))
     (tmp / META).write_text(json.dumps({"dtypes": dtypes, **extra}, sort_keys=True))
     final = parts / key
     shutil.rmtree(final, ignore_errors=True)
@@ -45,11 +49,14 @@ def save(board: Path, key: str, frames: dict[str, pd.DataFrame], extra: dict[str
 
 
 def load(board: Path, key: str, only: str | None = None) -> Pieces | None:
-    """A dataset's pieces (or only the piece `only`) and meta, or None when missing,
-    unreadable or of other dtypes."""
+    """A dataset's pieces (or only the piece `only`, with the stage lines in meta's
+    "stages" when they were saved) and meta, or None when missing, unreadable or of other
+    dtypes."""
     folder = board / PARTS_DIR / key
     try:
         meta = json.loads((folder / META).read_text())
+        if only is not None and (folder / STAGES).is_file():
+            meta["stages"] = json.loads((folder / STAGES).read_text())
         frames = {}
         for name, dtypes in meta.pop("dtypes").items():
             if only is not None and name != only:

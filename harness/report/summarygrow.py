@@ -11,8 +11,8 @@ the stage + offset positions give. Anything else (a stage gone or rewritten, oth
 dtypes that differ) returns None: the dataset is aggregated whole, as before.
 
 The previous piece is found through leaderboard/.pages.json ({dataset: key}); its
-meta.json holds its stage lines (harness/report/increment.py's stage_lines) and the code
-digest it was computed under.
+stages.json holds its stage lines (harness/report/increment.py's stage_lines), meta.json the
+code digest it was computed under (harness/report/partfiles.py).
 """
 
 from __future__ import annotations
