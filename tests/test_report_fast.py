@@ -215,3 +215,42 @@ def test_markdown_table_empty_cells_take_the_fast_path(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(pd.DataFrame, "to_markdown", forbidden)
     assert [markdown_table(f) for f in frames] == expected
+
+
+def _groupby_aggregate(table: pd.DataFrame) -> pd.DataFrame:
+    """aggregate's groups and numbers as pandas' own groupby gives them (the reference)."""
+    keys = [*agg_module.SETTING_COLUMNS, *agg_module.ROW_KEY]
+    table = table.assign(augment=table["augment"].fillna(""))  # as aggregate does
+    grouped = table.groupby(keys, dropna=False, sort=False)["value"]
+    return grouped.agg(mean="mean", std="std", n_seeds="size").reset_index()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_group_ids_are_pandas_groupby(seed: int) -> None:
+    """aggregate groups on integer codes (runs of equal arrow strings encoded once): the same
+    groups, order, bits and dtypes as groupby(keys, dropna=False, sort=False), on random
+    tables with missing keys, rows in runs and rows shuffled, arrow and object strings."""
+    rng = np.random.default_rng(seed)
+    n = 600
+    keys = [*agg_module.SETTING_COLUMNS, *agg_module.ROW_KEY]
+    data = {}
+    for i, key in enumerate(keys):
+        values = np.array([f"{key}{v}" for v in rng.integers(0, 2 + i % 3, n)], dtype=object)
+        if key != "metric":  # a metric is always named (metric_range needs it)
+            values[rng.random(n) < 0.05] = None
+        if i % 2 == 0:  # in runs, as the store's stages are
+            values = np.sort(values.astype(str)).astype(object)
+            values[values == "None"] = None
+        data[key] = values
+    data["value"] = rng.normal(size=n) * 10.0 ** rng.integers(-3, 4, n)
+    data["run_id"] = [f"r{v}" for v in rng.integers(0, 20, n)]
+    for dtype in ["str", object]:
+        table = pd.DataFrame(data).astype({k: dtype for k in keys})
+        for frame in (table, table.sample(frac=1, random_state=seed).reset_index(drop=True)):
+            got = agg_module.aggregate(frame)
+            want = _groupby_aggregate(frame)
+            pd.testing.assert_frame_equal(got[want.columns.tolist()], want, check_exact=True)
+            ids, first = agg_module.group_ids(frame, keys)
+            want_ids = frame.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
+            np.testing.assert_array_equal(ids, want_ids)
+            np.testing.assert_array_equal(first, pd.Series(want_ids).drop_duplicates().index)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import stats
 
 from harness.data import ROLES
@@ -109,9 +111,22 @@ def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.
     # tables collected before the augment column existed: "" is no augmentation
     table = table.assign(augment=table["augment"].fillna("") if "augment" in table else "")
     keys = [*SETTING_COLUMNS, *ROW_KEY]
-    grouped = table.groupby(keys, dropna=False, sort=False)
-    agg = grouped["value"].agg(mean="mean", std="std", n_seeds="size")  # pandas: ddof=1
-    agg = agg.reset_index()
+    # the groups of groupby(keys, dropna=False, sort=False) from integer codes (group_ids):
+    # pandas would hash every arrow string of every key column (1 s of 2.3 at 100,000 runs);
+    # the same groups in the same order, each group's values in row order, so the same bits
+    if all(_arrow_strings(table[k]) for k in keys):  # the store's table
+        ids, first = group_ids(table, keys)
+        # a categorical of the ids: groupby takes its codes as they are (no second hashing)
+        by: Any = pd.Categorical.from_codes(ids, categories=pd.RangeIndex(len(first)))
+        grouped = table["value"].groupby(by, sort=True, observed=True)
+        agg = grouped.agg(mean="mean", std="std", n_seeds="size")  # pandas: ddof=1
+        agg = pd.concat(
+            [table[keys].take(first).reset_index(drop=True), agg.reset_index(drop=True)], axis=1
+        )
+    else:  # other key types (object strings become str levels there): pandas decides
+        by = [table[k] for k in keys]
+        grouped = table["value"].groupby(by, dropna=False, sort=False)
+        agg = grouped.agg(mean="mean", std="std", n_seeds="size").reset_index()
     half = stats.t.ppf(0.975, agg["n_seeds"] - 1) * agg["std"] / np.sqrt(agg["n_seeds"])
     several = agg["n_seeds"] > 1
     agg["ci_low"] = np.where(several, agg["mean"] - half, np.nan)
@@ -122,7 +137,10 @@ def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.
         plain = (agg["metric"] == "accuracy") & overall(agg)
         single = np.flatnonzero(~several.to_numpy() & plain.to_numpy())
         # each entry's run only when some entry has one seed (0.08 s at 10,000 runs)
-        runs = grouped["run_id"].first().reset_index(drop=True) if len(single) else None
+        runs = None
+        if len(single):
+            runs = table["run_id"].groupby(by, sort=False, observed=True, dropna=False).first()
+            runs = runs.reset_index(drop=True)
         for i in single:
             row = agg.iloc[i]
             low, high = bootstrap_accuracy(results_dir, runs.iat[i], row["eval_id"], row["split"])
@@ -133,6 +151,54 @@ def aggregate(table: pd.DataFrame, results_dir: str | Path | None = None) -> pd.
                     "bootstrap over examples",
                 ]
     return agg[columns]
+
+
+def _arrow_strings(column: pd.Series) -> bool:
+    """Whether a column is held as one arrow string array (what to_frame makes)."""
+    data = getattr(column.array, "_pa_array", None)
+    return data is not None and (
+        pa.types.is_string(data.type) or pa.types.is_large_string(data.type)
+    )
+
+
+def _column_codes(column: pd.Series) -> np.ndarray:
+    """Integer codes of a column's values (equal values, missing ones included, share a
+    code). An arrow string column is encoded by its runs of equal neighbours: the store's
+    rows come stage after stage, so a setting's columns hash one value per stage, not per row."""
+    data = getattr(column.array, "_pa_array", None)
+    if data is None or not (pa.types.is_string(data.type) or pa.types.is_large_string(data.type)):
+        return pd.factorize(column, use_na_sentinel=False)[0].astype(np.int64)
+    data = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+    n = len(data)
+    # a boundary where a value differs from the one before (a missing value: always one,
+    # which is harmless: a run only needs one value throughout)
+    change = pc.fill_null(pc.not_equal(data[1:], data[:-1]), True).to_numpy(zero_copy_only=False)
+    starts = np.concatenate([[0], np.flatnonzero(change) + 1])
+    if len(starts) > n // 4:  # few repeats: encode the rows themselves
+        starts = np.arange(n)
+    encoded = pc.dictionary_encode(data.take(pa.array(starts)), null_encoding="encode")
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return codes if len(starts) == n else np.repeat(codes, np.diff(np.append(starts, n)))
+
+
+def group_ids(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, its group of frame.groupby(keys, dropna=False, sort=False) (0, 1, ... in
+    the order groups first appear), and each group's first row position."""
+    combined = np.zeros(len(frame), dtype=np.int64)
+    size = 1
+    for key in keys:
+        codes = _column_codes(frame[key])
+        width = int(codes.max()) + 1 if len(codes) else 1
+        if size * width >= 2**62:  # would overflow: renumber the combination so far
+            combined, uniques = pd.factorize(combined)
+            size = len(uniques)
+        combined = combined * width + codes
+        size *= width
+    ids = pd.factorize(combined)[0]  # first-appearance order
+    # a group starts where its id exceeds every id before it (ids appear in order)
+    seen = np.maximum.accumulate(ids) if len(ids) else ids
+    first = np.flatnonzero(ids > np.concatenate([[-1], seen[:-1]]))
+    return ids, first
 
 
 def _clip_to_range(agg: pd.DataFrame) -> None:
