@@ -49,6 +49,14 @@ TINY = [
     "trainer.progress=false",
     "threads=1",
 ]
+# eval=openood_full on a TINY run: a fit subset, neighbour counts and CCR rates it can hold
+OPENOOD_FULL_TINY = [
+    "eval=openood_full",
+    "eval.fit_size=20",
+    "eval.scorers.knn.k=5",
+    "eval.scorers.nnguide.k=5",
+    "eval.ccr_fprs=[0.1]",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -115,6 +115,13 @@ def leaderboard_files(root: Path) -> dict[str, bytes]:
     return found
 
 
+def rebuilt_copy(root: Path, full: Path, baseline: str = "erm", **options) -> dict[str, bytes]:
+    """leaderboard_files of a copy of root's run directories at `full`, built with rebuild=true."""
+    shutil.copytree(root / "runs", full / "runs")
+    write_leaderboard(full, baseline, **options, rebuild=True)
+    return leaderboard_files(full)
+
+
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(incremental, rebuilt): the same runs, one root's leaderboard made through its store
@@ -280,9 +287,7 @@ def test_one_new_run_remakes_only_its_datasets_page(tmp_path: Path, monkeypatch)
     assert (plain_a.st_ino, plain_a.st_mtime_ns) == (plain_b.st_ino, plain_b.st_mtime_ns)
     assert after["rot"].st_ino != before["rot"].st_ino  # written again (atomic replace)
     full = tmp_path / "full"
-    shutil.copytree(root / "runs", full / "runs")
-    write_leaderboard(full, "erm", outputs=TABLES, rebuild=True)
-    assert leaderboard_files(root) == leaderboard_files(full)
+    assert leaderboard_files(root) == rebuilt_copy(root, full, outputs=TABLES)
     # another baseline: every page is made again, equal to a rebuild's with that baseline
     made.clear()
     write_leaderboard(root, "irm", outputs=TABLES)
@@ -331,9 +336,7 @@ def test_one_new_run_recomputes_only_its_datasets_frames(tmp_path: Path, monkeyp
     assert seen == {"aggregate": [["plain"]], "derived": [["plain"]]}
     assert len(list(parts.iterdir())) == 3  # plain's old key's folder removed
     full = tmp_path / "full"
-    shutil.copytree(root / "runs", full / "runs")
-    write_leaderboard(full, "erm", **options, rebuild=True)
-    got, expected = leaderboard_files(root), leaderboard_files(full)
+    got, expected = leaderboard_files(root), rebuilt_copy(root, full, **options)
     assert sorted(got) == sorted(expected)
     for name in expected:
         assert got[name] == expected[name], name

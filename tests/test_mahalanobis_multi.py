@@ -29,7 +29,7 @@ from harness.rundir import RunDir
 from harness.stages import stage_modules, stage_request
 from methods.scorers.mahalanobis_multi import MultiMahalanobis, pooled_stages
 
-from .conftest import TINY, compose_config, run_rows
+from .conftest import OPENOOD_FULL_TINY, TINY, compose_config, run_rows
 
 
 def test_scores_match_pytorch_ood():
@@ -152,11 +152,7 @@ def test_a_cache_without_stages_skips_it_with_a_note(tmp_path):
             [
                 *TINY,
                 f"results_dir={tmp_path}",
-                "eval=openood_full",
-                "eval.fit_size=20",
-                "eval.scorers.knn.k=5",
-                "eval.scorers.nnguide.k=5",
-                "eval.ccr_fprs=[0.1]",
+                *OPENOOD_FULL_TINY,
             ]  # fmt: skip
         )
     )

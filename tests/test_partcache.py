@@ -277,11 +277,10 @@ def test_a_summary_grown_from_its_previous_piece_is_a_rebuilds(tmp_path: Path, m
     rebuild=true copy's (aggregate over the whole table); a stage rewritten since (its DONE
     touched) aggregates the dataset whole, again equal to a rebuild's."""
     import os
-    import shutil
 
     from harness.report import aggregate as aggregate_module
     from harness.report.build import write_leaderboard
-    from tests.test_leaderboard_speed import leaderboard_files
+    from tests.test_leaderboard_speed import leaderboard_files, rebuilt_copy
 
     options = dict(outputs=("markdown",), effective_robustness_options={"scale": "logit"})
     root = tmp_path / "grow"
@@ -298,9 +297,7 @@ def test_a_summary_grown_from_its_previous_piece_is_a_rebuilds(tmp_path: Path, m
 
     def check(name: str) -> pd.DataFrame:
         full = tmp_path / name
-        shutil.copytree(root / "runs", full / "runs")
-        write_leaderboard(full, "erm", **options, rebuild=True)
-        got, expected = leaderboard_files(root), leaderboard_files(full)
+        got, expected = leaderboard_files(root), rebuilt_copy(root, full, **options)
         assert sorted(got) == sorted(expected)
         for file in expected:
             assert got[file] == expected[file], file

@@ -15,7 +15,7 @@ from pytorch_ood.detector import RankFeat as ReferenceRankFeat
 import harness.run as run_mod
 from methods.scorers.rankfeat import RankFeat, remove_rank1
 
-from .conftest import TINY, compose_config, run_rows
+from .conftest import OPENOOD_FULL_TINY, TINY, compose_config, run_rows
 
 
 def test_remove_rank1_is_the_svd_remainder():
@@ -58,11 +58,7 @@ def test_openood_full_runs_rankfeat_during_the_run(tmp_path):
             [
                 *TINY,
                 f"results_dir={tmp_path}",
-                "eval=openood_full",
-                "eval.fit_size=20",
-                "eval.scorers.knn.k=5",
-                "eval.scorers.nnguide.k=5",
-                "eval.ccr_fprs=[0.1]",
+                *OPENOOD_FULL_TINY,
                 "+eval.scorers.rankfeat34._target_=methods.scorers.rankfeat.RankFeat",
                 "+eval.scorers.rankfeat34.fuse_block3=true",
             ]  # fmt: skip
