@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--model", default="resnet50")
     ap.add_argument("--workers", type=int, default=min(8, len(os.sched_getaffinity(0)) - 1))
     ap.add_argument("--cpu-decode", action="store_true")
+    ap.add_argument("--repeats", type=int, default=2, help="harness runs per decode mode")
     ap.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "gpu_decode.json"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -154,13 +155,19 @@ def main() -> None:
     record["bare_forward_images_per_s"] = round(n_fwd / (time.perf_counter() - t), 1)
 
     # the harness, GPU decode (auto), then optionally CPU decode
+    # (each mode `repeats` times, the best kept: the first run of a process also pays for
+    # one-off start-up such as loader worker forks and the folder's digests)
     for mode in ["auto", *(["cpu"] if args.cpu_decode else [])]:
         c = compose([*overrides, f"forward.decode={mode}"])
         c["dataset"]["splits"] = cfg["dataset"]["splits"]
-        h = harness_seconds(c, work / f"res-{mode}")
+        tries = [harness_seconds(c, work / f"res-{mode}-{k}") for k in range(args.repeats)]
+        h = min(tries, key=lambda t: t["forward_split_seconds"])
         record[f"harness_{mode}"] = {
             "forward_images_per_s": round(args.images / h["forward_split_seconds"], 1),
             "run_images_per_s": round(args.images / h["run_seconds"], 1),
+            "forward_images_per_s_each": [
+                round(args.images / t["forward_split_seconds"], 1) for t in tries
+            ],
             **{k: round(v, 2) for k, v in h.items()},
         }
     bound = min(record["bare_decode_images_per_s"], record["bare_forward_images_per_s"])
