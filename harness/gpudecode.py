@@ -146,9 +146,18 @@ class FileBytes(Dataset):
         return read_file(str(self.files[i])), int(self.labels[i]), i
 
 
-def collate_bytes(items: list[tuple[torch.Tensor, int, int]]) -> tuple[list, torch.Tensor, Any]:
+def collate_bytes(items: list[tuple[torch.Tensor, int, int]]) -> tuple[Any, ...]:
+    """The batch's files joined into one uint8 tensor, with each file's length: a worker
+    hands the main process one shared-memory segment per batch, not one per file (hundreds
+    of file descriptors per batch in flight exhausted them on a 16-core machine: EBADF)."""
     data, labels, index = zip(*items, strict=True)
-    return list(data), torch.tensor(labels), torch.tensor(index)
+    lengths = torch.tensor([len(d) for d in data])
+    return torch.cat(data), lengths, torch.tensor(labels), torch.tensor(index)
+
+
+def split_bytes(flat: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    """collate_bytes undone: each file's bytes, a contiguous view of the joined tensor."""
+    return list(torch.split(flat, lengths.tolist()))
 
 
 class DecodeLoader:
@@ -185,8 +194,8 @@ class DecodeLoader:
         return len(self.loader)
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for data, labels, index in self.loader:
-            yield self.transform(self.decode(data, index)), labels, index
+        for flat, lengths, labels, index in self.loader:
+            yield self.transform(self.decode(split_bytes(flat, lengths), index)), labels, index
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         if self.prefetch < 1:

@@ -27,14 +27,16 @@ SIZES = [(40, 30), (64, 48), (30, 52), (48, 48), (35, 61)]
 
 def smooth_jpegs(folder, n=10, fmt="JPEG", suffix=".jpg"):
     """JPEGs of several sizes and aspect ratios with smooth content (what photos are like;
-    noise would measure only the decoders' rounding)."""
+    noise would measure only the decoders' rounding). No sharp edges either: at a colour edge
+    nvJPEG's chroma upsampling differs from libjpeg-turbo's by up to ~45 levels (seen on an
+    H200 when the red channel wrapped from 255 to 0)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in range(n):
         w, h = SIZES[k % len(SIZES)]
         yy, xx = np.mgrid[0:h, 0:w]
         pixels = np.stack(
-            [(xx * 255 // w + 20 * k) % 256, yy * 255 // h, (xx + yy) * 127 // (w + h) + 60], -1
+            [xx * 150 // w + 5 * k, yy * 255 // h, (xx + yy) * 127 // (w + h) + 60], -1
         ).astype(np.uint8)
         path = folder / f"{k}{suffix}"
         Image.fromarray(pixels).save(path, format=fmt, quality=95)
@@ -176,3 +178,30 @@ def test_nvjpeg_on_cuda_matches_the_pil_path(tmp_path):
     assert torch.equal(torch.cat([b[1] for b in got]), ref_y)
     diff = (x - ref_x).abs() * 255 * 0.5  # levels of 255
     assert diff.mean() < 1.5 and diff.max() < 24, (diff.mean(), diff.max())
+
+
+def test_a_batch_leaves_its_worker_as_one_tensor_and_workers_change_nothing(tmp_path):
+    """Loader workers hand over one shared-memory segment per batch (a tensor per file
+    exhausted the file descriptors of a 16-core GPU machine: EBADF in torch's fd sharing),
+    and the batches are the same with and without workers."""
+    from harness.gpudecode import collate_bytes, split_bytes
+
+    paths = smooth_jpegs(tmp_path / "img", n=11)
+    split = file_split(paths)
+    items = [
+        (torch.frombuffer(bytearray(Path(p).read_bytes()), dtype=torch.uint8), 0, i)
+        for i, p in enumerate(paths[:4])
+    ]
+    flat, lengths, _, index = collate_bytes(items)
+    assert isinstance(flat, torch.Tensor) and flat.dim() == 1
+    assert [bytes(b.numpy()) for b in split_bytes(flat, lengths)] == [
+        Path(p).read_bytes() for p in paths[:4]
+    ]
+    assert index.tolist() == [0, 1, 2, 3]
+    bench_t = BenchmarkTransform((0.5,) * 3, (0.5,) * 3, (16, 16))
+    cpu = torch.device("cpu")
+    with_workers = list(decode_loader(split, bench_t, 4, cpu, num_workers=2))
+    without = list(decode_loader(split, bench_t, 4, cpu))
+    assert len(with_workers) == len(without) == 3
+    for a, b in zip(with_workers, without, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
