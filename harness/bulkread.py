@@ -36,6 +36,7 @@ from harness.rundir import finished_stages
 ReadOne = Callable[[Path], "pa.Table | Exception"]
 Dedup = Callable[[dict[str, pa.Table]], dict[str, pa.Table]]
 
+FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
 # fewer stages than this per worker: fewer workers (a fork costs more than it saves);
 # below twice this, this process reads them all
 MIN_PARALLEL = 256
@@ -124,7 +125,12 @@ def _in_workers(
     """`_run_chunks` with forked workers (no interpreter start, no imports: the module-level
     functions passed in are pickled by name, the chunks as paths and ids)."""
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=len(chunks) - 1, mp_context=context) as pool:
+    with warnings.catch_warnings(), ProcessPoolExecutor(len(chunks) - 1, context) as pool:
+        # Python >= 3.12 warns at each fork of a process that has threads, and this one
+        # always has (Arrow's and torch's pools): the fork is deliberate, its warning would
+        # join the rebuild's own (seen on a GPU machine's Python 3.12). Arrow re-creates
+        # its pools in a forked child; the workers only read files with it.
+        warnings.filterwarnings("ignore", FORK_WARNING, DeprecationWarning)
         futures = [
             pool.submit(_read_chunk, root, chunk, out, read_one, without_duplicates)
             for chunk, out in zip(chunks[1:], outs[1:], strict=True)

@@ -7,7 +7,10 @@ and the leaderboard's summary.csv and comparisons.csv). A change that moves a ke
 extend KEYS on purpose; a change that moves a number bumps RESULTS_VERSION, regenerates the
 golden files (`SHIFTBENCH_UPDATE_GOLDEN=1 pytest tests/test_pins.py`) and says why in
 its note. The golden numbers are made on the AVX2 code path (tests/conftest.py pins it), so
-they hold on any x86-64 machine with AVX2, not only the one that wrote them.
+they hold on any x86-64 machine with AVX2, not only the one that wrote them, with
+requirements.lock's numerical stack: with another torch (e.g. a GPU machine's own build) they
+are skipped, saying which versions differ; SHIFTBENCH_REQUIRE_GOLDEN=1 (.ci/run) makes that a
+failure, so CI can never skip them.
 
 Everything is read from the run directories' files (key.json, benchmark.json, DONE,
 rows.parquet): the layout of results/ is itself part of what is pinned.
@@ -15,6 +18,7 @@ rows.parquet): the layout of results/ is itself part of what is pinned.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -23,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from .conftest import CONF, TINY, compose_config
+from .conftest import CONF, ROOT, TINY, compose_config
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("SHIFTBENCH_UPDATE_GOLDEN") == "1"
@@ -48,6 +52,41 @@ CONFIGS: dict[str, list[str]] = {
     ],
 }
 IDENTITY = ["run_id", "eval_id", "split", "group_key", "group_value", "scorer", "metric"]
+# What the numbers depend on besides this repository (training, model init, metrics).
+NUMERIC_STACK = ["torch", "torchvision", "timm", "numpy", "scikit-learn", "scipy"]
+
+
+def _lock_pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        name, sep, version = line.partition("==")
+        if sep and not name.startswith("#"):
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def _stack_differences() -> list[str]:
+    """The numerical stack's packages whose installed version is not the lock's."""
+    pins = _lock_pins()
+    have = {name: importlib.metadata.version(name).split("+")[0] for name in NUMERIC_STACK}
+    return [f"{n} {have[n]} (lock: {pins[n]})" for n in NUMERIC_STACK if have[n] != pins[n]]
+
+
+@pytest.fixture
+def numbers_pinned_here() -> None:
+    differences = _stack_differences()
+    if not differences:
+        return
+    why = (
+        f"golden numbers are pinned for requirements.lock's versions; here {', '.join(differences)}"
+    )
+    if os.environ.get("SHIFTBENCH_REQUIRE_GOLDEN") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def test_the_numerical_stack_is_named_in_the_lock():
+    assert set(NUMERIC_STACK) <= set(_lock_pins())
 
 
 def _run_all(root: Path) -> dict[str, dict]:
@@ -161,7 +200,7 @@ def _golden_rows(results: Path) -> pd.DataFrame:
     return table.sort_values(IDENTITY, kind="stable").reset_index(drop=True)
 
 
-def test_golden_numbers_are_bit_for_bit(store):
+def test_golden_numbers_are_bit_for_bit(numbers_pinned_here, store):
     results, _ = store
     observed = _golden_rows(results)
     path = GOLDEN / "pinned_rows.parquet"
@@ -180,7 +219,7 @@ def test_golden_numbers_are_bit_for_bit(store):
 
 
 @pytest.mark.parametrize("name", ["summary.csv", "comparisons.csv"])
-def test_golden_leaderboard_tables_are_byte_for_byte(store, name):
+def test_golden_leaderboard_tables_are_byte_for_byte(numbers_pinned_here, store, name):
     results, _ = store
     observed = (results / "leaderboard" / name).read_text()
     path = GOLDEN / f"pinned_{name}"
