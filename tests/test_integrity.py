@@ -39,11 +39,38 @@ from .conftest import TINY, compose_config, run_cli, run_rows
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OUTDATED_IGNORE": "1"}
 
 
-def sweep(args, cwd):
+# `python -m harness.run` whose jobs each wait for the file $GATE first: a sweep held in use
+# for as long as a test needs (a fast machine finished an ungated tiny sweep before a second
+# process had started and checked its lock).
+GATED_RUN = """
+import os, sys, time
+from pathlib import Path
+from harness import run as run_mod
+
+real_run = run_mod.run
+
+
+def gated(cfg):
+    deadline = time.time() + 600
+    while not Path(os.environ["GATE"]).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    return real_run(cfg)
+
+
+run_mod.run = gated
+run_mod.main()
+"""
+
+
+def sweep(args, cwd, gate=None):
+    entry = ["-m", "harness.run"]
+    if gate is not None:
+        (cwd / "gated_run.py").write_text(GATED_RUN)
+        entry = [str(cwd / "gated_run.py")]
     return subprocess.Popen(
-        [sys.executable, "-m", "harness.run", "-m", *TINY, "sweep_end.leaderboard=false", *args],
+        [sys.executable, *entry, "-m", *TINY, "sweep_end.leaderboard=false", *args],
         cwd=cwd,
-        env=ENV,
+        env=ENV if gate is None else {**ENV, "GATE": str(gate)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -69,7 +96,9 @@ def test_two_sweeps_started_in_the_same_second_keep_their_own_folders_and_counts
 
 def test_a_sweep_folder_given_twice_is_refused_while_in_use_and_counts_only_its_jobs(tmp_path):
     results, shared = tmp_path / "res", tmp_path / "shared"
-    first = sweep([f"results_dir={results}", f"hydra.sweep.dir={shared}", "seed=0,1,2"], tmp_path)
+    gate = tmp_path / "go"
+    args = [f"results_dir={results}", f"hydra.sweep.dir={shared}", "seed=0,1,2"]
+    first = sweep(args, tmp_path, gate=gate)
     deadline = time.time() + 300
     while not (shared / "LOCK").exists() and time.time() < deadline and first.poll() is None:
         time.sleep(0.05)
@@ -79,6 +108,8 @@ def test_a_sweep_folder_given_twice_is_refused_while_in_use_and_counts_only_its_
         cwd=tmp_path,
         check=False,
     )
+    assert first.poll() is None  # still in use: its first job waits for the gate
+    gate.touch()
     out_first = first.communicate(timeout=600)[0]
     assert first.returncode == 0 and "sweep: 3 jobs: 3 finished" in out_first, out_first
     assert second.returncode != 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -245,7 +246,10 @@ def test_import_wilds_starts_no_network_thread_and_a_maze_run_never_imports_wild
         "assert 'outdated' not in sys.modules\n"
         "print('quiet')\n"
     )
-    env = {"PYTHONPATH": f"{ROOT}:{ROOT / '.shim'}", "PATH": "/usr/bin:/bin"}
+    # a bare environment, but the caller's import path kept (a machine where the packages
+    # are not installed, e.g. benchmarks/gpu_check.sh's, finds them only through it)
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {"PYTHONPATH": os.pathsep.join(path), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
