@@ -11,6 +11,7 @@
 # versions, for the device's Python), every wheel in it is unpacked into a folder put first
 # on PYTHONPATH (no dependency resolution, no change to the device's own environment); else
 # the missing modules are listed in env.txt and the steps that need them fail visibly.
+# The wheels: `bash benchmarks/device_wheels.sh` (here, before the device call).
 # Steps, each under its own time limit:
 #   1. env.txt: nvidia-smi, python, torch/torchvision/CUDA, the versions that matter (~10 s)
 #   2. benchmarks/gpu_decode.py: 10,000 JPEGs 500x375, resnet50 at 224 px, bf16,
