@@ -205,3 +205,34 @@ def test_a_batch_leaves_its_worker_as_one_tensor_and_workers_change_nothing(tmp_
     assert len(with_workers) == len(without) == 3
     for a, b in zip(with_workers, without, strict=True):
         assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_the_device_benchmark_runs_end_to_end_on_the_cpu(tmp_path):
+    """benchmarks/gpu_decode.py, the device check's benchmark, on a few images on the CPU:
+    a device session has minutes, so a script broken by a refactor must fail here first."""
+    import json
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    out = tmp_path / "gpu_decode.json"
+    args = ["--images", "24", "--batch-size", "8", "--device", "cpu", "--model", "test_resnet"]
+    args += ["--workers", "0", "--repeats", "1", "--cpu-decode", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_decode.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["images"] == 24 and record["device"] == "cpu"
+    for figure in ("bare_decode_images_per_s", "bare_forward_images_per_s"):
+        assert record[figure] > 0
+    for mode in ("harness_auto", "harness_cpu"):
+        assert len(record[mode]["forward_images_per_s_each"]) == 1
+        assert 0 < record[mode]["forward_split_seconds"] <= record[mode]["run_seconds"]
+    bound = min(record["bare_decode_images_per_s"], record["bare_forward_images_per_s"])
+    assert record["ratio"] == round(record["harness_auto"]["forward_images_per_s"] / bound, 3)
