@@ -16,7 +16,8 @@
 #   1. env.txt: nvidia-smi, python, torch/torchvision/CUDA, the versions that matter (~10 s)
 #   2. benchmarks/gpu_decode.py: 10,000 JPEGs 500x375, resnet50 at 224 px, bf16,
 #      channels_last: bare decode, bare forward, harness (GPU decode, and CPU decode),
-#      each harness mode twice (<= 240 s; 59 s on an H200 machine)
+#      each harness mode twice, then one GPU-decode run under torch.profiler into
+#      profile.txt (<= 240 s; 59 s on an H200 machine without the profiled run)
 #   3. the test suite with the device's torch (not-slow tests, as `make test`; the browser
 #      tests, tests/test_page.py, left out: no chromium there), $TEST_WORKERS processes;
 #      interrupted at its limit so the results so far are still summarised (<= 340 s;
@@ -71,7 +72,7 @@ nproc; free -g | head -2"
 #   DEVICE=cpu IMAGES=32 MODEL=test_resnet TESTS=tests/test_gpudecode.py bash benchmarks/gpu_check.sh
 step bench 240 "$PY" benchmarks/gpu_decode.py --images "${IMAGES:-10000}" --batch-size 256 \
     --device "${DEVICE:-cuda}" --model "${MODEL:-resnet50}" --cpu-decode \
-    --out "$OUT/gpu_decode.json"
+    --out "$OUT/gpu_decode.json" --profile "$OUT/profile.txt"
 
 TESTS="${TESTS:-tests --ignore=tests/test_page.py}"
 # shellcheck disable=SC2086

@@ -8,6 +8,8 @@ Writes `images` JPEGs of 500×375 (quality 90, smooth photo-like content, in par
 class folders, then measures, on `device`:
 - bare decode: the split's files read into memory, then decode_jpeg on the device in
   batches + the model's timm eval transform replayed there (harness.gpudecode), images/s;
+- what bare decode is made of: nvJPEG alone, and decode + the transform run once per group of
+  same-size images instead of once per image (a candidate for the harness, not used by it);
 - bare forward: `model(x)` (bf16 autocast, channels_last) over batches already decoded and
   resident on the device, images/s;
 - harness: one evaluation-only `harness.run` (trainer.epochs=0, precision=bf16,
@@ -15,7 +17,8 @@ class folders, then measures, on `device`:
   its forward stage (from the first forward_split call to the last one's end) and of the
   whole run; with --cpu-decode, the same with forward.decode=cpu (PIL in workers).
 ratio = harness forward stage / min(bare decode, bare forward); goal >= 0.9. A JSON record
-goes to --out (default results/benchmarks/gpu_decode.json). Numbers: docs/benchmarks.md.
+goes to --out (default results/benchmarks/gpu_decode.json); --profile FILE adds one more
+GPU-decode harness run under torch.profiler, its op tables written to FILE. Numbers: docs/benchmarks.md.
 On a machine without a GPU, `--device cpu --images 64 --model test_resnet` checks the script.
 """
 
@@ -74,6 +77,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=min(8, len(os.sched_getaffinity(0)) - 1))
     ap.add_argument("--cpu-decode", action="store_true")
     ap.add_argument("--repeats", type=int, default=2, help="harness runs per decode mode")
+    ap.add_argument("--profile", help="also profile one GPU-decode harness run into this file")
     ap.add_argument("--out", default=str(ROOT / "results" / "benchmarks" / "gpu_decode.json"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -138,17 +142,29 @@ def measure(
     # bare decode: bytes already in memory, decode + transform on the device
     blobs = [loader.loader.dataset[i][0] for i in range(len(split))]
     index = torch.arange(len(split))
-    for _ in range(2):  # warm-up (nvJPEG handles, kernels)
-        loader.transform(loader.decode(blobs[: args.batch_size], index[: args.batch_size]))
-    sync(device)
-    t = time.perf_counter()
-    decoded = []
-    for s in range(0, len(blobs), args.batch_size):
-        x = loader.transform(loader.decode(blobs[s : s + args.batch_size], index[s:]))
-        if len(decoded) < 4:
-            decoded.append(x)
-    sync(device)
-    record["bare_decode_images_per_s"] = round(len(blobs) / (time.perf_counter() - t), 1)
+    decoded: list[torch.Tensor] = []
+
+    def images_per_s(step) -> float:
+        for _ in range(2):  # warm-up (nvJPEG handles, kernels)
+            step(blobs[: args.batch_size], index[: args.batch_size])
+        sync(device)
+        t = time.perf_counter()
+        for s in range(0, len(blobs), args.batch_size):
+            x = step(blobs[s : s + args.batch_size], index[s:])
+            if len(decoded) < 4 and x.dim() == 4:
+                decoded.append(x)
+        sync(device)
+        return round(len(blobs) / (time.perf_counter() - t), 1)
+
+    record["bare_decode_images_per_s"] = images_per_s(
+        lambda b, i: loader.transform(loader.decode(b, i))
+    )
+    # what the decode figure is made of, for the next step (docs/benchmarks.md): nvJPEG
+    # alone, and the transform run once per group of same-size images instead of per image
+    record["bare_decode_only_images_per_s"] = images_per_s(lambda b, i: loader.decode(b, i)[0])
+    record["bare_decode_grouped_transform_images_per_s"] = images_per_s(
+        lambda b, i: grouped_transform(loader.transform, loader.decode(b, i))
+    )
 
     # bare forward: decoded batches resident on the device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
@@ -180,6 +196,8 @@ def measure(
             ],
             **{k: round(v, 2) for k, v in h.items()},
         }
+    if args.profile:
+        profile_run(compose([*overrides, "forward.decode=auto"]), cfg, work, harness_seconds, args)
     bound = min(record["bare_decode_images_per_s"], record["bare_forward_images_per_s"])
     record["ratio"] = round(record["harness_auto"]["forward_images_per_s"] / bound, 3)
     record["goal"] = 0.9
@@ -187,6 +205,41 @@ def measure(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))
+
+
+def grouped_transform(transform: Any, images: list[torch.Tensor]) -> torch.Tensor:
+    """harness.gpudecode.TensorTransform with its geometric steps applied once per group of
+    same-size images (torchvision's transforms take (N, C, H, W)): measured beside it."""
+    by_size: dict[tuple[int, ...], list[int]] = {}
+    for i, image in enumerate(images):
+        by_size.setdefault(tuple(image.shape), []).append(i)
+    out: list[Any] = [None] * len(images)
+    for members in by_size.values():
+        group = torch.stack([images[i] for i in members])
+        for step in transform.geometric:
+            group = step(group)
+        for i, image in zip(members, group, strict=True):
+            out[i] = image
+    x = torch.stack(out).float().div_(255.0)
+    return x.sub_(transform.mean.to(x.device)).div_(transform.std.to(x.device))
+
+
+def profile_run(c: dict[str, Any], cfg: dict[str, Any], work: Path, harness_seconds, args) -> None:
+    """One GPU-decode harness run under torch.profiler: the ops by device time and by CPU
+    time (where the forward stage's time goes), written to --profile."""
+    from torch.profiler import ProfilerActivity, profile
+
+    c["dataset"]["splits"] = cfg["dataset"]["splits"]
+    cuda = torch.device(args.device).type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with profile(activities=activities) as prof:
+        h = harness_seconds(c, work / "res-profile")
+    averages = prof.key_averages()
+    tables = [f"harness run under the profiler: {h}"]
+    if cuda:
+        tables.append(averages.table(sort_by="self_device_time_total", row_limit=30))
+    tables.append(averages.table(sort_by="self_cpu_time_total", row_limit=30))
+    Path(args.profile).write_text("\n\n".join(tables))
 
 
 if __name__ == "__main__":
