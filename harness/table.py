@@ -1,7 +1,7 @@
 """The tidy table: its columns, the overall-row selector, and collection from run directories.
 
 Every measured number is one row (docs/results.md). Collection reads the rows of every
-finished post-hoc stage of every finished run (harness/rundir.py lists them); a run
+finished post-hoc stage of every finished run (harness/listing.py lists them); a run
 directory is the source of truth; the consolidated store (harness/rowstore.py) holds what was
 collected, and table.parquet is an output of the leaderboard.
 """
@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 
 from harness import bulkread, rowstore, tablefiles
 from harness.keyfacts import read_facts
+from harness.listing import finished_stages
 from harness.rundir import (
     FAILED_WHY,
     RunDir,
-    finished_stages,
     run_dirs,
     stage_done_path,
     stage_rows_path,
