@@ -18,6 +18,7 @@ import os
 import pickle
 import stat
 import threading
+import warnings
 from pathlib import Path
 
 from harness.rundir import (
@@ -34,6 +35,8 @@ from harness.rundir import (
 # runs per forked child below which the fork (~5-15 ms with a large parent) is not worth it
 MIN_FORKED = 2000
 MAX_WORKERS = 4
+# Python >= 3.12's warning at a fork of a process that has threads (bulkread's fork too)
+FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
 NO_DONE = "incomplete (no DONE marker)"
 NO_STAGE_DONE = "incomplete post-hoc stage (no DONE marker)"
 
@@ -79,7 +82,11 @@ def _in_children(root: str, fd: int, slices: list[list[str]]) -> list[Slice]:
     for part in slices[1:]:
         try:
             read, write = os.pipe()
-            pid = os.fork()
+            with warnings.catch_warnings():
+                # Python >= 3.12 warns at each fork of a process with threads (arrow's,
+                # torch's): the fork is deliberate, the child only stats and writes a pipe
+                warnings.filterwarnings("ignore", FORK_WARNING, DeprecationWarning)
+                pid = os.fork()
         except OSError:  # no process to spare: this one lists the slice
             children.append((None, -1, part))
             continue

@@ -6,6 +6,7 @@ the stages, a stage without DONE or without rows.parquet, a DONE that is a folde
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 from harness import listing
@@ -111,3 +112,22 @@ def test_a_failed_child_leaves_its_slice_to_the_parent(tmp_path: Path, monkeypat
     monkeypatch.setattr(listing, "_list_slice", dies_in_a_child)
     got = listing.finished_stages(tmp_path, workers=3)
     assert list(got[0].items()) == list(want[0].items()) and got[1] == want[1]
+
+
+def test_python_3_12s_fork_warning_is_not_the_callers(tmp_path: Path, monkeypatch) -> None:
+    """Python >= 3.12 warns in the parent at each fork of a process with threads (emulated
+    here: this venv's Python may be older); the listing's forks are deliberate."""
+    make(tmp_path)
+    want = listing.finished_stages(tmp_path, workers=1)
+    real_fork = os.fork
+
+    def fork_that_warns():
+        message = f"This process (pid={os.getpid()}) is multi-threaded, use of fork() may lead"
+        warnings.warn(f"{message} to deadlocks in the child.", DeprecationWarning, stacklevel=2)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", fork_that_warns)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = listing.finished_stages(tmp_path, workers=3)
+    assert not caught and got == want
