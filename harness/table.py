@@ -270,7 +270,9 @@ def collect_cached(
     # the outputs (harness.export reads table.parquet) not written from this generation
     held = tablefiles.current(root, name)
     names = [n for n in (tablefiles.PARQUET, tablefiles.CSV)[: 1 + csv] if n not in held]
-    tablefiles.write(root, table, names, name, background)
+    # the table's stages in its order (key order), for table.csv's reuse of unchanged bytes
+    stages = [(k, str(index[k][0]), index[k][2]) for k in sorted(index)]
+    tablefiles.write(root, table, names, name, background, stages)
     return table, skipped, changed
 
 
