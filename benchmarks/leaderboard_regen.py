@@ -31,13 +31,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.keys import RESULTS_VERSION
+from harness.listing import finished_stages
 from harness.report import build
 from harness.report.aggregate import aggregate
 from harness.report.build import write_leaderboard
 from harness.report.compare import paired_comparisons, scorer_comparisons
 from harness.report.drawing import resolve_plot_workers
 from harness.report.plots import dataset_plots
-from harness.rundir import RunDir, finished_stages, runs_root
+from harness.rundir import RunDir, runs_root
 from harness.selection import select_settings
 from harness.table import collect, collect_cached
 

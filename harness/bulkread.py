@@ -31,7 +31,7 @@ import pyarrow.feather as feather
 
 from harness import rowstore, tablefiles
 from harness.keyfacts import Facts, read_facts
-from harness.rundir import finished_stages
+from harness.listing import finished_stages
 
 ReadOne = Callable[[Path], "pa.Table | Exception"]
 Dedup = Callable[[dict[str, pa.Table]], dict[str, pa.Table]]

@@ -191,6 +191,7 @@ class Generation:
     def __init__(self, root: Path, manifest: dict[str, Any], index: pa.Table) -> None:
         self.root, self.manifest = root, manifest
         self.files: dict[str, str] = dict(manifest["files"])
+        self.index = index  # the index's columns (increment.stage_lines reads them whole)
         keys = row_keys(index).to_pylist()
         self.stages: dict[str, Entry] = {
             k: ((m, s), d, n)

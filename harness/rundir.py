@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import stat
 import threading
 import time
 import traceback
@@ -34,7 +33,8 @@ DONE = "DONE"
 FAILED = "FAILED"
 LOCK = "LOCK"
 RUNS = "runs"
-FAILED_WHY = "failed (see its FAILED file)"  # finished_stages' reason for a failed run
+POSTHOC = "posthoc"  # the stage folders of a run (harness/listing.py walks them)
+FAILED_WHY = "failed (see its FAILED file)"  # listing.finished_stages' reason for a failed run
 
 
 def runs_root(results_dir: str | Path) -> Path:
@@ -262,52 +262,6 @@ def check_not_linked(path: str | Path) -> None:
         raise ValueError(f"{path} is {SYMLINK_REFUSED}")
 
 
-def finished_stages(
-    results_dir: str | Path,
-) -> tuple[dict[str, tuple[str, tuple[int, int]]], list[tuple[Path, str]]]:
-    """The finished post-hoc stages of finished runs, {"<run folder>/<eval_id>": (stage
-    folder, identity)} in key order, where identity = stage_stat_identity (DONE and
-    rows.parquet); and what was skipped (with why). No file is read: per run a stat of DONE,
-    a scandir of posthoc/, two stats per stage relative to the open runs/ folder, plain strings."""
-    root = str(runs_root(results_dir))
-    stages, skipped, links = {}, [], []
-    names = _subdirs(root, links)
-    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY) if names else -1
-    try:
-        for name in names:
-            if not _is_file(f"{name}/{DONE}", fd):
-                why = "incomplete (no DONE marker)"
-                skipped.append(
-                    (Path(root, name), FAILED_WHY if _is_file(f"{name}/{FAILED}", fd) else why)
-                )
-                continue
-            try:
-                with os.scandir(f"{root}/{name}/posthoc") as found:
-                    entries = list(found)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            real = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
-            if len(real) < len(entries):  # a file or a link there: _subdirs' rules for links
-                _subdirs(f"{root}/{name}/posthoc", links)
-            for stage in real:
-                path = f"{name}/posthoc/{stage}"
-                try:
-                    stages[f"{name}/{stage}"] = (f"{root}/{path}", stage_stat_identity(path, fd))
-                except FileNotFoundError:
-                    skipped.append((Path(root, path), "incomplete post-hoc stage (no DONE marker)"))
-    finally:
-        if fd >= 0:
-            os.close(fd)
-    return stages, skipped + [(Path(link), SYMLINK_REFUSED) for link in links]
-
-
-def _is_file(path: str, dir_fd: int) -> bool:  # os.path.isfile, relative to an open folder
-    try:
-        return stat.S_ISREG(os.stat(path, dir_fd=dir_fd).st_mode)
-    except (OSError, ValueError):
-        return False
-
-
 def stage_stat_identity(stage_path: str, dir_fd: int | None = None) -> tuple[int, int]:
     """A finished stage's identity from two stats, no read: (the later st_mtime_ns, the
     sizes) of its DONE and its rows.parquet, so that rows.parquet damaged or rewritten after
@@ -325,7 +279,7 @@ def stage_stat_identity(stage_path: str, dir_fd: int | None = None) -> tuple[int
 
 
 def stage_rows_path(stage: Path) -> Path:
-    """rows.parquet of a stage folder listed by finished_stages."""
+    """rows.parquet of a stage folder listed by listing.finished_stages."""
     return stage / "rows.parquet"
 
 
@@ -336,7 +290,7 @@ def merge_staging(results_dir: str | Path, token: str) -> Path:
 
 
 def stage_done_path(stage: Path) -> Path:
-    """DONE of a stage folder listed by finished_stages."""
+    """DONE of a stage folder listed by listing.finished_stages."""
     return stage / DONE
 
 

@@ -1,7 +1,7 @@
 """The tidy table: its columns, the overall-row selector, and collection from run directories.
 
 Every measured number is one row (docs/results.md). Collection reads the rows of every
-finished post-hoc stage of every finished run (harness/rundir.py lists them); a run
+finished post-hoc stage of every finished run (harness/listing.py lists them); a run
 directory is the source of truth; the consolidated store (harness/rowstore.py) holds what was
 collected, and table.parquet is an output of the leaderboard.
 """
@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 
 from harness import bulkread, rowstore, tablefiles
 from harness.keyfacts import read_facts
+from harness.listing import finished_stages
 from harness.rundir import (
     FAILED_WHY,
     RunDir,
-    finished_stages,
     run_dirs,
     stage_done_path,
     stage_rows_path,
@@ -270,7 +270,9 @@ def collect_cached(
     # the outputs (harness.export reads table.parquet) not written from this generation
     held = tablefiles.current(root, name)
     names = [n for n in (tablefiles.PARQUET, tablefiles.CSV)[: 1 + csv] if n not in held]
-    tablefiles.write(root, table, names, name, background)
+    # the table's stages in its order (key order), for table.csv's reuse of unchanged bytes
+    stages = [(k, str(index[k][0]), index[k][2]) for k in sorted(index)]
+    tablefiles.write(root, table, names, name, background, stages)
     return table, skipped, changed
 
 

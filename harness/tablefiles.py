@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from harness import csvspans
 from harness.rowstore import store_dir
 from harness.store import (
     atomic_write_arrow_csv,
@@ -41,26 +42,38 @@ MARKER = "TABLES.json"  # in store/: {file name: the generation's index it was w
 def current(results_dir: str | Path, index: str) -> set[str]:
     """The output files that exist and were written from the generation named by `index`."""
     root = Path(results_dir)
+    held = _held(root)
+    return {name for name in (PARQUET, CSV) if held.get(name) == index and (root / name).is_file()}
+
+
+def _held(root: Path) -> dict[str, str]:
+    """TABLES.json: {file name: the generation it was written from}; {} when unreadable."""
     try:
         held = json.loads((store_dir(root) / MARKER).read_text())
     except (OSError, ValueError):
-        return set()
-    if not isinstance(held, dict):
-        return set()
-    return {name for name in (PARQUET, CSV) if held.get(name) == index and (root / name).is_file()}
+        return {}
+    return held if isinstance(held, dict) else {}
 
 
 class _Write(threading.Thread):
     """The files of one collection, then the marker; the exception kept for `wait`."""
 
-    def __init__(self, root: Path, table: pa.Table, names: list[str], index: str) -> None:
+    def __init__(self, root: Path, table: pa.Table, names: list[str], index: str,
+                 stages: list[csvspans.Stage] | None = None) -> None:  # fmt: skip
         super().__init__(name=f"tablefiles {root}", daemon=False)
         self.root, self.table, self.names, self.index = root, table, names, index
+        self.stages = stages
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
             for name in self.names:
+                if name == CSV and self.stages is not None:  # from the last file's bytes
+                    previous = _held(self.root).get(CSV)
+                    spans = store_dir(self.root) / csvspans.SPANS
+                    csvspans.write(self.root / CSV, self.table, self.stages, spans, self.index,
+                                   previous)  # fmt: skip
+                    continue
                 write = atomic_write_arrow_parquet if name == PARQUET else atomic_write_arrow_csv
                 write(self.table, self.root / name)
             _mark(self.root, self.names, self.index)
@@ -73,10 +86,17 @@ _guard = threading.Lock()
 
 
 def write(
-    results_dir: str | Path, table: pd.DataFrame, names: list[str], index: str, background: bool
+    results_dir: str | Path,
+    table: pd.DataFrame,
+    names: list[str],
+    index: str,
+    background: bool,
+    stages: list[csvspans.Stage] | None = None,
 ) -> None:
     """Write `names` (PARQUET, CSV) from `table`, the frame of the generation `index`; in a
-    thread when `background` (joined by `wait`), else before returning."""
+    thread when `background` (joined by `wait`), else before returning. `stages`: the
+    table's stages in order (key, identity, rows): table.csv is then written from the last
+    one's bytes where they are unchanged (harness/csvspans.py)."""
     root = Path(results_dir)
     wait(root)  # never two writes of one root at a time
     if not names:
@@ -88,7 +108,7 @@ def write(
             (atomic_write_parquet if name == PARQUET else atomic_write_csv)(table, root / name)
         _mark(root, names, index)
         return
-    job = _Write(root, arrow, names, index)
+    job = _Write(root, arrow, names, index, stages)
     if not background:
         job.run()
         if job.error is not None:

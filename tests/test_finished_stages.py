@@ -1,4 +1,4 @@
-"""harness/rundir.py's finished_stages (stats relative to the open runs/ folder) against a
+"""harness/listing.py's finished_stages (stats relative to the open runs/ folder) against a
 listing written independently with pathlib: the same stages, identities and skipped paths,
 on a root with every odd case (no DONE, FAILED, links to run and stage folders, a file among
 the stages, a stage without DONE or without rows.parquet, a DONE that is a folder)."""
@@ -6,9 +6,12 @@ the stages, a stage without DONE or without rows.parquet, a DONE that is a folde
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
-from harness.rundir import FAILED_WHY, SYMLINK_REFUSED, finished_stages
+from harness import listing
+from harness.listing import finished_stages
+from harness.rundir import FAILED_WHY, SYMLINK_REFUSED
 
 
 def independent(root: Path) -> tuple[dict, list]:
@@ -83,3 +86,48 @@ def test_finished_stages_equal_an_independent_listing(tmp_path: Path) -> None:
     assert sorted(map(str, skipped)) == sorted(map(str, want_skipped))
     assert len(got) == 12 and len(skipped) == 6
     assert finished_stages(tmp_path / "nowhere") == ({}, [])
+
+
+def test_forked_listing_is_the_sequential_one(tmp_path: Path) -> None:
+    # the run folders cut into slices listed by forked children: the same stages, skipped
+    # paths and links, in the same order (not only the same sets)
+    make(tmp_path)
+    want = listing.finished_stages(tmp_path, workers=1)
+    assert want[0] == independent(tmp_path)[0]
+    for workers in (2, 3, 5, 50):
+        got = listing.finished_stages(tmp_path, workers=workers)
+        assert list(got[0].items()) == list(want[0].items()) and got[1] == want[1]
+
+
+def test_a_failed_child_leaves_its_slice_to_the_parent(tmp_path: Path, monkeypatch) -> None:
+    make(tmp_path)
+    want = listing.finished_stages(tmp_path, workers=1)
+    parent, walk = os.getpid(), listing._list_slice
+
+    def dies_in_a_child(*args):
+        if os.getpid() != parent:
+            raise RuntimeError("a child that fails")
+        return walk(*args)
+
+    monkeypatch.setattr(listing, "_list_slice", dies_in_a_child)
+    got = listing.finished_stages(tmp_path, workers=3)
+    assert list(got[0].items()) == list(want[0].items()) and got[1] == want[1]
+
+
+def test_python_3_12s_fork_warning_is_not_the_callers(tmp_path: Path, monkeypatch) -> None:
+    """Python >= 3.12 warns in the parent at each fork of a process with threads (emulated
+    here: this venv's Python may be older); the listing's forks are deliberate."""
+    make(tmp_path)
+    want = listing.finished_stages(tmp_path, workers=1)
+    real_fork = os.fork
+
+    def fork_that_warns():
+        message = f"This process (pid={os.getpid()}) is multi-threaded, use of fork() may lead"
+        warnings.warn(f"{message} to deadlocks in the child.", DeprecationWarning, stacklevel=2)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", fork_that_warns)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = listing.finished_stages(tmp_path, workers=3)
+    assert not caught and got == want

@@ -44,11 +44,46 @@ def stage_lines(root: Path, table: pd.DataFrame) -> dict[str, list[str]]:
     if gen is None or table.empty:
         return {}
     dataset_of = _dataset_of_runs(table)
+    fast = _lines_of_index(gen, dataset_of)
+    if fast is not None:
+        return fast
     per: dict[str, list[str]] = {}
     for key, (identity, _, rows) in sorted(gen.stages.items()):
         dataset = dataset_of.get(key.split("/", 1)[0])
         if dataset is not None:
             per.setdefault(str(dataset), []).append(f"{key} {identity} {rows}")
+    return per
+
+
+def _lines_of_index(
+    gen: rowstore.Generation, dataset_of: dict[str, Any]
+) -> dict[str, list[str]] | None:
+    """stage_lines' result from the index's columns in arrow (the loop over 10,000 stages'
+    tuples and f-strings cost 0.03 s): the same lines, "<key> (<mtime>, <size>) <rows>", in
+    key order (UTF-8 byte order is code point order, Python's). None where the index is not
+    plain (a null, a repeated key): the loop decides."""
+    index = gen.index
+    if index.num_rows != len(gen.stages) or any(
+        index[c].null_count for c in rowstore.INDEX_COLUMNS
+    ):
+        return None
+    text = pa.large_string()
+    keys = rowstore.row_keys(index)
+    number = [index[c].cast(text) for c in ("done_mtime_ns", "done_size", "rows")]
+    parts = [" (", number[0], ", ", number[1], ") ", number[2]]
+    lines = pc.binary_join_element_wise(
+        keys, *(pa.scalar(p, text) if isinstance(p, str) else p for p in parts), pa.scalar("", text)
+    )
+    runs = pa.array(list(dataset_of), text)
+    found = pc.index_in(index["run_id"].cast(text), value_set=runs)
+    datasets = pa.array(list(dataset_of.values())).take(found)
+    order = pc.sort_indices(keys)
+    per: dict[str, list[str]] = {}
+    for line, dataset in zip(
+        lines.take(order).to_pylist(), datasets.take(order).to_pylist(), strict=True
+    ):
+        if dataset is not None:
+            per.setdefault(str(dataset), []).append(line)
     return per
 
 
