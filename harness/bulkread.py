@@ -31,12 +31,11 @@ import pyarrow.feather as feather
 
 from harness import rowstore, tablefiles
 from harness.keyfacts import Facts, read_facts
-from harness.listing import finished_stages
+from harness.listing import FORK_WARNING, finished_stages
 
 ReadOne = Callable[[Path], "pa.Table | Exception"]
 Dedup = Callable[[dict[str, pa.Table]], dict[str, pa.Table]]
 
-FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
 # fewer stages than this per worker: fewer workers (a fork costs more than it saves);
 # below twice this, this process reads them all
 MIN_PARALLEL = 256
