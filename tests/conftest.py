@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -63,6 +64,19 @@ OPENOOD_FULL_TINY = [
 def _pinned_threads():
     torch.set_num_threads(1)
     yield
+
+
+def fork_warns_like_python_3_12(monkeypatch) -> None:
+    """os.fork warning in the parent the way Python >= 3.12's does in a process with
+    threads (this venv's Python may be older): for the deliberate forks that silence it."""
+    real_fork = os.fork
+
+    def fork_that_warns():
+        message = f"This process (pid={os.getpid()}) is multi-threaded, use of fork() may lead"
+        warnings.warn(f"{message} to deadlocks in the child.", DeprecationWarning, stacklevel=2)
+        return real_fork()
+
+    monkeypatch.setattr(os, "fork", fork_that_warns)
 
 
 def compose_config(overrides: list[str]):

@@ -18,6 +18,7 @@ import pytest
 from harness import bulkread
 from harness.rundir import RunDir
 from harness.table import collect, collect_cached
+from tests.conftest import fork_warns_like_python_3_12
 from tests.test_rowstore import finish_run, same, store_rows
 
 BAD = 11  # the stages spoiled below
@@ -163,14 +164,7 @@ def test_python_3_12s_fork_warning_does_not_join_the_rebuilds_warnings(tmp_path,
         finish_run(tmp_path, n)
     monkeypatch.setattr(bulkread, "MIN_PARALLEL", 4)
     monkeypatch.setattr(os, "cpu_count", lambda: 3)
-    real_fork = os.fork
-
-    def fork_that_warns():
-        message = f"This process (pid={os.getpid()}) is multi-threaded, use of fork() may lead"
-        warnings.warn(f"{message} to deadlocks in the child.", DeprecationWarning, stacklevel=2)
-        return real_fork()
-
-    monkeypatch.setattr(os, "fork", fork_that_warns)
+    fork_warns_like_python_3_12(monkeypatch)
     table, skipped, warned = outcome(lambda: collect_cached(tmp_path, rebuild=True))
     assert not skipped and not warned
     unrelated = "This process is odd"  # only the fork's own warning is silenced

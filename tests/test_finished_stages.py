@@ -12,6 +12,7 @@ from pathlib import Path
 from harness import listing
 from harness.listing import finished_stages
 from harness.rundir import FAILED_WHY, SYMLINK_REFUSED
+from tests.conftest import fork_warns_like_python_3_12
 
 
 def independent(root: Path) -> tuple[dict, list]:
@@ -119,14 +120,7 @@ def test_python_3_12s_fork_warning_is_not_the_callers(tmp_path: Path, monkeypatc
     here: this venv's Python may be older); the listing's forks are deliberate."""
     make(tmp_path)
     want = listing.finished_stages(tmp_path, workers=1)
-    real_fork = os.fork
-
-    def fork_that_warns():
-        message = f"This process (pid={os.getpid()}) is multi-threaded, use of fork() may lead"
-        warnings.warn(f"{message} to deadlocks in the child.", DeprecationWarning, stacklevel=2)
-        return real_fork()
-
-    monkeypatch.setattr(os, "fork", fork_that_warns)
+    fork_warns_like_python_3_12(monkeypatch)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         got = listing.finished_stages(tmp_path, workers=3)
