@@ -93,6 +93,7 @@ def rebuild(
         index_name = rowstore.write_generation(root, None, written, index, facts_of)
         (root / "table.stages.json").unlink(missing_ok=True)  # the cache before the store
         rowstore.clean_temporaries(root)
+        merged = rowstore.read_back(root, merged) if merged is not None else None
         table = to_frame([merged] if merged is not None else [], unique=True)
         names = [tablefiles.PARQUET, tablefiles.CSV][: 1 + csv]
         tablefiles.write(root, table, names, index_name, background)

@@ -263,6 +263,7 @@ def collect_cached(
     name = gen.manifest["index"] if gen is not None else ""  # the generation's name
     if changed:
         name = rowstore.write_generation(root, gen, written, index, facts)
+        whole = rowstore.read_back(root, whole) if written.get(rowstore.ROWS) else whole
         (root / "table.stages.json").unlink(missing_ok=True)  # the cache before the store
     rowstore.remove_parts([path for found in parts.values() for path in found.values()])
     rowstore.clean_temporaries(root)
