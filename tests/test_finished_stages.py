@@ -125,3 +125,27 @@ def test_python_3_12s_fork_warning_is_not_the_callers(tmp_path: Path, monkeypatc
         warnings.simplefilter("always")
         got = listing.finished_stages(tmp_path, workers=3)
     assert not caught and got == want
+
+
+def test_stages_with_scores_is_isdir_of_each_stages_scores_folder(tmp_path):
+    """rundir.stages_with_scores (one stat per stage, relative to runs/) says what
+    os.path.isdir of the joined path says: a folder, a link to one, a file, a dangling link,
+    nothing, a missing run, and no runs/ at all."""
+    from harness.rundir import has_scores, stages_with_scores
+
+    runs = tmp_path / "runs"
+    cases = ["folder", "link", "file", "dangling", "none"]
+    for name in cases:
+        (runs / name / "posthoc" / "e1").mkdir(parents=True)
+    (runs / "folder" / "posthoc" / "e1" / "scores").mkdir()
+    (runs / "link" / "posthoc" / "e1" / "scores").symlink_to(
+        runs / "folder" / "posthoc" / "e1" / "scores"
+    )
+    (runs / "file" / "posthoc" / "e1" / "scores").write_text("x")
+    (runs / "dangling" / "posthoc" / "e1" / "scores").symlink_to(tmp_path / "gone")
+    stages = [(n, "e1") for n in cases] + [("folder", "e2"), ("missing", "e1")]
+    expected = [os.path.isdir(runs / r / "posthoc" / e / "scores") for r, e in stages]
+    assert expected == [True, True, False, False, False, False, False]  # the cases differ
+    assert stages_with_scores(tmp_path, stages) == expected
+    assert [has_scores(str(tmp_path), r, e) for r, e in stages] == expected
+    assert stages_with_scores(tmp_path / "elsewhere", stages) == [False] * len(stages)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.aggregate import metric_rows
-from harness.rundir import has_scores, scores_path
+from harness.rundir import has_scores, scores_path, stages_with_scores
 from harness.stats import adjust_p_values, paired_auroc_difference, paired_difference, seeds_needed
 from harness.stats.paired import VERDICTS
 
@@ -51,10 +51,10 @@ def with_scores(frame: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
     """The rows of runs that kept per-example scores (posthoc/<eval_id>/scores/): one
     directory check per run, so that a store whose scores were pruned costs no file reads."""
     runs = frame[["run_id", "eval_id"]].drop_duplicates()
-    has = [  # tolist, not itertuples: no Python call per arrow-backed cell
-        has_scores(str(results_dir), run_id, eval_id)
-        for run_id, eval_id in zip(runs["run_id"].tolist(), runs["eval_id"].tolist(), strict=True)
-    ]
+    # tolist, not itertuples: no Python call per arrow-backed cell
+    has = stages_with_scores(
+        results_dir, list(zip(runs["run_id"].tolist(), runs["eval_id"].tolist(), strict=True))
+    )
     return frame.merge(runs[has], on=["run_id", "eval_id"]) if not all(has) else frame
 
 
