@@ -30,6 +30,7 @@ directories stay the source of truth: harness/table.py reconciles this store wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -397,14 +398,11 @@ def write_generation(
 
 
 def read_back(results_dir: str | Path, table: pa.Table) -> pa.Table:
-    """`table`, just written as the current generation's only data file, read back from it:
-    memory-mapped and one array per column (_write_arrow) rather than the chunks it was put
-    together from, which every later selection would join again. `table` itself when the
-    generation has a delta file, or the file is not what was written."""
+    """`table`, just written as the generation's only data file, read back memory-mapped:
+    one array per column (_write_arrow), not the chunks it was put together from, which
+    every selection would join again. `table` itself when the file is not just that."""
     gen = load_generation(results_dir)
-    if gen is None or list(gen.files) != [ROWS]:
-        return table
-    back = gen.read(ROWS)
+    back = gen.read(ROWS) if gen is not None and list(gen.files) == [ROWS] else table
     same = back.num_rows == table.num_rows and back.schema.equals(table.schema, True)
     return back if same else table
 
@@ -416,17 +414,13 @@ def _read_arrow(path: Path) -> pa.Table:
 
 
 def one_chunk(table: pa.Table) -> pa.Table:
-    """`table` with each column held as one array where it had several. pyarrow's `take` from
-    a string column of several chunks joins them on every call (10 ms at 5,000,000 rows), and
-    the report takes rows hundreds of times; joining once costs about one such take. A
-    column too big for one array (a `string` column past 2 GiB of text) stays chunked."""
+    """`table` with each column one array. pyarrow's `take` from a string column of several
+    chunks joins them on every call (10 ms at 5,000,000 rows), and the report takes rows
+    hundreds of times. A column too big for one array (`string` past 2 GiB) stays chunked."""
     columns = []
     for column in table.columns:
-        if column.num_chunks > 1:
-            try:
-                column = _joined(column)
-            except (pa.ArrowException, OverflowError):
-                pass  # 32-bit offsets overflow: left in chunks, only slower
+        with contextlib.suppress(pa.ArrowException, OverflowError):  # 32-bit offsets
+            column = _joined(column) if column.num_chunks > 1 else column
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=table.schema)
 
@@ -438,14 +432,10 @@ def _joined(column: pa.ChunkedArray) -> pa.ChunkedArray:
 def _write_arrow(table: pa.Table, path: Path) -> None:
     """Arrow IPC (Feather v2), uncompressed: memory-mapped, 500,000 rows are read and made a
     frame in 0.01 s against 0.13 s with LZ4 (which takes 6x less disk; docs/results.md).
-    One record batch (write_feather's default cuts one every 65,536 rows), so that the
-    memory-mapped columns are one array each (one_chunk: 77 chunks at 5,000,000 rows)."""
-    tmp = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp")
+    One record batch (not one per 65,536 rows): each mapped column is one array (one_chunk)."""
+    tmp, table = path.with_name(f".{path.name}.{_HOST}.{os.getpid()}.tmp"), one_chunk(table)
     try:
-        table = one_chunk(table)
-        feather.write_feather(
-            table, tmp, compression="uncompressed", chunksize=max(1, table.num_rows)
-        )
+        feather.write_feather(table, tmp, compression="uncompressed", chunksize=table.num_rows or 1)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

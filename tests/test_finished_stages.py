@@ -131,7 +131,7 @@ def test_stages_with_scores_is_isdir_of_each_stages_scores_folder(tmp_path):
     """rundir.stages_with_scores (one stat per stage, relative to runs/) says what
     os.path.isdir of the joined path says: a folder, a link to one, a file, a dangling link,
     nothing, a missing run, and no runs/ at all."""
-    from harness.rundir import has_scores, stages_with_scores
+    from harness.rundir import stages_with_scores
 
     runs = tmp_path / "runs"
     cases = ["folder", "link", "file", "dangling", "none"]
@@ -147,5 +147,4 @@ def test_stages_with_scores_is_isdir_of_each_stages_scores_folder(tmp_path):
     expected = [os.path.isdir(runs / r / "posthoc" / e / "scores") for r, e in stages]
     assert expected == [True, True, False, False, False, False, False]  # the cases differ
     assert stages_with_scores(tmp_path, stages) == expected
-    assert [has_scores(str(tmp_path), r, e) for r, e in stages] == expected
     assert stages_with_scores(tmp_path / "elsewhere", stages) == [False] * len(stages)

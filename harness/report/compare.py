@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.aggregate import metric_rows
-from harness.rundir import has_scores, scores_path, stages_with_scores
+from harness.rundir import scores_path, stages_with_scores
 from harness.stats import adjust_p_values, paired_auroc_difference, paired_difference, seeds_needed
 from harness.stats.paired import VERDICTS
 
@@ -204,9 +204,7 @@ def scorer_comparisons(
             m.removeprefix("auroc_vs_") for m, _ in tasks if m.startswith("auroc_vs_")
         }
         scores: list[dict[str, pd.DataFrame]] = []
-        for run_id in sorted(rows["run_id"].unique()):
-            if not has_scores(str(root), run_id, eval_id):
-                continue
+        for run_id in sorted(rows["run_id"].unique()):  # with_scores: each kept scores
             frames = {}
             for split in needed:  # pooled rows have no per-example file: those tasks drop out
                 try:
