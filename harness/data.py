@@ -8,9 +8,7 @@ benchmark's defaults otherwise) and recorded, because it is part of what a resul
 from __future__ import annotations
 
 import functools
-import hashlib
 import inspect
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +19,10 @@ import pandas as pd
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+# the dataset plugins' API names them here (docs/adding-a-dataset.md)
+from harness.digests import hash_arrays
+from harness.digests import listing_digest as listing_digest
 
 # ood_val: OOD validation (OpenOOD v1.5), used only to tune scorers (harness/tuning.py)
 ROLES = ("train", "val", "id_test", "shift_test", "ood", "unlabeled", "ood_val")
@@ -250,35 +252,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_jsonable(v) for v in value]
     return value
-
-
-def hash_arrays(*parts: Any) -> str:
-    """Content hash of arrays, DataFrames and JSON-able values (a data fingerprint)."""
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            h.update(str((part.dtype.str, part.shape)).encode())
-            h.update(np.ascontiguousarray(part).tobytes())
-        elif isinstance(part, pd.DataFrame):
-            h.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
-            h.update(json.dumps(list(map(str, part.columns))).encode())
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def listing_digest(root: Path, contents_of: tuple[str, ...] = ()) -> str:
-    """sha256 over the relative name and size of every file below root, plus the bytes of the
-    files whose suffix is in `contents_of` (small metadata files). Modification times are
-    left out on purpose (a copy on another machine is the same data), and so are the pixels
-    (too slow for a key: a re-encoded image of exactly the same size would go unnoticed)."""
-    h = hashlib.sha256()
-    if root.is_dir():
-        for path in sorted(p for p in root.rglob("*") if p.is_file()):
-            h.update(f"{path.relative_to(root)}:{path.stat().st_size}\n".encode())
-            if path.suffix in contents_of:
-                h.update(path.read_bytes())
-    return h.hexdigest()
 
 
 class DataError(FileNotFoundError):

@@ -20,6 +20,7 @@ it gives atomic, concurrent-safe updates from several processes of a sweep for f
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import stat
@@ -27,6 +28,10 @@ import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
 
 ENV = "SHIFTBENCH_DIGEST_CACHE"
 RACY_NS = 2_000_000_000  # files modified in the last 2 s are hashed, not remembered
@@ -152,4 +157,33 @@ def tree_digest(root: str | Path) -> str:
     for p in files:
         size, sha = found[p]
         h.update(f"{p.relative_to(root).as_posix()}:{size}:{sha}\n".encode())
+    return h.hexdigest()
+
+
+def hash_arrays(*parts: Any) -> str:
+    """Content hash of arrays, DataFrames and JSON-able values (a data fingerprint)."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(str((part.dtype.str, part.shape)).encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        elif isinstance(part, pd.DataFrame):
+            h.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+            h.update(json.dumps(list(map(str, part.columns))).encode())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def listing_digest(root: Path, contents_of: tuple[str, ...] = ()) -> str:
+    """sha256 over the relative name and size of every file below root, plus the bytes of the
+    files whose suffix is in `contents_of` (small metadata files). Modification times are
+    left out on purpose (a copy on another machine is the same data), and so are the pixels
+    (too slow for a key: a re-encoded image of exactly the same size would go unnoticed)."""
+    h = hashlib.sha256()
+    if root.is_dir():
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            h.update(f"{path.relative_to(root)}:{path.stat().st_size}\n".encode())
+            if path.suffix in contents_of:
+                h.update(path.read_bytes())
     return h.hexdigest()

@@ -33,7 +33,7 @@ DATASET_ARG = "export_dataset"
 
 @hydra.main(config_path=str(CONF_DIR), config_name="export", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
-    from harness.config import validate_export
+    from harness.report.options import validate_export
 
     c = OmegaConf.to_container(cfg, resolve=True)
     if DATASET_ARG in c:

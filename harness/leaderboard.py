@@ -24,7 +24,7 @@ __all__ = ["leaderboard_options", "main", "write_leaderboard"]
 
 @hydra.main(config_path=str(CONF_DIR), config_name="leaderboard", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    from harness.config import validate_leaderboard
+    from harness.report.options import validate_leaderboard
 
     c = OmegaConf.to_container(cfg, resolve=True)
     validate_leaderboard(c)

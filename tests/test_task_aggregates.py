@@ -155,7 +155,7 @@ def test_aggregates_table_over_shifted_splits_only():
 
 
 def test_the_aggregates_option_is_validated():
-    from harness.config import validate_leaderboard
+    from harness.report.options import validate_leaderboard
 
     with pytest.raises(ValueError, match="aggregates must be true or false"):
         validate_leaderboard({"results_dir": "results", "baseline": "erm", "aggregates": "yes"})
