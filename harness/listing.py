@@ -19,7 +19,9 @@ import pickle
 import stat
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from harness.rundir import (
     DONE,
@@ -65,7 +67,7 @@ def finished_stages(
     try:
         bounds = [len(names) * i // workers for i in range(workers + 1)]
         slices = [names[bounds[i] : bounds[i + 1]] for i in range(workers)]
-        found = _in_children(root, fd, slices)
+        found = _in_children(lambda part: _list_slice(root, fd, part), slices)
     finally:
         os.close(fd)
     stages, skipped = {}, []
@@ -76,8 +78,20 @@ def finished_stages(
     return stages, skipped + [(Path(link), SYMLINK_REFUSED) for link in links]
 
 
-def _in_children(root: str, fd: int, slices: list[list[str]]) -> list[Slice]:
-    """Each slice but the first listed by a forked child, the first here meanwhile."""
+def in_slices(work: Callable[[list], list], items: list, workers: int | None = None) -> list:
+    """work(items), a list with one result per item, computed slice by slice: from
+    MIN_FORKED items per process, each slice but the first by a forked child (as the listing
+    is; e.g. a stat per item), joined in order; `workers` as in finished_stages."""
+    if workers is None:
+        workers = min(os.cpu_count() or 1, MAX_WORKERS, len(items) // MIN_FORKED)
+    workers = max(1, min(workers, len(items))) if hasattr(os, "fork") else 1
+    bounds = [len(items) * i // workers for i in range(workers + 1)]
+    slices = [items[bounds[i] : bounds[i + 1]] for i in range(workers)]
+    return [result for part in _in_children(work, slices) for result in part]
+
+
+def _in_children(work: Callable[[list], Any], slices: list[list]) -> list:
+    """work of each slice but the first by a forked child, the first here meanwhile."""
     children = []
     for part in slices[1:]:
         try:
@@ -95,13 +109,13 @@ def _in_children(root: str, fd: int, slices: list[list[str]]) -> list[Slice]:
             try:
                 os.close(read)
                 with os.fdopen(write, "wb") as out:
-                    out.write(pickle.dumps(_list_slice(root, fd, part), protocol=5))
+                    out.write(pickle.dumps(work(part), protocol=5))
                 code = 0
             finally:
                 os._exit(code)
         os.close(write)
         children.append((pid, read, part))
-    results = [_list_slice(root, fd, slices[0])]
+    results = [work(slices[0])]
     for pid, read, part in children:
         got = None
         if pid is not None:
@@ -113,7 +127,7 @@ def _in_children(root: str, fd: int, slices: list[list[str]]) -> list[Slice]:
             except (OSError, pickle.UnpicklingError, EOFError, ValueError):
                 got = None
             _reap(pid)
-        results.append(got if got is not None else _list_slice(root, fd, part))
+        results.append(got if got is not None else work(part))
     return results
 
 

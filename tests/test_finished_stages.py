@@ -148,3 +148,34 @@ def test_stages_with_scores_is_isdir_of_each_stages_scores_folder(tmp_path):
     assert expected == [True, True, False, False, False, False, False]  # the cases differ
     assert stages_with_scores(tmp_path, stages) == expected
     assert stages_with_scores(tmp_path / "elsewhere", stages) == [False] * len(stages)
+
+
+def test_in_slices_is_the_work_of_all_items_in_order_and_a_failed_child_leaves_its_slice(
+    tmp_path: Path,
+) -> None:
+    """listing.in_slices (with_scores' stats in forked children): the results of work over
+    the whole list, in order, for 1 to 7 processes; a child whose work fails leaves its slice
+    to the parent; workers chosen from the number of items (none forked below MIN_FORKED)."""
+    from harness.rundir import stages_with_scores
+
+    runs = tmp_path / "runs"
+    stages = [(f"r{i:03d}", "e1") for i in range(40)]
+    for i, (run, ev) in enumerate(stages):
+        (runs / run / "posthoc" / ev).mkdir(parents=True)
+        if i % 3 == 0:
+            (runs / run / "posthoc" / ev / "scores").mkdir()
+    want = [os.path.isdir(runs / r / "posthoc" / e / "scores") for r, e in stages]
+    assert sum(want) == 14
+    for workers in (1, 2, 3, 7):
+        got = listing.in_slices(lambda part: stages_with_scores(tmp_path, part), stages, workers)
+        assert got == want
+    parent = os.getpid()
+
+    def fails_in_a_child(part):
+        if os.getpid() != parent:
+            raise RuntimeError("a child that fails")
+        return [f"{r}/{e}" for r, e in part]
+
+    assert listing.in_slices(fails_in_a_child, stages, 3) == [f"{r}/{e}" for r, e in stages]
+    pids = listing.in_slices(lambda part: [os.getpid()] * len(part), stages)
+    assert set(pids) == {parent}  # 40 items: below MIN_FORKED, no child

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.listing import in_slices
 from harness.report.aggregate import metric_rows
 from harness.rundir import scores_path, stages_with_scores
 from harness.stats import adjust_p_values, paired_auroc_difference, paired_difference, seeds_needed
@@ -51,10 +52,10 @@ def with_scores(frame: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
     """The rows of runs that kept per-example scores (posthoc/<eval_id>/scores/): one
     directory check per run, so that a store whose scores were pruned costs no file reads."""
     runs = frame[["run_id", "eval_id"]].drop_duplicates()
-    # tolist, not itertuples: no Python call per arrow-backed cell
-    has = stages_with_scores(
-        results_dir, list(zip(runs["run_id"].tolist(), runs["eval_id"].tolist(), strict=True))
-    )
+    # tolist, not itertuples: no Python call per arrow-backed cell; many runs: in forked
+    # children, as the listing (0.57 s of stats at 100,000 runs)
+    stages = list(zip(runs["run_id"].tolist(), runs["eval_id"].tolist(), strict=True))
+    has = in_slices(lambda part: stages_with_scores(results_dir, part), stages)
     return frame.merge(runs[has], on=["run_id", "eval_id"]) if not all(has) else frame
 
 
