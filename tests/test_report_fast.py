@@ -21,7 +21,9 @@ def _random_agg(seed: int, augment: bool = False) -> pd.DataFrame:
     rows = []
     for _ in range(int(rng.integers(1, 40))):
         setting = f"{rng.integers(0, 10**12):012x}"
-        model, method = f"m{rng.integers(0, 3)}", f"meth{rng.integers(0, 4)}"
+        # names whose order differs by case, accents and length (pivot_table sorts them)
+        model = str(rng.choice(["m0", "M1", "é2", "m0_"]))
+        method = str(rng.choice(["meth0", "Méth1", "meth_2", "meth10", "méth"]))
         aug = ("" if rng.random() < 0.5 else "randaugment") if augment else ""
         n = int(rng.integers(1, 4))
         for metric in ("accuracy", "ece"):

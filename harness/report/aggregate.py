@@ -310,9 +310,11 @@ def _cells(sel: pd.DataFrame, clipped: np.ndarray, with_interval: bool) -> list[
 def _metric_table_fast(
     sel: pd.DataFrame, index: list[str], cells: list[str], metric: str, with_interval: bool
 ) -> pd.DataFrame | None:
-    """metric_table's frame from plain dicts, the same as its pandas pivots give (0.3 s of a
-    dataset's page at 10,000 runs), for the usual case: string keys without missing values,
-    one row per setting and split, every mean a number. None otherwise (pandas decides)."""
+    """metric_table's frame from integer codes, the same as its pandas pivots give, for the
+    usual case: string keys without missing values, one row per setting and split, every
+    mean a number. None otherwise (pandas decides). The rows are the settings in sorted key
+    order (pivot_table's): each key column's codes are ranks of its sorted values (UTF-8
+    byte order, which is Python's string order), combined column after column."""
     keys = [*index, "split"]
     if not all(isinstance(sel[c].dtype, pd.StringDtype) for c in keys):
         return None
@@ -321,38 +323,48 @@ def _metric_table_fast(
     mean = sel["mean"].to_numpy()
     if np.isnan(mean).any() or any(sel[c].isna().any() for c in keys):
         return None
-    columns = {c: sel[c].to_numpy(dtype=object) for c in [*keys, "split_role"]}
-    entries = list(zip(*(columns[c] for c in index), strict=True))
-    splits = columns["split"].tolist()
-    if len(set(zip(entries, splits, strict=True))) != len(entries):
+    coded = {c: pd.factorize(sel[c], sort=True) for c in keys}
+    coded["split_role"] = pd.factorize(sel["split_role"], sort=True, use_na_sentinel=False)
+    row_of = np.zeros(len(sel), dtype=np.int64)
+    for c in index:  # ranks of the (columns so far) tuples: sorted(set(entries))'s positions
+        codes, uniques = coded[c]
+        row_of = np.unique(row_of * len(uniques) + codes, return_inverse=True)[1].ravel()
+    n_rows = int(row_of.max()) + 1 if len(row_of) else 0
+    split_codes, split_names = coded["split"]
+    pairs = row_of * len(split_names) + split_codes
+    if len(np.unique(pairs)) != len(pairs):
         return None  # several rows of a setting and split: pandas takes the first / mean
-    rows = sorted(set(entries))  # pivot_table's row order: the keys sorted
-    at = {e: i for i, e in enumerate(rows)}
-    row_of = np.array([at[e] for e in entries], dtype=np.int64)
-    role: dict[str, Any] = {}  # each split's first role, in the order the splits come
-    for split, r in zip(splits, columns["split_role"].tolist(), strict=True):
-        role.setdefault(split, r)
-    ranks = {r: i for i, r in enumerate(ROLES)}  # split_order's, without a drop_duplicates
-    order = sorted(role, key=lambda s: ranks.get(role[s], len(ranks)))
-    sort_col = next((s for s in order if role[s] == "id_test"), order[0])
-    by_split = {s: np.flatnonzero(columns["split"] == s) for s in order}
-    seeds = np.full(len(rows), np.iinfo(np.int64).min, dtype=np.int64)
+    # each split's first role, the splits in the order they come, then by role (split_order)
+    _, first = np.unique(split_codes, return_index=True)
+    role_codes, role_names = coded["split_role"]
+    ranks = {r: i for i, r in enumerate(ROLES)}
+    came = sorted(range(len(split_names)), key=lambda k: first[k])
+    role = {k: role_names[role_codes[first[k]]] for k in came}
+    order_codes = sorted(came, key=lambda k: ranks.get(role[k], len(ranks)))
+    order = [split_names[k] for k in order_codes]
+    sort_code = next((k for k in order_codes if role[k] == "id_test"), order_codes[0])
+    sort_col = split_names[sort_code]
+    by_split = {k: np.flatnonzero(split_codes == k) for k in order_codes}
+    seeds = np.full(n_rows, np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(seeds, row_of, sel["n_seeds"].to_numpy())
-    sort_values = np.full(len(rows), np.nan)
-    sort_values[row_of[by_split[sort_col]]] = mean[by_split[sort_col]]
+    sort_values = np.full(n_rows, np.nan)
+    sort_values[row_of[by_split[sort_code]]] = mean[by_split[sort_code]]
     lower_is_better = metric in LOWER_IS_BETTER
     # the same sort as metric_table's (quicksort, NaN last): ties fall the same way
     shown = pd.Series(sort_values).sort_values(ascending=lower_is_better).index.to_numpy()
+    at_row = np.empty(n_rows, dtype=np.int64)  # a row of `sel` of each setting
+    at_row[row_of] = np.arange(len(row_of))
     out: dict[str, Any] = {}
-    for j, c in enumerate(index):
-        values = [rows[i][j] for i in shown]
+    for c in index:
+        codes, uniques = coded[c]
+        values = np.asarray(uniques, dtype=object)[codes[at_row[shown]]]
         if c in ("setting_id", "eval_id"):
             values = [v[:8] for v in values]
         out[c] = pd.array(values, dtype=sel[c].dtype)
     out["seeds"] = seeds[shown]
     rank_col = []
     if with_interval and not lower_is_better:
-        at_sort = by_split[sort_col]
+        at_sort = by_split[sort_code]
         bounds = pd.DataFrame(
             {
                 "mean": mean[at_sort],
@@ -364,11 +376,11 @@ def _metric_table_fast(
         rank_col = [f"rank ({sort_col})"]
         out[rank_col[0]] = uncertain_ranks(bounds).reindex(shown).to_numpy()
     cell_dtype = pd.Series(cells[:1]).dtype  # what pandas makes of the cell strings
-    for s in order:
-        column: list[Any] = [np.nan] * len(rows)
-        for i, k in zip(row_of[by_split[s]].tolist(), by_split[s].tolist(), strict=True):
-            column[i] = cells[k]
-        out[s] = pd.array([column[i] for i in shown], dtype=cell_dtype)
+    all_cells = np.asarray(cells, dtype=object)
+    for k, s in zip(order_codes, order, strict=True):
+        column = np.full(n_rows, np.nan, dtype=object)
+        column[row_of[by_split[k]]] = all_cells[by_split[k]]
+        out[s] = pd.array(column[shown], dtype=cell_dtype)
     return pd.DataFrame(out)[[*index, "seeds", *rank_col, *order]]
 
 
