@@ -254,3 +254,33 @@ def test_group_ids_are_pandas_groupby(seed: int) -> None:
             want_ids = frame.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
             np.testing.assert_array_equal(ids, want_ids)
             np.testing.assert_array_equal(first, pd.Series(want_ids).drop_duplicates().index)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aggregate_firsts_are_partcaches_first_rows(seed: int) -> None:
+    """aggregate_firsts' positions are partcache.first_rows' (pandas' ngroup over setting_id,
+    eval_id and the row key) where the setting names its columns, and None where it does not
+    (there the two groupings differ and first_rows' count would not match the summary's)."""
+    from harness.report.partcache import first_rows
+
+    rng = np.random.default_rng(seed)
+    n = 800
+    setting = np.array([f"s{v}" for v in rng.integers(0, 12, n)], dtype=object)
+    evals = [f"e{v}" for v in rng.integers(0, 2, n)]
+    table = pd.DataFrame({"setting_id": setting, "eval_id": evals})
+    for key in agg_module.SETTING_COLUMNS:  # functions of the setting, as in the store
+        if key not in table:
+            table[key] = [f"{key}{int(s[1:]) % 3}" for s in setting]
+    for key in agg_module.ROW_KEY:  # few groups: several rows (seeds) in each
+        table[key] = [f"{key}{v}" for v in rng.integers(0, 2 if key == "metric" else 1, n)]
+    table["value"] = rng.normal(size=n)
+    table["run_id"] = "r"
+    table = table.astype({c: "str" for c in table.columns if c != "value"})
+    agg, firsts = agg_module.aggregate_firsts(table)
+    np.testing.assert_array_equal(firsts, first_rows(table))
+    assert len(firsts) == len(agg)
+    other = table.copy()
+    other.loc[other.index[:3], "model"] = "another model"  # a setting with two models
+    other = other.astype({"model": "str"})
+    agg, firsts = agg_module.aggregate_firsts(other)
+    assert firsts is None and len(agg) != len(np.unique(first_rows(other)))
