@@ -284,3 +284,24 @@ def test_aggregate_firsts_are_partcaches_first_rows(seed: int) -> None:
     other = other.astype({"model": "str"})
     agg, firsts = agg_module.aggregate_firsts(other)
     assert firsts is None and len(agg) != len(np.unique(first_rows(other)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_index_counts_runs_as_pandas_does(seed: int) -> None:
+    """index_markdown counts runs on the rows that differ from the row before (arrow
+    strings): the same page as pandas' nunique over every row (object strings), with runs
+    in stretches and shuffled, missing run ids and datasets."""
+    from harness.report.markdown import _changes, index_markdown
+
+    rng = np.random.default_rng(seed)
+    n = 500
+    run = np.repeat([f"r{v}" for v in rng.integers(0, 40, n // 5)], 5).astype(object)
+    dataset = np.array([f"d{int(r[1:]) % 3}" for r in run], dtype=object)
+    run[rng.random(n) < 0.03] = None
+    dataset[rng.random(n) < 0.03] = None
+    table = pd.DataFrame({"dataset": dataset, "run_id": run})
+    for frame in (table, table.sample(frac=1, random_state=seed)):
+        want = index_markdown(frame.astype(object), 2, ["d0", "d1", "d2"], False, pd.DataFrame())
+        got = index_markdown(frame.astype("str"), 2, ["d0", "d1", "d2"], False, pd.DataFrame())
+        assert got == want
+        assert len(_changes(frame.astype("str"), ["dataset", "run_id"])) < n  # the fast path

@@ -343,8 +343,8 @@ def _cells(sel: pd.DataFrame, clipped: np.ndarray, with_interval: bool) -> list[
 def _metric_table_fast(
     sel: pd.DataFrame, index: list[str], cells: list[str], metric: str, with_interval: bool
 ) -> pd.DataFrame | None:
-    """metric_table's frame from plain dicts, the same as its pandas pivots give (0.3 s of a
-    dataset's page at 10,000 runs), for the usual case: string keys without missing values,
+    """metric_table's frame from integer codes, the same as its pandas pivots give (0.3 s of
+    a dataset's page at 10,000 runs), for the usual case: string keys without missing values,
     one row per setting and split, every mean a number. None otherwise (pandas decides)."""
     keys = [*index, "split"]
     if not all(isinstance(sel[c].dtype, pd.StringDtype) for c in keys):
@@ -354,31 +354,41 @@ def _metric_table_fast(
     mean = sel["mean"].to_numpy()
     if np.isnan(mean).any() or any(sel[c].isna().any() for c in keys):
         return None
-    columns = {c: sel[c].to_numpy(dtype=object) for c in [*keys, "split_role"]}
-    entries = list(zip(*(columns[c] for c in index), strict=True))
-    splits = columns["split"].tolist()
-    if len(set(zip(entries, splits, strict=True))) != len(entries):
+    # each index column's values ranked in Python's string order (few distinct values,
+    # sorted by sorted()): a row's ranks combined give the order of its key tuple, so the
+    # rows sorted are sorted(set(entries)) without a tuple per row (0.7 s at 100,000 runs)
+    combined = np.zeros(len(sel), dtype=np.int64)
+    size = 1
+    for c in index:
+        codes, uniques = pd.factorize(sel[c])
+        names = list(uniques)
+        rank = np.empty(len(names), dtype=np.int64)
+        rank[sorted(range(len(names)), key=names.__getitem__)] = np.arange(len(names))
+        size *= max(len(names), 1)
+        if size >= 2**62:
+            return None  # (never with the store's keys) pandas decides
+        combined = combined * len(names) + rank[codes]
+    keys_sorted, first, row_of = np.unique(combined, return_index=True, return_inverse=True)
+    split_codes, split_names = pd.factorize(sel["split"])  # in the order the splits come
+    if len(np.unique(row_of * len(split_names) + split_codes)) != len(sel):
         return None  # several rows of a setting and split: pandas takes the first / mean
-    rows = sorted(set(entries))  # pivot_table's row order: the keys sorted
-    at = {e: i for i, e in enumerate(rows)}
-    row_of = np.array([at[e] for e in entries], dtype=np.int64)
-    role: dict[str, Any] = {}  # each split's first role, in the order the splits come
-    for split, r in zip(splits, columns["split_role"].tolist(), strict=True):
-        role.setdefault(split, r)
+    starts = np.unique(split_codes, return_index=True)[1]  # each split's first role
+    role = dict(zip(split_names, sel["split_role"].iloc[starts].tolist(), strict=True))
     ranks = {r: i for i, r in enumerate(ROLES)}  # split_order's, without a drop_duplicates
     order = sorted(role, key=lambda s: ranks.get(role[s], len(ranks)))
     sort_col = next((s for s in order if role[s] == "id_test"), order[0])
-    by_split = {s: np.flatnonzero(columns["split"] == s) for s in order}
-    seeds = np.full(len(rows), np.iinfo(np.int64).min, dtype=np.int64)
+    by_split = {s: np.flatnonzero(split_codes == j) for j, s in enumerate(split_names)}
+    n_rows = len(keys_sorted)
+    seeds = np.full(n_rows, np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(seeds, row_of, sel["n_seeds"].to_numpy())
-    sort_values = np.full(len(rows), np.nan)
+    sort_values = np.full(n_rows, np.nan)
     sort_values[row_of[by_split[sort_col]]] = mean[by_split[sort_col]]
     lower_is_better = metric in LOWER_IS_BETTER
     # the same sort as metric_table's (quicksort, NaN last): ties fall the same way
     shown = pd.Series(sort_values).sort_values(ascending=lower_is_better).index.to_numpy()
     out: dict[str, Any] = {}
-    for j, c in enumerate(index):
-        values = [rows[i][j] for i in shown]
+    for c in index:  # a row's values: those of its first row (its key tuple's)
+        values = sel[c].iloc[first[shown]].tolist()
         if c in ("setting_id", "eval_id"):
             values = [v[:8] for v in values]
         out[c] = pd.array(values, dtype=sel[c].dtype)
@@ -397,11 +407,11 @@ def _metric_table_fast(
         rank_col = [f"rank ({sort_col})"]
         out[rank_col[0]] = uncertain_ranks(bounds).reindex(shown).to_numpy()
     cell_dtype = pd.Series(cells[:1]).dtype  # what pandas makes of the cell strings
+    texts = np.array(cells, dtype=object)
     for s in order:
-        column: list[Any] = [np.nan] * len(rows)
-        for i, k in zip(row_of[by_split[s]].tolist(), by_split[s].tolist(), strict=True):
-            column[i] = cells[k]
-        out[s] = pd.array([column[i] for i in shown], dtype=cell_dtype)
+        column = np.full(n_rows, np.nan, dtype=object)
+        column[row_of[by_split[s]]] = texts[by_split[s]]
+        out[s] = pd.array(column[shown].tolist(), dtype=cell_dtype)
     return pd.DataFrame(out)[[*index, "seeds", *rank_col, *order]]
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from harness.report.aggregate import BOOTSTRAP_RESAMPLES, metric_table
 from harness.report.mdtable import markdown_table
@@ -206,10 +209,12 @@ def index_markdown(
     failures: pd.DataFrame,
 ) -> str:
     """leaderboard/README.md: the runs per dataset, the page, and the failed runs."""
+    rows = len(table)
+    table = _changes(table, ["dataset", "run_id"])  # the same distinct runs, fewer rows
     index = [
         "# Leaderboards",
         "",
-        f"{table['run_id'].nunique()} completed runs, {len(table)} rows "
+        f"{table['run_id'].nunique()} completed runs, {rows} rows "
         f"({skipped} run directories skipped as incomplete or unreadable).",
         "",
     ]
@@ -219,6 +224,23 @@ def index_markdown(
     if html:
         index += ["", "Sortable, filterable tables with the plots: [index.html](index.html)."]
     return "\n".join(index + _failures_section(failures)) + "\n"
+
+
+def _changes(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """table[columns] without the rows equal to the row before (the store's rows come run
+    after run: 100,000 rows, not 5,000,000, for pandas to hash; the same values and pairs)."""
+    arrays = [getattr(table[c].array, "_pa_array", None) for c in columns]
+    if len(table) < 2 or any(a is None or not _string(a.type) for a in arrays):
+        return table[columns]
+    change = np.zeros(len(table) - 1, dtype=bool)
+    for a in arrays:  # a missing value counts as a change: kept, as pandas would see it
+        a = a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+        change |= pc.fill_null(pc.not_equal(a[1:], a[:-1]), True).to_numpy(zero_copy_only=False)
+    return table[columns].take(np.r_[0, np.flatnonzero(change) + 1])
+
+
+def _string(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
 
 
 def _failures_section(failures: pd.DataFrame) -> list[str]:
