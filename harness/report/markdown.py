@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
+from harness.neighbours import changes
 from harness.report.aggregate import BOOTSTRAP_RESAMPLES, metric_table
 from harness.report.mdtable import markdown_table
 
@@ -229,18 +227,8 @@ def index_markdown(
 def _changes(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """table[columns] without the rows equal to the row before (the store's rows come run
     after run: 100,000 rows, not 5,000,000, for pandas to hash; the same values and pairs)."""
-    arrays = [getattr(table[c].array, "_pa_array", None) for c in columns]
-    if len(table) < 2 or any(a is None or not _string(a.type) for a in arrays):
-        return table[columns]
-    change = np.zeros(len(table) - 1, dtype=bool)
-    for a in arrays:  # a missing value counts as a change: kept, as pandas would see it
-        a = a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
-        change |= pc.fill_null(pc.not_equal(a[1:], a[:-1]), True).to_numpy(zero_copy_only=False)
-    return table[columns].take(np.r_[0, np.flatnonzero(change) + 1])
-
-
-def _string(kind: pa.DataType) -> bool:
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    at = changes(table, columns)
+    return table[columns] if at is None else table[columns].take(at)
 
 
 def _failures_section(failures: pd.DataFrame) -> list[str]:
