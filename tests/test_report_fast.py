@@ -305,3 +305,14 @@ def test_index_counts_runs_as_pandas_does(seed: int) -> None:
         got = index_markdown(frame.astype("str"), 2, ["d0", "d1", "d2"], False, pd.DataFrame())
         assert got == want
         assert len(_changes(frame.astype("str"), ["dataset", "run_id"])) < n  # the fast path
+
+
+def test_headline_cells_are_one_cell_per_record() -> None:
+    """headline._cells (a column's arrays at once) gives _cell of each setting's record."""
+    from harness.report import headline as hl
+
+    agg = _random_agg(4).drop_duplicates("setting_id")
+    agg.loc[agg.index[::3], "interval"] = ""  # no interval: the title says so
+    needed = ["mean", "ci_low", "ci_high", "interval", "n_seeds"]
+    want = {k: hl._cell(v) for k, v in hl._records(agg, needed).items()}
+    assert hl._cells(agg) == want
