@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from scipy import stats
 
 from harness.data import ROLES
+from harness.neighbours import one_array
 from harness.rundir import scores_path
 from harness.table import overall
 
@@ -186,7 +187,7 @@ def _column_codes(column: pd.Series) -> np.ndarray:
     data = getattr(column.array, "_pa_array", None)
     if data is None or not (pa.types.is_string(data.type) or pa.types.is_large_string(data.type)):
         return pd.factorize(column, use_na_sentinel=False)[0].astype(np.int64)
-    data = data.combine_chunks() if isinstance(data, pa.ChunkedArray) else data
+    data = one_array(data)  # (no copy of a one-chunk column)
     n = len(data)
     # a boundary where a value differs from the one before (a missing value: always one,
     # which is harmless: a run only needs one value throughout)
