@@ -58,7 +58,13 @@ def headline(
 ) -> Headline | None:
     """The headline of `dataset` from summary rows (`agg`); None when it has no test rows of
     the primary metric. `headline_split`: None = the ID test split."""
-    sub = agg[(agg["dataset"] == dataset) & (agg["group_value"] == "")]
+    # only the rows read below (the primary metric, worst-group, the scorer's AUROCs) are
+    # taken and sorted: a stable sort of them keeps the order sorting all would give them
+    metric, scorer = agg["metric"], agg["scorer"]
+    wanted = ((scorer == "") & metric.isin([primary_metric, "worst_group_accuracy"])) | (
+        (scorer == ood_scorer) & (agg["split_role"] == "ood") & metric.str.startswith("auroc_vs_")
+    )
+    sub = agg[(agg["dataset"] == dataset) & (agg["group_value"] == "") & wanted]
     # one eval config per setting for label metrics: the numbers are the same under each
     sub = sub.sort_values("eval_id", kind="stable")
     main = sub[
