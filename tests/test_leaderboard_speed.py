@@ -329,7 +329,9 @@ def test_one_new_run_recomputes_only_its_datasets_frames(tmp_path: Path, monkeyp
 
         return wrapped
 
-    monkeypatch.setattr(aggregate_module, "aggregate", spy("aggregate", aggregate_module.aggregate))
+    # aggregate_firsts: aggregate's own work, what partcache calls (with the first rows)
+    real = aggregate_module.aggregate_firsts
+    monkeypatch.setattr(aggregate_module, "aggregate_firsts", spy("aggregate", real))
     monkeypatch.setattr(partcache, "derived", spy("derived", partcache.derived))
     write_rich_run(root, n, "plain", "irm", 3, 0, evals=("e1", "e2"))
     write_leaderboard(root, "erm", **options)

@@ -287,13 +287,13 @@ def test_a_summary_grown_from_its_previous_piece_is_a_rebuilds(tmp_path: Path, m
     n = make_root(root, lrs=(1,))
     write_leaderboard(root, "erm", **options)
     sizes: list[tuple[list[str], int]] = []
-    real = aggregate_module.aggregate
+    real = aggregate_module.aggregate_firsts  # (aggregate's own work, and partcache's)
 
     def spy(table, *args, **kwargs):
         sizes.append((sorted(table["dataset"].unique()), len(table)))
         return real(table, *args, **kwargs)
 
-    monkeypatch.setattr(aggregate_module, "aggregate", spy)
+    monkeypatch.setattr(aggregate_module, "aggregate_firsts", spy)
 
     def check(name: str) -> pd.DataFrame:
         full = tmp_path / name

@@ -256,3 +256,65 @@ def test_group_ids_are_pandas_groupby(seed: int) -> None:
             want_ids = frame.groupby(keys, dropna=False, sort=False).ngroup().to_numpy()
             np.testing.assert_array_equal(ids, want_ids)
             np.testing.assert_array_equal(first, pd.Series(want_ids).drop_duplicates().index)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_aggregate_firsts_are_partcaches_first_rows(seed: int) -> None:
+    """aggregate_firsts' positions are partcache.first_rows' (pandas' ngroup over setting_id,
+    eval_id and the row key) where the setting names its columns, and None where it does not
+    (there the two groupings differ and first_rows' count would not match the summary's)."""
+    from harness.report.partcache import first_rows
+
+    rng = np.random.default_rng(seed)
+    n = 800
+    setting = np.array([f"s{v}" for v in rng.integers(0, 12, n)], dtype=object)
+    evals = [f"e{v}" for v in rng.integers(0, 2, n)]
+    table = pd.DataFrame({"setting_id": setting, "eval_id": evals})
+    for key in agg_module.SETTING_COLUMNS:  # functions of the setting, as in the store
+        if key not in table:
+            table[key] = [f"{key}{int(s[1:]) % 3}" for s in setting]
+    for key in agg_module.ROW_KEY:  # few groups: several rows (seeds) in each
+        table[key] = [f"{key}{v}" for v in rng.integers(0, 2 if key == "metric" else 1, n)]
+    table["value"] = rng.normal(size=n)
+    table["run_id"] = "r"
+    table = table.astype({c: "str" for c in table.columns if c != "value"})
+    agg, firsts = agg_module.aggregate_firsts(table)
+    np.testing.assert_array_equal(firsts, first_rows(table))
+    assert len(firsts) == len(agg)
+    other = table.copy()
+    other.loc[other.index[:3], "model"] = "another model"  # a setting with two models
+    other = other.astype({"model": "str"})
+    agg, firsts = agg_module.aggregate_firsts(other)
+    assert firsts is None and len(agg) != len(np.unique(first_rows(other)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_index_counts_runs_as_pandas_does(seed: int) -> None:
+    """index_markdown counts runs on the rows that differ from the row before (arrow
+    strings): the same page as pandas' nunique over every row (object strings), with runs
+    in stretches and shuffled, missing run ids and datasets."""
+    from harness.report.markdown import _changes, index_markdown
+
+    rng = np.random.default_rng(seed)
+    n = 500
+    run = np.repeat([f"r{v}" for v in rng.integers(0, 40, n // 5)], 5).astype(object)
+    dataset = np.array([f"d{int(r[1:]) % 3}" for r in run], dtype=object)
+    run[rng.random(n) < 0.03] = None
+    dataset[rng.random(n) < 0.03] = None
+    table = pd.DataFrame({"dataset": dataset, "run_id": run})
+    for frame in (table, table.sample(frac=1, random_state=seed)):
+        want = index_markdown(frame.astype(object), 2, ["d0", "d1", "d2"], False, pd.DataFrame())
+        got = index_markdown(frame.astype("str"), 2, ["d0", "d1", "d2"], False, pd.DataFrame())
+        assert got == want
+        assert len(_changes(frame.astype("str"), ["dataset", "run_id"])) < n  # the fast path
+
+
+def test_headline_cells_are_one_cell_per_record() -> None:
+    """headline._cells (a column's arrays at once) gives _cell of each setting's record."""
+    from harness.report import headline as hl
+
+    agg = _random_agg(4).drop_duplicates("setting_id")
+    agg.loc[agg.index[::3], "interval"] = ""  # no interval: the title says so
+    needed = ["mean", "ci_low", "ci_high", "interval", "n_seeds"]
+    want = {k: hl._cell(v) for k, v in hl._records(agg, needed).items()}
+    assert hl._cells(agg) == want

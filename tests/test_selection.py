@@ -105,3 +105,20 @@ def test_settings_that_differ_beyond_hyperparameters_are_separate_searches(tmp_p
     assert len(sel) == 2
     assert sorted(sel["setting_id"]) == ["a", "c"]  # a beats b; c is alone in its search
     assert sorted(sel["settings"]) == [1, 2]
+
+
+@pytest.mark.parametrize("rule", ["id_val", "worst_group_val", "oracle"])
+def test_arrow_strings_select_as_object_strings(rule):
+    """select_settings reads the settings from the rows where setting or eval config changes
+    (arrow strings): the same frame as from every row (object strings), rows in store order,
+    shuffled, with a second eval config and missing tta."""
+    table = pd.concat([TABLE, TABLE.assign(eval_id="f")], ignore_index=True)
+    table.loc[table.index % 5 == 0, "tta"] = None
+    for frame in (table, table.sample(frac=1, random_state=0)):
+        want = select_settings(
+            frame.astype({c: object for c in ["tta", "eval_id", "run_id"]}), rule
+        )
+        got = select_settings(
+            frame.astype({c: "str" for c in frame if frame[c].dtype == object}), rule
+        )
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)

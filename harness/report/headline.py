@@ -58,7 +58,13 @@ def headline(
 ) -> Headline | None:
     """The headline of `dataset` from summary rows (`agg`); None when it has no test rows of
     the primary metric. `headline_split`: None = the ID test split."""
-    sub = agg[(agg["dataset"] == dataset) & (agg["group_value"] == "")]
+    # only the rows read below (the primary metric, worst-group, the scorer's AUROCs) are
+    # taken and sorted: a stable sort of them keeps the order sorting all would give them
+    metric, scorer = agg["metric"], agg["scorer"]
+    wanted = ((scorer == "") & metric.isin([primary_metric, "worst_group_accuracy"])) | (
+        (scorer == ood_scorer) & (agg["split_role"] == "ood") & metric.str.startswith("auroc_vs_")
+    )
+    sub = agg[(agg["dataset"] == dataset) & (agg["group_value"] == "") & wanted]
     # one eval config per setting for label metrics: the numbers are the same under each
     sub = sub.sort_values("eval_id", kind="stable")
     main = sub[
@@ -107,40 +113,36 @@ def headline(
         else key["mean"].rank(method="min")
     )
     verdicts = _verdicts(comparisons, dataset, split)
-    rows, titles = [], []
     # plain dicts per setting: a lookup per cell in the frames cost 20 s for 1,000 settings
     # only the fields read below: to_dict of every column cost 0.2 s for 2,000 settings
     records = _records(
         main.drop_duplicates("setting_id"),
         [c for c in ("model", "method", "tta", "augment") if c in settings],
     )
-    needed = ["mean", "ci_low", "ci_high", "interval", "n_seeds"]
-    cells = {
-        name: _records(frame.drop_duplicates("setting_id"), needed)
-        for name, frame in columns.items()
-    }
     seeds = key["n_seeds"].to_dict()
     ranks = ranks.to_dict()
-    for setting_id in order.index:
+    ids = order.index.tolist()
+    rows: dict[str, list[str]] = {c: [] for c in ("model", "method", "augment", "setting",
+                                                  "seeds", "rank", "verdict")}  # fmt: skip
+    for setting_id in ids:
         s = records[setting_id]
         method = s["method"] + (f"+{s['tta']}" if s.get("tta") not in ("", "none", None) else "")
-        row = {
-            "model": s["model"],
-            "method": method,
-            "augment": s.get("augment") or "",
-            "setting": setting_id[:8],
-            "seeds": str(int(seeds[setting_id])) if setting_id in seeds else "",
-            "rank": str(int(ranks[setting_id])) if setting_id in ranks else "",
-            "verdict": verdicts.get(
-                setting_id, "baseline" if method in verdicts.get("", ()) else ""
-            ),
-        }
-        title = {c: "" for c in row}
-        for name, by_setting in cells.items():
-            match = by_setting.get(setting_id)
-            row[name], title[name] = _cell(match) if match is not None else ("", "")
-        rows.append(row)
-        titles.append(title)
+        rows["model"].append(s["model"])
+        rows["method"].append(method)
+        rows["augment"].append(s.get("augment") or "")
+        rows["setting"].append(setting_id[:8])
+        rows["seeds"].append(str(int(seeds[setting_id])) if setting_id in seeds else "")
+        rows["rank"].append(str(int(ranks[setting_id])) if setting_id in ranks else "")
+        rows["verdict"].append(
+            verdicts.get(setting_id, "baseline" if method in verdicts.get("", ()) else "")
+        )
+    titles = {c: [""] * len(ids) for c in rows}
+    # each column's cells made once per setting from its arrays (not a dict per cell)
+    for name, frame in columns.items():
+        by_setting = _cells(frame.drop_duplicates("setting_id"))
+        pairs = [by_setting.get(setting_id, ("", "")) for setting_id in ids]
+        rows[name] = [p[0] for p in pairs]
+        titles[name] = [p[1] for p in pairs]
     caption = (
         f"{primary_metric} on each test split: mean over seeds with its 95% interval {HOVER}. "
         f"Ordered by {split}; "
@@ -149,6 +151,21 @@ def headline(
         "(comparisons.csv)."
     )
     return Headline(pd.DataFrame(rows), pd.DataFrame(titles), split, primary_metric, caption)
+
+
+def _cells(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """{setting_id: _cell of its row} of a frame with one row per setting, from each
+    column's tolist (the same Python values as _records gives _cell)."""
+    needed = ["mean", "ci_low", "ci_high", "interval", "n_seeds"]
+    values = zip(frame["setting_id"].tolist(), *(frame[c].tolist() for c in needed), strict=True)
+    out = {}
+    for setting_id, mean, low, high, how, seeds in values:
+        text = f"{mean:.3f}"
+        if math.isfinite(low) and math.isfinite(high):
+            text += f" [{low:.3f}, {high:.3f}]"
+        how = how or "no interval (one seed, not accuracy)"
+        out[setting_id] = (text, f"{int(seeds)} seed(s); {how}")
+    return out
 
 
 def _verdicts(comparisons: pd.DataFrame | None, dataset: str, split: str) -> dict:

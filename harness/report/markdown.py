@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.neighbours import changes
 from harness.report.aggregate import BOOTSTRAP_RESAMPLES, metric_table
 from harness.report.mdtable import markdown_table
 
@@ -206,10 +207,12 @@ def index_markdown(
     failures: pd.DataFrame,
 ) -> str:
     """leaderboard/README.md: the runs per dataset, the page, and the failed runs."""
+    rows = len(table)
+    table = _changes(table, ["dataset", "run_id"])  # the same distinct runs, fewer rows
     index = [
         "# Leaderboards",
         "",
-        f"{table['run_id'].nunique()} completed runs, {len(table)} rows "
+        f"{table['run_id'].nunique()} completed runs, {rows} rows "
         f"({skipped} run directories skipped as incomplete or unreadable).",
         "",
     ]
@@ -219,6 +222,13 @@ def index_markdown(
     if html:
         index += ["", "Sortable, filterable tables with the plots: [index.html](index.html)."]
     return "\n".join(index + _failures_section(failures)) + "\n"
+
+
+def _changes(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """table[columns] without the rows equal to the row before (the store's rows come run
+    after run: 100,000 rows, not 5,000,000, for pandas to hash; the same values and pairs)."""
+    at = changes(table, columns)
+    return table[columns] if at is None else table[columns].take(at)
 
 
 def _failures_section(failures: pd.DataFrame) -> list[str]:

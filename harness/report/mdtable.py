@@ -63,7 +63,9 @@ def markdown_table(frame: pd.DataFrame) -> str:
             return frame.to_markdown(index=False, disable_numparse=True)
         if pd.api.types.is_bool_dtype(column) or column.isna().any():
             return frame.to_markdown(index=False, disable_numparse=True)
-        cells = [str(v) for v in column.tolist()]
+        # a string column's values are str already (no missing ones: checked above)
+        strings = isinstance(column.dtype, pd.StringDtype)
+        cells = column.tolist() if strings else [str(v) for v in column.tolist()]
         joined = "".join(cells)
         narrow.append(_narrow(joined))
         if not (_simple_narrow(cells, joined) if narrow[-1] else _simple(cells, empty=True)):

@@ -252,10 +252,11 @@ class PartCache:
 
     def _staged(self, rows: pd.DataFrame) -> pd.DataFrame:
         """Rows' summary, each group with the stage and offset of its first row."""
-        from harness.report.aggregate import aggregate
+        from harness.report.aggregate import aggregate_firsts
 
-        positions = rows.index.to_numpy()[first_rows(rows)]
-        return with_stages(aggregate(rows, self.root), positions, self.starts())
+        agg, firsts = aggregate_firsts(rows, self.root)  # first_rows(rows), when it knows them
+        positions = rows.index.to_numpy()[first_rows(rows) if firsts is None else firsts]
+        return with_stages(agg, positions, self.starts())
 
     def starts(self) -> pd.Series:
         if self._starts is None:
@@ -263,13 +264,14 @@ class PartCache:
         return self._starts
 
     def summary(self) -> pd.DataFrame:
-        from harness.report.aggregate import aggregate
+        from harness.report.aggregate import aggregate, aggregate_firsts
 
         if self.whole:
-            agg = aggregate(self.table, self.root)
+            agg, firsts = aggregate_firsts(self.table, self.root)
             if self.keys:  # kept per dataset with where each group first appears
                 try:
-                    staged = with_stages(agg, first_rows(self.table), self.starts())
+                    firsts = first_rows(self.table) if firsts is None else firsts
+                    staged = with_stages(agg, firsts, self.starts())
                 except Unjoinable:
                     self.keys = {}  # another row order: nothing is cached
                 else:
