@@ -307,11 +307,13 @@ class PartCache:
         for every dataset when it has no rows)."""
         if frame is None or "dataset" not in frame or not len(frame):
             return {d: frame for d in self.datasets} if frame is not None else {}
-        by = frame["dataset"].to_numpy()
+        # codes, not an object array compared per dataset (0.6 s for 5,000,000 rows)
+        codes, names = pd.factorize(frame["dataset"])
+        code_of = {d: j for j, d in enumerate(names)}
         return {
-            d: frame.take(np.flatnonzero(by == d)).reset_index(drop=True)
+            d: frame.take(np.flatnonzero(codes == code_of[d])).reset_index(drop=True)
             for d in self.datasets
-            if (by == d).any()
+            if d in code_of
         }
 
     def frames(self, o: Options) -> tuple[dict[str, pd.DataFrame | None], dict[str, Any]]:
