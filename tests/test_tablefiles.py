@@ -179,3 +179,39 @@ def test_a_kill_before_the_renames_leaves_the_files_written_next_time(tmp_path: 
     pd.testing.assert_frame_equal(
         pd.read_parquet(root / "table.parquet"), collect(root)[0].reset_index(drop=True)
     )
+
+
+def test_csv_in_a_thread_is_atomic_write_csvs_file(tmp_path: Path, monkeypatch) -> None:
+    """start_csv/join_csv (summary.csv): the bytes of arrow's writer of the frame as it was
+    when started (changed in place meanwhile), a frame arrow cannot convert written by
+    pandas, and the thread's error raised by join_csv."""
+    frame = pd.DataFrame({"a": ["x", 'q"uote', "new\nline"], "v": [0.1, float("nan"), 3.0],
+                          "n": [1, 2, 3]})  # fmt: skip
+    expected = io.BytesIO()
+    pa_csv.write_csv(pa.Table.from_pandas(frame.copy(), preserve_index=False), expected)
+    started = threading.Event()
+    real = tablefiles.atomic_write_arrow_csv
+
+    def after_the_change(table, path):
+        assert started.wait(30)
+        real(table, path)
+
+    monkeypatch.setattr(tablefiles, "atomic_write_arrow_csv", after_the_change)
+    job = tablefiles.start_csv(frame, tmp_path / "s.csv")
+    frame.loc[:, "v"] = -1.0
+    frame.loc[:, "n"] = 99
+    started.set()
+    tablefiles.join_csv(job)
+    assert (tmp_path / "s.csv").read_bytes() == expected.getvalue()
+    mixed = pd.DataFrame({"a": [1, "b"]})  # object column of int and str: pandas writes it
+    assert tablefiles.start_csv(mixed, tmp_path / "m.csv") is None
+    assert (tmp_path / "m.csv").read_text() == mixed.to_csv(index=False)
+
+    def disk_full(table, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tablefiles, "atomic_write_arrow_csv", disk_full)
+    job = tablefiles.start_csv(frame, tmp_path / "e.csv")
+    with pytest.raises(OSError, match="No space"):
+        tablefiles.join_csv(job)
+    assert not tablefiles._csv_jobs
