@@ -89,13 +89,14 @@ def atomic_write_arrow_csv(table: pa.Table, path: str | Path) -> None:
         pa_csv.write_csv(table, tmp)
 
 
-def atomic_write_arrow_parquet(table: pa.Table, path: str | Path) -> None:
+def atomic_write_arrow_parquet(table: pa.Table, path: str | Path, **options: Any) -> None:
     """An arrow table as Parquet: `DataFrame.to_parquet(index=False)`'s bytes when the table
-    is `pa.Table.from_pandas(frame, preserve_index=False)` (pandas' own call, then snappy)."""
+    is `pa.Table.from_pandas(frame, preserve_index=False)` (pandas' own call, then snappy)
+    and no `options` (more pq.write_table keywords) are given."""
     import pyarrow.parquet as pq
 
     with _atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="snappy")
+        pq.write_table(table, tmp, compression="snappy", **options)
 
 
 def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:

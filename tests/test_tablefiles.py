@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pytest
 
 from harness import csvspans, tablefiles
 from harness.report.build import write_leaderboard
@@ -30,10 +31,49 @@ def expected_files(root: Path) -> dict[str, bytes]:
     rows.parquet read afresh): DataFrame.to_parquet and arrow's CSV writer of the frame."""
     table = collect(root)[0].reset_index(drop=True)
     parquet = io.BytesIO()
-    table.to_parquet(parquet, index=False)
+    # min/max statistics for the non-string columns only (tablefiles._write_parquet)
+    numeric = [c for c in table.columns if c not in STRINGS]
+    table.to_parquet(parquet, index=False, write_statistics=numeric)
     csv = io.BytesIO()
     pa_csv.write_csv(pa.Table.from_pandas(table, preserve_index=False), csv)
     return {"table.parquet": parquet.getvalue(), "table.csv": csv.getvalue()}
+
+
+STRINGS = {"split", "split_role", "scorer", "metric", "group_key", "run_id", "setting_id",
+           "dataset", "model", "method", "tta", "group_value", "selection_rule", "eval_id",
+           "forward_key", "posthoc_key", "git_sha", "lock_hash", "versions", "created_at",
+           "augment"}  # fmt: skip
+
+
+def test_table_parquet_reads_as_pandas_own_file(tmp_path: Path) -> None:
+    """Without the string columns' statistics, table.parquet's content (schema and pandas
+    metadata included) is that of DataFrame.to_parquet's file, and pandas, pyarrow.dataset
+    and duckdb read it (a filter on a string column included)."""
+    duckdb = pytest.importorskip("duckdb")
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "r"
+    make_root(root)
+    write_leaderboard(root, "erm", outputs=["markdown"])
+    table = collect(root)[0].reset_index(drop=True)
+    assert STRINGS == {c for c in table.columns if pd.api.types.is_string_dtype(table[c])}
+    own = io.BytesIO()
+    table.to_parquet(own, index=False)
+    written = pq.read_table(root / "table.parquet")
+    assert written.equals(pq.read_table(io.BytesIO(own.getvalue())), check_metadata=True)
+    meta = pq.ParquetFile(root / "table.parquet").metadata.row_group(0)
+    kept = {meta.column(i).path_in_schema: meta.column(i).is_stats_set
+            for i in range(meta.num_columns)}  # fmt: skip
+    assert kept == {c: c not in STRINGS for c in table.columns}
+    pd.testing.assert_frame_equal(pd.read_parquet(root / "table.parquet"), table)
+    plain = table[table["dataset"] == "plain"]
+    filtered = ds.dataset(root / "table.parquet").to_table(filter=ds.field("dataset") == "plain")
+    assert filtered.num_rows == len(plain) > 0
+    got = duckdb.sql(
+        f"SELECT count(*), sum(value) FROM '{root / 'table.parquet'}' WHERE dataset = 'plain'"
+    ).fetchall()[0]
+    assert got[0] == len(plain) and abs(got[1] - plain["value"].sum()) < 1e-9
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -62,9 +102,9 @@ def test_the_frame_changed_meanwhile_does_not_reach_the_files(tmp_path: Path, mo
     changed = threading.Event()
     real = tablefiles.atomic_write_arrow_parquet
 
-    def after_the_change(table, path):
+    def after_the_change(table, path, **options):
         assert changed.wait(30)
-        real(table, path)
+        real(table, path, **options)
 
     monkeypatch.setattr(tablefiles, "atomic_write_arrow_parquet", after_the_change)
     table, _, _ = collect_cached(root, csv=True, background=True)
@@ -104,10 +144,10 @@ from harness.report.build import write_leaderboard
 real = tablefiles.atomic_write_arrow_parquet
 
 
-def slow(table, path):  # the store has switched; the files are being written
+def slow(table, path, **options):  # the store has switched; the files are being written
     print("writing", flush=True)
     time.sleep(30)
-    real(table, path)
+    real(table, path, **options)
 
 
 tablefiles.atomic_write_arrow_parquet = slow
@@ -139,3 +179,39 @@ def test_a_kill_before_the_renames_leaves_the_files_written_next_time(tmp_path: 
     pd.testing.assert_frame_equal(
         pd.read_parquet(root / "table.parquet"), collect(root)[0].reset_index(drop=True)
     )
+
+
+def test_csv_in_a_thread_is_atomic_write_csvs_file(tmp_path: Path, monkeypatch) -> None:
+    """start_csv/join_csv (summary.csv): the bytes of arrow's writer of the frame as it was
+    when started (changed in place meanwhile), a frame arrow cannot convert written by
+    pandas, and the thread's error raised by join_csv."""
+    frame = pd.DataFrame({"a": ["x", 'q"uote', "new\nline"], "v": [0.1, float("nan"), 3.0],
+                          "n": [1, 2, 3]})  # fmt: skip
+    expected = io.BytesIO()
+    pa_csv.write_csv(pa.Table.from_pandas(frame.copy(), preserve_index=False), expected)
+    started = threading.Event()
+    real = tablefiles.atomic_write_arrow_csv
+
+    def after_the_change(table, path):
+        assert started.wait(30)
+        real(table, path)
+
+    monkeypatch.setattr(tablefiles, "atomic_write_arrow_csv", after_the_change)
+    job = tablefiles.start_csv(frame, tmp_path / "s.csv")
+    frame.loc[:, "v"] = -1.0
+    frame.loc[:, "n"] = 99
+    started.set()
+    tablefiles.join_csv(job)
+    assert (tmp_path / "s.csv").read_bytes() == expected.getvalue()
+    mixed = pd.DataFrame({"a": [1, "b"]})  # object column of int and str: pandas writes it
+    assert tablefiles.start_csv(mixed, tmp_path / "m.csv") is None
+    assert (tmp_path / "m.csv").read_text() == mixed.to_csv(index=False)
+
+    def disk_full(table, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tablefiles, "atomic_write_arrow_csv", disk_full)
+    job = tablefiles.start_csv(frame, tmp_path / "e.csv")
+    with pytest.raises(OSError, match="No space"):
+        tablefiles.join_csv(job)
+    assert not tablefiles._csv_jobs
