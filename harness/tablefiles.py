@@ -16,9 +16,11 @@ root's pending write before it starts, the leaderboard before it releases its fl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -190,6 +192,23 @@ def join_csv(job: _CsvWrite | None) -> None:
         _csv_jobs.discard(job)
     if job.error is not None:
         raise job.error
+
+
+@contextlib.contextmanager
+def csv_in_thread(frame: pd.DataFrame, path: str | Path) -> Iterator[None]:
+    """start_csv on entry, join_csv on exit; when the block raises, the write is still
+    waited for (nothing is written after the caller, e.g. under the leaderboard's flock, has
+    left) and the block's exception is the one raised."""
+    job = start_csv(frame, path)
+    try:
+        yield
+    except BaseException:
+        if job is not None:
+            job.join()
+            with _guard:
+                _csv_jobs.discard(job)
+        raise
+    join_csv(job)
 
 
 def _wait_before_fork() -> None:

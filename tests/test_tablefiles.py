@@ -215,3 +215,38 @@ def test_csv_in_a_thread_is_atomic_write_csvs_file(tmp_path: Path, monkeypatch) 
     with pytest.raises(OSError, match="No space"):
         tablefiles.join_csv(job)
     assert not tablefiles._csv_jobs
+
+
+def test_csv_in_thread_waits_for_its_write_when_the_block_raises(tmp_path, monkeypatch):
+    """tablefiles.csv_in_thread (summary.csv under the leaderboard's flock): the write is
+    finished when the block is left, also when the block raises; the block's exception is
+    the one raised, not the thread's; without one, the thread's error is raised."""
+    frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    expected = io.BytesIO()
+    pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), expected)
+    gate = threading.Event()
+    real = tablefiles.atomic_write_arrow_csv
+
+    def slow(table, path):
+        assert gate.wait(30)
+        real(table, path)
+
+    monkeypatch.setattr(tablefiles, "atomic_write_arrow_csv", slow)
+    with pytest.raises(KeyError, match="the block's"):
+        with tablefiles.csv_in_thread(frame, tmp_path / "s.csv"):
+            threading.Timer(0.2, gate.set).start()
+            raise KeyError("the block's")
+    assert (tmp_path / "s.csv").read_bytes() == expected.getvalue()  # written, and whole
+    assert not tablefiles._csv_jobs
+
+    def disk_full(table, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tablefiles, "atomic_write_arrow_csv", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        with tablefiles.csv_in_thread(frame, tmp_path / "e.csv"):
+            pass
+    with pytest.raises(KeyError, match="the block's"):
+        with tablefiles.csv_in_thread(frame, tmp_path / "e.csv"):
+            raise KeyError("the block's")
+    assert not tablefiles._csv_jobs and not (tmp_path / "e.csv").exists()

@@ -108,9 +108,9 @@ def write_leaderboard(
             for dataset in (datasets if "plots" in outputs else [])
         }
         # the plots are drawn (in worker processes) while the tables are made here
-        with CachedPlots(jobs, root, resolve_plot_workers(plot_workers)) as plots:
-            # summary.csv (~23 MB at 10,000 runs) written by arrow in a thread meanwhile
-            summary_csv = tablefiles.start_csv(agg, board / "summary.csv")
+        # summary.csv (~23 MB at 10,000 runs) written by arrow in a thread meanwhile
+        summary_csv = tablefiles.csv_in_thread(agg, board / "summary.csv")
+        with CachedPlots(jobs, root, resolve_plot_workers(plot_workers)) as plots, summary_csv:
             # scorer_resamples is accepted but no longer used: DeLong needs no resamples
             frames, headlines = parts.frames(
                 Options(baseline, scorer_baseline, multiple_comparisons,
@@ -178,7 +178,6 @@ def write_leaderboard(
                 if dataset not in kept
             }
             failures = collect_failures(root, skipped)
-            tablefiles.join_csv(summary_csv)
             all_plots = {out_dir.name: files for out_dir, files in plots.result().items()}
         paths = {
             "table": root / "table.parquet",
