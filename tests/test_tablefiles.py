@@ -181,28 +181,38 @@ def test_a_kill_before_the_renames_leaves_the_files_written_next_time(tmp_path: 
     )
 
 
+def _arrow_csv(frame: pd.DataFrame) -> bytes:
+    out = io.BytesIO()
+    pa_csv.write_csv(pa.Table.from_pandas(frame.copy(), preserve_index=False), out)
+    return out.getvalue()
+
+
+def _held_writes(monkeypatch) -> threading.Event:
+    """tablefiles' arrow CSV writes held until the returned event is set."""
+    gate, real = threading.Event(), tablefiles.atomic_write_arrow_csv
+
+    def held(table, path):
+        assert gate.wait(30)
+        real(table, path)
+
+    monkeypatch.setattr(tablefiles, "atomic_write_arrow_csv", held)
+    return gate
+
+
 def test_csv_in_a_thread_is_atomic_write_csvs_file(tmp_path: Path, monkeypatch) -> None:
     """start_csv/join_csv (summary.csv): the bytes of arrow's writer of the frame as it was
     when started (changed in place meanwhile), a frame arrow cannot convert written by
     pandas, and the thread's error raised by join_csv."""
     frame = pd.DataFrame({"a": ["x", 'q"uote', "new\nline"], "v": [0.1, float("nan"), 3.0],
                           "n": [1, 2, 3]})  # fmt: skip
-    expected = io.BytesIO()
-    pa_csv.write_csv(pa.Table.from_pandas(frame.copy(), preserve_index=False), expected)
-    started = threading.Event()
-    real = tablefiles.atomic_write_arrow_csv
-
-    def after_the_change(table, path):
-        assert started.wait(30)
-        real(table, path)
-
-    monkeypatch.setattr(tablefiles, "atomic_write_arrow_csv", after_the_change)
+    expected = _arrow_csv(frame)
+    started = _held_writes(monkeypatch)
     job = tablefiles.start_csv(frame, tmp_path / "s.csv")
     frame.loc[:, "v"] = -1.0
     frame.loc[:, "n"] = 99
     started.set()
     tablefiles.join_csv(job)
-    assert (tmp_path / "s.csv").read_bytes() == expected.getvalue()
+    assert (tmp_path / "s.csv").read_bytes() == expected
     mixed = pd.DataFrame({"a": [1, "b"]})  # object column of int and str: pandas writes it
     assert tablefiles.start_csv(mixed, tmp_path / "m.csv") is None
     assert (tmp_path / "m.csv").read_text() == mixed.to_csv(index=False)
@@ -222,21 +232,12 @@ def test_csv_in_thread_waits_for_its_write_when_the_block_raises(tmp_path, monke
     finished when the block is left, also when the block raises; the block's exception is
     the one raised, not the thread's; without one, the thread's error is raised."""
     frame = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
-    expected = io.BytesIO()
-    pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), expected)
-    gate = threading.Event()
-    real = tablefiles.atomic_write_arrow_csv
-
-    def slow(table, path):
-        assert gate.wait(30)
-        real(table, path)
-
-    monkeypatch.setattr(tablefiles, "atomic_write_arrow_csv", slow)
+    gate = _held_writes(monkeypatch)
     with pytest.raises(KeyError, match="the block's"):
         with tablefiles.csv_in_thread(frame, tmp_path / "s.csv"):
             threading.Timer(0.2, gate.set).start()
             raise KeyError("the block's")
-    assert (tmp_path / "s.csv").read_bytes() == expected.getvalue()  # written, and whole
+    assert (tmp_path / "s.csv").read_bytes() == _arrow_csv(frame)  # written, and whole
     assert not tablefiles._csv_jobs
 
     def disk_full(table, path):
