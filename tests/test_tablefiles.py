@@ -47,9 +47,8 @@ STRINGS = {"split", "split_role", "scorer", "metric", "group_key", "run_id", "se
 
 def test_table_parquet_reads_as_pandas_own_file(tmp_path: Path) -> None:
     """Without the string columns' statistics, table.parquet's content (schema and pandas
-    metadata included) is that of DataFrame.to_parquet's file, and pandas, pyarrow.dataset
-    and duckdb read it (a filter on a string column included)."""
-    duckdb = pytest.importorskip("duckdb")
+    metadata included) is that of DataFrame.to_parquet's file, and pandas and
+    pyarrow.dataset read it (a filter on a string column included)."""
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
@@ -70,10 +69,7 @@ def test_table_parquet_reads_as_pandas_own_file(tmp_path: Path) -> None:
     plain = table[table["dataset"] == "plain"]
     filtered = ds.dataset(root / "table.parquet").to_table(filter=ds.field("dataset") == "plain")
     assert filtered.num_rows == len(plain) > 0
-    got = duckdb.sql(
-        f"SELECT count(*), sum(value) FROM '{root / 'table.parquet'}' WHERE dataset = 'plain'"
-    ).fetchall()[0]
-    assert got[0] == len(plain) and abs(got[1] - plain["value"].sum()) < 1e-9
+    assert filtered.column("value").to_pylist() == plain["value"].tolist()
 
 
 def files(root: Path) -> dict[str, bytes]:
