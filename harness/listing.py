@@ -78,12 +78,15 @@ def finished_stages(
     return stages, skipped + [(Path(link), SYMLINK_REFUSED) for link in links]
 
 
-def in_slices(work: Callable[[list], list], items: list, workers: int | None = None) -> list:
+def in_slices(
+    work: Callable[[list], list], items: list, workers: int | None = None, per_process: int = 0
+) -> list:
     """work(items), a list with one result per item, computed slice by slice: from
-    MIN_FORKED items per process, each slice but the first by a forked child (as the listing
-    is; e.g. a stat per item), joined in order; `workers` as in finished_stages."""
+    `per_process` items per process (default MIN_FORKED), each slice but the first by a
+    forked child (as the listing is), joined in order; `workers` as in finished_stages."""
     if workers is None:
-        workers = min(os.cpu_count() or 1, MAX_WORKERS, len(items) // MIN_FORKED)
+        per_process = per_process or MIN_FORKED
+        workers = min(os.cpu_count() or 1, MAX_WORKERS, len(items) // per_process)
     workers = max(1, min(workers, len(items))) if hasattr(os, "fork") else 1
     bounds = [len(items) * i // workers for i in range(workers + 1)]
     slices = [items[bounds[i] : bounds[i + 1]] for i in range(workers)]

@@ -179,3 +179,5 @@ def test_in_slices_is_the_work_of_all_items_in_order_and_a_failed_child_leaves_i
     assert listing.in_slices(fails_in_a_child, stages, 3) == [f"{r}/{e}" for r, e in stages]
     pids = listing.in_slices(lambda part: [os.getpid()] * len(part), stages)
     assert set(pids) == {parent}  # 40 items: below MIN_FORKED, no child
+    pids = listing.in_slices(lambda part: [os.getpid()] * len(part), stages, None, 20)
+    assert pids[0] == parent and len(set(pids)) == min(os.cpu_count() or 1, 2)  # 20 each
