@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.digests import sha256_file
 from harness.estimator import DEFAULT_ESTIMATORS
 
 # Bump whenever a change alters the numbers a run produces: old runs then stop matching.
@@ -36,11 +37,7 @@ def file_digest(path: str | Path) -> str:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"file not found: {p}")
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(p)
 
 
 @dataclass(frozen=True)

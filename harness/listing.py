@@ -60,14 +60,9 @@ def finished_stages(
     names = _subdirs(root, links)
     if not names:
         return {}, [(Path(link), SYMLINK_REFUSED) for link in links]
-    if workers is None:
-        workers = min(os.cpu_count() or 1, MAX_WORKERS, len(names) // MIN_FORKED)
-    workers = max(1, min(workers, len(names))) if hasattr(os, "fork") else 1
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        bounds = [len(names) * i // workers for i in range(workers + 1)]
-        slices = [names[bounds[i] : bounds[i + 1]] for i in range(workers)]
-        found = _in_children(lambda part: _list_slice(root, fd, part), slices)
+    try:  # one Slice per process's part of the names
+        found = in_slices(lambda part: [_list_slice(root, fd, part)], names, workers)
     finally:
         os.close(fd)
     stages, skipped = {}, []

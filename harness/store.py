@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from harness.keys import file_digest
+from harness.digests import sha256_file
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,7 +149,7 @@ def provenance() -> dict[str, Any]:
     return {
         "git_sha": sha,
         "git_dirty": bool(status) if status is not None else None,
-        "lock_hash": file_digest(lock)[:16] if lock.is_file() else "unknown",
+        "lock_hash": sha256_file(lock)[:16] if lock.is_file() else "unknown",
         "versions": json.dumps(versions, sort_keys=True),
         "host": platform.node(),
     }
