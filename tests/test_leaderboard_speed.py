@@ -319,7 +319,7 @@ def test_one_new_run_recomputes_only_its_datasets_frames(tmp_path: Path, monkeyp
     n = make_rich_root(root, lrs=(1,))  # one setting per method: a quicker root
     write_leaderboard(root, "erm", **options)
     parts = root / "leaderboard" / partcache.PARTS_DIR
-    assert len(list(parts.iterdir())) == 3  # one folder per dataset
+    assert len([p for p in parts.iterdir() if p.is_dir()]) == 3  # one folder per dataset
     seen: dict[str, list[list[str]]] = {"aggregate": [], "derived": []}
 
     def spy(name, real):
@@ -336,7 +336,7 @@ def test_one_new_run_recomputes_only_its_datasets_frames(tmp_path: Path, monkeyp
     write_rich_run(root, n, "plain", "irm", 3, 0, evals=("e1", "e2"))
     write_leaderboard(root, "erm", **options)
     assert seen == {"aggregate": [["plain"]], "derived": [["plain"]]}
-    assert len(list(parts.iterdir())) == 3  # plain's old key's folder removed
+    assert len([p for p in parts.iterdir() if p.is_dir()]) == 3  # plain's old key's removed
     full = tmp_path / "full"
     got, expected = leaderboard_files(root), rebuilt_copy(root, full, **options)
     assert sorted(got) == sorted(expected)
@@ -352,8 +352,9 @@ def test_one_new_run_recomputes_only_its_datasets_frames(tmp_path: Path, monkeyp
     assert seen == {"aggregate": [], "derived": []}
     assert leaderboard_files(root) == expected
     # a damaged piece: that dataset computed again, the same files
-    keys = json.loads((root / "leaderboard" / PAGES_FILE).read_text())
-    (parts / keys["rot"] / "summary.arrow").write_bytes(b"damaged")
+    (rot_piece,) = [f / "summary.arrow" for f in parts.iterdir()
+                    if f.is_dir() and _datasets_of(f) == {"rot"}]  # fmt: skip
+    rot_piece.write_bytes(b"damaged")
     write_leaderboard(root, "erm", **options)
     assert seen == {"aggregate": [["rot"]], "derived": [["rot"]]}
     assert leaderboard_files(root) == expected
@@ -363,4 +364,58 @@ def test_one_new_run_recomputes_only_its_datasets_frames(tmp_path: Path, monkeyp
     assert seen["aggregate"] == [["plain", "rot", "solo"]]
     write_leaderboard(full, "irm", **options, rebuild=True)
     assert leaderboard_files(root) == leaderboard_files(full)
-    assert len(list(parts.iterdir())) == 3
+    assert len([p for p in parts.iterdir() if p.is_dir()]) == 3
+
+
+def _datasets_of(piece: Path) -> set[str]:
+    """The datasets of a leaderboard/.parts/ folder's summary piece."""
+    import pyarrow.feather as feather
+
+    return set(feather.read_table(piece / "summary.arrow").column("dataset").to_pylist())
+
+
+def test_other_outputs_read_the_frames_and_pages_already_made(tmp_path: Path, monkeypatch) -> None:
+    """What only changes what is drawn or written (outputs, plot_workers, aggregates) keys
+    neither the derived frames nor the pages: a call without the html page, one plot worker and
+    aggregates.csv aggregates and derives nothing and makes no page again, and its files
+    equal a rebuild's; a frame option (min_effect) still computes every dataset again; and
+    after a new seed, a call without Markdown grows the summary from the pieces all the
+    same (their own record, .parts/latest.json): only the touched setting's rows."""
+    from harness.report import aggregate as aggregate_module
+    from harness.report import partcache
+    from tests.test_partcache import make_root as make_rich_root
+    from tests.test_partcache import write_run as write_rich_run
+
+    root = tmp_path / "out"
+    n = make_rich_root(root, lrs=(1,))
+    write_leaderboard(root, "erm", outputs=TABLES)
+    computed: list[str] = []
+    rows: list[int] = []
+
+    def spy(name, real):
+        def wrapped(*args, **kwargs):
+            computed.append(name)
+            rows.append(len(args[0]))
+            return real(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(aggregate_module, "aggregate_firsts",
+                        spy("aggregate", aggregate_module.aggregate_firsts))  # fmt: skip
+    monkeypatch.setattr(partcache, "derived", spy("derived", partcache.derived))
+    monkeypatch.setattr(build, "dataset_markdown", spy("page", build.dataset_markdown))
+    other = dict(outputs=("markdown",), plot_workers=1, aggregates=True)
+    write_leaderboard(root, "erm", **other)
+    assert computed == []
+    assert (root / "leaderboard" / "aggregates.csv").is_file()
+    got = leaderboard_files(root)
+    del got["leaderboard/index.html"]  # the first call's (this one writes no html)
+    assert got == rebuilt_copy(root, tmp_path / "full", **other)
+    computed.clear()
+    write_leaderboard(root, "erm", outputs=TABLES, min_effect=0.01)
+    assert computed.count("page") == 3 and "derived" in computed
+    write_rich_run(root, n, "plain", "erm", 1, 2, evals=("e1", "e2"))  # a third seed
+    computed.clear(), rows.clear()
+    write_leaderboard(root, "erm", outputs=(), min_effect=0.01)
+    plain = int((collect_cached(root)[0]["dataset"] == "plain").sum())
+    assert computed[0] == "aggregate" and 0 < rows[0] < plain / 2

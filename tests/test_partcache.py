@@ -252,8 +252,13 @@ def test_pieces_round_trip_their_files(table_root, tmp_path: Path) -> None:
     folder = tmp_path / partcache.PARTS_DIR / "k1"
     (folder / "comparisons.arrow").write_bytes(b"not arrow")
     assert partcache.load(tmp_path, "k1") is None
-    partcache.prune(tmp_path, set())
-    assert not folder.exists()
+    partcache.save(tmp_path, "k2", frames | hf, {**info, "names": sorted(frames)})
+    partcache.prune(tmp_path, {"plain": "k2"})  # k1: no dataset's key now
+    assert not folder.exists() and (folder.parent / "k2").is_dir()
+    assert partcache.latest(tmp_path) == {"plain": "k2"}
+    partcache.prune(tmp_path, {})
+    assert sorted(p.name for p in folder.parent.iterdir()) == [partcache.LATEST]
+    assert partcache.latest(tmp_path) == {}
 
 
 def test_what_cannot_be_joined_says_so() -> None:

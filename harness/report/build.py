@@ -28,6 +28,11 @@ from harness.table import collect_cached, collect_failures
 OUTPUTS = ("markdown", "plots", "html")
 
 
+# write_leaderboard's arguments that change neither a derived frame nor a page's text
+NOT_FRAME_OPTIONS = ("results_dir", "rebuild", "outputs", "plot_workers", "aggregates",
+                     "scorer_resamples")  # fmt: skip
+
+
 def write_leaderboard(
     results_dir: str | Path,
     baseline: str = "erm",
@@ -51,8 +56,12 @@ def write_leaderboard(
     The rows come through the consolidated store (<root>/store/, harness/rowstore.py),
     reconciled with the run directories; rebuild=True builds the store again from every
     run directory."""
-    # what a dataset's page depends on besides its rows (harness/report/increment.py)
-    locals_options = {k: v for k, v in locals().items() if k not in ("results_dir", "rebuild")}
+    # what a dataset's derived frames depend on besides its rows (harness/report/increment.py):
+    # not what is drawn or written (outputs, plot_workers, aggregates.csv), nor the unused
+    # scorer_resamples: a call with other outputs reads the frames an earlier one computed
+    frame_options = {k: v for k, v in locals().items() if k not in NOT_FRAME_OPTIONS}
+    # and its page: those, and whether it links plots
+    page_options = {**frame_options, "plot_links": "plots" in outputs}
     root = Path(results_dir)
     unknown = set(outputs) - set(OUTPUTS)
     if unknown:
@@ -89,8 +98,8 @@ def write_leaderboard(
         # the options, the code; frames of datasets whose key is unchanged are read from
         # leaderboard/.parts/, the others computed from their rows (partcache.py)
         lines = stage_lines(root, table)  # each dataset's stages
-        keys = page_keys(root, table, locals_options, lines)
-        parts = PartCache(root, table, keys, rebuild, lines)
+        keys = page_keys(root, table, page_options, lines)
+        parts = PartCache(root, table, page_keys(root, table, frame_options, lines), rebuild, lines)
         agg = parts.summary()
         board = root / "leaderboard"
         datasets = sorted(agg["dataset"].unique())

@@ -30,11 +30,13 @@ from harness.report.aggregate import ROW_KEY
 from harness.report.domains import AVERAGE, LODO
 from harness.report.increment import code_key
 from harness.report.partfiles import (  # noqa: F401  (the files' names, as before)
+    LATEST,
     META,
     PARTS_DIR,
     Pieces,
     headline_frames,
     headline_of,
+    latest,
     load,
     prune,
     save,
@@ -238,7 +240,7 @@ class PartCache:
         self.agg_of: dict[str, pd.DataFrame] = {}
         self.whole = not self.held  # nothing to reuse: the whole table, as before
         self.code = code_key() if self.lines else ""
-        was = summarygrow.latest(self.board) if self.held and self.lines else {}
+        was = latest(self.board) if self.held and self.lines else {}
         self.previous = {d: load(self.board, was[d], "summary") for d in changed if d in was}
 
     def rows(self, dataset: str) -> pd.DataFrame:
@@ -400,4 +402,4 @@ class PartCache:
             if d in self.keys and "summary" in frames and "names" in self.extra.get(d, {}):
                 extra = self.extra[d] | {"code": self.code}
                 save(self.board, self.keys[d], frames, extra, self.lines.get(d))
-        prune(self.board, {self.keys[d] for d in self.datasets if d in self.keys})
+        prune(self.board, {d: self.keys[d] for d in self.datasets if d in self.keys})

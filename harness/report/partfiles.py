@@ -16,10 +16,15 @@ import pyarrow as pa
 import pyarrow.feather as feather
 
 from harness.report.headline import Headline
+from harness.store import atomic_write_text
 
 PARTS_DIR = ".parts"
 META = "meta.json"
 STAGES = "stages.json"  # the stage lines (summarygrow.py): read only to grow a summary
+# {dataset: key} of the pieces the last save wrote: a changed dataset's summary is grown from
+# its previous piece (summarygrow.py). Its own record, not the pages' (increment.py): the
+# pieces' keys leave out what changes only the outputs, and pieces are kept without Markdown
+LATEST = "latest.json"
 Pieces = tuple[dict[str, pd.DataFrame], dict[str, Any]]  # a dataset's frames and meta
 
 
@@ -70,14 +75,25 @@ def load(board: Path, key: str, only: str | None = None) -> Pieces | None:
     return frames, meta
 
 
-def prune(board: Path, keep: set[str]) -> None:
-    """Folders of keys no dataset has now (and temporaries of dead writers) removed."""
+def prune(board: Path, keys: dict[str, str]) -> None:
+    """keys ({dataset: key}) recorded as the latest pieces; folders of keys no dataset has
+    now (and temporaries of dead writers) removed."""
     parts = board / PARTS_DIR
     if not parts.is_dir():
         return
+    atomic_write_text(parts / LATEST, json.dumps(keys, indent=2, sort_keys=True) + "\n")
     for path in parts.iterdir():
-        if path.name not in keep:
+        if path.name not in keys.values() and path.name != LATEST:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def latest(board: Path) -> dict[str, str]:
+    """{dataset: key} of the pieces the last save wrote (prune's record); {} when none."""
+    try:
+        held = json.loads((board / PARTS_DIR / LATEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return held if isinstance(held, dict) else {}
 
 
 def headline_frames(h: Headline | None) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:

@@ -17,25 +17,11 @@ code digest it was computed under (harness/report/partfiles.py).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 import pandas as pd
 
-from harness.report.increment import PAGES_FILE
 from harness.report.partfiles import Pieces
-
-
-def latest(board: Path) -> dict[str, str]:
-    """{dataset: key} of the pages (and so the pieces) the last leaderboard with Markdown
-    wrote (leaderboard/.pages.json, harness/report/increment.py); without Markdown, the
-    pieces whose key it names are gone and the dataset is aggregated whole."""
-    try:
-        held = json.loads((board / PAGES_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return held if isinstance(held, dict) else {}
 
 
 def grown(
