@@ -15,7 +15,13 @@ from harness.report.domains import domain_markdown
 from harness.report.drawing import resolve_plot_workers
 from harness.report.estimators import estimators_section
 from harness.report.headline import headline_markdown
-from harness.report.increment import page_keys, record_pages, stage_lines, unchanged_pages
+from harness.report.increment import (
+    code_key,
+    page_keys,
+    record_pages,
+    stage_lines,
+    unchanged_pages,
+)
 from harness.report.markdown import dataset_markdown, index_markdown, plots_section
 from harness.report.page import write_page
 from harness.report.partcache import Options, PartCache
@@ -93,14 +99,17 @@ def write_leaderboard(
     with leaderboard_lock(root):
         # table.parquet/.csv written in a thread meanwhile (joined in leaderboard_lock)
         table, skipped, changed = collect_cached(root, rebuild, csv=True, background=True)
-        _warn_unknown_baselines(table, baseline, scorer_baseline)
         # what a dataset's page and its derived frames depend on (increment.py): its stages,
         # the options, the code; frames of datasets whose key is unchanged are read from
         # leaderboard/.parts/, the others computed from their rows (partcache.py)
         lines = stage_lines(root, table)  # each dataset's stages
-        keys = page_keys(root, table, page_options, lines)
-        parts = PartCache(root, table, page_keys(root, table, frame_options, lines), rebuild, lines)
+        code = code_key()  # (the harness's files: ~60 stats, once)
+        keys = page_keys(root, table, page_options, lines, code)
+        frame_keys = page_keys(root, table, frame_options, lines, code)
+        parts = PartCache(root, table, frame_keys, rebuild, lines, code)
         agg = parts.summary()
+        # (the summary holds every method and scorer of the table, in a fifth of its rows)
+        _warn_unknown_baselines(agg, baseline, scorer_baseline)
         board = root / "leaderboard"
         datasets = sorted(agg["dataset"].unique())
 
@@ -255,7 +264,7 @@ def check_min_effect(min_effect: Any) -> None:
 
 
 def _warn_unknown_baselines(table: Any, baseline: str, scorer_baseline: str | None) -> None:
-    """A baseline that names nothing in the table drops its comparisons: say so, with the
+    """A baseline that names nothing in the table (or its summary) drops its comparisons: say so, with the
     names there are (a warning, not an error: a sweep's end-of-sweep rebuild may run before
     the baseline's runs exist)."""
     if table.empty:

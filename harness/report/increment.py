@@ -33,8 +33,13 @@ def _code_key() -> str:
 
     harness = Path(__file__).resolve().parent.parent
     files = sorted([*harness.glob("*.py"), *harness.glob("report/*.py")])
-    stats = [(str(p.relative_to(harness)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    stats = [(str(p.relative_to(harness)), *_size_and_mtime(p)) for p in files]
     return repr((stats, pd.__version__, numpy.__version__, scipy.__version__))
+
+
+def _size_and_mtime(path: Path) -> tuple[int, int]:
+    found = path.stat()  # (one stat, not one per field)
+    return found.st_size, found.st_mtime_ns
 
 
 def stage_lines(root: Path, table: pd.DataFrame) -> dict[str, list[str]]:
@@ -92,11 +97,13 @@ def page_keys(
     table: pd.DataFrame,
     options: dict[str, Any],
     lines: dict[str, list[str]] | None = None,
+    code: str | None = None,
 ) -> dict[str, str]:
     """{dataset: key of its page}; empty when the store cannot say which stages are whose
-    (no generation: every page is made). lines: stage_lines(root, table), when at hand."""
+    (no generation: every page is made). lines: stage_lines(root, table), when at hand;
+    code: code_key(), when at hand."""
     per = stage_lines(root, table) if lines is None else lines
-    common = json.dumps(options, sort_keys=True, default=repr) + _code_key()
+    common = json.dumps(options, sort_keys=True, default=repr) + (code or code_key())
     return {
         dataset: hashlib.sha256(("\n".join(held) + common).encode()).hexdigest()
         for dataset, held in per.items()

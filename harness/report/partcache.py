@@ -220,9 +220,10 @@ class PartCache:
     `frames()`, then `save()`. keys: page_keys (empty: nothing cached or saved)."""
 
     def __init__(self, root: Path, table: pd.DataFrame, keys: dict[str, str], rebuild: bool,
-                 lines: dict[str, list[str]] | None = None):  # fmt: skip
+                 lines: dict[str, list[str]] | None = None, code: str | None = None):  # fmt: skip
         """lines: each dataset's stage lines (increment.stage_lines): a changed dataset's
-        summary is then grown from its previous piece where it can be (summarygrow.py)."""
+        summary is then grown from its previous piece where it can be (summarygrow.py);
+        code: increment.code_key(), when at hand."""
         self.root, self.table, self.keys, self.lines = root, table, keys, lines or {}
         self.board = root / "leaderboard"
         self.datasets = sorted(table["dataset"].unique()) if not table.empty else []
@@ -239,7 +240,7 @@ class PartCache:
         self._starts: pd.Series | None = None
         self.agg_of: dict[str, pd.DataFrame] = {}
         self.whole = not self.held  # nothing to reuse: the whole table, as before
-        self.code = code_key() if self.lines else ""
+        self.code = (code or code_key()) if self.lines else ""
         was = latest(self.board) if self.held and self.lines else {}
         self.previous = {d: load(self.board, was[d], "summary") for d in changed if d in was}
 
