@@ -23,6 +23,7 @@ from harness.data import Benchmark, WithOODSets
 from harness.forward import PRECISIONS
 from harness.gpudecode import check_decode
 from harness.outputs import FEATURE_DTYPES
+from harness.report.options import is_name
 from harness.retention import check_policy
 from harness.rundir import runs_root
 from harness.samplers import check_group_sampler
@@ -325,10 +326,6 @@ def build_method(c: dict[str, Any], model: Any, bench: Benchmark) -> Any:
 
 
 # ---------------------------------------------------------------- report commands
-
-
-def is_name(value: Any) -> bool:
-    return isinstance(value, str) and value != ""
 
 
 def check_ensemble(c: dict[str, Any]) -> None:

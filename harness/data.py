@@ -23,11 +23,9 @@ from torch.utils.data import Dataset
 # the dataset plugins' API names them here (docs/adding-a-dataset.md)
 from harness.digests import hash_arrays
 from harness.digests import listing_digest as listing_digest
+from harness.roles import LABELED_ROLES as LABELED_ROLES
+from harness.roles import ROLES as ROLES
 
-# ood_val: OOD validation (OpenOOD v1.5), used only to tune scorers (harness/tuning.py)
-ROLES = ("train", "val", "id_test", "shift_test", "ood", "unlabeled", "ood_val")
-# Roles whose labels live in the benchmark's label space (accuracy is defined on them).
-LABELED_ROLES = ("train", "val", "id_test", "shift_test")
 NO_LABEL = -1
 
 

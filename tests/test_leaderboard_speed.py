@@ -419,3 +419,21 @@ def test_other_outputs_read_the_frames_and_pages_already_made(tmp_path: Path, mo
     write_leaderboard(root, "erm", outputs=(), min_effect=0.01)
     plain = int((collect_cached(root)[0]["dataset"] == "plain").sum())
     assert computed[0] == "aggregate" and 0 < rows[0] < plain / 2
+
+
+def test_the_leaderboard_command_loads_no_torch(tmp_path: Path) -> None:
+    """`python -m harness.leaderboard` (every output) imports neither torch nor
+    torchmetrics: ~1.4 s of every leaderboard command's start, and ~240,000 objects that
+    each full garbage collection during the rebuild would walk (harness.roles, oracle's
+    metrics imported where its rows are made)."""
+    from tests.conftest import run_cli
+
+    root = tmp_path / "results"
+    make_root(root)
+    proc = run_cli([f"results_dir={root}"], cwd=tmp_path, module="harness.leaderboard",
+                   env={"PYTHONPROFILEIMPORTTIME": "1"})  # fmt: skip
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    assert {"harness.report.build", "matplotlib"} <= imported  # (the check can see imports)
+    assert not imported & {"torch", "torchmetrics"}, sorted(imported & {"torch", "torchmetrics"})
+    assert (root / "leaderboard" / "index.html").is_file()

@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats
 
-from harness.data import ROLES
 from harness.neighbours import one_array
+from harness.roles import ROLES
 from harness.rundir import scores_path
 from harness.table import overall
 

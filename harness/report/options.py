@@ -7,7 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.config import is_name
+
+def is_name(value: Any) -> bool:
+    """A non-empty string (a name in a config). Here and not in harness/config.py (which
+    uses it too): importing that module brings torch, which a table command never needs."""
+    return isinstance(value, str) and value != ""
 
 
 def _check_results_dir(value: Any) -> None:
