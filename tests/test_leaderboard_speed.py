@@ -437,3 +437,41 @@ def test_the_leaderboard_command_loads_no_torch(tmp_path: Path) -> None:
     assert {"harness.report.build", "matplotlib"} <= imported  # (the check can see imports)
     assert not imported & {"torch", "torchmetrics"}, sorted(imported & {"torch", "torchmetrics"})
     assert (root / "leaderboard" / "index.html").is_file()
+
+
+def test_the_objects_before_a_rebuild_are_left_out_of_its_collections(tmp_path, monkeypatch):
+    """build.older_objects_frozen: inside write_leaderboard the objects that existed before
+    are frozen (gc.get_freeze_count > 0), and unfrozen after, an error inside too; a
+    caller's own freeze is left as it was, and so is a collector turned off."""
+    import gc
+
+    root = tmp_path / "results"
+    make_root(root)
+    counts = []
+    real = build.collect_cached
+
+    def spy(*args, **kwargs):
+        counts.append(gc.get_freeze_count())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(build, "collect_cached", spy)
+    assert gc.get_freeze_count() == 0
+    write_leaderboard(root, "erm", outputs=("markdown",))
+    assert counts[0] > 0 and gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError, match="inside"), build.older_objects_frozen():
+        assert gc.get_freeze_count() > 0
+        raise RuntimeError("inside")
+    assert gc.get_freeze_count() == 0
+    gc.freeze()  # the caller's own
+    try:
+        mine = gc.get_freeze_count()
+        write_leaderboard(root, "erm", outputs=("markdown",))
+        assert gc.get_freeze_count() == mine
+    finally:
+        gc.unfreeze()
+    gc.disable()
+    try:
+        with build.older_objects_frozen():
+            assert gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
