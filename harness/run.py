@@ -289,10 +289,12 @@ def execute_tta(
         net = Predictor(x.model, index_map)
     plugin = registry.build("tta", {k: v for k, v in t.items() if k != "name"})
     # forward key = the trained run's key + split + transform + TTA config + precision
-    forward_keys = adapt_run(c, x, rd, RunKeys(trained.run_id, "", {}), plugin, net)
+    forward_keys, folded = adapt_run(c, x, rd, RunKeys(trained.run_id, "", {}), plugin, net)
     info = {**trained.read_run_info(), "run_id": keys.run_id, "setting_id": keys.setting_id}
     write_forward_stage(rd, x, forward_keys, index_map, {**info, "tta": t["name"]})
-    atomic_write_json(rd.tta_json, {"train_run_id": trained.run_id, "tta": t})
+    # folded_final_batch: the splits whose final example joined the previous batch
+    record = {"train_run_id": trained.run_id, "tta": t, "folded_final_batch": folded}
+    atomic_write_json(rd.tta_json, record)
     return {"train_run_id": trained.run_id, "device": str(x.device)}
 
 

@@ -194,10 +194,11 @@ def predict_all(net: nn.Module, batches: Batches) -> tuple[torch.Tensor, torch.T
 
 def adapt_run(
     c: dict[str, Any], x: RunModel, rd: RunDir, trained: RunKeys, plugin: Any, net: Any
-) -> dict[str, str]:
+) -> tuple[dict[str, str], list[str]]:
     """A TTA run's forward stage: each split adapted from a fresh copy of `net`, on its
     inputs alone (harness/tta.py), into the Outputs cache; labels attached afterwards, for
-    the metrics only. Forward keys: the trained run's key + split + transform + TTA config."""
+    the metrics only. Forward keys: the trained run's key + split + transform + TTA config;
+    and the splits whose final example joined the previous batch (fold_last_batch)."""
     features_dtype = output_settings(c)["features_dtype"]
     splits = list(x.bench.splits.values())
     forward_keys = {
@@ -211,8 +212,9 @@ def adapt_run(
         for s in splits
     }
     todo = [s for s in splits if not rd.output_path(s.name, forward_keys[s.name]).is_file()]
-    # every split's final batch decided (or refused) before any split is adapted
-    fold = {s.name: fold_last_batch(plugin, net, s, x.transform, x.device) for s in todo}
+    # every split's final batch decided (or refused) before any split is adapted; those
+    # adapted by an earlier attempt too (a trial on one example), so the record is whole
+    fold = {s.name: fold_last_batch(plugin, net, s, x.transform, x.device) for s in splits}
     for split in todo:
         logits, features = adapt_split(
             plugin, net, split, x.transform, x.device, c["trainer"]["num_workers"], fold[split.name]
@@ -223,4 +225,4 @@ def adapt_run(
         )
     for split in splits:
         atomic_write_parquet(split.meta, rd.meta(split.name))
-    return forward_keys
+    return forward_keys, sorted(name for name, folded in fold.items() if folded)

@@ -198,7 +198,9 @@ def test_a_tta_run_starts_from_the_trained_run_found_by_its_key(tmp_path):
     train_rows = run_rows(tmp_path / "runs" / trained["run_id"])
     for name, summary in runs.items():
         run_dir = tmp_path / "runs" / summary["run_id"]
-        assert json.loads((run_dir / "tta.json").read_text())["train_run_id"] == trained["run_id"]
+        record = json.loads((run_dir / "tta.json").read_text())
+        assert record["train_run_id"] == trained["run_id"]
+        assert record["folded_final_batch"] == []  # no split leaves a final batch of one here
         rows = run_rows(run_dir)
         assert set(rows["tta"]) == {name} and set(rows["method"]) == {"erm"}
         assert set(rows["split"]) == set(train_rows["split"])

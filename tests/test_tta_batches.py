@@ -132,6 +132,9 @@ def test_a_digits_c_tta_run_with_a_final_batch_of_one_finishes(tmp_path):
     bench = json.loads((run_dir / "benchmark.json").read_text())
     assert all(s["n"] % 23 == 1 for s in bench["splits"].values())
     assert "final example joins the previous batch" in (run_dir / "run.log").read_text()
+    # and tta.json records it per split
+    folded = json.loads((run_dir / "tta.json").read_text())["folded_final_batch"]
+    assert folded == sorted(bench["splits"]) and folded
 
 
 def test_a_one_example_split_is_refused_before_any_split_is_adapted(tmp_path):
