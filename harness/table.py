@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from harness import bulkread, rowstore, tablefiles
 from harness.keyfacts import read_facts
 from harness.listing import finished_stages
+from harness.prefetch import prefetch
 from harness.rundir import (
     FAILED_WHY,
     RunDir,
@@ -224,6 +225,7 @@ def collect_cached(
     # the parts before the listing: a part appended after the listing was made is left for
     # the next compaction, never deleted unread (its run may have finished meanwhile)
     parts = {} if rebuild else rowstore.list_parts(root)
+    prefetch(root)  # the store read from disk meanwhile, if it has left the page cache
     stages, skipped = finished_stages(root)
     gen = None if rebuild else rowstore.load_generation(root)
     held = gen.stages if gen is not None else {}

@@ -474,3 +474,37 @@ def test_a_column_that_cannot_be_one_array_stays_in_chunks(tmp_path, monkeypatch
     assert [c.num_chunks for c in one.columns] == [2, 1]
     rowstore._write_arrow(table, tmp_path / "t.arrow")
     assert feather.read_table(tmp_path / "t.arrow").equals(table)
+
+
+def test_prefetch_asks_for_every_file_of_the_generation_window_by_window(tmp_path, monkeypatch):
+    """harness/prefetch.py: POSIX_FADV_WILLNEED over the whole of each file MANIFEST.json
+    names (its data files and index), in windows, from a thread; nothing (no error) without a
+    store or with a damaged manifest; a collection starts it."""
+    from harness import prefetch as prefetch_module
+
+    for n in range(3):
+        finish_run(tmp_path, n)
+    started = []  # (a spy: no thread of the collection's own racing the one below)
+    monkeypatch.setattr("harness.table.prefetch", lambda root: started.append(root))
+    collect_cached(tmp_path)
+    assert started == [tmp_path]
+    asked: list[tuple[int, int, int, int]] = []
+    real = os.posix_fadvise
+
+    def spy(fd, offset, length, advice):
+        asked.append((os.fstat(fd).st_ino, offset, length, advice))
+        return real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    monkeypatch.setattr(prefetch_module, "WINDOW", 256)  # several windows per file
+    prefetch_module.prefetch(tmp_path).join()
+    manifest = json.loads((tmp_path / "store" / "MANIFEST.json").read_text())
+    files = [tmp_path / "store" / n for n in [*manifest["files"].values(), manifest["index"]]]
+    for path in files:
+        windows = sorted(o for ino, o, _, _ in asked if ino == path.stat().st_ino)
+        assert windows == list(range(0, path.stat().st_size, 256)) and len(windows) > 1
+    assert {(length, advice) for _, _, length, advice in asked} == {(256, os.POSIX_FADV_WILLNEED)}
+    assert len(asked) == sum(len(range(0, p.stat().st_size, 256)) for p in files)
+    assert prefetch_module.prefetch(tmp_path / "nothing") is None
+    (tmp_path / "store" / "MANIFEST.json").write_text("{not json")
+    assert prefetch_module.prefetch(tmp_path) is None
