@@ -250,7 +250,7 @@ def older_objects_frozen() -> Iterator[None]:
     """The objects that exist on entry left out of the garbage collections inside (gc.freeze,
     undone on leaving): a full collection walks every tracked object, the imported modules'
     ~150,000 of them too (0.09 s each time; ~0.25 s in a process that has loaded torch),
-    and the rebuild's allocations start one or two in a call. Nothing is done where the
+    and a rebuild allocates enough to set off one or two. Nothing is done where the
     collector is off or the process froze objects itself (its freeze is its own)."""
     if not gc.isenabled() or gc.get_freeze_count():
         yield
@@ -282,9 +282,9 @@ def check_min_effect(min_effect: Any) -> None:
 
 
 def _warn_unknown_baselines(table: Any, baseline: str, scorer_baseline: str | None) -> None:
-    """A baseline that names nothing in the table (or its summary) drops its comparisons: say so, with the
-    names there are (a warning, not an error: a sweep's end-of-sweep rebuild may run before
-    the baseline's runs exist)."""
+    """A baseline that names nothing in the table (or its summary) drops its comparisons:
+    say so, with the names there are (a warning, not an error: a sweep's end-of-sweep
+    rebuild may run before the baseline's runs exist)."""
     if table.empty:
         return
     methods = sorted(table["method"].dropna().unique())  # not set(): 1.4 s on 500,000 rows

@@ -217,7 +217,8 @@ def derived(
 
 class PartCache:
     """One write_leaderboard's derived frames: `summary()` first (the plots need it), then
-    `frames()`, then `save()`. keys: page_keys (empty: nothing cached or saved)."""
+    `frames()`, then `save()`. keys: page_keys of the options the frames depend on (build.py;
+    empty: nothing cached or saved)."""
 
     def __init__(self, root: Path, table: pd.DataFrame, keys: dict[str, str], rebuild: bool,
                  lines: dict[str, list[str]] | None = None, code: str | None = None):  # fmt: skip
