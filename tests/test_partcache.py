@@ -331,3 +331,39 @@ def test_a_summary_grown_from_its_previous_piece_is_a_rebuilds(tmp_path: Path, m
     sizes.clear()  # and with no stage rewritten, nothing aggregated
     write_leaderboard(root, "erm", **options)
     assert sizes == []
+
+
+def test_the_comparisons_check_each_stages_scores_once(tmp_path, monkeypatch) -> None:
+    """derived's paired and scorer comparisons share with_scores' checks (`known`): every
+    stage's scores folder is looked at once in all, not once per comparison, and both frames
+    equal those computed each on its own, a stage without scores (pruned) included."""
+    import shutil
+
+    from harness.report import compare
+
+    monkeypatch.setattr(compare, "seeds_needed", lambda d, e: SimpleNamespace(seeds=1))
+    root = tmp_path / "r"
+    make_root(root, lrs=(1,))
+    pruned = next((root / "runs").glob("*/posthoc/e1/scores"))
+    shutil.rmtree(pruned)  # one stage without per-example scores
+    table = collect_cached(root)[0]
+    checked: list[tuple[str, str]] = []
+    real = compare.stages_with_scores
+
+    def spy(results_dir, stages):
+        checked.extend(stages)
+        return real(results_dir, stages)
+
+    monkeypatch.setattr(compare, "stages_with_scores", spy)
+    o = Options(**OPTIONS[0], primary_of=lambda d: "accuracy", headline_split=None)
+    shared = derived(table, aggregate(table, root), root, o)
+    assert checked and len(checked) == len(set(checked))
+    assert (pruned.parent.parent.parent.name, "e1") in checked
+    checked.clear()
+    chosen = table[table["setting_id"].isin(shared["selection"]["setting_id"])]
+    alone = compare.paired_comparisons(chosen, root, o.baseline, o.multiple_comparisons)
+    _same(shared["comparisons"], alone, "comparisons")
+    alone = compare.scorer_comparisons(table, root, o.scorer_baseline,
+                                       o.scorer_multiple_comparisons)  # fmt: skip
+    _same(shared["scorer_comparisons"], alone, "scorer_comparisons")
+    assert len(checked) > len(set(checked))  # each on its own: stages checked twice

@@ -48,15 +48,23 @@ def result_fields(result: Any) -> dict[str, Any]:
     return {f: getattr(result, f) for f in RESULT_FIELDS}
 
 
-def with_scores(frame: pd.DataFrame, results_dir: str | Path) -> pd.DataFrame:
+def with_scores(
+    frame: pd.DataFrame, results_dir: str | Path, known: dict[tuple[str, str], bool] | None = None
+) -> pd.DataFrame:
     """The rows of runs that kept per-example scores (posthoc/<eval_id>/scores/): one
-    directory check per run, so that a store whose scores were pruned costs no file reads."""
+    directory check per run, so that a store whose scores were pruned costs no file reads.
+    known: {(run_id, eval_id): has scores} checked already (by the other comparisons of the
+    same rebuild: 0.2 s at 100,000 runs), filled with what this call checks."""
     runs = frame[["run_id", "eval_id"]].drop_duplicates()
     # tolist, not itertuples: no Python call per arrow-backed cell; many runs: in forked
     # children, as the listing (0.45 -> 0.3 s at 100,000 runs; one stat per stage does not
     # pay for a fork below ~25,000 stages per process: 5,000 took 0.04-0.26 s, not 0.025)
     stages = list(zip(runs["run_id"].tolist(), runs["eval_id"].tolist(), strict=True))
-    has = in_slices(lambda part: stages_with_scores(results_dir, part), stages, None, 25_000)
+    known = {} if known is None else known
+    todo = [stage for stage in stages if stage not in known]
+    checked = in_slices(lambda part: stages_with_scores(results_dir, part), todo, None, 25_000)
+    known.update(zip(todo, checked, strict=True))
+    has = [known[stage] for stage in stages]
     return frame.merge(runs[has], on=["run_id", "eval_id"]) if not all(has) else frame
 
 
@@ -77,6 +85,7 @@ def paired_comparisons(
     baseline: str = "erm",
     multiple_comparisons: str = "holm",
     min_effect: float | None = None,
+    known: dict[tuple[str, str], bool] | None = None,
 ) -> pd.DataFrame:
     """Accuracy of each method minus the baseline method's, per dataset, model, eval config
     and test split, on the seeds both have and on the same examples: harness.stats'
@@ -85,9 +94,10 @@ def paired_comparisons(
     `multiple_comparisons`: holm | bh | none) is below 0.05; a comparison whose own
     interval excludes 0 but loses significance after adjustment says so in `note`. With
     `min_effect` (accuracy units), `seeds_needed`: the seeds for 80% power to detect it
-    (harness.stats.seeds_needed, from the per-seed differences; empty with one seed)."""
+    (harness.stats.seeds_needed, from the per-seed differences; empty with one seed).
+    known: with_scores' checks shared with scorer_comparisons."""
     root = Path(results_dir)
-    plain = with_scores(metric_rows(table, "accuracy"), root)
+    plain = with_scores(metric_rows(table, "accuracy"), root, known)
     if "split_role" in plain:
         plain = plain[plain["split_role"].isin(TEST_ROLES)]
     tta = plain["tta"].fillna("") if "tta" in plain else pd.Series("", index=plain.index)
@@ -181,6 +191,7 @@ def scorer_comparisons(
     results_dir: str | Path,
     baseline: str = "msp",
     multiple_comparisons: str = "bh",
+    known: dict[tuple[str, str], bool] | None = None,
 ) -> pd.DataFrame:
     """AUROC of each post-hoc scorer minus the baseline scorer's, on the same runs and the
     same examples: failure detection (`auroc_error`: correct vs wrong) on every labelled
@@ -189,7 +200,8 @@ def scorer_comparisons(
     (model-level), DeLong's components in a crossed seeds × examples model with several.
     Verdicts from p-values adjusted over one dataset × eval config (`multiple_comparisons`,
     Benjamini-Hochberg by default: many scorers × splits, a false discovery rate is the
-    useful error); intervals unadjusted 95%; `note` marks a row that loses significance."""
+    useful error); intervals unadjusted 95%; `note` marks a row that loses significance.
+    known: with_scores' checks shared with paired_comparisons."""
     root = Path(results_dir)
     mask = (
         (table["scorer"] == baseline)
@@ -199,7 +211,7 @@ def scorer_comparisons(
     # the columns read below, then the rows: a take of 8 columns, not all 26 (5,000,000 rows
     # at 100,000 runs: 0.34 -> 0.1 s)
     used = ["dataset", "model", "method", "setting_id", "eval_id", "run_id", "metric", "split"]
-    base = with_scores(table[used].take(np.flatnonzero(mask)), root)
+    base = with_scores(table[used].take(np.flatnonzero(mask)), root, known)
     families: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for (dataset, model, method, setting_id, eval_id), rows in base.groupby(
         ["dataset", "model", "method", "setting_id", "eval_id"]

@@ -194,13 +194,14 @@ def derived(
     selected = select_settings(table, o.model_selection, root) if o.model_selection else None
     # after a hyperparameter search, the chosen setting of each method is what is compared
     chosen = table if selected is None else table[table["setting_id"].isin(selected["setting_id"])]
+    known: dict[tuple[str, str], bool] = {}  # which stages kept scores: checked once for both
     out: dict[str, pd.DataFrame | None] = {
         "selection": selected,
         "comparisons": paired_comparisons(
-            chosen, root, o.baseline, o.multiple_comparisons, o.min_effect
+            chosen, root, o.baseline, o.multiple_comparisons, o.min_effect, known
         ),
         "scorer_comparisons": (
-            scorer_comparisons(table, root, o.scorer_baseline, o.scorer_multiple_comparisons)
+            scorer_comparisons(table, root, o.scorer_baseline, o.scorer_multiple_comparisons, known)
             if o.scorer_baseline
             else None
         ),
