@@ -292,9 +292,8 @@ def execute_tta(
     forward_keys, folded = adapt_run(c, x, rd, RunKeys(trained.run_id, "", {}), plugin, net)
     info = {**trained.read_run_info(), "run_id": keys.run_id, "setting_id": keys.setting_id}
     write_forward_stage(rd, x, forward_keys, index_map, {**info, "tta": t["name"]})
-    # folded_final_batch: the splits whose final example joined the previous batch
     record = {"train_run_id": trained.run_id, "tta": t, "folded_final_batch": folded}
-    atomic_write_json(rd.tta_json, record)
+    atomic_write_json(rd.tta_json, record)  # (folded: harness/tta.py, fold_last_batch)
     return {"train_run_id": trained.run_id, "device": str(x.device)}
 
 

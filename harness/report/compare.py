@@ -62,7 +62,11 @@ def with_scores(
     stages = list(zip(runs["run_id"].tolist(), runs["eval_id"].tolist(), strict=True))
     known = {} if known is None else known
     todo = [stage for stage in stages if stage not in known]
-    checked = in_slices(lambda part: stages_with_scores(results_dir, part), todo, None, 25_000)
+    checked = (
+        in_slices(lambda part: stages_with_scores(results_dir, part), todo, None, 25_000)
+        if todo  # (all checked already: no folder opened)
+        else []
+    )
     known.update(zip(todo, checked, strict=True))
     has = [known[stage] for stage in stages]
     return frame.merge(runs[has], on=["run_id", "eval_id"]) if not all(has) else frame
