@@ -207,6 +207,8 @@ def main() -> None:
         (root / "leaderboard" / ".pages.json").unlink(missing_ok=True)
         # and the derived frames (harness/report/partcache.py): every frame computed again
         shutil.rmtree(root / "leaderboard" / ".parts", ignore_errors=True)
+        # and the page's parts (harness/report/pagecache.py): the page drawn whole
+        shutil.rmtree(root / "leaderboard" / ".page", ignore_errors=True)
 
     measure("list run dirs + stat DONE (reconciliation)", finished_stages, root)
     if not args.skip_full:

@@ -21,6 +21,7 @@ from harness.report import build
 from harness.report.build import write_leaderboard
 from harness.report.domains import domain_generalisation
 from harness.report.increment import PAGES_FILE
+from harness.report.pagecache import PAGE_DIR
 from harness.report.partcache import PARTS_DIR
 from harness.rundir import RunDir
 from harness.selection import search_ids
@@ -110,6 +111,7 @@ def leaderboard_files(root: Path) -> dict[str, bytes]:
         if p.is_file()
         and p.name != PAGES_FILE  # the pages' keys: DONE mtimes of that root
         and PARTS_DIR not in p.parts  # the derived frames' cache: the same keys
+        and PAGE_DIR not in p.parts  # the page's parts (harness/report/pagecache.py): too
     }
     found["table.csv"] = (root / "table.csv").read_bytes()
     return found

@@ -24,7 +24,8 @@ from harness.report.increment import (
     unchanged_pages,
 )
 from harness.report.markdown import dataset_markdown, index_markdown, plots_section
-from harness.report.page import write_page
+from harness.report.page import TITLE, write_page
+from harness.report.pagecache import PageParts, page_key, page_unchanged, part_keys
 from harness.report.partcache import Options, PartCache
 from harness.report.plotcache import CachedPlots
 from harness.report.robustness import check_options, robustness_section
@@ -175,6 +176,7 @@ def write_leaderboard(
             # A dataset whose stages and options are those its page was written from is
             # left as it is (harness/report/increment.py): after one new run, only its
             # dataset's page is made
+            all_keys = keys  # (the page's: index.html's parts are keyed by them too)
             if "markdown" not in outputs:
                 keys = {}
             kept = set() if rebuild else unchanged_pages(board, keys)
@@ -212,18 +214,27 @@ def write_leaderboard(
         if keys:
             record_pages(board, keys)
         if "html" in outputs:
-            paths["html"] = write_page(
-                agg,
-                all_plots,
-                board / "index.html",
-                headlines=headlines,
-                table=table,
-                comparisons=comparisons,
-                scorer_comparisons=scorer_comp,
-                selected=selected,
-                corruptions=corruptions,
-                failures=failures,
-            )
+            # each dataset's part of the page is kept (harness/report/pagecache.py): only
+            # the changed datasets' parts are drawn, and an unchanged page is not written
+            kept_parts = PageParts(board, part_keys(all_keys, all_plots, failures), not rebuild)
+            page = paths["html"] = board / "index.html"
+            whole = page_key(kept_parts.keys, datasets, TITLE)
+            if rebuild or not page_unchanged(board, page, whole):
+                write_page(
+                    agg,
+                    all_plots,
+                    page,
+                    TITLE,
+                    headlines=headlines,
+                    table=table,
+                    parts=kept_parts,
+                    comparisons=comparisons,
+                    scorer_comparisons=scorer_comp,
+                    selected=selected,
+                    corruptions=corruptions,
+                    failures=failures,
+                )
+            kept_parts.finish(whole)
         parts.save()
         index = index_markdown(table, len(skipped), datasets, "html" in outputs, failures)
         atomic_write_text(board / "README.md", index)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.report.pagecache import PageParts, Part
+
 # imported for its registrations (the built-in sections); headline_html re-exported
 from harness.report.section_kinds import headline_html  # noqa: F401
 from harness.report.sections import Section, SectionContext, plot_names, registered_sections
@@ -40,6 +42,7 @@ COLUMNS = [
     "ci_high",
     "interval",
 ]
+TITLE = "Leaderboards"
 FILTERS = ["model", "method", "scorer", "metric", "split"]
 MAX_SHOWN = 500
 
@@ -301,45 +304,42 @@ def write_page(
     agg: pd.DataFrame,
     plots: dict[str, dict[str, list[Path]]],
     path: str | Path,
-    title: str = "Leaderboards",
+    title: str = TITLE,
     headlines: dict[str, Any] | None = None,
     table: pd.DataFrame | None = None,
+    parts: PageParts | None = None,
     **context: Any,
 ) -> Path:
     """Writes the page: per dataset, every registered section (harness/report/sections.py).
     `plots` maps dataset -> plot name -> [png, pdf] (paths beside it); `table` (the tidy
-    rows) feeds the interactive plots; `context`: the other SectionContext fields
-    (comparisons, scorer_comparisons, selected, corruptions, failures, primary_metric,
-    extra)."""
+    rows) feeds the interactive plots; `parts`: the datasets' parts kept from earlier calls
+    (harness/report/pagecache.py), read instead of drawn; `context`: the other
+    SectionContext fields (comparisons, scorer_comparisons, selected, corruptions,
+    failures, primary_metric, extra)."""
     path = Path(path)
-    rows = agg[agg["group_value"] == ""]
-    rows = rows.assign(setting=rows["setting_id"].astype(str).str[:8])
-    tables: dict = {}
-    data: dict = {}  # the rows of the tables, shared by the sections that select from them
-    parts = []
-    uses_plotly = False
-    sections = registered_sections()
-    for dataset in sorted(rows["dataset"].unique()):
-        ctx = SectionContext(
-            dataset=dataset,
-            agg=rows[rows["dataset"] == dataset].reset_index(drop=True),
-            table=None if table is None else table[table["dataset"] == dataset],
-            headline=(headlines or {}).get(dataset),
-            plots=dict((plots or {}).get(dataset) or {}),
-            **context,
-        )
-        tid = _table_id(dataset)
-        data[tid] = _rows_json(ctx.agg[COLUMNS])
-        parts.append(f'<h2 id="{tid}-heading">{html.escape(dataset)}</h2>\n')
-        for section in sections:
-            text, figures = section_html(section, ctx, tid, path.parent, tables, data)
-            parts.append(text)
-            uses_plotly |= figures
-    script_data = f"const DATA = {_dumps(data)};\nconst TABLES = {_dumps(tables)};".replace(
-        "</", "<\\/"
-    )
+    shown = agg["group_value"] == ""
+    pieces = []
+    for dataset in sorted(agg.loc[shown, "dataset"].unique()):
+        part = None if parts is None else parts.get(dataset)
+        if part is None:
+            rows = agg[shown & (agg["dataset"] == dataset)].reset_index(drop=True)
+            ctx = SectionContext(
+                dataset=dataset,
+                agg=rows.assign(setting=rows["setting_id"].astype(str).str[:8]),
+                table=None if table is None else table[table["dataset"] == dataset],
+                headline=(headlines or {}).get(dataset),
+                plots=dict((plots or {}).get(dataset) or {}),
+                **context,
+            )
+            part = dataset_part(ctx, path.parent)
+            if parts is not None:
+                parts.put(dataset, part)
+        pieces.append(part)
+    data = "{" + ",".join(p.data for p in pieces if p.data) + "}"
+    tables = "{" + ",".join(p.tables for p in pieces if p.tables) + "}"
+    script_data = f"const DATA = {data};\nconst TABLES = {tables};".replace("</", "<\\/")
     plotly_js = ""
-    if uses_plotly:  # plotly.js once per page, inline: the page opens from disk, offline
+    if any(p.plotly for p in pieces):  # plotly.js once per page, inline: opens offline
         from plotly.offline import get_plotlyjs
 
         plotly_js = f'<script type="text/javascript">{get_plotlyjs()}</script>\n'
@@ -350,9 +350,24 @@ def write_page(
         "<p>Per dataset: the headline, then folded sections. Tables give the mean, sample "
         "standard deviation (ddof=1), n seeds and 95% interval per setting "
         "(<code>summary.csv</code>); click a header to sort, choose values to filter.</p>\n"
-        + "".join(parts)
+        + "".join(p.html for p in pieces)
         + f"\n<script>const MAX_SHOWN = {MAX_SHOWN};\n{script_data}\n{SCRIPT}"
         "</script>\n</body></html>\n"
     )
     atomic_write_text(path, text)
     return path
+
+
+def dataset_part(ctx: SectionContext, page_dir: Path) -> Part:
+    """One dataset's heading and sections, with the rows and table specs they add."""
+    tables: dict = {}
+    data: dict = {}  # the rows of the tables, shared by the sections that select from them
+    tid = _table_id(ctx.dataset)
+    data[tid] = _rows_json(ctx.agg[COLUMNS])
+    texts = [f'<h2 id="{tid}-heading">{html.escape(ctx.dataset)}</h2>\n']
+    uses_plotly = False
+    for section in registered_sections():
+        text, figures = section_html(section, ctx, tid, page_dir, tables, data)
+        texts.append(text)
+        uses_plotly |= figures
+    return Part("".join(texts), _dumps(data)[1:-1], _dumps(tables)[1:-1], uses_plotly)
