@@ -318,3 +318,65 @@ def test_headline_cells_are_one_cell_per_record() -> None:
     needed = ["mean", "ci_low", "ci_high", "interval", "n_seeds"]
     want = {k: hl._cell(v) for k, v in hl._records(agg, needed).items()}
     assert hl._cells(agg) == want
+
+
+def _task_values_per_setting(table: pd.DataFrame, metric: str) -> dict:
+    """task_values as a pivot per setting (the reference: what it was before one pivot per
+    group)."""
+    from harness.report.aggregate import metric_rows
+
+    rows = metric_rows(table, metric)
+    rows = rows[rows["split_role"] == "shift_test"]
+    out: dict = {}
+    for (dataset, model, eval_id), group in rows.groupby(["dataset", "model", "eval_id"]):
+        tasks = sorted(group["split"].unique())
+        for setting_id, s in group.groupby("setting_id"):
+            wide = s.pivot_table(index="seed", columns="split", values="value", aggfunc="first")
+            wide = wide.reindex(columns=tasks).dropna()
+            if len(wide):
+                out.setdefault((dataset, model, eval_id), {})[setting_id] = wide
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_task_values_are_a_pivot_per_setting(seed: int) -> None:
+    """One pivot per dataset x model x eval config, cut per setting: the same settings, in
+    order, and frames (index, columns, bits) as a pivot per setting, on random tables where
+    seeds miss tasks, settings miss whole splits, a value repeats (first kept) or is NaN;
+    and setting_names is each setting's first row's (method, TTA)."""
+    from harness.report.task_aggregates import setting_names, task_values
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    table = pd.DataFrame(
+        {
+            "dataset": rng.choice(["d0", "d1"], n),
+            "model": rng.choice(["m0", "m1"], n),
+            "eval_id": "e",
+            "setting_id": rng.choice([f"s{k}" for k in range(12)], n),
+            "method": rng.choice(["erm", "irm"], n),
+            "tta": rng.choice(["", "none", "tent", None], n),
+            "seed": rng.integers(0, 5, n),
+            "split": rng.choice(["a", "b", "c", "val"], n),
+            "split_role": rng.choice(["shift_test", "shift_test", "id_test"], n),
+            "scorer": "",
+            "metric": rng.choice(["accuracy", "ece"], n),
+            "group_key": "",
+            "group_value": "",
+            "value": rng.random(n),
+        }
+    ).astype({"dataset": "str", "setting_id": "str", "split": "str"})
+    table.loc[rng.random(n) < 0.03, "value"] = np.nan
+    want = _task_values_per_setting(table, "accuracy")
+    got = task_values(table, "accuracy")
+    assert list(got) == list(want) and sum(map(len, want.values())) > 10
+    for key, settings in want.items():
+        assert list(got[key]) == list(settings), key
+        for setting_id, wide in settings.items():
+            pd.testing.assert_frame_equal(got[key][setting_id], wide, check_exact=True)
+    names = {
+        sid: (str(rows.iloc[0]["method"]),
+              "" if pd.isna(t := rows.iloc[0]["tta"]) or t in ("", "none") else str(t))
+        for sid, rows in table.groupby("setting_id")
+    }  # fmt: skip
+    assert setting_names(table) == names

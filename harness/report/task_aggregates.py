@@ -56,19 +56,25 @@ def task_values(table: pd.DataFrame, metric: str) -> dict[tuple, dict[str, pd.Da
     out: dict[tuple, dict[str, pd.DataFrame]] = {}
     for (dataset, model, eval_id), group in rows.groupby(["dataset", "model", "eval_id"]):
         tasks = sorted(group["split"].unique())
-        for setting_id, s in group.groupby("setting_id"):
-            wide = s.pivot_table(index="seed", columns="split", values="value", aggfunc="first")
-            wide = wide.reindex(columns=tasks).dropna()
-            if len(wide):
-                out.setdefault((dataset, model, eval_id), {})[setting_id] = wide
+        # one pivot for every setting of the group, then cut per setting: a pivot per
+        # setting cost ~6 ms each, 6 s of the plots at 1,000 settings
+        every = group.pivot_table(
+            index=["setting_id", "seed"], columns="split", values="value", aggfunc="first"
+        )
+        every = every.reindex(columns=tasks).dropna()
+        for setting_id, wide in every.groupby(level="setting_id", sort=True):
+            out.setdefault((dataset, model, eval_id), {})[setting_id] = wide.droplevel("setting_id")
     return out
 
 
-def _name(rows: pd.DataFrame) -> tuple[str, str]:
-    first = rows.iloc[0]
-    tta = first.get("tta", "")
-    tta = "" if pd.isna(tta) or tta in ("", "none") else str(tta)
-    return str(first["method"]), tta
+def setting_names(table: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """setting_id -> (method, TTA or "") of its first row (a loop over the settings' groups
+    cost 0.4 s at 1,000 settings)."""
+    first = table[table["setting_id"].notna()].drop_duplicates("setting_id")
+    ttas = first["tta"].tolist() if "tta" in first else [""] * len(first)
+    ttas = ["" if pd.isna(t) or t in ("", "none") else str(t) for t in ttas]
+    methods = [str(m) for m in first["method"].tolist()]
+    return dict(zip(first["setting_id"].tolist(), zip(methods, ttas, strict=True), strict=True))
 
 
 def aggregates_table(
@@ -83,7 +89,7 @@ def aggregates_table(
     out = []
     for dataset, metric in sorted(metric_of.items()):
         sub = table[table["dataset"] == dataset]
-        names = {sid: _name(rows) for sid, rows in sub.groupby("setting_id")}
+        names = setting_names(sub)
         for (_, model, eval_id), settings in sorted(task_values(sub, metric).items()):
             base = [sid for sid in settings if names[sid] == (baseline, "")]
             for setting_id, wide in sorted(settings.items()):
@@ -112,7 +118,7 @@ def cross_dataset_rows(
     groups: dict[tuple, dict[tuple, dict[str, list]]] = {}
     for dataset, metric in sorted(metric_of.items()):
         sub = table[table["dataset"] == dataset]
-        names = {sid: _name(rows) for sid, rows in sub.groupby("setting_id")}
+        names = setting_names(sub)
         for (_, model, eval_id), settings in task_values(sub, metric).items():
             for setting_id, wide in settings.items():
                 by_name = groups.setdefault((model, eval_id, metric), {})
@@ -189,7 +195,7 @@ def performance_profiles(
     groups = {k: v for k, v in task_values(table, metric).items() if _tasks(v) >= 2}
     if not groups:
         return None
-    names = {sid: _name(rows) for sid, rows in table.groupby("setting_id")}
+    names = setting_names(table)
     label_of = {sid: m + (f"+{t}" if t else "") for sid, (m, t) in names.items()}
     shown = {
         key: sorted(settings, key=lambda s: -iqm(settings[s].to_numpy()))[:MAX_PROFILES]
