@@ -51,7 +51,7 @@ def part_keys(
     sections = sections_key()
     if sections is None:
         return {}
-    failed = "" if failures is None else failures.to_csv(index=False)
+    failed = "" if failures is None else failures.sort_values("run_id").to_csv(index=False)
     common = json.dumps([sections, failed, _version("plotly")])
     return {
         dataset: hashlib.sha256(

@@ -14,7 +14,9 @@ view, a model-zoo column - by registering it, without editing the page code
     ))
 
 A section module outside harness/report/ is imported by whoever registers it before the
-page is written (the built-in ones: harness/report/section_kinds.py).
+page is written (the built-in ones: harness/report/section_kinds.py). A section draws from
+its own dataset's context: each dataset's part of the page is kept and drawn again only
+when that dataset, the options or the sections' code change (harness/report/pagecache.py).
 """
 
 from __future__ import annotations
