@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from harness import registry
 from harness.data import LABELED_ROLES, Benchmark, Split
 from harness.gpudecode import decode_loader, resolve_decode
+from harness.hostcopies import HostCopies
 from harness.keys import RunKeys, output_settings
 from harness.method import Method
 from harness.models import forward_outputs, map_logits
@@ -212,7 +213,8 @@ def forward_split(
         else nullcontext()
     )
     chunk = batch_size
-    logits, feats, labels, index, stage_parts = [], [], [], [], []
+    host = HostCopies(device)  # (no .cpu() per batch: harness/hostcopies.py)
+    labels, index, stage_parts = [], [], []
     recorder = StageRecorder(model, stages) if stages else None
     with recorder or nullcontext():
         for x, y, i in tqdm(
@@ -244,17 +246,16 @@ def forward_split(
                     chunk = smaller
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-            for out, feat in outs:
-                logits.append(map_logits(out, label_index).float().cpu())
-                feats.append(feat.float().cpu())
+            host.add([(map_logits(out, label_index).float(), feat.float()) for out, feat in outs])
             labels.append(y)
             index.append(i)
             if recorder is not None:
                 stage_parts.append(recorder.take(len(y)))
+        host.settle()
     model.train(was_training)
     return Outputs(
-        torch.cat(logits).numpy(),
-        torch.cat(feats).numpy(),
+        torch.cat(host.logits).numpy(),
+        torch.cat(host.features).numpy(),
         torch.cat(labels).numpy().astype(np.int64),
         torch.cat(index).numpy().astype(np.int64),
         stages=concat_stages(stage_parts) if recorder is not None else None,

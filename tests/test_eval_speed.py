@@ -271,3 +271,51 @@ def test_training_batches_are_made_with_one_thread_and_the_update_keeps_the_othe
     monkeypatch.setattr(ERM, "update", update)
     run_mod.run(compose_config([*TINY, f"results_dir={tmp_path}", "threads=2", "eval=minimal"]))
     assert seen == {"load": {1}, "update": {2}}
+
+
+class _FakeEvent:
+    """torch.cuda.Event's stand-in: records when it is recorded and waited for."""
+
+    log: list[str] = []
+
+    def __init__(self) -> None:
+        self.n = sum(entry.startswith("record") for entry in self.log)
+
+    def record(self) -> None:
+        self.log.append(f"record {self.n}")
+
+    def synchronize(self) -> None:
+        self.log.append(f"wait {self.n}")
+
+
+def test_outputs_come_to_the_host_one_batch_late_on_cuda(monkeypatch):
+    """harness/hostcopies.py on the CUDA path (the device stood in for; the copies are CPU
+    copies here): batch k is waited for only after batch k+1 is queued, once each, kept as
+    a copy (not the pinned buffer), in order; forward_split's outputs through that path
+    equal the CPU path's."""
+    from harness import hostcopies
+
+    _FakeEvent.log = []
+    monkeypatch.setattr(hostcopies.torch.cuda, "Event", _FakeEvent)
+    host = hostcopies.HostCopies(torch.device("cuda"))
+    batches = [(torch.full((2, 3), float(k)), torch.full((2, 5), -float(k))) for k in range(3)]
+    for k, batch in enumerate(batches):
+        host.add([batch])
+        assert len(host.logits) == k  # the batch before it only
+    assert _FakeEvent.log == ["record 0", "record 1", "wait 0", "record 2", "wait 1"]
+    host.settle()
+    host.settle()  # nothing left: waits for nothing
+    assert _FakeEvent.log[-1] == "wait 2" and len(_FakeEvent.log) == 6
+    for (logits, feats), got_l, got_f in zip(batches, host.logits, host.features, strict=True):
+        assert torch.equal(got_l, logits) and torch.equal(got_f, feats)
+        assert got_l.data_ptr() != logits.data_ptr()  # out of the (pinned) buffer
+    # forward_split with that path (a CPU model; the device only names the path)
+    model, split = tiny_model(), tiny_split("a", n=11)
+    want = forward_split(model, split, 4, torch.device("cpu"))
+    real_host = forward_mod.HostCopies
+    monkeypatch.setattr(forward_mod, "HostCopies", lambda device: real_host(torch.device("cuda")))
+    _FakeEvent.log = []
+    got = forward_split(model, split, 4, torch.device("cpu"))
+    np.testing.assert_array_equal(got.logits, want.logits)
+    np.testing.assert_array_equal(got.features, want.features)
+    assert _FakeEvent.log.count("wait 0") == 1 and len(_FakeEvent.log) == 6  # 3 batches
