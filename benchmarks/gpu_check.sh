@@ -15,7 +15,8 @@
 # Steps, each under its own time limit:
 #   1. env.txt: nvidia-smi, python, torch/torchvision/CUDA, the versions that matter (~10 s)
 #   2. benchmarks/gpu_decode.py: 10,000 JPEGs 500x375, resnet50 at 224 px, bf16,
-#      channels_last: bare decode, bare forward, harness (GPU decode, and CPU decode),
+#      channels_last: bare decode, bare forward, harness (GPU decode; GPU decode with
+#      each batch's outputs waited for at once, the old per-batch .cpu(); CPU decode),
 #      each harness mode twice, then one GPU-decode run under torch.profiler into
 #      profile.txt (<= 240 s; 59 s on an H200 machine without the profiled run)
 #   3. the test suite with the device's torch (not-slow tests, as `make test`; the browser

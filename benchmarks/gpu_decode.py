@@ -15,7 +15,9 @@ class folders, then measures, on `device`:
 - harness: one evaluation-only `harness.run` (trainer.epochs=0, precision=bf16,
   forward.channels_last=true, forward.decode=auto, eval=minimal) of the folder: images/s of
   its forward stage (from the first forward_split call to the last one's end) and of the
-  whole run; with --cpu-decode, the same with forward.decode=cpu (PIL in workers).
+  whole run; the same with each batch's outputs waited for at once (`auto-waiting`: the
+  per-batch .cpu() that harness/hostcopies.py replaced); with --cpu-decode, the same with
+  forward.decode=cpu (PIL in workers).
 ratio = harness forward stage / min(bare decode, bare forward); goal >= 0.9. A JSON record
 goes to --out (default results/benchmarks/gpu_decode.json); --profile FILE adds one more
 GPU-decode harness run under torch.profiler, its op tables written to FILE. Numbers: docs/benchmarks.md.
@@ -31,7 +33,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -183,10 +187,13 @@ def measure(
     # the harness, GPU decode (auto), then optionally CPU decode
     # (each mode `repeats` times, the best kept: the first run of a process also pays for
     # one-off start-up such as loader worker forks and the folder's digests)
-    for mode in ["auto", *(["cpu"] if args.cpu_decode else [])]:
-        c = compose([*overrides, f"forward.decode={mode}"])
+    # auto-waiting: GPU decode with each batch's outputs waited for as soon as it is queued
+    # (the per-batch .cpu() before harness/hostcopies.py): what the one-batch-late copies gain
+    for mode in ["auto", "auto-waiting", *(["cpu"] if args.cpu_decode else [])]:
+        c = compose([*overrides, f"forward.decode={mode.removesuffix('-waiting')}"])
         c["dataset"]["splits"] = cfg["dataset"]["splits"]
-        tries = [harness_seconds(c, work / f"res-{mode}-{k}") for k in range(args.repeats)]
+        with waiting_copies(mode.endswith("-waiting")):
+            tries = [harness_seconds(c, work / f"res-{mode}-{k}") for k in range(args.repeats)]
         h = min(tries, key=lambda t: t["forward_split_seconds"])
         record[f"harness_{mode}"] = {
             "forward_images_per_s": round(args.images / h["forward_split_seconds"], 1),
@@ -205,6 +212,26 @@ def measure(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))
+
+
+@contextmanager
+def waiting_copies(on: bool) -> Iterator[None]:
+    """forward_split's host copies waited for as soon as each batch is queued (the old
+    per-batch .cpu()), for the comparison; nothing changed when not `on`."""
+    from harness import forward as forward_mod
+    from harness.hostcopies import HostCopies
+
+    class Waiting(HostCopies):
+        def add(self, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+            super().add(parts)
+            self.settle()
+
+    real = forward_mod.HostCopies
+    forward_mod.HostCopies = Waiting if on else real
+    try:
+        yield
+    finally:
+        forward_mod.HostCopies = real
 
 
 def grouped_transform(transform: Any, images: list[torch.Tensor]) -> torch.Tensor:
