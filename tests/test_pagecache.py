@@ -158,3 +158,26 @@ def test_the_sections_key_follows_their_code_and_values(section_registry, tmp_pa
     third = pagecache.sections_key()
     module.write_text(module.read_text() + "# edited\n")
     assert pagecache.sections_key() not in (None, third)
+
+
+def test_a_closure_over_a_frozenset_keys_alike_in_every_process(section_registry) -> None:
+    """A frozenset's members are in string-hash order, which differs between processes:
+    the sections' key sorts them (else every call of a new process would draw every part)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from harness.report import page, pagecache\n"
+        "from harness.report.sections import Section, register_section\n"
+        "def rows_of(names):\n"
+        "    return lambda agg: agg['metric'].isin(names)\n"
+        "rows = rows_of(frozenset(f'metric_{k}' for k in range(20)))\n"
+        "register_section(Section('mine', 'Mine', 77, rows=rows))\n"
+        "print(pagecache.sections_key())\n"
+    )
+    keys = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**__import__("os").environ, "PYTHONHASHSEED": str(seed)}).stdout
+        for seed in (1, 2, 3)
+    }  # fmt: skip
+    assert len(keys) == 1 and len(next(iter(keys)).strip()) == 64

@@ -109,13 +109,23 @@ def _function_key(fn: Any) -> tuple | None:
         where = None
     digest = hashlib.sha256(code.co_code + repr(code.co_names).encode()).hexdigest()
     return (fn.__module__, fn.__qualname__, code.co_filename, code.co_firstlineno, where,
-            digest, repr(captured))  # fmt: skip
+            digest, _text(captured))  # fmt: skip
 
 
 def _plain(value: Any) -> bool:
     if isinstance(value, tuple | frozenset):
         return all(_plain(v) for v in value)
     return isinstance(value, PLAIN)
+
+
+def _text(value: Any) -> str:
+    """repr, with a frozenset's members sorted (their order follows the process's string
+    hashing: the key would change from one process to the next)."""
+    if isinstance(value, frozenset):
+        return "frozenset(" + ",".join(sorted(map(_text, value))) + ")"
+    if isinstance(value, tuple | list):
+        return "(" + ",".join(map(_text, value)) + ")"
+    return repr(value)
 
 
 def page_key(keys: dict[str, str], datasets: list[str], title: str) -> str | None:
