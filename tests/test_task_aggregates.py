@@ -13,6 +13,7 @@ from harness.stats.aggregate import (
     improvement_interval,
     iqm,
     iqm_interval,
+    iqm_of_each,
     performance_profile,
     probability_of_improvement,
     profile_band,
@@ -24,6 +25,19 @@ def test_iqm_is_the_mean_of_the_middle_half():
     rng = np.random.default_rng(0)
     values = rng.normal(0, 1, (6, 4))  # 24 values: drop the 6 lowest and the 6 highest
     assert iqm(values) == pytest.approx(np.sort(values.ravel())[6:18].mean(), abs=1e-12)
+
+
+def test_iqm_of_each_is_iqm_bit_for_bit():
+    """Arrays of one size computed together: the very numbers of iqm (scipy's trim_mean),
+    on shapes from one value up, ties included, in the arrays' order; bad input refused."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.random((rng.integers(1, 9), rng.integers(1, 5))) for _ in range(400)]
+    arrays += [np.round(rng.random((5, 3)), 1) for _ in range(100)]  # ties
+    got = iqm_of_each(arrays)
+    assert got.tolist() == [iqm(a) for a in arrays]
+    assert iqm_of_each([]).shape == (0,)
+    with pytest.raises(ValueError, match="finite"):
+        iqm_of_each([np.array([[1.0, np.nan]])])
 
 
 def test_probability_of_improvement_is_mann_whitney_per_task_averaged():

@@ -59,6 +59,24 @@ def iqm(values: np.ndarray) -> float:
     return float(stats.trim_mean(_check(values, "iqm").ravel(), 0.25))
 
 
+def iqm_of_each(arrays: list[np.ndarray]) -> np.ndarray:
+    """iqm of each array, those of one size computed together (a call per array cost 0.37
+    ms each: 3.7 s for the 10,000 settings of a 100,000-run dataset's profile plot). The
+    same numbers as iqm's: each row partitioned as scipy's trim_mean partitions it, then
+    averaged along it."""
+    flat = [_check(a, "iqm").ravel() for a in arrays]
+    out = np.empty(len(flat))
+    sizes: dict[int, list[int]] = {}
+    for i, values in enumerate(flat):
+        sizes.setdefault(len(values), []).append(i)
+    for n, members in sizes.items():
+        cut = int(0.25 * n)  # trim_mean's cut: int(proportiontocut * n) at each end
+        rows = np.stack([flat[i] for i in members])
+        rows = np.partition(rows, (cut, n - cut - 1), axis=1)
+        out[members] = rows[:, cut : n - cut].mean(axis=1)
+    return out
+
+
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> float:
     """P(X > Y) + P(X = Y) / 2 for a run X of method x and a run Y of method y on the same
     task (the Mann-Whitney U statistic / (n m)), averaged over tasks. x: (runs_x, tasks),
