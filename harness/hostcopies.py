@@ -18,7 +18,7 @@ class HostCopies:
     `settle` after the last one; then `logits` and `features` hold every batch's."""
 
     def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
+        self.cuda, self.device = device.type == "cuda", device
         self.logits: list[torch.Tensor] = []
         self.features: list[torch.Tensor] = []
         self.pending: tuple[torch.cuda.Event | None, list[tuple[torch.Tensor, ...]]] | None = None
@@ -33,7 +33,7 @@ class HostCopies:
         event = None
         if self.cuda:
             event = torch.cuda.Event()
-            event.record()  # on the current stream, after the copies
+            event.record(torch.cuda.current_stream(self.device))  # after the copies
         self.settle()
         self.pending = (event, copies)
 

@@ -281,7 +281,8 @@ class _FakeEvent:
     def __init__(self) -> None:
         self.n = sum(entry.startswith("record") for entry in self.log)
 
-    def record(self) -> None:
+    def record(self, stream: object = None) -> None:
+        assert stream == "stream of cuda"  # the device's current stream
         self.log.append(f"record {self.n}")
 
     def synchronize(self) -> None:
@@ -297,6 +298,7 @@ def test_outputs_come_to_the_host_one_batch_late_on_cuda(monkeypatch):
 
     _FakeEvent.log = []
     monkeypatch.setattr(hostcopies.torch.cuda, "Event", _FakeEvent)
+    monkeypatch.setattr(hostcopies.torch.cuda, "current_stream", lambda d: f"stream of {d}")
     host = hostcopies.HostCopies(torch.device("cuda"))
     batches = [(torch.full((2, 3), float(k)), torch.full((2, 5), -float(k))) for k in range(3)]
     for k, batch in enumerate(batches):
