@@ -135,6 +135,14 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, None when it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def provenance() -> dict[str, Any]:
     """Recorded with every row, never hashed into a key."""
     sha = _git("rev-parse", "HEAD") or "unknown"
@@ -142,10 +150,9 @@ def provenance() -> dict[str, Any]:
     lock = PROJECT_ROOT / "requirements.lock"
     versions = {"python": platform.python_version()}
     for pkg in ("torch", "timm", "numpy", "hydra-core", "maze-dataset", "scikit-learn"):
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            pass
+        version = package_version(pkg)
+        if version is not None:
+            versions[pkg] = version
     return {
         "git_sha": sha,
         "git_dirty": bool(status) if status is not None else None,

@@ -16,14 +16,13 @@ import json
 import os
 import types
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from harness.report.sections import registered_sections
-from harness.store import atomic_write_bytes, atomic_write_text
+from harness.store import atomic_write_bytes, atomic_write_text, package_version
 
 PAGE_DIR = ".page"
 RECORD = "page.json"  # {"page": the key index.html was last written under}
@@ -52,7 +51,7 @@ def part_keys(
     if sections is None:
         return {}
     failed = "" if failures is None else failures.sort_values("run_id").to_csv(index=False)
-    common = json.dumps([sections, failed, _version("plotly")])
+    common = json.dumps([sections, failed, package_version("plotly")])
     return {
         dataset: hashlib.sha256(
             (key + json.dumps(_plot_files(plots.get(dataset))) + common).encode()
@@ -63,13 +62,6 @@ def part_keys(
 
 def _plot_files(plots: dict[str, list[Path]] | None) -> list[Any]:
     return sorted([name, [str(p) for p in files]] for name, files in (plots or {}).items())
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return ""
 
 
 def sections_key() -> str | None:
